@@ -1,0 +1,232 @@
+"""The dock's configuration (SPEC 4): typed, commented, unknown keys refused."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.schema import ConfigError, build, in_range, pattern, setting
+
+DEFAULT_CONFIG_PATH = "/etc/dock-agent/dock-agent.toml"
+ID_RE = r"[A-Za-z0-9_-]{1,64}"
+
+
+@dataclass(frozen=True)
+class DockSection:
+    """[dock]: who this dock is and where it keeps its data."""
+
+    id: str = setting(doc="dock id, [A-Za-z0-9_-]{1,64}", check=pattern(ID_RE, "[A-Za-z0-9_-]{1,64}"))
+    department: str = setting("", doc="department, a classification field of every clip")
+    data_dir: str = setting("/var/lib/dock-agent", doc="evidence store, index and custody log")
+
+
+@dataclass(frozen=True)
+class BaySection:
+    """[[bay]]: one physical (or simulated) bay of the dock."""
+
+    number: int = setting(doc="bay number shown to officers", check=in_range(1, 64))
+    usb_path: str = setting("", doc="udev ID_PATH of the bay's USB port")
+    sim_dir: str = setting("", doc="directory of a simulated recorder")
+    udev_match: dict[str, str] = setting(
+        default_factory=dict, doc="udev properties that identify the bay's device"
+    )
+    driver: str = setting(
+        "", doc="recorder driver", choices=("", "simulated", "mass_storage", "zfy")
+    )
+
+    @property
+    def kind(self) -> str:
+        """The effective driver of this bay."""
+        if self.driver:
+            return self.driver
+        return "simulated" if self.sim_dir else "mass_storage"
+
+
+@dataclass(frozen=True)
+class RecordersSection:
+    """[recorders]: how recorder volumes and SDKs are reached."""
+
+    mount_dir: str = setting("/run/dock-agent/media", doc="read-only mount points of volumes")
+    zfy_library: str = setting("", doc="path of the GA/T 947 SDK shared library")
+    zfy_password_file: str = setting("", doc="file holding the recorders' SDK password")
+
+
+@dataclass(frozen=True)
+class PolicySection:
+    """[policy]: the rules of offload, validation and retention."""
+
+    offload_window_hours: float = setting(24.0, doc="hours after recording", check=in_range(0))
+    clock_tolerance_s: float = setting(2.0, doc="allowed recorder clock drift", check=in_range(0))
+    require_synced_clock: bool = setting(True, doc="set recorder clocks only when ours is synced")
+    timezone: str = setting("", doc="recorder local time zone (IANA); default the dock's")
+    ready_battery_pct: float = setting(90.0, doc="battery needed for ready", check=in_range(0, 100))
+    ready_free_storage_pct: float = setting(
+        90.0, doc="free recorder storage needed for ready", check=in_range(0, 100)
+    )
+    gap_threshold_s: float = setting(2.0, doc="pause between clips that is a gap", check=in_range(0))
+    session_break_s: float = setting(900.0, doc="pause that starts a new session", check=in_range(0))
+    delete_from_recorder: str = setting(
+        "after_upstream_ack",
+        doc="when a clip leaves the recorder",
+        choices=("after_upstream_ack", "after_local_verify", "never"),
+    )
+    local_retention_days: float = setting(30.0, doc="days a synced local copy is kept", check=in_range(0))
+    disk_reserve_bytes: int = setting(
+        256 * 1024 * 1024, doc="free bytes the dock keeps; offload stops below", check=in_range(0)
+    )
+    disk_low_pct: float = setting(10.0, doc="free share of the store that raises disk_low", check=in_range(0, 100))
+    sync_backlog_alert_s: float = setting(
+        3600.0, doc="age of the oldest unsynced clip that raises sync_backlog", check=in_range(0)
+    )
+
+
+@dataclass(frozen=True)
+class MqttSection:
+    """[mqtt]: the broker the dock reports to and syncs evidence through."""
+
+    host: str = setting("127.0.0.1", doc="broker host")
+    port: int = setting(1883, doc="broker port", check=in_range(1, 65535))
+    client_id: str = setting("", doc="MQTT client id; default the dock id")
+    username: str = setting("", doc="MQTT user name")
+    password_file: str = setting("", doc="file holding the MQTT password")
+    tls_ca: str = setting("", doc="CA bundle; TLS is on when set")
+    tls_cert: str = setting("", doc="client certificate for mutual TLS")
+    tls_key: str = setting("", doc="client key for mutual TLS")
+    topic_root: str = setting("dock", doc="topic root", check=pattern(r"[^#+\s]+", "a topic without wildcards"))
+    file_transfer_prefix: str = setting("$file", doc="EMQX file-transfer topic prefix")
+    segment_bytes: int = setting(262144, doc="bytes per file-transfer segment", check=in_range(1024, 64 * 1024 * 1024))
+    max_inflight: int = setting(16, doc="unanswered segments at once", check=in_range(1, 1024))
+    rate_limit_bytes_per_s: int = setting(0, doc="upload rate limit, 0 = unlimited", check=in_range(0))
+
+
+@dataclass(frozen=True)
+class CentralSection:
+    """[central]: services of the central side."""
+
+    roster_url: str = setting("", doc="HTTP(S) roster of device -> officer")
+
+
+@dataclass(frozen=True)
+class DockConfig:
+    """The whole dock configuration."""
+
+    dock: DockSection = setting(doc="the [dock] table is required")
+    bay: list[BaySection] = setting(default_factory=list, doc="the dock's bays")
+    recorders: RecordersSection = setting(default_factory=RecordersSection, doc="[recorders]")
+    policy: PolicySection = setting(default_factory=PolicySection, doc="[policy]")
+    mqtt: MqttSection = setting(default_factory=MqttSection, doc="[mqtt]")
+    central: CentralSection = setting(default_factory=CentralSection, doc="[central]")
+
+    @property
+    def data_dir(self) -> Path:
+        """The dock's data directory."""
+        return Path(self.dock.data_dir)
+
+    @property
+    def client_id(self) -> str:
+        """The MQTT client id the dock keeps across restarts."""
+        return self.mqtt.client_id or self.dock.id
+
+    @property
+    def topic(self) -> str:
+        """The dock's topic root R = {topic_root}/{dock.id}."""
+        return f"{self.mqtt.topic_root}/{self.dock.id}"
+
+
+def _bay_problems(bays: list[BaySection]) -> list[str]:
+    problems: list[str] = []
+    seen: set[int] = set()
+    for i, bay in enumerate(bays):
+        where = f"bay[{i}]"
+        if bay.number in seen:
+            problems.append(f"{where}.number = {bay.number}: expected a bay number used once")
+        seen.add(bay.number)
+        sources = [k for k in ("usb_path", "sim_dir", "udev_match") if getattr(bay, k)]
+        if len(sources) != 1:
+            problems.append(
+                f"{where}: has {', '.join(sources) or 'none'}; expected exactly one of "
+                "usb_path, sim_dir, udev_match"
+            )
+        if bay.driver == "simulated" and not bay.sim_dir:
+            problems.append(f"{where}.driver = 'simulated': expected a sim_dir with it")
+        if bay.sim_dir and bay.driver not in ("", "simulated"):
+            problems.append(f"{where}.driver = {bay.driver!r}: a sim_dir bay takes 'simulated'")
+    return problems
+
+
+def _cross_problems(cfg: DockConfig) -> list[str]:
+    problems = _bay_problems(cfg.bay)
+    if any(b.kind == "zfy" for b in cfg.bay) and not cfg.recorders.zfy_library:
+        problems.append("recorders.zfy_library = '': expected the SDK path, a bay uses driver 'zfy'")
+    if bool(cfg.mqtt.tls_cert) != bool(cfg.mqtt.tls_key):
+        problems.append("mqtt.tls_cert/tls_key: expected both or neither (mutual TLS)")
+    if cfg.mqtt.tls_cert and not cfg.mqtt.tls_ca:
+        problems.append("mqtt.tls_ca = '': expected a CA bundle when tls_cert is set")
+    if cfg.policy.timezone:
+        problems.extend(_timezone_problem(cfg.policy.timezone))
+    if cfg.policy.session_break_s <= cfg.policy.gap_threshold_s:
+        problems.append(
+            f"policy.session_break_s = {cfg.policy.session_break_s}: expected more than "
+            f"gap_threshold_s ({cfg.policy.gap_threshold_s})"
+        )
+    return problems
+
+
+def _timezone_problem(name: str) -> list[str]:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return [f"policy.timezone = {name!r}: expected an IANA time zone name"]
+    return []
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a TOML file, turning every failure into a ConfigError naming the file."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such configuration file"]) from None
+    except PermissionError:
+        raise ConfigError([f"{path}: permission denied"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+
+
+def parse_config(data: dict[str, Any]) -> DockConfig:
+    """Validate a parsed TOML document into a DockConfig, or raise ConfigError."""
+    problems: list[str] = []
+    cfg = build(DockConfig, data, "", problems)
+    if cfg is None:
+        raise ConfigError(problems)
+    problems = _cross_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def resolve_path(path: str | None) -> str:
+    """-c CONFIG, else $DOCK_AGENT_CONFIG, else the system default."""
+    return path or os.environ.get("DOCK_AGENT_CONFIG") or DEFAULT_CONFIG_PATH
+
+
+def load_config(path: str | None = None) -> DockConfig:
+    """Load and validate the dock configuration from `path` (see resolve_path)."""
+    resolved = resolve_path(path)
+    return parse_config(read_toml(resolved))
+
+
+def read_secret(path: str) -> str:
+    """A secret from a file, or from systemd credentials when given as a bare name."""
+    if not path:
+        return ""
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    candidate = Path(cred_dir, path) if cred_dir and "/" not in path else Path(path)
+    return candidate.read_text(encoding="utf-8").strip()

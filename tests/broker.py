@@ -1,0 +1,77 @@
+"""A real Mosquitto broker on a free loopback port, owned by the test that starts it."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def mosquitto_binary() -> str | None:
+    """The mosquitto executable, or None."""
+    return shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+
+
+@dataclass
+class Broker:
+    """A running Mosquitto; `stop()` and `start()` simulate an outage on the same port."""
+
+    port: int
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
+
+    def start(self) -> None:
+        """Start (or restart) the broker and wait until it accepts connections."""
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"persistence true\npersistence_location {self.workdir}/\n"
+            "max_inflight_messages 0\nmax_queued_messages 100000\n"
+            "message_size_limit 0\n"
+        )
+        binary = mosquitto_binary()
+        assert binary, "mosquitto is not installed"
+        log = open(self.workdir / "mosquitto.log", "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), 0.2):
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {(self.workdir / 'mosquitto.log').read_text()}")
+            time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start listening")
+
+    def stop(self, kill: bool = False) -> None:
+        """Stop the broker (SIGKILL when `kill`)."""
+        if self.proc and self.proc.poll() is None:
+            (self.proc.kill if kill else self.proc.terminate)()
+            self.proc.wait(10)
+        self.proc = None
+
+
+@contextlib.contextmanager
+def running_broker(workdir: Path) -> Iterator[Broker]:
+    """Start a broker in `workdir` and stop it afterwards."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    broker = Broker(port=free_port(), workdir=workdir)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
