@@ -1,0 +1,117 @@
+"""The in-process event bus: bay views, dock events and alerts, for whoever reports them."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from agent.findings import Finding
+
+logger = logging.getLogger(__name__)
+
+BAY_STATES = ("empty", "identifying", "validating", "offloading", "charging", "ready", "fault")
+
+
+def now_iso() -> str:
+    """The current true time, ISO 8601 with offset."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Progress:
+    """How far a bay's offload has come."""
+
+    clips_done: int = 0
+    clips_total: int = 0
+    bytes_done: int = 0
+    bytes_total: int = 0
+
+
+@dataclass
+class BayView:
+    """What a bay shows (SPEC 6 R/bay/{n})."""
+
+    number: int
+    state: str = "empty"
+    device_id: str | None = None
+    officer_id: str | None = None
+    battery_pct: float | None = None
+    clock_offset_s: float | None = None
+    storage_free_pct: float | None = None
+    progress: Progress = field(default_factory=Progress)
+    findings: list[Finding] = field(default_factory=list)
+    ts: str = field(default_factory=now_iso)
+
+    def to_json(self) -> dict[str, Any]:
+        """The SPEC 6 payload of R/bay/{n}."""
+        data = asdict(self)
+        data.pop("number")
+        data["findings"] = [f.to_json() for f in self.findings]
+        return data
+
+
+@dataclass(frozen=True)
+class DockEvent:
+    """One entry for R/events: a type and its fields."""
+
+    type: str
+    fields: dict[str, Any]
+    ts: str = field(default_factory=now_iso)
+
+    def to_json(self) -> dict[str, Any]:
+        """The SPEC 6 payload of R/events."""
+        return {"type": self.type, "ts": self.ts, **self.fields}
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One entry for R/alerts."""
+
+    code: str
+    severity: str
+    message: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    ts: str = field(default_factory=now_iso)
+
+    def to_json(self) -> dict[str, Any]:
+        """The SPEC 6 payload of R/alerts."""
+        return {"code": self.code, "severity": self.severity, "message": self.message,
+                "ts": self.ts, **self.fields}
+
+
+Listener = Callable[[BayView | DockEvent | Alert], None]
+
+
+class EventBus:
+    """Fan-out of bay views, events and alerts to listeners; a failing listener is logged."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+        self._lock = threading.Lock()
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call `listener` for everything emitted from now on."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def emit(self, item: BayView | DockEvent | Alert) -> None:
+        """Hand `item` to every listener."""
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(item)
+            except Exception:
+                logger.exception("event listener failed on %s", type(item).__name__)
+
+    def event(self, type_: str, **fields: Any) -> None:
+        """Emit a DockEvent."""
+        self.emit(DockEvent(type_, fields))
+
+    def alert(self, code: str, severity: str, message: str, **fields: Any) -> None:
+        """Emit an Alert."""
+        self.emit(Alert(code, severity, message, fields))
