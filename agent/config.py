@@ -18,7 +18,9 @@ ID_RE = r"[A-Za-z0-9_-]{1,64}"
 class DockSection:
     """[dock]: who this dock is and where it keeps its data."""
 
-    id: str = setting(doc="dock id, [A-Za-z0-9_-]{1,64}", check=pattern(ID_RE, "[A-Za-z0-9_-]{1,64}"))
+    id: str = setting(
+        doc="dock id, [A-Za-z0-9_-]{1,64}", check=pattern(ID_RE, "[A-Za-z0-9_-]{1,64}")
+    )
     department: str = setting("", doc="department, a classification field of every clip")
     data_dir: str = setting("/var/lib/dock-agent", doc="evidence store, index and custody log")
 
@@ -66,18 +68,26 @@ class PolicySection:
     ready_free_storage_pct: float = setting(
         90.0, doc="free recorder storage needed for ready", check=in_range(0, 100)
     )
-    gap_threshold_s: float = setting(2.0, doc="pause between clips that is a gap", check=in_range(0))
-    session_break_s: float = setting(900.0, doc="pause that starts a new session", check=in_range(0))
+    gap_threshold_s: float = setting(
+        2.0, doc="pause between clips that is a gap", check=in_range(0)
+    )
+    session_break_s: float = setting(
+        900.0, doc="pause that starts a new session", check=in_range(0)
+    )
     delete_from_recorder: str = setting(
         "after_upstream_ack",
         doc="when a clip leaves the recorder",
         choices=("after_upstream_ack", "after_local_verify", "never"),
     )
-    local_retention_days: float = setting(30.0, doc="days a synced local copy is kept", check=in_range(0))
+    local_retention_days: float = setting(
+        30.0, doc="days a synced local copy is kept", check=in_range(0)
+    )
     disk_reserve_bytes: int = setting(
         256 * 1024 * 1024, doc="free bytes the dock keeps; offload stops below", check=in_range(0)
     )
-    disk_low_pct: float = setting(10.0, doc="free share of the store that raises disk_low", check=in_range(0, 100))
+    disk_low_pct: float = setting(
+        10.0, doc="free share of the store that raises disk_low", check=in_range(0, 100)
+    )
     sync_backlog_alert_s: float = setting(
         3600.0, doc="age of the oldest unsynced clip that raises sync_backlog", check=in_range(0)
     )
@@ -95,11 +105,17 @@ class MqttSection:
     tls_ca: str = setting("", doc="CA bundle; TLS is on when set")
     tls_cert: str = setting("", doc="client certificate for mutual TLS")
     tls_key: str = setting("", doc="client key for mutual TLS")
-    topic_root: str = setting("dock", doc="topic root", check=pattern(r"[^#+\s]+", "a topic without wildcards"))
+    topic_root: str = setting(
+        "dock", doc="topic root", check=pattern(r"[^#+\s]+", "a topic without wildcards")
+    )
     file_transfer_prefix: str = setting("$file", doc="EMQX file-transfer topic prefix")
-    segment_bytes: int = setting(262144, doc="bytes per file-transfer segment", check=in_range(1024, 64 * 1024 * 1024))
+    segment_bytes: int = setting(
+        262144, doc="bytes per file-transfer segment", check=in_range(1024, 64 * 1024 * 1024)
+    )
     max_inflight: int = setting(16, doc="unanswered segments at once", check=in_range(1, 1024))
-    rate_limit_bytes_per_s: int = setting(0, doc="upload rate limit, 0 = unlimited", check=in_range(0))
+    rate_limit_bytes_per_s: int = setting(
+        0, doc="upload rate limit, 0 = unlimited", check=in_range(0)
+    )
 
 
 @dataclass(frozen=True)
@@ -160,7 +176,9 @@ def _bay_problems(bays: list[BaySection]) -> list[str]:
 def _cross_problems(cfg: DockConfig) -> list[str]:
     problems = _bay_problems(cfg.bay)
     if any(b.kind == "zfy" for b in cfg.bay) and not cfg.recorders.zfy_library:
-        problems.append("recorders.zfy_library = '': expected the SDK path, a bay uses driver 'zfy'")
+        problems.append(
+            "recorders.zfy_library = '': expected the SDK path, a bay uses driver 'zfy'"
+        )
     if bool(cfg.mqtt.tls_cert) != bool(cfg.mqtt.tls_key):
         problems.append("mqtt.tls_cert/tls_key: expected both or neither (mutual TLS)")
     if cfg.mqtt.tls_cert and not cfg.mqtt.tls_ca:

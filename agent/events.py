@@ -79,8 +79,13 @@ class Alert:
 
     def to_json(self) -> dict[str, Any]:
         """The SPEC 6 payload of R/alerts."""
-        return {"code": self.code, "severity": self.severity, "message": self.message,
-                "ts": self.ts, **self.fields}
+        return {
+            "code": self.code,
+            "severity": self.severity,
+            "message": self.message,
+            "ts": self.ts,
+            **self.fields,
+        }
 
 
 Listener = Callable[[BayView | DockEvent | Alert], None]

@@ -50,10 +50,15 @@ class Broker:
         self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), 0.2):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), 0.2),
+            ):
                 return
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {(self.workdir / 'mosquitto.log').read_text()}")
+                raise RuntimeError(
+                    f"mosquitto exited: {(self.workdir / 'mosquitto.log').read_text()}"
+                )
             time.sleep(0.05)
         raise RuntimeError("mosquitto did not start listening")
 
