@@ -1,0 +1,238 @@
+"""The custody log (SPEC 8): an append-only, hash-chained, fsynced record of what happened."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agent import durable
+
+logger = logging.getLogger(__name__)
+
+FILE_NAME = "custody.jsonl"
+ZERO_HASH = "0" * 64
+RESERVED = frozenset({"seq", "ts", "event", "prev", "hash"})
+_TAIL_CHUNK = 64 * 1024
+
+
+class CustodyError(Exception):
+    """The custody log cannot be continued safely (its last complete line is corrupt)."""
+
+
+def canonical(entry: dict[str, Any]) -> str:
+    """The canonical JSON text of an entry: sorted keys, no spaces, UTF-8 kept."""
+    return json.dumps(
+        entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def entry_hash(entry: dict[str, Any]) -> str:
+    """SHA-256 hex of the canonical JSON of `entry` without its `hash` field."""
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    return hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
+
+
+def seal(seq: int, ts: str, event: str, prev: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """Build a complete entry (with `hash`) from its parts."""
+    clash = RESERVED.intersection(fields)
+    if clash:
+        raise ValueError(f"custody fields may not be named {', '.join(sorted(clash))}")
+    entry: dict[str, Any] = {"seq": seq, "ts": ts, "event": event, **fields, "prev": prev}
+    entry["hash"] = entry_hash(entry)
+    return entry
+
+
+def now_iso() -> str:
+    """The current true time, UTC, ISO 8601 with offset."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _tail(fd: int, size: int) -> tuple[int, bytes]:
+    """(offset, bytes) of the file's end, far enough back to hold its last complete line."""
+    start = size
+    buf = b""
+    # Two newlines bound the last complete line; the start of the file bounds the first.
+    while start > 0 and buf.count(b"\n") < 2:
+        step = min(_TAIL_CHUNK, start)
+        start -= step
+        buf = os.pread(fd, step, start) + buf
+    return start, buf
+
+
+def _split_tail(start: int, buf: bytes) -> tuple[bytes, int]:
+    """(last complete line, offset where the torn remainder begins) from a tail buffer."""
+    end = buf.rfind(b"\n")
+    if end < 0:
+        return b"", start
+    begin = buf.rfind(b"\n", 0, end) + 1
+    return buf[begin:end], start + end + 1
+
+
+class CustodyLog:
+    """Appends chained entries to custody.jsonl; safe across threads and processes."""
+
+    def __init__(self, path: Path) -> None:
+        """Open (creating) the log and read its head from the end of the file."""
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+        self._head: tuple[int, str] = (0, ZERO_HASH)
+        self._size = -1
+        with self._lock, _flocked(self._fd, fcntl.LOCK_EX):
+            self._refresh(repair=True)
+
+    def append(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Append one entry, fsync it, and return it with its seq and hash."""
+        with self._lock, _flocked(self._fd, fcntl.LOCK_EX):
+            # Another process (a CLI command) may have appended since our last look.
+            if os.fstat(self._fd).st_size != self._size:
+                self._refresh(repair=True)
+            seq, prev = self._head
+            entry = seal(seq + 1, now_iso(), event, prev, fields)
+            data = (canonical(entry) + "\n").encode("utf-8")
+            if os.write(self._fd, data) != len(data):
+                # The partial line is torn; the next append repairs it before writing.
+                self._size = -1
+                raise OSError(f"{self.path}: short write of a custody entry (disk full?)")
+            os.fsync(self._fd)
+            self._head = (entry["seq"], entry["hash"])
+            self._size += len(data)
+            return entry
+
+    def head(self) -> tuple[int, str]:
+        """(seq, hash) of the last entry; (0, 64 zeros) when the log is empty."""
+        with self._lock:
+            if os.fstat(self._fd).st_size != self._size:
+                with _flocked(self._fd, fcntl.LOCK_SH):
+                    self._refresh(repair=False)
+            return self._head
+
+    def close(self) -> None:
+        """Close the log file."""
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def _refresh(self, repair: bool) -> None:
+        """Re-read the head from the end of the file; move a torn tail aside when repairing."""
+        size = os.fstat(self._fd).st_size
+        start, buf = _tail(self._fd, size)
+        line, torn_at = _split_tail(start, buf)
+        if torn_at < size and repair:
+            self._move_torn(torn_at, size)
+            size = torn_at
+        self._head = _head_of(line, self.path)
+        # A torn tail left in place forces the next append to look again (and repair).
+        self._size = size if torn_at == size or repair else -1
+
+    def _move_torn(self, torn_at: int, size: int) -> None:
+        """Keep the bytes of an unacknowledged, torn append beside the log, then cut them off."""
+        torn = os.pread(self._fd, size - torn_at, torn_at)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        aside = self.path.with_name(f"{self.path.name}.torn-{stamp}")
+        durable.write_bytes(aside, torn)
+        os.ftruncate(self._fd, torn_at)
+        os.fsync(self._fd)
+        logger.warning(
+            "custody log %s: torn last line (%d bytes, never acknowledged) moved to %s",
+            self.path,
+            len(torn),
+            aside,
+        )
+
+
+def _head_of(line: bytes, path: Path) -> tuple[int, str]:
+    """(seq, hash) of the last complete line, refusing to continue a corrupt one."""
+    if not line:
+        return 0, ZERO_HASH
+    try:
+        entry = json.loads(line)
+        return int(entry["seq"]), str(entry["hash"])
+    except (ValueError, KeyError, TypeError):
+        raise CustodyError(
+            f"{path}: the last complete line is not a custody entry; "
+            "run `dock-agent verify` and restore the log before appending"
+        ) from None
+
+
+class _flocked:
+    """Context manager holding an flock on a file descriptor (cross-process exclusion)."""
+
+    def __init__(self, fd: int, how: int) -> None:
+        self._fd = fd
+        self._how = how
+
+    def __enter__(self) -> None:
+        fcntl.flock(self._fd, self._how)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
+    """(line number, bytes, newline-terminated) for each line of the file."""
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            yield number, raw.rstrip(b"\n"), raw.endswith(b"\n")
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    """A JSON object from one line, or None when it is not one."""
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def iter_entries(path: Path) -> Iterator[dict[str, Any]]:
+    """Every readable entry of a custody log, in order; unreadable lines are logged and skipped."""
+    for number, raw, complete in _lines(Path(path)):
+        entry = _parse(raw)
+        if entry is None:
+            if complete:
+                logger.warning("custody log %s line %d: not a JSON object, skipped", path, number)
+            continue
+        yield entry
+
+
+def _check_entry(entry: dict[str, Any], expect_seq: int, expect_prev: str | None) -> list[str]:
+    """Problems of one parsed entry against what the chain expects of it."""
+    seq = entry.get("seq")
+    problems: list[str] = []
+    if seq != expect_seq:
+        problems.append(f"seq {seq}: expected seq {expect_seq} (entries missing or reordered)")
+    if entry.get("hash") != entry_hash(entry):
+        problems.append(f"seq {seq}: hash does not match the entry's content (altered)")
+    if expect_prev is not None and entry.get("prev") != expect_prev:
+        problems.append(f"seq {seq}: prev does not match the hash of the entry before it")
+    return problems
+
+
+def verify_chain(path: Path) -> list[str]:
+    """Every break in the custody chain, one readable line each; empty when intact."""
+    problems: list[str] = []
+    expect_seq = 1
+    prev_hash: str | None = ZERO_HASH
+    for number, raw, complete in _lines(Path(path)):
+        entry = _parse(raw)
+        if entry is None:
+            what = "unparseable" if complete else "torn (no newline) and unparseable"
+            problems.append(f"line {number} (after seq {expect_seq - 1}): {what}")
+            expect_seq, prev_hash = expect_seq + 1, None
+            continue
+        problems.extend(f"line {number}, {p}" for p in _check_entry(entry, expect_seq, prev_hash))
+        seq = entry.get("seq")
+        expect_seq = (seq if isinstance(seq, int) else expect_seq) + 1
+        prev_hash = entry.get("hash") if isinstance(entry.get("hash"), str) else None
+    return problems
