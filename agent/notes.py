@@ -1,0 +1,304 @@
+"""Notes on the timeline (gaps, interruptions, ...) that people explain; never rewritten."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from agent import durable
+
+logger = logging.getLogger(__name__)
+
+NOTE_TYPES = frozenset(
+    {
+        "gap",
+        "interruption",
+        "overlap",
+        "late_offload",
+        "clock_corrected",
+        "truncated",
+        "device_fault",
+    }
+)
+NOTES_FILE = "notes.json"
+FORMAT_VERSION = 1
+
+
+class CustodySink(Protocol):
+    """The one thing notes need of the custody log."""
+
+    def append(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Append one custody entry and return it."""
+        ...
+
+
+class NotesCorrupt(Exception):
+    """notes.json exists but cannot be read; it is left untouched for a person to look at."""
+
+
+@dataclass(frozen=True)
+class NoteDraft:
+    """A note as policy proposes it, before it is stored."""
+
+    type: str
+    device_id: str
+    start: datetime  # aware, true time
+    end: datetime
+    cause: str = "unknown"
+    clips: tuple[str, ...] = ()
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds from start to end."""
+        return round((self.end - self.start).total_seconds(), 3)
+
+    @property
+    def note_id(self) -> str:
+        """The stable id: the same draft always gets the same id."""
+        key = "|".join([self.type, self.device_id, _iso(self.start), ",".join(self.clips)])
+        return "N-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One person's explanation of a note."""
+
+    author: str
+    text: str
+    ts: str
+
+
+@dataclass(frozen=True)
+class Note:
+    """A stored note (SPEC 3 `notes list --json`)."""
+
+    note_id: str
+    type: str
+    device_id: str
+    start: str
+    end: str
+    duration_s: float
+    cause: str
+    clips: tuple[str, ...]
+    created_at: str
+    explanations: tuple[Explanation, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        """The note as SPEC 3 prints it."""
+        return {
+            "note_id": self.note_id,
+            "type": self.type,
+            "device_id": self.device_id,
+            "start": self.start,
+            "end": self.end,
+            "duration_s": self.duration_s,
+            "cause": self.cause,
+            "clips": list(self.clips),
+            "created_at": self.created_at,
+            "explanations": [vars(e).copy() for e in self.explanations],
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Note:
+        """A note from its JSON form."""
+        explanations = tuple(Explanation(**e) for e in obj.get("explanations", []))
+        fields = {k: obj[k] for k in ("note_id", "type", "device_id", "start", "end", "cause")}
+        return cls(
+            **fields,
+            duration_s=float(obj["duration_s"]),
+            clips=tuple(obj["clips"]),
+            created_at=obj["created_at"],
+            explanations=explanations,
+        )
+
+
+def _iso(ts: datetime) -> str:
+    """ISO 8601 with offset, UTC."""
+    return ts.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def _now() -> datetime:
+    """The current true time."""
+    return datetime.now(UTC)
+
+
+ChangeCallback = Callable[[str, Note], None]
+NoteList = list[Note]
+
+
+def _required(name: str, value: object) -> str:
+    """A non-empty string, else ValueError naming the field."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name}: must not be empty")
+    return value.strip()
+
+
+class NotesStore:
+    """Notes in `{data_dir}/notes.json`: created once, explanations only ever appended."""
+
+    def __init__(
+        self, data_dir: Path, custody: CustodySink, now: Callable[[], datetime] = _now
+    ) -> None:
+        self._path = Path(data_dir) / NOTES_FILE
+        self._lock_path = Path(data_dir) / f".{NOTES_FILE}.lock"
+        self._custody = custody
+        self._now = now
+        self._lock = threading.RLock()
+        self._notes: dict[str, Note] = {}
+        self._stamp: tuple[int, int, int] | None = None
+        self.on_change: list[ChangeCallback] = []  # called with ("created"|"explained", note)
+        with self._lock:
+            self._reload()
+            self._seen = {n.note_id: len(n.explanations) for n in self._notes.values()}
+
+    def create(self, draft: NoteDraft) -> Note:
+        """Store a note from a draft; the same draft twice returns the note already stored."""
+        _check_draft(draft)
+        with self._mutating():
+            existing = self._notes.get(draft.note_id)
+            if existing is not None:
+                return existing
+            note = _note_from(draft, _iso(self._now()))
+            self._notes[note.note_id] = note
+            self._save()
+            self._custody.append(
+                "note_created",
+                note_id=note.note_id,
+                type=note.type,
+                device_id=note.device_id,
+                clips=list(note.clips),
+            )
+            self._seen[note.note_id] = 0
+        logger.info("note %s created: %s on %s", note.note_id, note.type, note.device_id)
+        self._announce("created", note)
+        return note
+
+    def explain(self, note_id: str, author: str, text: str) -> Note:
+        """Append an explanation by `author`; earlier explanations are never touched."""
+        author, text = _required("author", author), _required("text", text)
+        with self._mutating():
+            note = self._notes.get(note_id)
+            if note is None:
+                raise KeyError(note_id)
+            entry = Explanation(author=author, text=text, ts=_iso(self._now()))
+            note = replace(note, explanations=(*note.explanations, entry))
+            self._notes[note_id] = note
+            self._save()
+            self._custody.append("note_explained", note_id=note_id, author=author, text=text)
+            self._seen[note_id] = len(note.explanations)
+        logger.info("note %s explained by %s", note_id, author)
+        self._announce("explained", note)
+        return note
+
+    def list(self, device_id: str | None = None) -> NoteList:
+        """Notes in time order, optionally of one device."""
+        with self._lock:
+            self._reload()
+            notes = [n for n in self._notes.values() if device_id in (None, n.device_id)]
+        return sorted(notes, key=lambda n: (n.start, n.note_id))
+
+    def get(self, note_id: str) -> Note | None:
+        """One note by id, or None."""
+        with self._lock:
+            self._reload()
+            return self._notes.get(note_id)
+
+    def refresh(self) -> NoteList:
+        """Re-read the file and announce notes created or explained by another process."""
+        changed: list[tuple[str, Note]] = []
+        with self._lock:
+            self._reload()
+            for note in self._notes.values():
+                seen = self._seen.get(note.note_id)
+                if seen is None or len(note.explanations) > seen:
+                    changed.append(("created" if seen is None else "explained", note))
+                    self._seen[note.note_id] = len(note.explanations)
+        for kind, note in changed:
+            self._announce(kind, note)
+        return [note for _, note in changed]
+
+    @contextmanager
+    def _mutating(self) -> Iterator[None]:
+        """Hold the thread lock and the file lock (the CLI writes too), on fresh contents."""
+        with self._lock:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self._lock_path, "a+b") as lock_fh:
+                fcntl.flock(lock_fh.fileno(), fcntl.LOCK_EX)
+                self._reload()
+                yield
+
+    def _reload(self) -> None:
+        """Read notes.json when it changed since we last read or wrote it."""
+        try:
+            st = os.stat(self._path)
+        except FileNotFoundError:
+            self._notes, self._stamp = {}, None
+            return
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp:
+            return
+        self._notes = _read_notes(self._path)
+        self._stamp = stamp
+
+    def _save(self) -> None:
+        """Write every note atomically and remember the file we wrote."""
+        notes = sorted(self._notes.values(), key=lambda n: (n.created_at, n.note_id))
+        doc = {"version": FORMAT_VERSION, "notes": [n.to_json() for n in notes]}
+        durable.write_json(self._path, doc)
+        st = os.stat(self._path)
+        self._stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _announce(self, kind: str, note: Note) -> None:
+        """Tell subscribers; a failing subscriber cannot undo a stored note."""
+        for callback in list(self.on_change):
+            try:
+                callback(kind, note)
+            except Exception:
+                logger.exception("note %s: on_change subscriber failed", note.note_id)
+
+
+def _check_draft(draft: NoteDraft) -> None:
+    """Refuse drafts that would make a note nobody can read."""
+    if draft.type not in NOTE_TYPES:
+        raise ValueError(f"type: {draft.type!r} is not one of {', '.join(sorted(NOTE_TYPES))}")
+    _required("device_id", draft.device_id)
+    for name in ("start", "end"):
+        if getattr(draft, name).tzinfo is None:
+            raise ValueError(f"{name}: expected an aware datetime (true time)")
+    if draft.end < draft.start:
+        raise ValueError("end: expected a time not before start")
+
+
+def _note_from(draft: NoteDraft, created_at: str) -> Note:
+    """The stored form of a draft."""
+    return Note(
+        note_id=draft.note_id,
+        type=draft.type,
+        device_id=draft.device_id,
+        start=_iso(draft.start),
+        end=_iso(draft.end),
+        duration_s=draft.duration_s,
+        cause=draft.cause or "unknown",
+        clips=tuple(draft.clips),
+        created_at=created_at,
+    )
+
+
+def _read_notes(path: Path) -> dict[str, Note]:
+    """Parse notes.json; a damaged file raises NotesCorrupt rather than being overwritten."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        notes = [Note.from_json(obj) for obj in doc["notes"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise NotesCorrupt(f"{path}: cannot be read ({exc}); left untouched") from exc
+    return {n.note_id: n for n in notes}
