@@ -1,0 +1,184 @@
+"""Clip index: active set in TinyDB, archive shards, crash-safe files, threads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from agent.index import ClipIndex, shard_name
+
+
+def cid(n: int) -> str:
+    return hashlib.sha256(str(n).encode()).hexdigest()
+
+
+def rec(n: int, **extra: object) -> dict:
+    return {
+        "clip_id": cid(n),
+        "sha256": cid(n),
+        "device_id": "ZFY0012345",
+        "state": "offloaded",
+        "size": 1000 + n,
+        "offloaded_at": f"2026-11-21T09:{n % 60:02d}:00+00:00",
+        "flags": [],
+        **extra,
+    }
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> ClipIndex:
+    return ClipIndex(tmp_path)
+
+
+def test_put_get_update_and_reopen(tmp_path: Path, index: ClipIndex) -> None:
+    index.put(rec(1))
+    index.put(rec(2, device_id="ZFY9"))
+    updated = index.update(cid(1), state="synced", synced_at="2026-11-21T10:00:00+00:00")
+    assert updated["state"] == "synced" and updated["size"] == 1001
+    index.close()
+    again = ClipIndex(tmp_path)
+    assert again.get(cid(1)) == updated
+    assert again.get(cid(2))["device_id"] == "ZFY9"  # type: ignore[index]
+    assert again.get(cid(3)) is None
+
+
+def test_put_replaces_rather_than_merges(index: ClipIndex) -> None:
+    index.put(rec(1, thumbnail="a.jpg"))
+    index.put(rec(1))
+    assert "thumbnail" not in index.get(cid(1))  # type: ignore[operator]
+    assert len(index.active()) == 1
+
+
+def test_returned_records_are_copies(index: ClipIndex) -> None:
+    index.put(rec(1))
+    got = index.get(cid(1))
+    assert got is not None
+    got["flags"].append("tampered")
+    assert index.get(cid(1))["flags"] == []  # type: ignore[index]
+
+
+def test_update_of_unknown_clip_raises(index: ClipIndex) -> None:
+    with pytest.raises(KeyError):
+        index.update(cid(9), state="synced")
+    with pytest.raises(KeyError):
+        index.archive(cid(9))
+
+
+def test_archive_moves_the_clip_to_its_shard(tmp_path: Path, index: ClipIndex) -> None:
+    index.put(rec(1, state="synced"))
+    index.put(rec(2))
+    index.archive(cid(1))
+    index.archive(cid(1))  # idempotent
+    assert [r["clip_id"] for r in index.active()] == [cid(2)]
+    assert index.get(cid(1))["state"] == "synced"  # type: ignore[index]
+    shard = tmp_path / "index" / "archive" / shard_name(cid(1))
+    assert [json.loads(line)["clip_id"] for line in shard.read_text().splitlines()] == [cid(1)]
+
+
+def test_update_of_an_archived_clip_appends_a_version(tmp_path: Path, index: ClipIndex) -> None:
+    index.put(rec(1, state="synced"))
+    index.archive(cid(1))
+    index.update(cid(1), state="purged", purged_at="2026-12-21T00:00:00+00:00")
+    index.close()
+    again = ClipIndex(tmp_path)
+    assert again.get(cid(1))["state"] == "purged"  # type: ignore[index]
+    assert again.active() == []
+    shard = tmp_path / "index" / "archive" / shard_name(cid(1))
+    assert len(shard.read_text().splitlines()) == 2
+    assert [r["state"] for r in again.iter_all()] == ["purged"]
+
+
+def test_iter_all_yields_each_clip_once_in_its_latest_version(index: ClipIndex) -> None:
+    for n in range(40):
+        index.put(rec(n, state="synced"))
+    for n in range(30):
+        index.archive(cid(n))
+    index.update(cid(5), held=True)
+    all_records = {r["clip_id"]: r for r in index.iter_all()}
+    assert len(all_records) == 40
+    assert all_records[cid(5)]["held"] is True
+    assert len(list(index.iter_all())) == 40
+
+
+def test_torn_last_line_of_a_shard_is_ignored_then_cut(tmp_path: Path, index: ClipIndex) -> None:
+    index.put(rec(1, state="synced"))
+    index.archive(cid(1))
+    shard = tmp_path / "index" / "archive" / shard_name(cid(1))
+    with open(shard, "ab") as fh:
+        fh.write(json.dumps(rec(1, state="purged"))[:40].encode())
+    assert index.get(cid(1))["state"] == "synced"  # type: ignore[index]
+    index.update(cid(1), held=True)
+    lines = shard.read_text().splitlines()
+    assert len(lines) == 2 and all(json.loads(line)["clip_id"] == cid(1) for line in lines)
+
+
+def test_find_matches_active_records_by_equality(index: ClipIndex) -> None:
+    index.put(rec(1, device_id="A"))
+    index.put(rec(2, device_id="B"))
+    index.put(rec(3, device_id="A", state="synced"))
+    assert {r["clip_id"] for r in index.find(device_id="A")} == {cid(1), cid(3)}
+    assert [r["clip_id"] for r in index.find(device_id="A", state="synced")] == [cid(3)]
+
+
+def test_stats_report_the_sync_backlog(index: ClipIndex) -> None:
+    assert index.stats()["oldest_unsynced_offloaded_at"] is None
+    index.put(rec(1, offloaded_at="2026-11-21T10:00:00+08:00"))  # 02:00 UTC: the oldest
+    index.put(rec(2, offloaded_at="2026-11-21T03:00:00+00:00"))
+    index.put(rec(3, state="synced"))
+    stats = index.stats()
+    assert stats["active_clips"] == 3 and stats["unsynced_clips"] == 2
+    assert stats["unsynced_bytes"] == 1001 + 1002
+    assert stats["oldest_unsynced_offloaded_at"] == "2026-11-21T10:00:00+08:00"
+
+
+def test_active_file_is_always_whole_json(tmp_path: Path, index: ClipIndex) -> None:
+    index.put(rec(1))
+    data = json.loads((tmp_path / "index" / "active.json").read_text())
+    assert [d["clip_id"] for d in data["active"].values()] == [cid(1)]
+    assert not list((tmp_path / "index").glob(".active.json.*"))
+
+
+def test_values_json_cannot_hold_are_refused_without_changing_state(index: ClipIndex) -> None:
+    index.put(rec(1))
+    with pytest.raises(TypeError):
+        index.update(cid(1), local_path=Path("/x"))
+    assert "local_path" not in index.get(cid(1))  # type: ignore[operator]
+
+
+def test_a_second_process_sees_and_keeps_changes(tmp_path: Path, index: ClipIndex) -> None:
+    """A CLI command (hold) changes the index while the daemon has it open."""
+    index.put(rec(1))
+    cli = ClipIndex(tmp_path)
+    cli.update(cid(1), held=True, hold_reason="complaint")
+    index.put(rec(2))
+    assert index.get(cid(1))["held"] is True  # type: ignore[index]
+    assert {r["clip_id"] for r in cli.active()} == {cid(1), cid(2)}
+
+
+def test_concurrent_bay_workers(index: ClipIndex) -> None:
+    def bay(b: int) -> None:
+        for n in range(b * 100, b * 100 + 25):
+            index.put(rec(n, bay=b))
+            index.update(cid(n), state="synced")
+            if n % 2:
+                index.archive(cid(n))
+
+    threads = [threading.Thread(target=bay, args=(b,)) for b in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    records = list(index.iter_all())
+    assert len(records) == 100 and all(r["state"] == "synced" for r in records)
+    assert len(index.active()) == 52
+
+
+def test_import_archived_writes_shards_in_bulk(index: ClipIndex) -> None:
+    assert index.import_archived(rec(n, state="synced") for n in range(500)) == 500
+    assert index.active() == []
+    assert index.get(cid(123))["size"] == 1123  # type: ignore[index]
+    assert len(list(index.iter_all())) == 500
