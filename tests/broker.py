@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -34,12 +35,21 @@ class Broker:
     workdir: Path
     proc: subprocess.Popen[bytes] | None = None
     host: str = "127.0.0.1"
+    password_file: Path | None = None  # when set: no anonymous clients, only these users
 
     def start(self) -> None:
         """Start (or restart) the broker and wait until it accepts connections."""
         conf = self.workdir / "mosquitto.conf"
+        auth = (
+            f"allow_anonymous false\npassword_file {self.password_file}\n"
+            if self.password_file
+            else "allow_anonymous true\n"
+        )
+        # Started as root, mosquitto drops to its own user, which can neither save its
+        # persistence file nor read a password file in pytest's private tmp directory.
+        user = "user root\n" if os.geteuid() == 0 else ""
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"listener {self.port} 127.0.0.1\n{auth}{user}"
             f"persistence true\npersistence_location {self.workdir}/\n"
             "max_inflight_messages 0\nmax_queued_messages 100000\n"
             "message_size_limit 0\n"
@@ -70,11 +80,23 @@ class Broker:
         self.proc = None
 
 
+def write_password_file(path: Path, users: dict[str, str]) -> Path:
+    """A Mosquitto password file for `users` (name -> password), hashed by mosquitto_passwd."""
+    tool = shutil.which("mosquitto_passwd")
+    assert tool, "mosquitto_passwd is not installed"
+    path.write_text("")
+    for name, password in users.items():
+        subprocess.run([tool, "-b", str(path), name, password], check=True, capture_output=True)
+    return path
+
+
 @contextlib.contextmanager
-def running_broker(workdir: Path) -> Iterator[Broker]:
-    """Start a broker in `workdir` and stop it afterwards."""
+def running_broker(workdir: Path, users: dict[str, str] | None = None) -> Iterator[Broker]:
+    """Start a broker in `workdir` (only `users` may connect, when given) and stop it afterwards."""
     workdir.mkdir(parents=True, exist_ok=True)
     broker = Broker(port=free_port(), workdir=workdir)
+    if users is not None:
+        broker.password_file = write_password_file(workdir / "passwd", users)
     broker.start()
     try:
         yield broker

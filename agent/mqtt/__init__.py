@@ -1,0 +1,1 @@
+"""MQTT: the connection, status/events/alerts publisher and remote commands (SPEC 6)."""

@@ -1,0 +1,173 @@
+"""MqttConnection against a real Mosquitto: connect, resubscribe, refused auth, will, QoS 1 across outages."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.mqtt.connection import AUTH_ALERT, MqttConnection
+from tests.broker import Broker, mosquitto_binary, running_broker
+from tests.mqtt_helpers import FAST_BACKOFF, Recorder, section, wait_for
+
+pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
+    with running_broker(tmp_path / "broker") as b:
+        yield b
+
+
+def test_connects_and_routes_messages(broker: Broker) -> None:
+    got: queue.Queue[bytes] = queue.Queue()
+    conn = MqttConnection(section(broker), "dock-t1", backoff=FAST_BACKOFF)
+    conn.subscribe("dock/t1/cmd/+", 1, lambda m: got.put(m.payload))
+    conn.start()
+    try:
+        assert conn.wait_connected(5)
+        assert conn.connected
+        time.sleep(0.2)  # let the SUBACK arrive
+        assert conn.publish_and_wait("dock/t1/cmd/ping", b"hello", timeout=5)
+        assert got.get(timeout=5) == b"hello"
+    finally:
+        conn.stop()
+    assert not conn.connected
+
+
+def test_start_does_not_block_when_broker_is_down(tmp_path: Path) -> None:
+    from agent.config import MqttSection
+    from tests.broker import free_port
+
+    conn = MqttConnection(MqttSection(port=free_port()), "dock-down", backoff=FAST_BACKOFF)
+    t0 = time.monotonic()
+    conn.start()
+    assert time.monotonic() - t0 < 0.5
+    assert not conn.wait_connected(0.5)
+    conn.stop()
+
+
+def test_resubscribes_after_broker_restart(broker: Broker) -> None:
+    got: queue.Queue[bytes] = queue.Queue()
+    reconnects: list[int] = []
+    conn = MqttConnection(section(broker), "dock-t2", backoff=FAST_BACKOFF)
+    conn.subscribe("dock/t2/cmd/+", 1, lambda m: got.put(m.payload))
+    conn.add_on_connect(lambda: reconnects.append(1))
+    conn.start()
+    try:
+        assert conn.wait_connected(5)
+        broker.stop(kill=True)  # SIGKILL: the broker forgets the session and its subscriptions
+        wait_for(lambda: not conn.connected, 5, "disconnect noticed")
+        broker.start()
+        wait_for(lambda: len(reconnects) >= 2 and conn.connected, 10, "reconnect")
+        time.sleep(0.3)
+        pub = Recorder(broker, "pub-t2")
+        pub.client.publish("dock/t2/cmd/ping", b"after restart", qos=1).wait_for_publish(5)
+        assert got.get(timeout=5) == b"after restart"
+        pub.close()
+    finally:
+        conn.stop()
+
+
+def test_refused_credentials_are_not_connected_and_stop(tmp_path: Path) -> None:
+    with running_broker(tmp_path / "b", users={"dock": "right"}) as broker:
+        (tmp_path / "pw").write_text("wrong\n")
+        alerts: list[tuple[str, str, str]] = []
+        cfg = section(broker, username="dock", password_file=str(tmp_path / "pw"))
+        on_alert = lambda *a: alerts.append(a)  # noqa: E731
+        conn = MqttConnection(cfg, "dock-t3", on_alert=on_alert, backoff=FAST_BACKOFF)
+        conn.start()
+        wait_for(lambda: conn.auth_failed, 5, "auth failure")
+        assert not conn.connected and not conn.wait_connected(0.5)
+        assert alerts and alerts[0][0] == AUTH_ALERT and alerts[0][1] == "fault"
+        assert "wrong" not in alerts[0][2]
+        time.sleep(1.0)  # well past the backoff: it must not have tried again
+        log = (broker.workdir / "mosquitto.log").read_text()
+        assert log.count("dock-t3") <= 2, log
+        conn.stop()
+        (tmp_path / "pw").write_text("right\n")
+        good = MqttConnection(cfg, "dock-t3", backoff=FAST_BACKOFF)
+        good.start()
+        assert good.wait_connected(5)
+        good.stop()
+
+
+CHILD = """
+import sys, time
+from agent.config import MqttSection
+from agent.mqtt.connection import MqttConnection
+conn = MqttConnection(MqttSection(port=int(sys.argv[1])), "dock-child",
+                      will=("dock/child/status", b'{"online": false}'))
+conn.start()
+assert conn.wait_connected(5)
+conn.publish_and_wait("dock/child/status", b'{"online": true}', timeout=5, retain=True)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_will_is_published_when_the_process_is_killed(broker: Broker) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(broker.port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == b"ready"
+        watcher = Recorder(broker, "watch-will", "dock/child/status")
+        assert json.loads(watcher.next().payload) == {"online": True}  # the retained one
+        child.send_signal(signal.SIGKILL)
+        child.wait(5)
+        msg = watcher.next()
+        assert json.loads(msg.payload) == {"online": False}
+        late = Recorder(broker, "watch-late", "dock/child/status")
+        retained = late.next()
+        assert retained.retain and json.loads(retained.payload) == {"online": False}
+        watcher.close()
+        late.close()
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_qos1_publishes_survive_a_broker_restart(broker: Broker) -> None:
+    sink = Recorder(broker, "sink-t5", "dock/t5/events", persistent=True)
+    conn = MqttConnection(section(broker), "dock-t5", backoff=FAST_BACKOFF)
+    conn.start()
+    try:
+        assert conn.wait_connected(5)
+        broker.stop()  # clean stop: the broker saves the sink's session
+        wait_for(lambda: not conn.connected, 5, "disconnect noticed")
+        during = conn.publish("dock/t5/events", b"during outage")
+        broker.start()
+        assert conn.wait_connected(10)
+        after = conn.publish("dock/t5/events", b"after restart")
+        during.wait_for_publish(10)
+        after.wait_for_publish(10)
+        got = {sink.next(10).payload, sink.next(10).payload}
+        assert got == {b"during outage", b"after restart"}
+        assert conn.publish_failures == 0
+    finally:
+        conn.stop()
+        sink.close()
+
+
+def test_stop_publishes_the_will_as_offline(broker: Broker) -> None:
+    will = ("dock/t6/status", b'{"online": false}')
+    conn = MqttConnection(section(broker), "dock-t6", will=will, backoff=FAST_BACKOFF)
+    conn.start()
+    assert conn.wait_connected(5)
+    assert conn.publish_and_wait("dock/t6/status", b'{"online": true}', timeout=5, retain=True)
+    conn.stop()
+    watcher = Recorder(broker, "watch-t6", "dock/t6/status")
+    assert json.loads(watcher.next().payload) == {"online": False}
+    watcher.close()
