@@ -1,0 +1,56 @@
+"""`dock-agent receive`: the reference central receiver of EMQX file transfer (SPEC 7)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from agent.cli import add_config_arg
+from agent.schema import ConfigError
+from agent.transfer.receiver import Receiver
+from agent.transfer.receiver_config import load_receiver_config
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register `receive`."""
+    parser = subparsers.add_parser(
+        "receive", help="the reference central receiver (broker side of EMQX file transfer)"
+    )
+    add_config_arg(parser)
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _n, _f: stop.set())
+
+
+def run(args: argparse.Namespace) -> int:
+    """Receive files until SIGTERM/SIGINT; 2 on bad configuration, 1 if the store is unusable."""
+    try:
+        cfg = load_receiver_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"dock-agent: config: {problem}", file=sys.stderr)
+        return 2
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    receiver = Receiver(cfg.store_dir, cfg.mqtt, cfg.receiver.client_id)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    try:
+        receiver.start()
+    except OSError as exc:
+        print(f"dock-agent: receive: cannot use {cfg.store_dir}: {exc}", file=sys.stderr)
+        return 1
+    logger.info("receiving into %s as %s", cfg.store_dir, cfg.receiver.client_id)
+    while not stop.wait(1.0):
+        pass
+    receiver.stop()
+    logger.info("receiver stopped")
+    return 0

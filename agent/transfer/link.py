@@ -1,0 +1,78 @@
+"""What the sender needs from an MQTT connection, and an adapter for a plain paho client."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[mqtt.MQTTMessage], None]
+
+
+class Transport(Protocol):
+    """The slice of an MQTT v5 connection that file transfer uses."""
+
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 1, properties: Properties | None = None
+    ) -> Any:
+        """Queue one message; delivery is judged by the file-transfer response, not here."""
+
+    def subscribe(self, topic_filter: str, qos: int, handler: Handler) -> Any:
+        """Subscribe now and again after every reconnect, calling `handler` per message."""
+
+    def wait_connected(self, timeout: float) -> bool:
+        """True once connected (waits up to `timeout` seconds)."""
+
+
+class PahoLink:
+    """A Transport over a paho v5 client the caller connects; re-subscribes on every connect."""
+
+    def __init__(self, client: mqtt.Client) -> None:
+        self.client = client
+        self._subs: list[tuple[str, int]] = []
+        self._connected = threading.Event()
+        if client.is_connected():
+            self._connected.set()
+        self._chain_connect = client.on_connect
+        self._chain_disconnect = client.on_disconnect
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 1, properties: Properties | None = None
+    ) -> mqtt.MQTTMessageInfo:
+        """Publish through the paho client."""
+        return self.client.publish(topic, payload, qos=qos, properties=properties)
+
+    def subscribe(self, topic_filter: str, qos: int, handler: Handler) -> None:
+        """Route `topic_filter` to `handler` and keep it subscribed across reconnects."""
+        self.client.message_callback_add(topic_filter, lambda _c, _u, msg: handler(msg))
+        self._subs.append((topic_filter, qos))
+        if self.client.is_connected():
+            self.client.subscribe(topic_filter, qos)
+
+    def wait_connected(self, timeout: float) -> bool:
+        """True once the client is connected."""
+        return self._connected.wait(timeout) if timeout > 0 else self._connected.is_set()
+
+    def _on_connect(self, client: mqtt.Client, *args: Any) -> None:
+        reason = args[2] if len(args) > 2 else None
+        if reason is not None and getattr(reason, "is_failure", False):
+            logger.warning("connection refused: %s", reason)
+        else:
+            for topic_filter, qos in self._subs:
+                client.subscribe(topic_filter, qos)
+            self._connected.set()
+        if self._chain_connect:
+            self._chain_connect(client, *args)
+
+    def _on_disconnect(self, client: mqtt.Client, *args: Any) -> None:
+        self._connected.clear()
+        if self._chain_disconnect:
+            self._chain_disconnect(client, *args)

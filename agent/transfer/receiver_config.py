@@ -1,0 +1,69 @@
+"""Configuration of `dock-agent receive` (SPEC 7): `[mqtt]` as the dock's, and `[receiver]`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.config import MqttSection, read_toml, resolve_path
+from agent.schema import ConfigError, build, pattern, setting
+
+
+@dataclass(frozen=True)
+class ReceiverSection:
+    """[receiver]: where the central side stores files and who it is on the broker."""
+
+    store_dir: str = setting(doc="directory of received files, {store}/{client_id}/{file_id}/")
+    client_id: str = setting(
+        "dock-receiver",
+        doc="MQTT client id of the receiver",
+        check=pattern(r"[A-Za-z0-9_.-]{1,128}", "[A-Za-z0-9_.-]{1,128}"),
+    )
+
+
+@dataclass(frozen=True)
+class ReceiverConfig:
+    """The whole receiver configuration."""
+
+    receiver: ReceiverSection = setting(doc="the [receiver] table is required")
+    mqtt: MqttSection = setting(default_factory=MqttSection, doc="[mqtt]")
+
+    @property
+    def store_dir(self) -> Path:
+        """The receiver's store."""
+        return Path(self.receiver.store_dir)
+
+
+def _cross_problems(cfg: ReceiverConfig) -> list[str]:
+    problems: list[str] = []
+    if not cfg.receiver.store_dir:
+        problems.append("receiver.store_dir = '': expected a directory")
+    if bool(cfg.mqtt.tls_cert) != bool(cfg.mqtt.tls_key):
+        problems.append("mqtt.tls_cert/tls_key: expected both or neither (mutual TLS)")
+    if cfg.mqtt.tls_cert and not cfg.mqtt.tls_ca:
+        problems.append("mqtt.tls_ca = '': expected a CA bundle when tls_cert is set")
+    prefix = cfg.mqtt.file_transfer_prefix
+    if not prefix or any(ch in prefix for ch in "#+") or prefix.endswith("/"):
+        problems.append(
+            f"mqtt.file_transfer_prefix = {prefix!r}: expected a topic without wildcards"
+        )
+    return problems
+
+
+def parse_receiver_config(data: dict[str, Any]) -> ReceiverConfig:
+    """Validate a parsed TOML document into a ReceiverConfig, or raise ConfigError."""
+    problems: list[str] = []
+    cfg = build(ReceiverConfig, data, "", problems)
+    if cfg is None:
+        raise ConfigError(problems)
+    problems = _cross_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def load_receiver_config(path: str | os.PathLike[str] | None = None) -> ReceiverConfig:
+    """Load the receiver configuration from `path` (default as for every command: see resolve_path)."""
+    return parse_receiver_config(read_toml(resolve_path(str(path) if path else None)))

@@ -1,0 +1,215 @@
+"""The receiver's store: partial files assembled by offset, then verified and renamed into place."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent import durable
+from agent.transfer import protocol as p
+from agent.transfer.coverage import Coverage
+
+logger = logging.getLogger(__name__)
+
+PARTIAL_DIR = ".partial"
+MANIFEST = "manifest.json"
+_READ_CHUNK = 1 << 20
+
+
+@dataclass
+class Partial:
+    """One file being assembled: its declared meta, open data file, coverage and running hash."""
+
+    dir: Path
+    meta: p.FileMeta
+    fd: int
+    coverage: Coverage
+    hasher: Any = field(default_factory=hashlib.sha256)
+    hashed_upto: int = 0
+    dirty: bool = False
+
+    @property
+    def data_path(self) -> Path:
+        """The partial data file."""
+        return self.dir / PARTIAL_DIR / "data"
+
+    def account(self, offset: int, data: bytes) -> None:
+        """Extend the running hash when `data` continues it; restart it on a rewrite."""
+        if offset == self.hashed_upto:
+            self.hasher.update(data)
+            self.hashed_upto += len(data)
+        elif offset < self.hashed_upto:
+            self.hasher, self.hashed_upto = hashlib.sha256(), 0
+
+
+class TransferStore:
+    """`{root}/{client_id}/{file_id}/{name}` + manifest.json, assembled under `.partial/`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._open: dict[tuple[str, str], Partial] = {}
+
+    def file_dir(self, client_id: str, file_id: str) -> Path:
+        """The directory of one transfer, refusing anything that could leave the store."""
+        p.check_file_id(file_id)
+        if p.path_component_problem(client_id, p.MAX_CLIENT_ID_BYTES):
+            raise p.ProtocolError(p.NOT_AUTHORIZED, f"client id {client_id[:80]!r} is not usable")
+        path = self.root / client_id / file_id
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise p.ProtocolError(p.NOT_AUTHORIZED, "transfer directory would leave the store")
+        return path
+
+    def is_complete(self, client_id: str, file_id: str) -> bool:
+        """True when the file and its manifest are in place."""
+        return (self.file_dir(client_id, file_id) / MANIFEST).is_file()
+
+    def begin(self, client_id: str, cmd: p.Init) -> None:
+        """Handle `init`: start, or resume, a partial file."""
+        if cmd.meta.checksum != cmd.file_id:
+            raise p.ProtocolError(p.PAYLOAD_FORMAT_INVALID, "init checksum differs from file_id")
+        if self.is_complete(client_id, cmd.file_id):
+            return
+        key = (client_id, cmd.file_id)
+        current = self._open.get(key) or self._load(client_id, cmd.file_id)
+        if current is not None and _same_file(current.meta, cmd.meta):
+            current.meta = cmd.meta
+            self._open[key] = current
+            self._write_init(current)
+            return
+        if current is not None:
+            self._drop(key, current)
+        self._open[key] = self._create(self.file_dir(client_id, cmd.file_id), cmd.meta)
+
+    def write_segment(self, client_id: str, cmd: p.Segment, data: bytes) -> None:
+        """Handle one segment: bounds, hash, write at its offset (made durable by `commit`)."""
+        if self.is_complete(client_id, cmd.file_id):
+            return
+        part = self._partial(client_id, cmd.file_id)
+        end = cmd.offset + len(data)
+        if end > part.meta.size:
+            raise p.ProtocolError(p.QUOTA_EXCEEDED, f"segment [{cmd.offset}, {end}) beyond size")
+        if p.sha256_hex(data) != cmd.checksum:
+            raise p.ProtocolError(
+                p.UNSPECIFIED_ERROR, f"segment at {cmd.offset}: checksum mismatch"
+            )
+        if part.coverage.covers(cmd.offset, end):
+            return
+        os.pwrite(part.fd, data, cmd.offset)
+        part.account(cmd.offset, data)
+        part.coverage.add(cmd.offset, end)
+        part.dirty = True
+
+    def commit(self) -> None:
+        """Make written segments durable, then record them as held."""
+        for part in self._open.values():
+            if part.dirty:
+                os.fdatasync(part.fd)
+                durable.write_json(
+                    part.dir / PARTIAL_DIR / "coverage.json", part.coverage.to_json()
+                )
+                part.dirty = False
+
+    def finish(self, client_id: str, cmd: p.Fin) -> None:
+        """Handle `fin`: verify size and SHA-256, fsync, rename, write the manifest."""
+        if self.is_complete(client_id, cmd.file_id):
+            self._check_complete(client_id, cmd)
+            return
+        key = (client_id, cmd.file_id)
+        part = self._partial(client_id, cmd.file_id)
+        if (cmd.size, cmd.checksum) != (part.meta.size, part.meta.checksum):
+            raise p.ProtocolError(p.UNSPECIFIED_ERROR, "fin size/checksum differ from init")
+        if not part.coverage.covers(0, part.meta.size):
+            missing = part.meta.size - part.coverage.held()
+            raise p.ProtocolError(p.UNSPECIFIED_ERROR, f"fin: {missing} bytes not received")
+        if _finish_hash(part) != part.meta.checksum:
+            self._drop(key, part)
+            raise p.ProtocolError(p.UNSPECIFIED_ERROR, "fin: file checksum mismatch; resend all")
+        self._install(part)
+        del self._open[key]
+        logger.info("file complete: %s/%s (%s bytes)", client_id, cmd.file_id, cmd.size)
+
+    def close(self) -> None:
+        """Commit and close every open partial file."""
+        self.commit()
+        for part in self._open.values():
+            os.close(part.fd)
+        self._open.clear()
+
+    def _partial(self, client_id: str, file_id: str) -> Partial:
+        key = (client_id, file_id)
+        part = self._open.get(key) or self._load(client_id, file_id)
+        if part is None:
+            raise p.ProtocolError(p.UNSPECIFIED_ERROR, f"no init for file {file_id}")
+        self._open[key] = part
+        return part
+
+    def _load(self, client_id: str, file_id: str) -> Partial | None:
+        pdir = self.file_dir(client_id, file_id) / PARTIAL_DIR
+        try:
+            meta = p.parse_init((pdir / "init.json").read_bytes())
+            coverage = Coverage.from_json(json.loads((pdir / "coverage.json").read_bytes()))
+        except FileNotFoundError:
+            coverage = Coverage()
+            if not (pdir / "init.json").is_file():
+                return None
+        except (p.ProtocolError, ValueError, OSError):
+            logger.warning("unreadable partial state in %s; starting it over", pdir)
+            return None
+        fd = os.open(pdir / "data", os.O_RDWR | os.O_CREAT, 0o640)
+        return Partial(dir=pdir.parent, meta=meta, fd=fd, coverage=coverage)
+
+    def _create(self, fdir: Path, meta: p.FileMeta) -> Partial:
+        pdir = fdir / PARTIAL_DIR
+        pdir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        fd = os.open(pdir / "data", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
+        part = Partial(dir=fdir, meta=meta, fd=fd, coverage=Coverage())
+        durable.write_json(pdir / "coverage.json", [])
+        self._write_init(part)
+        durable.fsync_dir(fdir)
+        return part
+
+    def _write_init(self, part: Partial) -> None:
+        body = asdict(part.meta)
+        durable.write_bytes(part.dir / PARTIAL_DIR / "init.json", json.dumps(body).encode())
+
+    def _drop(self, key: tuple[str, str], part: Partial) -> None:
+        os.close(part.fd)
+        shutil.rmtree(part.dir / PARTIAL_DIR, ignore_errors=True)
+        self._open.pop(key, None)
+
+    def _install(self, part: Partial) -> None:
+        os.fsync(part.fd)
+        os.close(part.fd)
+        os.replace(part.data_path, part.dir / part.meta.name)
+        durable.write_json(part.dir / MANIFEST, part.meta.user_data)
+        durable.fsync_dir(part.dir)
+        shutil.rmtree(part.dir / PARTIAL_DIR, ignore_errors=True)
+        durable.fsync_dir(part.dir)
+
+    def _check_complete(self, client_id: str, cmd: p.Fin) -> None:
+        fdir = self.file_dir(client_id, cmd.file_id)
+        files = [f for f in fdir.iterdir() if f.name != MANIFEST and not f.name.startswith(".")]
+        if cmd.checksum != cmd.file_id or [f.stat().st_size for f in files] != [cmd.size]:
+            raise p.ProtocolError(p.UNSPECIFIED_ERROR, "fin differs from the file already held")
+
+
+def _same_file(a: p.FileMeta, b: p.FileMeta) -> bool:
+    return (a.name, a.size, a.checksum) == (b.name, b.size, b.checksum)
+
+
+def _finish_hash(part: Partial) -> str:
+    """The SHA-256 of the whole partial file, reading only what the running hash has not seen."""
+    hasher, pos = part.hasher.copy(), part.hashed_upto
+    while pos < part.meta.size:
+        chunk = os.pread(part.fd, min(_READ_CHUNK, part.meta.size - pos), pos)
+        if not chunk:
+            break
+        hasher.update(chunk)
+        pos += len(chunk)
+    return str(hasher.hexdigest())
