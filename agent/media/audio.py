@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import mmap
+import os
 import wave
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +26,9 @@ ADTS_RATES = (
 MP3_BITRATES_V1 = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
 MP3_BITRATES_V2 = (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)
 MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
-FrameParser = Callable[[bytes, int], tuple[int, float] | None]
-MAX_AUDIO_BYTES = 512 * 1024 * 1024  # frame walks read the file; larger files are not walked
+Buffer = bytes | mmap.mmap
+FrameParser = Callable[[Buffer, int], tuple[int, float] | None]
+MAX_AUDIO_BYTES = 4 * 1024**3  # larger files are not walked
 
 
 def wav_duration(path: Path) -> float | None:
@@ -40,9 +43,17 @@ def wav_duration(path: Path) -> float | None:
 
 def frames_duration(path: Path) -> tuple[float, bool] | None:
     """(duration, complete) of an ADTS AAC or MP3 stream by walking frames; None if neither."""
-    if path.stat().st_size > MAX_AUDIO_BYTES:
-        return None
-    data = path.read_bytes()
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0 or size > MAX_AUDIO_BYTES:
+            return None
+        # mapped, not read: only the frame headers are touched, and nothing is held in memory
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return _walk_any(data)
+
+
+def _walk_any(data: Buffer) -> tuple[float, bool] | None:
+    """Pick the frame parser from the first frame's sync word, then walk."""
     start = _skip_id3(data)
     if data[start : start + 2] in (b"\xff\xf1", b"\xff\xf9"):
         return _walk(data, start, _adts_frame)
@@ -51,7 +62,7 @@ def frames_duration(path: Path) -> tuple[float, bool] | None:
     return None
 
 
-def _skip_id3(data: bytes) -> int:
+def _skip_id3(data: Buffer) -> int:
     """Offset of the first byte after an ID3v2 tag, 0 when there is none."""
     if data[:3] != b"ID3" or len(data) < 10:
         return 0
@@ -61,7 +72,7 @@ def _skip_id3(data: bytes) -> int:
     return 10 + size
 
 
-def _walk(data: bytes, offset: int, frame: FrameParser) -> tuple[float, bool] | None:
+def _walk(data: Buffer, offset: int, frame: FrameParser) -> tuple[float, bool] | None:
     """Sum the durations of consecutive frames; complete is False when the walk stops early."""
     seconds, count = 0.0, 0
     while offset < len(data):
@@ -71,12 +82,12 @@ def _walk(data: bytes, offset: int, frame: FrameParser) -> tuple[float, bool] | 
         offset += parsed[0]
         seconds += parsed[1]
         count += 1
-    tail = data[offset:]
-    complete = not tail or (tail[:3] == b"TAG" and len(tail) == 128)  # ID3v1 trailer
+    rest = len(data) - offset
+    complete = rest <= 0 or (rest == 128 and data[offset : offset + 3] == b"TAG")  # ID3v1
     return (seconds, complete) if count else None
 
 
-def _adts_frame(data: bytes, at: int) -> tuple[int, float] | None:
+def _adts_frame(data: Buffer, at: int) -> tuple[int, float] | None:
     """(length, seconds) of the ADTS frame at `at`, or None."""
     h = data[at : at + 7]
     if len(h) < 7 or h[0] != 0xFF or h[1] & 0xF6 != 0xF0:
@@ -89,7 +100,7 @@ def _adts_frame(data: bytes, at: int) -> tuple[int, float] | None:
     return length, 1024 * blocks / ADTS_RATES[rate_index]
 
 
-def _mp3_frame(data: bytes, at: int) -> tuple[int, float] | None:
+def _mp3_frame(data: Buffer, at: int) -> tuple[int, float] | None:
     """(length, seconds) of the MPEG audio layer III frame at `at`, or None."""
     h = data[at : at + 4]
     if len(h) < 4 or h[0] != 0xFF or h[1] & 0xE0 != 0xE0 or (h[1] >> 1) & 0x03 != 1:
