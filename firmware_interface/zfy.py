@@ -108,7 +108,10 @@ class ZfySdk:
             _prototype(self._lib)
         except (OSError, AttributeError) as exc:
             raise ZfyError("zfy_library_unusable", f"SDK library {library!r}: {exc}") from exc
-        self._password = password.encode("gbk")
+        try:
+            self._password = password.encode("gbk")
+        except UnicodeEncodeError as exc:
+            raise ZfyError("zfy_bad_password", "the SDK password is not GBK text") from exc
 
     def _call(self, name: str, *args: Any) -> int:
         """Call an SDK function; ZfyError names the failure from its iRet code."""
@@ -279,8 +282,13 @@ class ZfyRecorder:
             if self._closed:
                 raise RecorderGone("the zfy recorder was released")
             if self._storage is None and not self._switching:
-                self.sdk.set_msdc()
+                # Set first: the device may vanish (re-enumerate) before SetMSDC returns.
                 self._switching = True
+                try:
+                    self.sdk.set_msdc()
+                except BaseException:
+                    self._switching = False
+                    raise
                 logger.info("bay %s: switched to mass storage", self.bay, extra={"BAY": self.bay})
         if not self._ready.wait(self.storage_timeout_s):
             raise RecorderError(
