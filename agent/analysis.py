@@ -1,0 +1,217 @@
+"""After offload: probe clips, apply the 24-hour rule, find gaps, and write notes."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, timedelta
+from pathlib import Path
+from typing import Any
+
+from agent.lateness import hours_late, is_late
+from agent.notes import NoteDraft, NotesStore
+from agent.record import Docking
+from agent.services import Services
+from agent.timebase import iso, parse_iso, utcnow
+from agent.timeline import TimelineClip, TimelinePolicy, analyse, recorder_to_true
+from firmware_interface.base import RecorderEvent
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    docking_id: str
+    clip_ids: list[str]
+    docking: Docking
+    events: list[RecorderEvent]
+
+
+class Analysis:
+    """A worker thread that analyses each docking's clips; never blocks offload."""
+
+    def __init__(self, services: Services, notes: NotesStore) -> None:
+        self.s = services
+        self.notes = notes
+        self.inbox: queue.Queue[_Batch | None] = queue.Queue()
+        self.heartbeat = time.monotonic()
+        self.busy = False
+        self._thread = threading.Thread(target=self._run, name="analysis", daemon=True)
+
+    def start(self) -> None:
+        """Start the worker; re-queue clips a crash left unanalysed."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish the current batch and stop."""
+        self.inbox.put(None)
+        self._thread.join(30)
+
+    def submit(self, docking_id: str, clip_ids: list[str], context: dict[str, Any]) -> None:
+        """Queue a docking's clips (context: docking, events)."""
+        self.inbox.put(_Batch(docking_id, clip_ids, context["docking"], context.get("events", [])))
+
+    def idle(self) -> bool:
+        """Nothing queued or running."""
+        return self.inbox.empty() and not self.busy
+
+    def healthy(self, stall_s: float) -> bool:
+        """False when a batch has been running without progress for `stall_s`."""
+        return not self.busy or time.monotonic() - self.heartbeat < stall_s
+
+    def clock_corrected(self, device_id: str, offset_s: float | None) -> None:
+        """A recorder clock was set: keep a note people can read later."""
+        now = utcnow()
+        self.notes.create(NoteDraft("clock_corrected", device_id, now, now, cause="clock_drift"))
+        logger.info("clock of %s corrected (offset %s s)", device_id, offset_s)
+
+    def _run(self) -> None:
+        while (batch := self.inbox.get()) is not None:
+            self.busy = True
+            self.heartbeat = time.monotonic()
+            try:
+                self._analyse(batch)
+            except Exception:
+                logger.exception("analysis of docking %s failed", batch.docking_id)
+            finally:
+                self.busy = False
+
+    def _analyse(self, batch: _Batch) -> None:
+        records = [r for r in (self.s.index.get(c) for c in batch.clip_ids) if r is not None]
+        for record in records:
+            if not record.get("analysed"):
+                self._probe(record)
+                self.heartbeat = time.monotonic()
+        records = [r for r in (self.s.index.get(c) for c in batch.clip_ids) if r is not None]
+        self._timeline(records, batch)
+        for record in records:
+            if not record.get("analysed"):
+                self._lateness(record, batch.docking)
+                self.s.index.update(record["clip_id"], analysed=True)
+
+    # ---- per clip -------------------------------------------------------------------------
+
+    def _probe(self, record: dict[str, Any]) -> None:
+        from agent.media.probe import probe
+        from agent.media.thumbnail import make_thumbnail
+
+        path = Path(record["local_path"])
+        result = probe(path, record["media_type"])
+        changes: dict[str, Any] = {
+            "duration_s": _round(result.duration_s),
+            "fps": _round(result.fps),
+            "width": result.width,
+            "height": result.height,
+            "decode_ok": result.decode_ok,
+            "flags": sorted(set(record["flags"]) | result.flags),
+            "interruptions": result.interruptions,
+        }
+        changes.update(_times(record, result.duration_s))
+        if record["media_type"] == "video" and result.decode_ok:
+            thumb = path.with_name(f"{path.stem}.thumb.jpg")
+            if make_thumbnail(path, thumb):
+                changes["thumbnail"] = str(thumb)
+        self.s.index.update(record["clip_id"], **changes)
+        if "truncated" in result.flags or "undecodable" in result.flags:
+            self._clip_note("truncated", record, changes)
+
+    def _lateness(self, record: dict[str, Any], docking: Docking) -> None:
+        window = self.s.cfg.policy.offload_window_hours
+        end, offloaded = parse_iso(record["recorded_end"]), parse_iso(record["offloaded_at"])
+        if not is_late(end, offloaded, window):
+            return
+        late_h = round(hours_late(end, offloaded, window), 1)
+        note = self._clip_note("late_offload", record, {})
+        flags = sorted(set(record["flags"]) | {"late_offload"})
+        self.s.index.update(record["clip_id"], flags=flags)
+        fields = {
+            "bay": docking.bay,
+            "device_id": record["device_id"],
+            "sha256": record["sha256"],
+            "file_name": record["file_name"],
+            "recorded_end": record["recorded_end"],
+            "hours_late": late_h,
+            "note_id": note,
+        }
+        self.s.bus.event("late_offload", **fields)
+        self.s.bus.alert(
+            "late_offload",
+            "warning",
+            f"{record['file_name']} offloaded {late_h} h past the {window:g} h window",
+            **fields,
+        )
+
+    def _clip_note(self, kind: str, record: dict[str, Any], changes: dict[str, Any]) -> str:
+        start = parse_iso(changes.get("recorded_start", record["recorded_start"]))
+        end = parse_iso(changes.get("recorded_end", record["recorded_end"]))
+        note = self.notes.create(
+            NoteDraft(kind, record["device_id"], start, end, clips=(record["sha256"],))
+        )
+        self._attach(record["clip_id"], note.note_id)
+        return note.note_id
+
+    def _attach(self, clip_id: str, note_id: str) -> None:
+        record = self.s.index.get(clip_id)
+        if record is not None and note_id not in record["notes"]:
+            self.s.index.update(clip_id, notes=[*record["notes"], note_id])
+
+    # ---- per docking ----------------------------------------------------------------------
+
+    def _timeline(self, records: list[dict[str, Any]], batch: _Batch) -> None:
+        clips = [
+            TimelineClip(
+                r["sha256"],
+                parse_iso(r["recorded_start"]),
+                parse_iso(r["recorded_end"]),
+                r["device_id"],
+                r["file_name"],
+                [tuple(i) for i in r.get("interruptions") or []],
+            )  # type: ignore[misc]
+            for r in records
+            if r["media_type"] in ("video", "audio")
+        ]
+        policy = self.s.cfg.policy
+        result = analyse(
+            clips,
+            batch.events,
+            recorder_to_true(self.s.tz, batch.docking.clock_offset_s or 0.0),
+            TimelinePolicy(policy.gap_threshold_s, policy.session_break_s),
+        )
+        for draft in result.notes:
+            note = self.notes.create(draft)
+            for sha in note.clips:
+                self._attach(sha, note.note_id)
+            if note.type in ("gap", "interruption", "overlap"):
+                self.s.bus.event(
+                    "gap_detected",
+                    note_id=note.note_id,
+                    kind=note.type,
+                    device_id=note.device_id,
+                    start=note.start,
+                    end=note.end,
+                    duration_s=note.duration_s,
+                    cause=note.cause,
+                )
+        for sha, flags in result.flags.items():
+            record = self.s.index.get(sha)
+            if record is not None and flags - set(record["flags"]):
+                self.s.index.update(sha, flags=sorted(set(record["flags"]) | flags))
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _times(record: dict[str, Any], duration: float | None) -> dict[str, Any]:
+    """Recorded start/end once the duration is known (mtime marks the end of a recording)."""
+    if not duration:
+        return {}
+    start = parse_iso(record["recorded_start"])
+    tz = start.tzinfo or UTC
+    if record["start_source"] == "mtime":
+        start -= timedelta(seconds=duration)
+    end = start + timedelta(seconds=duration)
+    return {"recorded_start": iso(start.astimezone(tz)), "recorded_end": iso(end.astimezone(tz))}

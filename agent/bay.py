@@ -1,0 +1,456 @@
+"""A bay's worker: one thread, one state machine (SPEC 6), whatever the recorder does."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from agent.events import BayView, Progress, now_iso
+from agent.findings import FAULT, Finding, fault, info, warning
+from agent.offload import Offloader
+from agent.record import Docking
+from agent.services import Services
+from agent.timebase import local_now, utcnow
+from agent.validation import (
+    bay_state,
+    check_battery,
+    check_clock,
+    check_faults,
+    check_storage,
+    storage_free_pct,
+)
+from firmware_interface.base import Recorder, RecorderError, RecorderGone, Status
+from firmware_interface.discovery import BayFault, Docked, DockEvent, Undocked
+
+logger = logging.getLogger(__name__)
+
+EMIT_INTERVAL_S = 0.25
+
+
+@dataclass(frozen=True)
+class ClipSynced:
+    """The central side holds this clip: the recorder copy may go, per policy."""
+
+    clip_id: str
+
+
+class _Stop:
+    pass
+
+
+class BayWorker:
+    """Owns one bay: identifies, validates, offloads, then watches the docked recorder."""
+
+    def __init__(self, number: int, services: Services, refresh_s: float = 5.0) -> None:
+        self.number = number
+        self.s = services
+        self.refresh_s = refresh_s
+        self.view = BayView(number)
+        self.inbox: queue.Queue[Any] = queue.Queue()
+        self.cancel = threading.Event()
+        self.heartbeat = time.monotonic()
+        self.busy_since: float | None = None
+        self.recorder: Recorder | None = None
+        self.docking: Docking | None = None
+        self.findings: list[Finding] = []
+        self._last_emit = 0.0
+        self._thread = threading.Thread(target=self._run, name=f"bay-{number}", daemon=True)
+
+    # ---- public ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the worker thread and show the bay as empty."""
+        self._emit(force=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Cancel any copy and stop the thread."""
+        self.cancel.set()
+        self.inbox.put(_Stop())
+        self._thread.join(timeout)
+
+    def post(self, item: DockEvent | ClipSynced) -> None:
+        """Hand the worker an event; an undock cancels a running copy at once."""
+        if isinstance(item, Undocked):
+            self.cancel.set()
+        self.inbox.put(item)
+
+    def healthy(self, stall_s: float) -> bool:
+        """False when the worker has made no progress for `stall_s` while busy."""
+        return self.busy_since is None or time.monotonic() - self.heartbeat < stall_s
+
+    # ---- loop -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self.heartbeat = time.monotonic()
+            try:
+                item = self.inbox.get(timeout=self.refresh_s)
+            except queue.Empty:
+                item = None
+            if isinstance(item, _Stop):
+                self._release()
+                return
+            try:
+                self._handle(item)
+            except Exception:  # a recorder must never take the daemon down
+                logger.exception("bay %d: unexpected error", self.number, extra=self._extra())
+                self._set_fault(fault("internal_error", "unexpected error; see the journal"))
+
+    def _handle(self, item: Any) -> None:
+        self.busy_since = time.monotonic()
+        try:
+            if isinstance(item, Docked):
+                self._docked(item)
+            elif isinstance(item, Undocked):
+                self._undocked()
+            elif isinstance(item, BayFault):
+                self._set_fault(fault(item.code, item.message))
+                self.s.bus.alert("recorder_fault", "error", item.message, bay=self.number)
+            elif isinstance(item, ClipSynced):
+                self._clip_synced(item.clip_id)
+            elif item is None and self.recorder is not None:
+                self._refresh()
+        finally:
+            self.busy_since = None
+
+    # ---- docking --------------------------------------------------------------------------
+
+    def _docked(self, ev: Docked) -> None:
+        if self.recorder is not None:
+            self._release()
+        self.cancel.clear()
+        self.recorder = ev.recorder
+        self.findings = []
+        self.view = BayView(self.number, state="identifying")
+        self._emit(force=True)
+        try:
+            self._acquire(ev.recorder)
+        except RecorderGone as exc:
+            logger.warning(
+                "bay %d: recorder gone mid-work: %s", self.number, exc, extra=self._extra()
+            )
+            self._undocked()
+        except RecorderError as exc:
+            self._set_fault(fault(exc.code, str(exc)))
+            self.s.bus.alert("recorder_fault", "error", str(exc), bay=self.number)
+
+    def _acquire(self, recorder: Recorder) -> None:
+        identity = recorder.identity()
+        self.findings.extend(recorder.identity_findings())
+        docking_id = f"{identity.device_id}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+        self.view = replace(
+            self.view,
+            device_id=identity.device_id,
+            officer_id=identity.officer_id,
+            state="validating",
+        )
+        self._emit(force=True)
+        self.s.custody.append(
+            "docked",
+            device_id=identity.device_id,
+            bay=self.number,
+            officer_id=identity.officer_id,
+            model=identity.model,
+            firmware=identity.firmware,
+            docking_id=docking_id,
+        )
+        self.s.bus.event(
+            "docked", bay=self.number, device_id=identity.device_id, officer_id=identity.officer_id
+        )
+        offset = self._validate(recorder, identity.device_id)
+        self.docking = Docking(
+            docking_id,
+            self.number,
+            identity,
+            offset,
+            self.s.tz,
+            self.s.cfg.dock.id,
+            self.s.cfg.dock.department,
+        )
+        self._offload(recorder, self.docking)
+
+    def _validate(self, recorder: Recorder, device_id: str) -> float | None:
+        status = recorder.status()
+        now = utcnow()
+        verdict = check_clock(
+            status, recorder.capabilities, now, self.s.tz, self.s.cfg.policy, self.s.kernel_synced()
+        )
+        self.s.custody.append(
+            "clock_checked",
+            device_id=device_id,
+            offset_s=verdict.offset_s,
+            tolerance_s=self.s.cfg.policy.clock_tolerance_s,
+            recorder_clock=status.clock.isoformat() if status.clock else None,
+        )
+        self.findings.extend(verdict.findings)
+        if any(f.code == "clock_unsynced" for f in verdict.findings):
+            self.s.bus.alert(
+                "clock_unsynced",
+                "warning",
+                "dock clock not synchronised: recorder clocks are not set",
+                bay=self.number,
+                device_id=device_id,
+            )
+        if verdict.set_clock:
+            self._set_clock(recorder, device_id, verdict.offset_s)
+        elif any(f.code == "clock_drift" for f in self.findings):
+            self._escalate_drift()
+        self._apply_status(recorder, status)
+        return verdict.offset_s
+
+    def _set_clock(self, recorder: Recorder, device_id: str, offset: float | None) -> None:
+        try:
+            recorder.set_clock(local_now(self.s.tz))
+        except RecorderGone:
+            raise
+        except RecorderError as exc:
+            self.findings.append(
+                fault("clock_set_failed", f"setting the recorder clock failed: {exc}")
+            )
+            return
+        self.s.custody.append(
+            "clock_set",
+            device_id=device_id,
+            offset_before_s=offset,
+            set_to=utcnow().isoformat(timespec="seconds"),
+        )
+        self.findings = [f for f in self.findings if f.code != "clock_drift"]
+        self.findings.append(
+            info(
+                "clock_corrected",
+                f"recorder clock corrected by {-(offset or 0):+.1f} s"
+                if offset is not None
+                else "recorder clock set",
+                offset_s=offset,
+            )
+        )
+        self.s.bus.event("clock_corrected", bay=self.number, device_id=device_id, offset_s=offset)
+        notes = self.s.extra.get("notes_hook")
+        if notes is not None:
+            notes.clock_corrected(device_id, offset)
+
+    def _escalate_drift(self) -> None:
+        drift = next(f for f in self.findings if f.code == "clock_drift")
+        self.findings.remove(drift)
+        self.findings.append(
+            fault("clock_drift", f"{drift.message}; not corrected", **drift.detail)
+        )
+
+    # ---- offload --------------------------------------------------------------------------
+
+    def _offload(self, recorder: Recorder, docking: Docking) -> None:
+        listing = recorder.list_clips()
+        self.findings.extend(listing.findings)
+        clips = sorted(listing.clips, key=lambda c: (c.mtime, c.path))
+        total = sum(c.size for c in clips)
+        self.view = replace(
+            self.view, state="offloading", progress=Progress(0, len(clips), 0, total)
+        )
+        self._emit(force=True)
+        result = Offloader(self.s, docking, recorder, self.cancel, self._progress).run(clips)
+        self.findings.extend(result.findings)
+        self._after_offload(recorder, docking, result.clip_ids, result.pending)
+
+    def _progress(self, clips: int, nbytes: int) -> None:
+        self.heartbeat = time.monotonic()
+        p = self.view.progress
+        p.clips_done += clips
+        p.bytes_done += nbytes
+        self._emit()
+
+    def _after_offload(
+        self, recorder: Recorder, docking: Docking, clip_ids: list[str], pending: int
+    ) -> None:
+        device = docking.identity.device_id
+        self.s.bus.event(
+            "offload_complete",
+            bay=self.number,
+            device_id=device,
+            clips=len(clip_ids),
+            pending=pending,
+        )
+        self.s.custody.append(
+            "offload_complete",
+            device_id=device,
+            docking_id=docking.docking_id,
+            clips=len(clip_ids),
+            pending=pending,
+        )
+        events = recorder.read_events() if recorder.capabilities.event_log else None
+        if events is not None:
+            self.findings.extend(events.findings)
+        if self.s.analyser is not None and clip_ids:
+            self.s.analyser.submit(
+                docking.docking_id,
+                clip_ids,
+                {"docking": docking, "events": events.events if events else []},
+            )
+        for clip_id in clip_ids:
+            self._maybe_delete(clip_id)
+        self._refresh()
+
+    # ---- recorder deletion ----------------------------------------------------------------
+
+    def _clip_synced(self, clip_id: str) -> None:
+        if self.recorder is not None:
+            self._maybe_delete(clip_id)
+            self._refresh()
+
+    def _maybe_delete(self, clip_id: str) -> None:
+        """Delete the recorder's copy once the policy's condition holds (SPEC 9)."""
+        record = self.s.index.get(clip_id)
+        if record is None or self.recorder is None or self.docking is None:
+            return
+        if record["recorder_deleted"] or record["device_id"] != self.docking.identity.device_id:
+            return
+        if not deletable(record, self.s.cfg.policy.delete_from_recorder):
+            return
+        from firmware_interface.base import ClipEntry
+
+        entry = ClipEntry(
+            record["recorder_path"],
+            record["size"],
+            record.get("recorder_mtime", 0.0),
+            record["media_type"],
+        )
+        try:
+            self.recorder.delete_clip(entry)
+        except RecorderGone:
+            raise
+        except RecorderError as exc:
+            self.findings.append(warning("delete_failed", f"{entry.path}: {exc}"))
+            return
+        self.s.custody.append(
+            "recorder_clip_deleted", device_id=record["device_id"], file=entry.path, sha256=clip_id
+        )
+        self.s.index.update(clip_id, recorder_deleted=True)
+
+    # ---- status ---------------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        assert self.recorder is not None
+        try:
+            status = self.recorder.status()
+        except RecorderGone:
+            self._undocked()
+            return
+        except RecorderError as exc:
+            self._set_fault(fault(exc.code, str(exc)))
+            return
+        self._apply_status(self.recorder, status)
+
+    def _apply_status(self, recorder: Recorder, status: Status) -> None:
+        policy = self.s.cfg.policy
+        keep = [f for f in self.findings if f.code not in STATUS_CODES]
+        waiting = self._awaiting_ack()
+        self.findings = (
+            keep
+            + check_battery(status, policy)
+            + check_storage(status, policy)
+            + check_faults(status)
+            + waiting
+        )
+        pending = self.view.progress.clips_total - self.view.progress.clips_done
+        state = bay_state(self.findings, pending if self.view.state == "offloading" else 0)
+        if self.view.state in ("identifying", "validating"):
+            state = self.view.state
+        self.view = replace(
+            self.view,
+            state=state,
+            battery_pct=status.battery_pct,
+            storage_free_pct=storage_free_pct(status),
+            clock_offset_s=self.docking.clock_offset_s if self.docking else None,
+            findings=list(self.findings),
+        )
+        self._emit(force=True)
+
+    def _awaiting_ack(self) -> list[Finding]:
+        if self.docking is None or self.s.cfg.policy.delete_from_recorder != "after_upstream_ack":
+            return []
+        device = self.docking.identity.device_id
+        waiting = [r for r in self.s.index.find(device_id=device, recorder_deleted=False)]
+        if not waiting:
+            return []
+        return [
+            info(
+                "awaiting_ack",
+                f"{len(waiting)} clips await the central server's ack",
+                clips=len(waiting),
+            )
+        ]
+
+    def _set_fault(self, finding: Finding) -> None:
+        self.findings.append(finding)
+        self.view = replace(self.view, state="fault", findings=list(self.findings))
+        self.s.bus.event("fault", bay=self.number, code=finding.code, message=finding.message)
+        self._emit(force=True)
+
+    def _undocked(self) -> None:
+        device = self.docking.identity.device_id if self.docking else self.view.device_id
+        self._release()
+        if device:
+            self.s.custody.append("undocked", device_id=device, bay=self.number)
+            self.s.bus.event("undocked", bay=self.number, device_id=device)
+        self.view = BayView(self.number)
+        self.findings = []
+        self._emit(force=True)
+
+    def _release(self) -> None:
+        if self.recorder is not None:
+            try:
+                self.recorder.close()
+            except Exception:
+                logger.exception("bay %d: closing the recorder failed", self.number)
+        self.recorder = None
+        self.docking = None
+
+    def _emit(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_emit < EMIT_INTERVAL_S:
+            return
+        self._last_emit = now
+        self.view.ts = now_iso()
+        self.s.bus.emit(
+            replace(
+                self.view, progress=replace(self.view.progress), findings=list(self.view.findings)
+            )
+        )
+
+    def _extra(self) -> dict[str, Any]:
+        return {
+            "DOCK_ID": self.s.cfg.dock.id,
+            "BAY": self.number,
+            "DEVICE_ID": self.view.device_id or "",
+        }
+
+
+STATUS_CODES = frozenset(
+    {
+        "battery_charging",
+        "battery_unknown",
+        "battery_impossible",
+        "storage_low",
+        "storage_unknown",
+        "storage_impossible",
+        "recorder_fault",
+        "awaiting_ack",
+    }
+)
+
+
+def deletable(record: dict[str, Any], policy: str) -> bool:
+    """Whether the recorder's copy of this clip may be deleted under `policy` (SPEC 9)."""
+    if policy == "never":
+        return False
+    if policy == "after_local_verify":
+        return record["state"] in ("offloaded", "synced", "purged")
+    return record["state"] in ("synced", "purged")
+
+
+_ = FAULT

@@ -1,0 +1,69 @@
+"""`dock-agent verify`: re-hash the store against the index and check the custody chain."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from agent.cli import add_config_arg
+from agent.config import DockConfig, load_config
+from agent.custody import verify_chain
+from agent.index import ClipIndex
+from agent.store import sha256_file
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register `verify`."""
+    parser = subparsers.add_parser("verify", help="re-hash the store and check the custody chain")
+    add_config_arg(parser)
+
+
+def check_store(cfg: DockConfig) -> tuple[int, list[str]]:
+    """(clips checked, problems): every local copy must exist and hash as indexed."""
+    index = ClipIndex(cfg.data_dir)
+    problems: list[str] = []
+    checked = 0
+    try:
+        for record in index.iter_all():
+            if record.get("state") == "purged":
+                continue
+            checked += 1
+            problem = check_clip(record)
+            if problem:
+                problems.append(problem)
+    finally:
+        index.close()
+    return checked, problems
+
+
+def check_clip(record: dict[str, Any]) -> str | None:
+    """A sentence naming what is wrong with one stored clip, or None."""
+    path = Path(record.get("local_path") or "")
+    name = f"clip {record['clip_id'][:12]} ({record.get('file_name')}, {path})"
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return f"{name}: missing from the store ({exc.strerror})"
+    if size != record.get("size"):
+        return f"{name}: size {size} != indexed {record.get('size')}"
+    actual = sha256_file(path)
+    if actual != record.get("sha256"):
+        return f"{name}: sha256 {actual} != indexed {record.get('sha256')}"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit 0 when store and chain are intact, 1 naming each mismatch."""
+    cfg = load_config(args.config)
+    checked, problems = check_store(cfg)
+    chain = verify_chain(cfg.data_dir / "custody.jsonl")
+    problems += [f"custody log: {p}" for p in chain]
+    for problem in problems:
+        print(f"MISMATCH {problem}")
+    verdict = "FAILED" if problems else "OK"
+    print(
+        f"verify {verdict}: {checked} stored clips re-hashed, custody chain "
+        f"{'broken' if chain else 'intact'}, {len(problems)} problems"
+    )
+    return 1 if problems else 0

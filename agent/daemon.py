@@ -1,0 +1,180 @@
+"""The daemon: wires discovery, bay workers, the store, MQTT, sync and systemd together."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agent import __version__
+from agent.bay import BayWorker, ClipSynced
+from agent.config import DockConfig
+from agent.custody import CustodyLog
+from agent.durable import write_json
+from agent.events import Alert, BayView, DockEvent, EventBus
+from agent.index import ClipIndex
+from agent.services import Services
+from agent.store import EvidenceStore
+from agent.timebase import recorder_zone
+from firmware_interface.discovery import BayWatcher
+from firmware_interface.discovery import DockEvent as HwEvent
+
+logger = logging.getLogger(__name__)
+
+STATE_WRITE_INTERVAL_S = 0.5
+
+
+def kernel_synced() -> bool | None:
+    """Whether the kernel clock is synchronised (None when it cannot be told)."""
+    try:
+        from agent.clock import kernel_clock_synced
+    except ImportError:
+        return None
+    return kernel_clock_synced()
+
+
+def build_watchers(cfg: DockConfig, services: Services) -> list[BayWatcher]:
+    """The discovery watchers for the configured bays."""
+    try:
+        from firmware_interface.watchers import build_watchers as build
+    except ImportError:  # TEMP until udev watchers land
+        from firmware_interface.simulated import SimBayWatcher
+
+        sims = {b.number: Path(b.sim_dir) for b in cfg.bay if b.sim_dir}
+        return [SimBayWatcher(sims, services.tz)]
+    return build(cfg, services.tz)
+
+
+class LocalState:
+    """Bay views, alerts and events kept in {data_dir}/state/ for `dock-agent status`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "state" / "bays.json"
+        self.bays: dict[int, dict[str, Any]] = {}
+        self.alerts: dict[str, dict[str, Any]] = {}
+        self._dirty = threading.Event()
+        self._lock = threading.Lock()
+
+    def on_item(self, item: BayView | DockEvent | Alert) -> None:
+        """Bus listener: remember the latest of everything."""
+        with self._lock:
+            if isinstance(item, BayView):
+                self.bays[item.number] = item.to_json()
+            elif isinstance(item, Alert):
+                if item.severity == "clear":
+                    self.alerts.pop(item.code, None)
+                else:
+                    self.alerts[item.code] = item.to_json()
+            else:
+                return
+        self._dirty.set()
+
+    def flush(self, extra: dict[str, Any]) -> None:
+        """Write the state file when something changed."""
+        if not self._dirty.is_set():
+            return
+        self._dirty.clear()
+        with self._lock:
+            doc = {
+                "bays": {str(k): v for k, v in sorted(self.bays.items())},
+                "alerts": list(self.alerts.values()),
+                **extra,
+            }
+        write_json(self.path, doc)
+
+
+class Daemon:
+    """One dock: its bays, its store, its reporting."""
+
+    def __init__(self, cfg: DockConfig, refresh_s: float = 5.0) -> None:
+        self.cfg = cfg
+        self.started_at = datetime.now(UTC)
+        data = cfg.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        store = EvidenceStore(data, cfg.policy.disk_reserve_bytes)
+        store.clean_incoming()
+        self.services = Services(
+            cfg=cfg,
+            tz=recorder_zone(cfg.policy.timezone),
+            store=store,
+            index=ClipIndex(data),
+            custody=CustodyLog(data / "custody.jsonl"),
+            bus=EventBus(),
+            kernel_synced=kernel_synced,
+        )
+        self.bays = {b.number: BayWorker(b.number, self.services, refresh_s) for b in cfg.bay}
+        self.state = LocalState(data)
+        self.services.bus.subscribe(self.state.on_item)
+        self.watchers: list[BayWatcher] = []
+        self.stopping = threading.Event()
+        self.plugins: list[Any] = []
+
+    def dispatch(self, ev: HwEvent) -> None:
+        """Route a discovery event to its bay's worker."""
+        worker = self.bays.get(ev.bay)
+        if worker is None:
+            logger.warning("event for unknown bay %s ignored", ev.bay)
+            return
+        worker.post(ev)
+
+    def clip_synced(self, clip_id: str) -> None:
+        """The central side holds `clip_id`: let the bays free the recorder copy."""
+        for worker in self.bays.values():
+            worker.post(ClipSynced(clip_id))
+
+    def start(self) -> None:
+        """Start bays, plugins (MQTT, sync, analysis) and discovery."""
+        for worker in self.bays.values():
+            worker.start()
+        for plugin in self.plugins:
+            plugin.start()
+        self.watchers = build_watchers(self.cfg, self.services)
+        for watcher in self.watchers:
+            watcher.start(self.dispatch)
+        logger.info("dock %s started with %d bays", self.cfg.dock.id, len(self.bays))
+
+    def stop(self) -> None:
+        """Stop discovery, bays and plugins; nothing half-written is left indexed."""
+        self.stopping.set()
+        for watcher in self.watchers:
+            watcher.stop()
+        for worker in self.bays.values():
+            worker.stop()
+        for plugin in reversed(self.plugins):
+            plugin.stop()
+        self.flush_state()
+        self.services.index.close()
+
+    def flush_state(self) -> None:
+        """Persist the local state file for `dock-agent status`."""
+        head = self.services.custody.head()
+        self.state.flush(
+            {
+                "dock_id": self.cfg.dock.id,
+                "version": __version__,
+                "pid": _pid(),
+                "started_at": self.started_at.isoformat(timespec="seconds"),
+                "custody_head": {"seq": head[0], "hash": head[1]},
+            }
+        )
+
+    def healthy(self, stall_s: float = 120.0) -> bool:
+        """Every bay worker alive and not stalled."""
+        return all(w.healthy(stall_s) for w in self.bays.values())
+
+    def run_forever(self, tick_s: float = 0.5) -> None:
+        """Housekeeping until stop is requested."""
+        self.state._dirty.set()
+        while not self.stopping.wait(tick_s):
+            self.flush_state()
+            for plugin in self.plugins:
+                tick = getattr(plugin, "tick", None)
+                if tick:
+                    tick()
+
+
+def _pid() -> int:
+    return os.getpid()

@@ -1,0 +1,144 @@
+"""The clip record: the index row and, minus internal fields, the MANIFEST of SPEC 7."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from agent.container_time import mp4_creation_time
+from agent.naming import parse_name
+from agent.timebase import iso, to_true
+from firmware_interface.base import ClipEntry, Identity
+
+MANIFEST_FIELDS = (
+    "dock_id",
+    "department",
+    "device_id",
+    "officer_id",
+    "media_type",
+    "file_name",
+    "sha256",
+    "size",
+    "recorded_start",
+    "recorded_end",
+    "recorded_tz",
+    "clock_offset_s",
+    "start_source",
+    "duration_s",
+    "fps",
+    "width",
+    "height",
+    "decode_ok",
+    "offloaded_at",
+    "flags",
+    "retention_class",
+    "notes",
+    "custody_seq",
+    "custody_hash",
+)
+
+
+@dataclass(frozen=True)
+class Docking:
+    """One recorder's stay in a bay: who it is and what its clock was found to be."""
+
+    docking_id: str
+    bay: int
+    identity: Identity
+    clock_offset_s: float | None
+    tz: ZoneInfo
+    dock_id: str
+    department: str
+
+
+@dataclass(frozen=True)
+class StartTime:
+    """When a clip started, in true time, and where that came from."""
+
+    start: datetime
+    source: str  # "name", "container" or "mtime"
+
+
+def start_time(clip: ClipEntry, stored: Path, docking: Docking) -> StartTime:
+    """Start from the file name, else container metadata, else mtime; corrected for drift."""
+    parsed = parse_name(clip.name)
+    offset = docking.clock_offset_s
+    if parsed:
+        return StartTime(to_true(parsed.start_local, docking.tz, offset), "name")
+    created = mp4_creation_time(stored) if clip.media_type == "video" else None
+    if created and created.year >= 2000:
+        return StartTime(created.astimezone(UTC) - _delta(offset), "container")
+    mtime = datetime.fromtimestamp(clip.mtime, UTC)
+    return StartTime(mtime - _delta(offset), "mtime")
+
+
+def _delta(offset: float | None) -> timedelta:
+    return timedelta(seconds=offset or 0.0)
+
+
+def dest_rel(docking: Docking, start: datetime, clip: ClipEntry) -> Path:
+    """Where a clip lives in the store: {device_id}/{local date}/{file}."""
+    day = start.astimezone(docking.tz).strftime("%Y-%m-%d")
+    return Path(docking.identity.device_id, day, clip.name)
+
+
+def new_record(
+    docking: Docking,
+    clip: ClipEntry,
+    sha: str,
+    size: int,
+    stored: Path,
+    start: StartTime,
+    custody: dict[str, Any],
+) -> dict[str, Any]:
+    """The index row of a clip just offloaded and verified."""
+    ident = docking.identity
+    flags = [] if start.source == "name" else ["name_unparsed"]
+    return {
+        "clip_id": sha,
+        "state": "offloaded",
+        "local_path": str(stored),
+        "dock_id": docking.dock_id,
+        "department": docking.department,
+        "device_id": ident.device_id,
+        "officer_id": ident.officer_id,
+        "officer_name": ident.officer_name,
+        "unit_no": ident.unit_no,
+        "media_type": clip.media_type,
+        "file_name": clip.name,
+        "sha256": sha,
+        "size": size,
+        "recorded_start": iso(start.start, docking.tz),
+        "recorded_end": iso(start.start, docking.tz),
+        "recorded_tz": docking.tz.key,
+        "clock_offset_s": docking.clock_offset_s,
+        "start_source": start.source,
+        "duration_s": None,
+        "fps": None,
+        "width": None,
+        "height": None,
+        "decode_ok": None,
+        "offloaded_at": iso(datetime.now(UTC), docking.tz),
+        "flags": flags,
+        "retention_class": "routine",
+        "notes": [],
+        "custody_seq": custody["seq"],
+        "custody_hash": custody["hash"],
+        "bay": docking.bay,
+        "docking_id": docking.docking_id,
+        "recorder_path": clip.path,
+        "recorder_mtime": clip.mtime,
+        "recorder_deleted": False,
+        "analysed": False,
+        "held": False,
+        "synced_at": None,
+        "purged_at": None,
+    }
+
+
+def manifest(record: dict[str, Any]) -> dict[str, Any]:
+    """The SPEC 7 MANIFEST of a clip record."""
+    return {k: record.get(k) for k in MANIFEST_FIELDS}

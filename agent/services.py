@@ -1,0 +1,39 @@
+"""What a bay worker needs from the rest of the daemon, gathered in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+from zoneinfo import ZoneInfo
+
+from agent.config import DockConfig
+from agent.events import EventBus
+from agent.store import EvidenceStore
+
+if TYPE_CHECKING:
+    from agent.custody import CustodyLog
+    from agent.index import ClipIndex
+
+
+class Analyser(Protocol):
+    """Probing and timeline analysis of a docking's clips, after offload."""
+
+    def submit(self, docking_id: str, clip_ids: list[str], context: dict[str, Any]) -> None:
+        """Queue a finished docking's clips for analysis."""
+        ...
+
+
+@dataclass
+class Services:
+    """The shared parts of the daemon; each is thread-safe."""
+
+    cfg: DockConfig
+    tz: ZoneInfo
+    store: EvidenceStore
+    index: ClipIndex
+    custody: CustodyLog
+    bus: EventBus
+    kernel_synced: Callable[[], bool | None]
+    analyser: Analyser | None = None
+    extra: dict[str, Any] = field(default_factory=dict)

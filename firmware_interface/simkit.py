@@ -1,0 +1,192 @@
+"""Building simulated recorders (SPEC 5 layout) with real media, for the demo and tests."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from agent.durable import write_json
+
+
+def ffmpeg() -> str:
+    """The ffmpeg executable; a clear error when it is missing."""
+    path = shutil.which("ffmpeg")
+    if not path:
+        raise RuntimeError("ffmpeg is not installed (apt-get install ffmpeg)")
+    return path
+
+
+def make_video(
+    path: Path,
+    seconds: float = 2.0,
+    fps: int = 25,
+    size: str = "320x240",
+    audio: bool = True,
+    faststart: bool = False,
+) -> Path:
+    """A real H.264 (+AAC) MP4 of `seconds` showing a moving test pattern."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        ffmpeg(),
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size={size}:rate={fps}:duration={seconds}",
+    ]
+    if audio:
+        cmd += [
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:duration={seconds}",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "32k",
+        ]
+    cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", str(fps)]
+    cmd += ["-movflags", "+faststart"] if faststart else []
+    cmd += ["-metadata", f"comment={path.name}"]  # distinct bytes for every clip
+    subprocess.run([*cmd, "-shortest", str(path)], check=True)
+    return path
+
+
+def make_photo(path: Path, size: str = "640x480") -> Path:
+    """A real JPEG still."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            ffmpeg(),
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size={size}:rate=1:duration=1",
+            "-frames:v",
+            "1",
+            str(path),
+        ],
+        check=True,
+    )
+    return path
+
+
+def make_wav(path: Path, seconds: float = 1.0) -> Path:
+    """A real PCM WAV tone."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            ffmpeg(),
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:duration={seconds}",
+            str(path),
+        ],
+        check=True,
+    )
+    return path
+
+
+@dataclass
+class SimClip:
+    """A clip to put on a simulated recorder: start (recorder local time) and length."""
+
+    start_local: datetime
+    seconds: float = 2.0
+    ext: str = "MP4"
+    name: str | None = None  # override the SPEC 5 name (to test unparsed names)
+
+
+@dataclass
+class SimRecorder:
+    """The description of a simulated recorder to build into a directory."""
+
+    device_id: str = "ZFY0012345"
+    officer_id: str = "012345"
+    officer_name: str = "张三"
+    battery_pct: float = 64
+    storage_total_bytes: int = 64_000_000_000
+    clock_offset_s: float = 0.0
+    charge_pct_per_min: float = 1.0
+    clips: list[SimClip] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def file_name(self, clip: SimClip, seq: int) -> str:
+        """The SPEC 5 file name of a clip."""
+        if clip.name:
+            return clip.name
+        return f"{self.device_id}_{self.officer_id}_{clip.start_local:%Y%m%d%H%M%S}_{seq:04d}.{clip.ext}"
+
+
+def build(root: Path, rec: SimRecorder, docked: bool = True) -> list[Path]:
+    """Write media, event log and (when `docked`) recorder.json; returns the media paths."""
+    paths = []
+    for seq, clip in enumerate(rec.clips, 1):
+        path = root / "DCIM" / "100MEDIA" / rec.file_name(clip, seq)
+        _make_media(path, clip)
+        paths.append(path)
+    if rec.events:
+        log = root / "LOG" / "events.jsonl"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in rec.events))
+    if docked:
+        dock(root, rec)
+    return paths
+
+
+def _make_media(path: Path, clip: SimClip) -> None:
+    ext = clip.ext.upper()
+    if ext in ("JPG", "JPEG"):
+        make_photo(path)
+    elif ext == "WAV":
+        make_wav(path, clip.seconds)
+    else:
+        make_video(path, clip.seconds)
+
+
+def dock(root: Path, rec: SimRecorder) -> None:
+    """Put the recorder into its bay: write recorder.json last, as the watcher keys on it."""
+    write_json(
+        root / "recorder.json",
+        {
+            "device_id": rec.device_id,
+            "model": "DSJ-SIM1",
+            "firmware": "1.0.0",
+            "officer_id": rec.officer_id,
+            "officer_name": rec.officer_name,
+            "unit_no": "410000",
+            "unit_name": "水政监察大队",
+            "battery_pct": rec.battery_pct,
+            "storage_total_bytes": rec.storage_total_bytes,
+            "clock_offset_s": rec.clock_offset_s,
+            "charge_pct_per_min": rec.charge_pct_per_min,
+        },
+    )
+
+
+def undock(root: Path) -> None:
+    """Take the recorder out of its bay."""
+    (root / "recorder.json").unlink(missing_ok=True)
+
+
+def shift(start: datetime, lengths: list[float], pause_s: float = 0.0) -> list[SimClip]:
+    """Back-to-back (or paused) clips of a shift starting at `start`."""
+    clips, t = [], start
+    for seconds in lengths:
+        clips.append(SimClip(t, seconds))
+        t += timedelta(seconds=seconds + pause_s)
+    return clips

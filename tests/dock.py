@@ -1,0 +1,79 @@
+"""A dock under test: config in tmp_path, simulated bays, the daemon in-process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from agent.assembly import assemble
+from agent.config import DockConfig, parse_config
+from agent.daemon import Daemon
+from agent.events import BayView
+
+
+def dock_config(tmp: Path, bays: int = 1, **policy: Any) -> DockConfig:
+    """A dock with `bays` simulated bays under `tmp`, policy overrides applied."""
+    data: dict[str, Any] = {
+        "dock": {"id": "dock-test", "department": "水政监察大队", "data_dir": str(tmp / "data")},
+        "bay": [{"number": n, "sim_dir": str(tmp / f"bay{n}")} for n in range(1, bays + 1)],
+        "policy": {"require_synced_clock": False, "disk_reserve_bytes": 0, **policy},
+    }
+    return parse_config(data)
+
+
+class Views:
+    """Collects every bay view the daemon emits."""
+
+    def __init__(self) -> None:
+        self.items: list[BayView] = []
+
+    def __call__(self, item: object) -> None:
+        if isinstance(item, BayView):
+            self.items.append(item)
+
+    def latest(self, bay: int) -> BayView | None:
+        """The last view of `bay`."""
+        return next((v for v in reversed(self.items) if v.number == bay), None)
+
+    def states(self, bay: int) -> list[str]:
+        """The sequence of distinct states `bay` went through."""
+        out: list[str] = []
+        for v in self.items:
+            if v.number == bay and (not out or out[-1] != v.state):
+                out.append(v.state)
+        return out
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll `cond` until truthy; fail the test naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextmanager
+def running(cfg: DockConfig, refresh_s: float = 0.3) -> Iterator[tuple[Daemon, Views]]:
+    """The daemon started with views recorded; stopped afterwards."""
+    daemon = assemble(cfg, refresh_s=refresh_s)
+    views = Views()
+    daemon.services.bus.subscribe(views)
+    daemon.start()
+    try:
+        yield daemon, views
+    finally:
+        daemon.stop()
+
+
+def settled(daemon: Daemon, views: Views, bay: int) -> bool:
+    """The bay finished offloading and analysis is idle."""
+    v = views.latest(bay)
+    analysis = daemon.services.analyser
+    idle = analysis is None or analysis.idle()  # type: ignore[attr-defined]
+    return bool(v and v.state in ("charging", "ready", "fault") and idle)
