@@ -169,7 +169,7 @@ class Analysis:
                 r["device_id"],
                 r["file_name"],
                 [tuple(i) for i in r.get("interruptions") or []],
-            )  # type: ignore[misc]
+            )
             for r in records
             if r["media_type"] in ("video", "audio")
         ]
