@@ -62,6 +62,7 @@ class MqttConnection:
         self._keepalive = keepalive
         self._connected = threading.Event()
         self._auth_failed = False
+        self._stopping = False
         self._attempt = 0
         self._lock = threading.Lock()
         self._subscriptions: dict[str, tuple[int, MessageHandler]] = {}
@@ -115,6 +116,7 @@ class MqttConnection:
 
     def stop(self) -> None:
         """Disconnect asking the broker to publish our will (we are going offline), then stop."""
+        self._stopping = True
         if self.connected:
             reason = ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message")
             self.client.disconnect(reasoncode=reason if self._will else None)
@@ -219,7 +221,7 @@ class MqttConnection:
     def _handle_disconnect(self, _c: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         was = self._connected.is_set()
         self._connected.clear()
-        if was:
+        if was and not self._stopping:
             logger.warning("MQTT connection lost: %s", rc)
         self._schedule_retry()
 
