@@ -52,6 +52,8 @@ class DurableStorage(Storage):
         self._data: dict[str, dict[str, Any]] = {}
         self._committed = b"{}"
         self._signature: tuple[int, int, int] | None = None
+        # Encoded JSON per document id, so a write re-encodes only what changed.
+        self._fragments: dict[str, str] = {}
         self.reload()
 
     def read(self) -> dict[str, dict[str, Any]] | None:
@@ -61,14 +63,35 @@ class DurableStorage(Storage):
     def write(self, data: dict[str, dict[str, Any]]) -> None:
         """Persist `data` durably; on failure fall back to the last committed state."""
         try:
-            encoded = _dumps(data).encode("utf-8")
+            encoded = self._encode(data)
             durable.write_bytes(self.path, encoded)
         except BaseException:
             # TinyDB has already changed the documents in place: undo that.
             self._data = json.loads(self._committed)
+            self._fragments.clear()
             raise
         self._data, self._committed = data, encoded
         self._signature = self._stat()
+
+    def invalidate(self, doc_id: int) -> None:
+        """Forget the cached encoding of a document about to change in place."""
+        self._fragments.pop(str(doc_id), None)
+
+    def _encode(self, data: dict[str, dict[str, Any]]) -> bytes:
+        """The whole document as JSON, reusing the encodings of unchanged documents."""
+        if set(data) != {TABLE}:
+            self._fragments.clear()
+            return _dumps(data).encode("utf-8")
+        table = data[TABLE]
+        if len(self._fragments) > len(table):
+            self._fragments = {k: v for k, v in self._fragments.items() if k in table}
+        parts = []
+        for key, doc in table.items():
+            fragment = self._fragments.get(key)
+            if fragment is None:
+                fragment = self._fragments[key] = _dumps(doc)
+            parts.append(f"{_dumps(key)}:{fragment}")
+        return ("{" + _dumps(TABLE) + ":{" + ",".join(parts) + "}}").encode("utf-8")
 
     def changed_on_disk(self) -> bool:
         """Whether another process replaced the file since we last read or wrote it."""
@@ -85,6 +108,7 @@ class DurableStorage(Storage):
         except ValueError as exc:
             raise IndexCorrupt(f"{self.path}: not valid JSON ({exc})") from None
         self._committed = raw
+        self._fragments.clear()
         self._signature = self._stat()
 
     def _stat(self) -> tuple[int, int, int] | None:
@@ -235,9 +259,11 @@ class ClipIndex:
             doc_id = self._ids.get(clip_id)
             if doc_id is None:
                 doc_id = max(self._ids.values(), default=0) + 1
+                self._storage.invalidate(doc_id)
                 self._table.insert(Document(clean, doc_id=doc_id))
                 self._ids[clip_id] = doc_id
             else:
+                self._storage.invalidate(doc_id)
                 self._table.update(lambda doc: _replace(doc, clean), doc_ids=[doc_id])
 
     def update(self, clip_id: str, **changes: Any) -> Record:
@@ -248,6 +274,7 @@ class ClipIndex:
         with self._mutating():
             doc_id = self._ids.get(clip_id)
             if doc_id is not None:
+                self._storage.invalidate(doc_id)
                 self._table.update(clean, doc_ids=[doc_id])
                 return copy.deepcopy(dict(self._table.get(doc_id=doc_id) or {}))
             return self._update_archived(clip_id, clean)

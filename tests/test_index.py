@@ -46,11 +46,24 @@ def test_put_get_update_and_reopen(tmp_path: Path, index: ClipIndex) -> None:
     assert again.get(cid(3)) is None
 
 
-def test_put_replaces_rather_than_merges(index: ClipIndex) -> None:
+def test_put_replaces_rather_than_merges(tmp_path: Path, index: ClipIndex) -> None:
     index.put(rec(1, thumbnail="a.jpg"))
+    index.put(rec(2))
     index.put(rec(1))
     assert "thumbnail" not in index.get(cid(1))  # type: ignore[operator]
-    assert len(index.active()) == 1
+    assert len(index.active()) == 2
+    assert ClipIndex(tmp_path).active() == index.active()
+
+
+def test_file_matches_memory_after_every_kind_of_change(tmp_path: Path, index: ClipIndex) -> None:
+    for n in range(6):
+        index.put(rec(n))
+    index.update(cid(2), state="synced", flags=["marked"])
+    index.archive(cid(5))  # the highest doc id goes: its number is reused next
+    index.put(rec(7, bay=3))
+    index.put(rec(3, state="synced"))
+    on_disk = json.loads((tmp_path / "index" / "active.json").read_text())
+    assert sorted(on_disk["active"].values(), key=str) == sorted(index.active(), key=str)
 
 
 def test_returned_records_are_copies(index: ClipIndex) -> None:
