@@ -165,6 +165,20 @@ def _head_of(line: bytes, path: Path) -> tuple[int, str]:
         ) from None
 
 
+def read_head(path: Path) -> tuple[int, str]:
+    """(seq, hash) of a log's last complete entry, read-only (for status readers)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return 0, ZERO_HASH
+    try:
+        with _flocked(fd, fcntl.LOCK_SH):
+            line, _ = _split_tail(*_tail(fd, os.fstat(fd).st_size))
+        return _head_of(line, Path(path))
+    finally:
+        os.close(fd)
+
+
 class _flocked:
     """Context manager holding an flock on a file descriptor (cross-process exclusion)."""
 

@@ -20,6 +20,7 @@ from agent.custody import (
     CustodyLog,
     entry_hash,
     iter_entries,
+    read_head,
     verify_chain,
 )
 from agent.index import ClipIndex
@@ -70,6 +71,16 @@ def test_head_survives_reopen_and_empty_log_has_zero_head(log_path: Path) -> Non
     assert reopened.head() == (5, entries[-1]["hash"])
     assert reopened.append("docked", device="ZFY1")["prev"] == entries[-1]["hash"]
     assert verify_chain(log_path) == []
+
+
+def test_read_head_is_read_only_and_ignores_a_torn_tail(log_path: Path) -> None:
+    assert read_head(log_path) == (0, ZERO_HASH)
+    entries = _fill(log_path, 2)
+    with open(log_path, "ab") as fh:
+        fh.write(b'{"seq":3')
+    log_path.chmod(0o440)
+    assert read_head(log_path) == (2, entries[-1]["hash"])
+    assert log_path.read_bytes().endswith(b'{"seq":3')
 
 
 def test_unicode_fields_are_kept_and_hashed_as_utf8(log_path: Path) -> None:
