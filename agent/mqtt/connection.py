@@ -18,6 +18,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import MqttSection, read_secret
+from agent.logs import register_secret
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,9 @@ class MqttConnection:
         client.on_connect_fail = self._handle_connect_fail
         client.on_publish = self._handle_publish
         if self._cfg.username:
-            client.username_pw_set(self._cfg.username, read_secret(self._cfg.password_file) or None)
+            password = read_secret(self._cfg.password_file)
+            register_secret(password)
+            client.username_pw_set(self._cfg.username, password or None)
         if self._cfg.tls_ca:
             client.tls_set(
                 ca_certs=self._cfg.tls_ca,
