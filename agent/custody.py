@@ -87,8 +87,12 @@ class CustodyLog:
         self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
         self._head: tuple[int, str] = (0, ZERO_HASH)
         self._size = -1
-        with self._lock, _flocked(self._fd, fcntl.LOCK_EX):
-            self._refresh(repair=True)
+        try:
+            with self._lock, _flocked(self._fd, fcntl.LOCK_EX):
+                self._refresh(repair=True)
+        except BaseException:
+            os.close(self._fd)
+            raise
 
     def append(self, event: str, **fields: Any) -> dict[str, Any]:
         """Append one entry, fsync it, and return it with its seq and hash."""

@@ -196,7 +196,11 @@ class ClipIndex:
         self.archive_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._lock_fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o640)
-        self._db = TinyDB(str(self.root / "active.json"), storage=DurableStorage)
+        try:
+            self._db = TinyDB(str(self.root / "active.json"), storage=DurableStorage)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
         self._storage: DurableStorage = self._db.storage  # type: ignore[assignment]
         self._table: Table = self._db.table(TABLE, cache_size=0)
         self._ids: dict[str, int] = {}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.index import ClipIndex, shard_name
+from agent.index import ClipIndex, IndexCorrupt, shard_name
 
 
 def cid(n: int) -> str:
@@ -195,3 +195,10 @@ def test_import_archived_writes_shards_in_bulk(index: ClipIndex) -> None:
     assert index.active() == []
     assert index.get(cid(123))["size"] == 1123  # type: ignore[index]
     assert len(list(index.iter_all())) == 500
+
+
+def test_a_damaged_active_file_is_named_not_silently_emptied(tmp_path: Path) -> None:
+    ClipIndex(tmp_path).put(rec(1))
+    (tmp_path / "index" / "active.json").write_text('{"active": {"1": {"clip')
+    with pytest.raises(IndexCorrupt, match="active.json"):
+        ClipIndex(tmp_path)
