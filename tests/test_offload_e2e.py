@@ -1,0 +1,293 @@
+"""Dock core end to end: simulated recorders with real clips, the daemon in-process."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import BinaryIO
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from agent.custody import iter_entries, verify_chain
+from firmware_interface import simkit
+from firmware_interface.base import ClipEntry
+from firmware_interface.discovery import Docked, Undocked
+from firmware_interface.simulated import SimulatedRecorder
+from tests.dock import dock_config, running, settled, wait_for
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def custody(cfg_data: Path, event: str) -> list[dict]:
+    return [e for e in iter_entries(cfg_data / "custody.jsonl") if e["event"] == event]
+
+
+def shift_recorder(**kw: object) -> simkit.SimRecorder:
+    now = datetime.now()
+    clips = simkit.shift(now - timedelta(hours=2), [2, 2, 1]) + [
+        simkit.SimClip(now - timedelta(hours=1), 1, "JPG"),
+        simkit.SimClip(now - timedelta(minutes=50), 1, "WAV"),
+    ]
+    return simkit.SimRecorder(clips=clips, **kw)  # type: ignore[arg-type]
+
+
+def test_every_clip_offloaded_bit_for_bit_with_custody(tmp_path: Path) -> None:
+    cfg = dock_config(tmp_path)
+    rec = shift_recorder()
+    originals = simkit.build(tmp_path / "bay1", rec, docked=False)
+    with running(cfg) as (daemon, views):
+        simkit.dock(tmp_path / "bay1", rec)
+        wait_for(lambda: settled(daemon, views, 1), 60, "bay 1 to finish")
+        records = {r["file_name"]: r for r in daemon.services.index.iter_all()}
+    assert sorted(records) == sorted(p.name for p in originals)
+    for original in originals:
+        r = records[original.name]
+        stored = Path(r["local_path"])
+        assert stored.read_bytes() == original.read_bytes()
+        assert r["sha256"] == sha(original) == r["clip_id"]
+        assert stored.parent.parent.name == rec.device_id
+        assert r["officer_id"] == "012345" and r["department"] == "水政监察大队"
+        assert original.exists(), "default policy keeps recorder files until upstream ack"
+    offloaded = custody(cfg.data_dir, "clip_offloaded")
+    assert sorted(e["sha256"] for e in offloaded) == sorted(sha(p) for p in originals)
+    assert len(custody(cfg.data_dir, "clip_verified")) == len(originals)
+    assert verify_chain(cfg.data_dir / "custody.jsonl") == []
+    media = {r["file_name"]: r["media_type"] for r in records.values()}
+    assert sorted(media.values()) == ["audio", "photo", "video", "video", "video"]
+
+
+def test_bay_goes_offloading_then_waits_for_ack_and_charge(tmp_path: Path) -> None:
+    cfg = dock_config(tmp_path)
+    rec = shift_recorder(battery_pct=40)
+    simkit.build(tmp_path / "bay1", rec)
+    with running(cfg) as (daemon, views):
+        wait_for(lambda: settled(daemon, views, 1), 60, "bay 1 to finish")
+        view = views.latest(1)
+    assert views.states(1)[:4] == ["empty", "identifying", "validating", "offloading"]
+    assert view is not None and view.state == "charging"
+    codes = {f.code for f in view.findings}
+    assert {"battery_charging", "awaiting_ack"} <= codes
+    assert view.progress.clips_done == view.progress.clips_total == 5
+
+
+def test_clock_drift_of_47s_measured_corrected_and_logged(tmp_path: Path) -> None:
+    cfg = dock_config(tmp_path)
+    rec = shift_recorder(clock_offset_s=47.0)
+    simkit.build(tmp_path / "bay1", rec)
+    with running(cfg) as (daemon, views):
+        wait_for(lambda: settled(daemon, views, 1), 60, "bay 1 to finish")
+        records = list(daemon.services.index.iter_all())
+    checked = custody(cfg.data_dir, "clock_checked")
+    assert len(checked) == 1 and abs(checked[0]["offset_s"] - 47.0) < 1.0
+    assert len(custody(cfg.data_dir, "clock_set")) == 1
+    rj = json.loads((tmp_path / "bay1" / "recorder.json").read_text())
+    assert rj["clock_offset_s"] == 0.0, "the recorder's clock was set"
+    log = (tmp_path / "bay1" / "LOG" / "events.jsonl").read_text()
+    assert '"clock_set"' in log
+    first = min(records, key=lambda r: r["file_name"])
+    named = datetime.strptime(first["file_name"].split("_")[2], "%Y%m%d%H%M%S")
+    true_start = datetime.fromisoformat(first["recorded_start"]).replace(tzinfo=None)
+    assert abs((named - true_start).total_seconds() - 47.0) < 1.0
+    assert all(abs(r["clock_offset_s"] - 47.0) < 1.0 for r in records)
+
+
+def test_clock_measured_but_not_set_when_dock_clock_unsynced(tmp_path: Path) -> None:
+    cfg = dock_config(tmp_path, require_synced_clock=True)
+    rec = shift_recorder(clock_offset_s=47.0)
+    simkit.build(tmp_path / "bay1", rec)
+    with running(cfg) as (daemon, views):
+        daemon.services.kernel_synced = lambda: False
+        wait_for(lambda: settled(daemon, views, 1), 60, "bay 1 to finish")
+        view = views.latest(1)
+    assert custody(cfg.data_dir, "clock_set") == []
+    assert json.loads((tmp_path / "bay1" / "recorder.json").read_text())["clock_offset_s"] == 47.0
+    assert view is not None and view.state == "fault"
+    assert {"clock_unsynced", "clock_drift"} <= {f.code for f in view.findings}
+
+
+def test_30_hour_old_clip_flagged_late_and_on_time_one_not(tmp_path: Path) -> None:
+    cfg = dock_config(tmp_path)
+    now = datetime.now()
+    rec = simkit.SimRecorder(
+        clips=[
+            simkit.SimClip(now - timedelta(hours=30), 2),
+            simkit.SimClip(now - timedelta(hours=1), 2),
+        ]
+    )
+    simkit.build(tmp_path / "bay1", rec)
+    with running(cfg) as (daemon, views):
+        wait_for(lambda: settled(daemon, views, 1), 60, "bay 1 to finish")
+        records = sorted(daemon.services.index.iter_all(), key=lambda r: r["file_name"])
+        notes = daemon.services.extra["notes"].list()
+    old, recent = records
+    assert "late_offload" in old["flags"] and "late_offload" not in recent["flags"]
+    late_notes = [n for n in notes if n.type == "late_offload"]
+    assert len(late_notes) == 1 and late_notes[0].clips == (old["sha256"],)
+
+
+def test_after_local_verify_deletes_only_verified_clips_and_never_keeps(tmp_path: Path) -> None:
+    for policy, expect_deleted in (("after_local_verify", True), ("never", False)):
+        base = tmp_path / policy
+        cfg = dock_config(base, delete_from_recorder=policy)
+        rec = shift_recorder()
+        originals = simkit.build(base / "bay1", rec)
+        with running(cfg) as (daemon, views):
+            wait_for(lambda d=daemon, v=views: settled(d, v, 1), 60, f"{policy} bay")
+            records = list(daemon.services.index.iter_all())
+        assert len(records) == len(originals)
+        assert all(not p.exists() for p in originals) == expect_deleted
+        assert all(p.exists() for p in originals) == (not expect_deleted)
+        deleted = custody(cfg.data_dir, "recorder_clip_deleted")
+        assert len(deleted) == (len(originals) if expect_deleted else 0)
+        for r in records:
+            assert sha(Path(r["local_path"])) == r["sha256"]
+
+
+def test_redock_is_idempotent(tmp_path: Path) -> None:
+    cfg = dock_config(tmp_path)
+    rec = shift_recorder()
+    originals = simkit.build(tmp_path / "bay1", rec)
+    with running(cfg) as (daemon, views):
+        wait_for(lambda: settled(daemon, views, 1), 60, "first docking")
+        simkit.undock(tmp_path / "bay1")
+        wait_for(lambda: views.latest(1).state == "empty", 10, "undock")  # type: ignore[union-attr]
+        simkit.dock(tmp_path / "bay1", rec)
+        wait_for(lambda: len(custody(cfg.data_dir, "docked")) == 2, 10, "second docking")
+        wait_for(lambda: settled(daemon, views, 1), 60, "second docking to finish")
+        records = list(daemon.services.index.iter_all())
+    assert len(records) == len(originals)
+    assert len(custody(cfg.data_dir, "clip_offloaded")) == len(originals)
+    stored = [
+        p
+        for p in (cfg.data_dir / "evidence").rglob("*")
+        if p.is_file() and ".incoming" not in p.parts and not p.name.endswith(".thumb.jpg")
+    ]
+    assert len(stored) == len(originals)
+
+
+class SlowReader:
+    """A recorder file that stalls until told to fail, like a USB stick pulled mid-copy."""
+
+    def __init__(self, fh: BinaryIO, pulled: threading.Event, halfway: threading.Event) -> None:
+        self.fh, self.pulled, self.halfway = fh, pulled, halfway
+
+    def readinto(self, buf: bytearray) -> int:
+        if self.fh.tell() > 0:
+            self.halfway.set()
+            if self.pulled.wait(10):
+                raise OSError(5, "Input/output error")
+        return self.fh.readinto(memoryview(buf)[:65536])  # type: ignore[attr-defined]
+
+    def read(self, n: int = -1) -> bytes:
+        buf = bytearray(65536 if n < 0 else n)
+        return bytes(buf[: self.readinto(buf)])
+
+    def __enter__(self) -> SlowReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.fh.close()
+
+
+class PullableRecorder(SimulatedRecorder):
+    """The simulated driver whose files fail with EIO once the cable is pulled."""
+
+    pulled = threading.Event()
+    halfway = threading.Event()
+
+    def open_clip(self, clip: ClipEntry) -> BinaryIO:
+        return SlowReader(super().open_clip(clip), self.pulled, self.halfway)  # type: ignore[return-value]
+
+
+def test_unplug_mid_copy_leaves_no_partial_clip_indexed(tmp_path: Path) -> None:
+    cfg = dock_config(tmp_path)
+    cfg_bay = tmp_path / "sim-unplug"
+    rec = simkit.SimRecorder(clips=[simkit.SimClip(datetime.now() - timedelta(hours=1), 3)])
+    originals = simkit.build(cfg_bay, rec)
+    recorder = PullableRecorder(cfg_bay, ZoneInfo("UTC"))
+    with running(cfg) as (daemon, views):
+        daemon.dispatch(Docked(1, recorder, "simulated"))
+        assert PullableRecorder.halfway.wait(20), "copy never started"
+        PullableRecorder.pulled.set()
+        daemon.dispatch(Undocked(1))
+        wait_for(lambda: views.latest(1).state == "empty", 20, "bay to empty")  # type: ignore[union-attr]
+        records = list(daemon.services.index.iter_all())
+    assert records == []
+    assert list((cfg.data_dir / "evidence" / ".incoming").iterdir()) == []
+    assert custody(cfg.data_dir, "clip_offloaded") == []
+    assert len(custody(cfg.data_dir, "undocked")) == 1
+    assert all(p.exists() and p.stat().st_size > 0 for p in originals)
+
+
+def test_tampered_stored_clip_makes_verify_fail_naming_it(tmp_path: Path) -> None:
+    cfg = dock_config(tmp_path)
+    rec = shift_recorder()
+    simkit.build(tmp_path / "bay1", rec)
+    with running(cfg) as (daemon, views):
+        wait_for(lambda: settled(daemon, views, 1), 60, "bay 1 to finish")
+        victim = next(r for r in daemon.services.index.iter_all() if r["media_type"] == "video")
+    config_file = tmp_path / "dock.toml"
+    config_file.write_text(
+        f'[dock]\nid = "dock-test"\ndata_dir = "{cfg.data_dir}"\n'
+        f'[[bay]]\nnumber = 1\nsim_dir = "{tmp_path / "bay1"}"\n'
+    )
+    ok = subprocess.run(
+        [sys.executable, "-m", "agent", "verify", "-c", str(config_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    path = Path(victim["local_path"])
+    os.chmod(path, 0o640)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    bad = subprocess.run(
+        [sys.executable, "-m", "agent", "verify", "-c", str(config_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 1
+    assert victim["clip_id"][:12] in bad.stdout and victim["file_name"] in bad.stdout
+    assert "sha256" in bad.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs to fill the disk needs root")
+def test_disk_full_stops_offload_deletes_nothing_and_faults(tmp_path: Path) -> None:
+    data = tmp_path / "smalldisk"
+    data.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(data)], check=True)
+    try:
+        cfg = dock_config(tmp_path, delete_from_recorder="after_local_verify")
+        cfg = type(cfg)(
+            **{**cfg.__dict__, "dock": type(cfg.dock)(id="dock-test", data_dir=str(data))}
+        )
+        now = datetime.now()
+        rec = simkit.SimRecorder(clips=simkit.shift(now - timedelta(hours=1), [4, 4, 4, 4, 4, 4]))
+        originals = simkit.build(tmp_path / "bay1", rec)
+        sizes = sum(p.stat().st_size for p in originals)
+        assert sizes > 2**20, f"clips too small to fill the disk: {sizes}"
+        with running(cfg) as (daemon, views):
+            wait_for(lambda: views.latest(1).state == "fault", 60, "disk_full fault")  # type: ignore[union-attr]
+            view = views.latest(1)
+            records = list(daemon.services.index.iter_all())
+        assert view is not None and "disk_full" in {f.code for f in view.findings}
+        assert 0 < len(records) < len(originals)
+        kept = [p for p in originals if p.exists()]
+        assert len(kept) == len(originals) - len(records), "only verified clips left the recorder"
+        for r in records:
+            assert sha(Path(r["local_path"])) == r["sha256"]
+        assert list((data / "evidence" / ".incoming").iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(data)], check=False)
