@@ -84,7 +84,9 @@ def device_state(device: Any, action: str) -> DeviceState:
     props = {str(k): str(v) for k, v in device.properties.items()}
     subsystem = props.get("SUBSYSTEM", "")
     parent = device.parent if props.get("DEVTYPE") == "partition" else None
-    parent_props = {str(k): str(v) for k, v in parent.properties.items()} if parent else {}
+    parent_props = (
+        {str(k): str(v) for k, v in parent.properties.items()} if parent is not None else {}
+    )
     return DeviceState(
         action=action,
         key=props.get("DEVPATH", device.sys_path),

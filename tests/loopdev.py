@@ -18,13 +18,16 @@ import shutil
 import struct
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from agent.config import BaySection, RecordersSection
 from firmware_interface.discovery import BayFault
+from firmware_interface.udev import UdevBayWatcher
 from tests.media import make_photo, make_video, make_wav
 
 FS_IOC_SHUTDOWN = 0x8004587D  # _IOR('X', 125, __u32)
@@ -210,3 +213,39 @@ class EventSink:
         while not self.queue.empty():
             items.append(self.queue.get_nowait())
         return items
+
+
+def partitioned_image(fs_image: Path, image: Path) -> Path:
+    """A disk image with an MBR partition table whose one partition (at 1 MiB) is `fs_image`."""
+    start = 2048  # sectors
+    count = fs_image.stat().st_size // 512
+    entry = struct.pack("<B3sB3sII", 0, b"\0\0\0", 0x83, b"\0\0\0", start, count)
+    mbr = bytearray(512)
+    mbr[446 : 446 + 16] = entry
+    mbr[510:512] = b"\x55\xaa"
+    with open(image, "wb") as out:
+        out.write(mbr)
+        out.seek(start * 512)
+        out.write(fs_image.read_bytes())
+    return image
+
+
+WatcherFactory = Callable[..., tuple[UdevBayWatcher, EventSink]]
+
+
+@pytest.fixture
+def start_watcher(tmp_path: Path, loops: Loops) -> Iterator[WatcherFactory]:
+    """Start UdevBayWatchers for given bays (mounts under tmp_path/media); stopped at teardown."""
+    started: list[UdevBayWatcher] = []
+
+    def start(bays: list[BaySection], recorders: RecordersSection | None = None, **kw: Any) -> Any:
+        recorders = recorders or RecordersSection(mount_dir=str(tmp_path / "media"))
+        watcher = UdevBayWatcher(bays, recorders, ZoneInfo("Asia/Shanghai"), **kw)
+        sink = EventSink()
+        watcher.start(sink)
+        started.append(watcher)
+        return watcher, sink
+
+    yield start
+    for watcher in started:
+        watcher.stop()
