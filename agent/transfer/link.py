@@ -39,10 +39,14 @@ class PahoLink:
         self._connected = threading.Event()
         if client.is_connected():
             self._connected.set()
+        self._subacks: dict[int, threading.Event] = {}
+        self._lock = threading.Lock()
         self._chain_connect = client.on_connect
         self._chain_disconnect = client.on_disconnect
+        self._chain_subscribe = client.on_subscribe
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
 
     def publish(
         self, topic: str, payload: bytes, qos: int = 1, properties: Properties | None = None
@@ -55,7 +59,15 @@ class PahoLink:
         self.client.message_callback_add(topic_filter, lambda _c, _u, msg: handler(msg))
         self._subs.append((topic_filter, qos))
         if self.client.is_connected():
-            self.client.subscribe(topic_filter, qos)
+            done = threading.Event()
+            with self._lock:
+                _rc, mid = self.client.subscribe(topic_filter, qos)
+                if mid is not None:
+                    self._subacks[mid] = done
+            if not done.wait(5.0):
+                logger.warning(
+                    "no SUBACK for %s yet; answers may be missed until it comes", topic_filter
+                )
 
     def wait_connected(self, timeout: float) -> bool:
         """True once the client is connected."""
@@ -71,6 +83,14 @@ class PahoLink:
             self._connected.set()
         if self._chain_connect:
             self._chain_connect(client, *args)
+
+    def _on_subscribe(self, client: mqtt.Client, *args: Any) -> None:
+        with self._lock:
+            done = self._subacks.pop(args[1], None) if len(args) > 1 else None
+        if done is not None:
+            done.set()
+        if self._chain_subscribe:
+            self._chain_subscribe(client, *args)
 
     def _on_disconnect(self, client: mqtt.Client, *args: Any) -> None:
         self._connected.clear()

@@ -21,8 +21,7 @@ from agent.transfer.store import TransferStore
 logger = logging.getLogger(__name__)
 
 _QUEUE_DEPTH = 256
-_BATCH = 64
-Reply = tuple[str, bytes | None, p.Response]
+_IDLE_S = 0.2
 
 
 class Receiver:
@@ -106,35 +105,27 @@ class Receiver:
     def _work(self, q: queue.Queue[mqtt.MQTTMessage | None]) -> None:
         store = TransferStore(self.store_dir)
         try:
-            while (first := q.get()) is not None:
-                batch = [first]
-                while len(batch) < _BATCH and (item := _poll(q)) is not None:
-                    batch.append(item)
-                self._run_batch(store, batch)
+            while True:
+                try:
+                    msg = q.get(timeout=_IDLE_S)
+                except queue.Empty:
+                    self._commit(store, force=True)
+                    continue
+                if msg is None:
+                    break
+                self._handle(store, msg)
+                self._commit(store, force=False)
         finally:
             store.close()
 
-    def _run_batch(self, store: TransferStore, batch: list[mqtt.MQTTMessage]) -> None:
-        """Handle a batch; segment answers wait for one commit of the batch (group commit)."""
-        pending: list[Reply] = []
-        for msg in batch:
-            self._handle(store, msg, pending)
-        self._flush(store, pending)
-
-    def _handle(self, store: TransferStore, msg: mqtt.MQTTMessage, pending: list[Reply]) -> None:
+    def _handle(self, store: TransferStore, msg: mqtt.MQTTMessage) -> None:
         route = _reply_route(msg)
         if route is None:
             return
         client_id, topic, correlation = route
         payload = bytes(msg.payload)
         try:
-            cmd = p.parse_command(self.prefix, msg.topic, payload)
-            if isinstance(cmd, p.Segment):
-                store.write_segment(client_id, cmd, payload)
-                pending.append((topic, correlation, _answer(msg, p.SUCCESS, "success")))
-                return
-            self._flush(store, pending)
-            _apply(store, client_id, cmd)
+            _apply(store, client_id, p.parse_command(self.prefix, msg.topic, payload), payload)
             resp = _answer(msg, p.SUCCESS, "success")
         except p.ProtocolError as exc:
             logger.warning("refused %s from %s: %s", msg.topic, client_id, exc.description)
@@ -144,24 +135,20 @@ class Receiver:
             resp = _answer(msg, p.IMPLEMENTATION_SPECIFIC_ERROR, "receiver error")
         self.send_response(topic, correlation, resp)
 
-    def _flush(self, store: TransferStore, pending: list[Reply]) -> None:
-        """Commit written segments, then answer them: success only once they are durable."""
-        if not pending:
-            return
+    @staticmethod
+    def _commit(store: TransferStore, force: bool) -> None:
         try:
-            store.commit()
+            store.commit(force)
         except OSError as exc:
-            logger.error("receiver: commit failed: %s", exc)
-            pending[:] = [(t, c, _fail(r, "storage error")) for t, c, r in pending]
-        for topic, correlation, resp in pending:
-            self.send_response(topic, correlation, resp)
-        pending.clear()
+            logger.error("receiver: could not make segments durable: %s", exc)
 
 
-def _apply(store: TransferStore, client_id: str, cmd: p.Command) -> None:
-    if isinstance(cmd, p.Init):
+def _apply(store: TransferStore, client_id: str, cmd: p.Command, payload: bytes) -> None:
+    if isinstance(cmd, p.Segment):
+        store.write_segment(client_id, cmd, payload)
+    elif isinstance(cmd, p.Init):
         store.begin(client_id, cmd)
-    elif isinstance(cmd, p.Fin):
+    else:
         store.finish(client_id, cmd)
 
 
@@ -183,21 +170,6 @@ def _answer(msg: mqtt.MQTTMessage, code: int, description: str) -> p.Response:
     return p.Response(
         topic=msg.topic, packet_id=msg.mid, reason_code=code, reason_description=description
     )
-
-
-def _fail(resp: p.Response, description: str) -> p.Response:
-    return p.Response(resp.topic, resp.packet_id, p.IMPLEMENTATION_SPECIFIC_ERROR, description)
-
-
-def _poll(q: queue.Queue[mqtt.MQTTMessage | None]) -> mqtt.MQTTMessage | None:
-    """The next queued message without waiting; None when the queue is empty."""
-    try:
-        item = q.get_nowait()
-    except queue.Empty:
-        return None
-    if item is None:
-        q.put(None)  # keep the stop marker for the worker loop
-    return item
 
 
 def _make_client(client_id: str, cfg: MqttSection) -> mqtt.Client:

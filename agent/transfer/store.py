@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ logger = logging.getLogger(__name__)
 PARTIAL_DIR = ".partial"
 MANIFEST = "manifest.json"
 _READ_CHUNK = 1 << 20
+COMMIT_BYTES = 32 << 20  # coverage is recorded durably at least this often ...
+COMMIT_S = 1.0  # ... and this often, and whenever the receiver is idle
 
 
 @dataclass
@@ -54,6 +57,8 @@ class TransferStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._open: dict[tuple[str, str], Partial] = {}
+        self._dirty_bytes = 0
+        self._committed = time.monotonic()
 
     def file_dir(self, client_id: str, file_id: str) -> Path:
         """The directory of one transfer, refusing anything that could leave the store."""
@@ -88,9 +93,11 @@ class TransferStore:
 
     def write_segment(self, client_id: str, cmd: p.Segment, data: bytes) -> None:
         """Handle one segment: bounds, hash, write at its offset (made durable by `commit`)."""
-        if self.is_complete(client_id, cmd.file_id):
-            return
-        part = self._partial(client_id, cmd.file_id)
+        part = self._open.get((client_id, cmd.file_id))
+        if part is None:
+            if self.is_complete(client_id, cmd.file_id):
+                return
+            part = self._partial(client_id, cmd.file_id)
         end = cmd.offset + len(data)
         if end > part.meta.size:
             raise p.ProtocolError(p.QUOTA_EXCEEDED, f"segment [{cmd.offset}, {end}) beyond size")
@@ -104,16 +111,20 @@ class TransferStore:
         part.account(cmd.offset, data)
         part.coverage.add(cmd.offset, end)
         part.dirty = True
+        self._dirty_bytes += len(data)
 
-    def commit(self) -> None:
-        """Make written segments durable, then record them as held."""
+    def commit(self, force: bool = True) -> None:
+        """Make written segments durable, then record them as held (when due, or `force`)."""
+        due = self._dirty_bytes >= COMMIT_BYTES or time.monotonic() - self._committed >= COMMIT_S
+        if not (force or due):
+            return
         for part in self._open.values():
             if part.dirty:
                 os.fdatasync(part.fd)
-                durable.write_json(
-                    part.dir / PARTIAL_DIR / "coverage.json", part.coverage.to_json()
-                )
+                coverage = part.coverage.to_json()
+                durable.write_json(part.dir / PARTIAL_DIR / "coverage.json", coverage)
                 part.dirty = False
+        self._dirty_bytes, self._committed = 0, time.monotonic()
 
     def finish(self, client_id: str, cmd: p.Fin) -> None:
         """Handle `fin`: verify size and SHA-256, fsync, rename, write the manifest."""

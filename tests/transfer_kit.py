@@ -1,0 +1,107 @@
+"""Helpers for the file-transfer tests: clients on the test broker, a raw command sender, files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import uuid
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.config import MqttSection
+from agent.transfer import protocol as p
+from agent.transfer.link import PahoLink
+from agent.transfer.receiver import Receiver
+from tests.broker import Broker
+
+
+def random_file(path: Path, size: int) -> str:
+    """A file of os.urandom bytes; returns its SHA-256."""
+    data = os.urandom(size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def start_receiver(broker: Broker, store: Path, cls: type[Receiver] = Receiver) -> Receiver:
+    """A started receiver on the test broker, subscribed."""
+    rx = cls(store, MqttSection(host=broker.host, port=broker.port))
+    rx.start()
+    assert rx.wait_subscribed(10), "receiver did not subscribe"
+    return rx
+
+
+def connect(broker: Broker, client_id: str) -> tuple[mqtt.Client, PahoLink]:
+    """A plain paho v5 client wrapped as a Transport, connected and looping."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.reconnect_delay_set(0.1, 0.5)
+    link = PahoLink(client)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    assert link.wait_connected(10)
+    return client, link
+
+
+def close(client: mqtt.Client) -> None:
+    """Disconnect and stop a client's loop."""
+    client.disconnect()
+    client.loop_stop()
+
+
+class RawSender:
+    """Publishes hand-made commands and waits for each answer (what a hostile dock could send)."""
+
+    def __init__(self, broker: Broker, client_id: str = "raw-dock") -> None:
+        self.client, self.link = connect(broker, client_id)
+        self.reply_topic = p.response_topic(client_id)
+        self.answers: queue.Queue[tuple[bytes, p.Response]] = queue.Queue()
+        self.link.subscribe(self.reply_topic, 1, self._on_answer)
+
+    def _on_answer(self, msg: mqtt.MQTTMessage) -> None:
+        self.answers.put((msg.properties.CorrelationData, p.parse_response(msg.payload)))
+
+    def command(
+        self, topic: str, payload: bytes = b"", reply_to: str | None = None, timeout: float = 5.0
+    ) -> p.Response | None:
+        """Publish one command and return its answer (None if none came)."""
+        corr = uuid.uuid4().bytes
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = reply_to or self.reply_topic
+        props.CorrelationData = corr
+        self.client.publish(topic, payload, qos=1, properties=props)
+        try:
+            while True:
+                got_corr, resp = self.answers.get(timeout=timeout)
+                if got_corr == corr:
+                    return resp
+        except queue.Empty:
+            return None
+
+    def init(self, file_id: str, name: str, size: int, user_data: Any = None) -> p.Response | None:
+        """Send `init` for a file whose checksum is its id."""
+        meta = p.FileMeta(name=name, size=size, checksum=file_id, user_data=user_data or {})
+        return self.command(p.init_topic("$file", file_id), p.init_payload(meta))
+
+    def segment(self, file_id: str, offset: int, data: bytes, checksum: str | None = None) -> Any:
+        """Send one segment (with its true checksum unless one is given)."""
+        digest = checksum or p.sha256_hex(data)
+        return self.command(p.segment_topic("$file", file_id, offset, digest), data)
+
+    def fin(self, file_id: str, size: int, checksum: str | None = None) -> p.Response | None:
+        """Send `fin`."""
+        return self.command(p.fin_topic("$file", file_id, size, checksum or file_id))
+
+    def close(self) -> None:
+        """Disconnect."""
+        close(self.client)
+
+
+def files_under(root: Path) -> list[str]:
+    """Every regular file under `root`, relative, sorted."""
+    return sorted(str(f.relative_to(root)) for f in root.rglob("*") if f.is_file())
