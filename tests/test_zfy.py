@@ -1,0 +1,208 @@
+"""The zfy driver against a fake GA/T 947 SDK built from tests/fake_zfy/fake_zfy.c."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from agent.config import BaySection, RecordersSection
+from firmware_interface.base import RecorderError
+from firmware_interface.discovery import BayFault, Docked, Undocked
+from firmware_interface.zfy import ZfyError, ZfyRecorder, ZfySdk, identity_of
+
+pytest.register_assert_rewrite("tests.loopdev")  # before its import: it is also a plugin
+from tests.loopdev import (  # noqa: E402
+    CLIP_NAMES,
+    Loops,
+    WatcherFactory,
+    blank_image,
+    build_ext4,
+    recorder_tree,
+)
+
+pytest_plugins = ["tests.loopdev"]  # fixtures: loops, media_files, start_watcher
+
+SOURCE = Path(__file__).parent / "fake_zfy" / "fake_zfy.c"
+PASSWORD = "123456"
+TZ = ZoneInfo("Asia/Shanghai")
+
+
+@pytest.fixture(scope="session")
+def fake_sdk(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The fake SDK, compiled with the system compiler."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("needs a C compiler to build the fake SDK")
+    lib = tmp_path_factory.mktemp("zfy") / "libfakezfy.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-Wall", "-o", str(lib), str(SOURCE)], check=True)
+    return str(lib)
+
+
+class Control:
+    """The fake SDK's control file and call log."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.log = path.with_suffix(".log")
+        self.values: dict[str, bytes] = {}
+        self.set(
+            password=PASSWORD,
+            serial="ZFY12345",  # fills cSerial[8]: no terminating NUL
+            user_no="012345",
+            user_name="张三".encode("gbk"),
+            unit_no="320100000000",
+            unit_name="水政监察大队".encode("gbk"),
+            battery="87",
+            log=str(self.log),
+        )
+
+    def set(self, **values: str | bytes) -> None:
+        """Change the fake's behaviour (read again on every SDK call)."""
+        for key, value in values.items():
+            self.values[key] = value if isinstance(value, bytes) else value.encode("gbk")
+        self.path.write_bytes(
+            b"".join(k.encode() + b"=" + v + b"\n" for k, v in self.values.items())
+        )
+
+    def calls(self) -> list[str]:
+        """SDK calls so far, "<Function> <iRet> [detail]"."""
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+
+@pytest.fixture
+def control(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Control:
+    ctl = Control(tmp_path / "fake_zfy.ctl")
+    monkeypatch.setenv("FAKE_ZFY_CONTROL", str(ctl.path))
+    return ctl
+
+
+def test_identity_in_gbk_battery_and_clock_set(fake_sdk: str, control: Control) -> None:
+    sdk = ZfySdk(fake_sdk, PASSWORD)
+    sdk.connect()
+    identity, findings = identity_of(sdk.info())
+    assert (identity.device_id, identity.officer_id) == ("ZFY12345", "012345")
+    assert (identity.officer_name, identity.unit_name) == ("张三", "水政监察大队")
+    assert identity.unit_no == "320100000000" and findings == []
+    assert sdk.battery() == 87
+    sdk.sync_time()
+    assert [c.split()[:2] for c in control.calls()] == [
+        ["Init_Device", "1"],
+        ["GetZFYInfo", "3"],
+        ["ReadDeviceBatteryDumpEnergy", "3"],
+        ["SyncDevTime", "5"],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("setting", "call", "code"),
+    [
+        ({"fail_Init_Device": "2"}, "connect", "zfy_connect_failed"),
+        ({"password": "other"}, "connect", "zfy_wrong_password"),
+        ({"password": "other"}, "info", "zfy_wrong_password"),
+        ({"fail_SyncDevTime": "6"}, "sync_time", "zfy_clock_set_failed"),
+        ({"fail_SetMSDC": "8"}, "set_msdc", "zfy_mass_storage_failed"),
+        ({"fail_ReadDeviceBatteryDumpEnergy": "10"}, "battery", "zfy_sdk_error"),
+    ],
+)
+def test_each_failure_code_is_a_clear_error(
+    fake_sdk: str, control: Control, setting: dict[str, str], call: str, code: str
+) -> None:
+    control.set(**setting)
+    with pytest.raises(ZfyError) as info:
+        getattr(ZfySdk(fake_sdk, PASSWORD), call)()
+    assert info.value.code == code
+    assert "iRet" in str(info.value)  # the message names the SDK's status code
+
+
+def test_text_that_is_not_gbk_is_a_finding(fake_sdk: str, control: Control) -> None:
+    control.set(user_name=b"\xff\xfe\x80")
+    _, findings = identity_of(ZfySdk(fake_sdk, PASSWORD).info())
+    assert [f.code for f in findings] == ["zfy_bad_text"]
+
+
+def test_unusable_library_and_unsafe_serial(fake_sdk: str, control: Control) -> None:
+    with pytest.raises(ZfyError) as info:
+        ZfySdk("/nonexistent/libzfy.so", PASSWORD)
+    assert info.value.code == "zfy_library_unusable"
+    control.set(serial="../x")
+    with pytest.raises(RecorderError) as bad:
+        identity_of(ZfySdk(fake_sdk, PASSWORD).info())
+    assert bad.value.code == "bad_device_id"
+
+
+def test_clock_is_set_to_the_docks_clock_only(fake_sdk: str, control: Control) -> None:
+    rec = ZfyRecorder.bring_up(ZfySdk(fake_sdk, PASSWORD), 1, TZ, 1.0)
+    assert not rec.capabilities.read_clock and rec.capabilities.set_clock
+    assert rec.status().clock is None and rec.status().battery_pct == 87
+    now = datetime.now(TZ).replace(tzinfo=None)
+    with pytest.raises(RecorderError) as info:
+        rec.set_clock(now - timedelta(hours=1))
+    assert info.value.code == "clock_source_mismatch"
+    rec.set_clock(now)
+    assert control.calls()[-1].startswith("SyncDevTime 5 ")
+    with pytest.raises(RecorderError) as timeout:
+        rec.list_clips()  # SetMSDC, then no volume ever appears
+    assert timeout.value.code == "zfy_storage_timeout"
+
+
+def zfy_recorders(tmp_path: Path, lib: str, password: str) -> RecordersSection:
+    secret = tmp_path / "zfy.pw"
+    secret.write_text(password + "\n")
+    return RecordersSection(
+        mount_dir=str(tmp_path / "media"), zfy_library=lib, zfy_password_file=str(secret)
+    )
+
+
+def test_docked_through_sdk_then_mass_storage(
+    loops: Loops,
+    start_watcher: WatcherFactory,
+    fake_sdk: str,
+    control: Control,
+    tmp_path: Path,
+    media_files: dict[str, Path],
+) -> None:
+    device = loops.free()
+    volume = build_ext4(recorder_tree(tmp_path / "tree", media_files), tmp_path / "rec.img")
+    control.set(msdc_cmd=f"losetup -d {device} && losetup {device} {volume}")
+    bays = [BaySection(number=6, udev_match={"DEVNAME": device}, driver="zfy")]
+    _, events = start_watcher(bays, zfy_recorders(tmp_path, fake_sdk, PASSWORD))
+    loops.attach(blank_image(tmp_path / "sdk-mode.img"), device)  # the recorder, in SDK mode
+    docked = events.wait_for(Docked, 6)
+    rec = docked.recorder
+    assert docked.driver == "zfy" and rec.identity().officer_name == "张三"
+    assert rec.status().battery_pct == 87
+    rec.set_clock(datetime.now(TZ).replace(tzinfo=None))
+    assert not any(c.startswith("SetMSDC") for c in control.calls())
+    clips = rec.list_clips().clips  # switches to mass storage and waits for the volume
+    assert any(c.startswith("SetMSDC 7") for c in control.calls())
+    assert [c.path for c in clips] == sorted(CLIP_NAMES)
+    for clip in clips:
+        with rec.open_clip(clip) as fh:
+            assert fh.read() == media_files[clip.path].read_bytes()
+    identity = rec.identity()
+    assert (identity.device_id, identity.model) == ("ZFY12345", "DSJ-T9")  # SDK wins
+    assert [f.code for f in rec.identity_findings()] == ["identity_mismatch"]
+    rec.close()
+    loops.detach(device)
+    events.wait_for(Undocked, 6)
+    assert not [e for e in events.pending() if isinstance(e, Undocked | BayFault)]
+    assert hashlib.sha256(volume.read_bytes()).hexdigest()  # image intact for inspection
+
+
+def test_wrong_password_is_a_bay_fault(
+    loops: Loops, start_watcher: WatcherFactory, fake_sdk: str, control: Control, tmp_path: Path
+) -> None:
+    device = loops.free()
+    bays = [BaySection(number=7, udev_match={"DEVNAME": device}, driver="zfy")]
+    _, events = start_watcher(bays, zfy_recorders(tmp_path, fake_sdk, "wrong"))
+    loops.attach(blank_image(tmp_path / "sdk-mode.img"), device)
+    fault = events.wait_for(BayFault, 7)
+    assert fault.code == "zfy_wrong_password" and "password" in fault.message
+    loops.detach(device)
+    events.wait_for(Undocked, 7)
