@@ -18,4 +18,20 @@ def assemble(cfg: DockConfig, refresh_s: float = 5.0) -> Daemon:
     s.extra["notes"] = notes
     s.extra["notes_hook"] = analysis
     daemon.plugins.append(analysis)
+    _custody_plugins(daemon)
     return daemon
+
+
+def _custody_plugins(daemon: Daemon) -> None:
+    """The officer roster (when central serves one) and the local-copy purger."""
+    from agent.retention import Purger
+    from agent.roster import Roster
+
+    s = daemon.services
+    if s.cfg.central.roster_url:
+        roster = Roster(s.cfg.central, s.cfg.data_dir)
+        s.extra["roster"] = roster
+        daemon.plugins.append(roster)
+    purger = Purger(s)
+    s.extra["purger"] = purger
+    daemon.plugins.append(purger)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent import retention, roster
 from agent.findings import Finding, fault, warning
 from agent.record import Docking, dest_rel, new_record, start_time
 from agent.services import Services
@@ -154,6 +155,8 @@ class Offloader:
         )
         self.s.custody.append("clip_verified", device_id=device, sha256=copy.sha256, size=copy.size)
         record = new_record(self.docking, clip, copy.sha256, copy.size, copy.path, start, entry)
+        roster.annotate(record, self.s.extra.get("roster"))
+        record["retention_class"] = retention.classify(record, self.s.cfg.retention)
         self.s.index.put(record)
         self.s.bus.event(
             "clip_offloaded",

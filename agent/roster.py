@@ -19,14 +19,15 @@ import logging
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from agent.config import CentralSection, read_secret
 from agent.durable import write_json
 from agent.timebase import iso, utcnow
 from firmware_interface.base import Identity
+
+if TYPE_CHECKING:
+    import requests
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class Roster:
         """A roster for `central.roster_url`, cached under `data_dir`."""
         self.central = central
         self.cache_path = Path(data_dir) / CACHE_NAME
-        self.session = session or requests.Session()
+        self._session = session
         self.etag: str | None = None
         self.fetched_at: str | None = None
         self._devices: dict[str, Assignment] = {}
@@ -198,9 +199,13 @@ class Roster:
 
     def refresh(self) -> str:
         """One conditional GET: 'updated', 'not_modified' or 'failed' (the last roster stays)."""
+        import requests  # here, not at import: only docks with a roster need it
+
         url = self.central.roster_url
+        if self._session is None:
+            self._session = requests.Session()
         try:
-            resp = self.session.get(
+            resp = self._session.get(
                 url, headers=self._headers(), timeout=self.central.roster_timeout_s
             )
             if resp.status_code == 304:

@@ -8,7 +8,8 @@ from typing import Any
 
 from agent.cli import add_config_arg
 from agent.config import DockConfig, load_config
-from agent.custody import verify_chain
+from agent.custody import iter_entries, verify_chain
+from agent.custody_check import cross_check
 from agent.index import ClipIndex
 from agent.store import sha256_file
 
@@ -53,12 +54,23 @@ def check_clip(record: dict[str, Any]) -> str | None:
     return None
 
 
+def check_custody_index(cfg: DockConfig) -> list[str]:
+    """Purges, recorder deletions, exports and offload entries: custody log vs index."""
+    log = cfg.data_dir / "custody.jsonl"
+    index = ClipIndex(cfg.data_dir)
+    try:
+        return cross_check(iter_entries(log) if log.exists() else [], index.iter_all())
+    finally:
+        index.close()
+
+
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when store and chain are intact, 1 naming each mismatch."""
     cfg = load_config(args.config)
     checked, problems = check_store(cfg)
     chain = verify_chain(cfg.data_dir / "custody.jsonl")
     problems += [f"custody log: {p}" for p in chain]
+    problems += [f"custody vs index: {p}" for p in check_custody_index(cfg)]
     for problem in problems:
         print(f"MISMATCH {problem}")
     verdict = "FAILED" if problems else "OK"
