@@ -1,0 +1,264 @@
+"""Retention: classes by rule, holds, and a purger that never touches an un-acked clip."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.cli import main
+from agent.config import (
+    PolicySection,
+    RetentionClass,
+    RetentionRule,
+    RetentionSection,
+    parse_config,
+)
+from agent.custody import iter_entries
+from agent.events import EventBus
+from agent.retention import (
+    DISK_PRESSURE,
+    RETENTION_EXPIRED,
+    HoldError,
+    Purger,
+    classify,
+    select_purges,
+    set_hold,
+)
+from agent.schema import ConfigError
+from agent.services import Services
+from agent.store import EvidenceStore
+from tests.test_export import TZ, Dock, open_dock
+
+NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+POLICY = PolicySection(local_retention_days=30, disk_reserve_bytes=0, disk_low_pct=10)
+RULES = RetentionSection(
+    classes=[
+        RetentionClass("routine", 0),
+        RetentionClass("evidence", 180),
+        RetentionClass("long_term", 3650),
+    ],
+    rule=[
+        RetentionRule("marked", "evidence"),
+        RetentionRule("complaint", "long_term"),
+        RetentionRule("late_offload", "evidence", media_type="photo"),
+    ],
+)
+GiB = 2**30
+
+
+def rec(n: int, state: str = "synced", days_ago: float = 60, **extra: Any) -> dict[str, Any]:
+    """A minimal record acked `days_ago` days before NOW."""
+    synced = (NOW - timedelta(days=days_ago)).isoformat() if state != "offloaded" else None
+    return {
+        "clip_id": f"{n:064x}",
+        "sha256": f"{n:064x}",
+        "state": state,
+        "size": GiB,
+        "flags": [],
+        "media_type": "video",
+        "held": False,
+        "synced_at": synced,
+        "offloaded_at": (NOW - timedelta(days=days_ago + 1)).isoformat(),
+        **extra,
+    }
+
+
+# ---- classes --------------------------------------------------------------------------------
+
+
+def test_classify_by_flags_longest_kept_class_wins() -> None:
+    assert classify(rec(1), RULES) == "routine"
+    assert classify(rec(1, flags=["marked"]), RULES) == "evidence"
+    assert classify(rec(1, flags=["marked", "complaint"]), RULES) == "long_term"
+    assert classify(rec(1, flags=["late_offload"]), RULES) == "routine"
+    assert classify(rec(1, flags=["late_offload"], media_type="photo"), RULES) == "evidence"
+
+
+def test_retention_config_is_typed_and_unknown_keys_refused() -> None:
+    base: dict[str, Any] = {"dock": {"id": "d"}}
+    cfg = parse_config(
+        {
+            **base,
+            "retention": {
+                "default_class": "routine",
+                "classes": [{"name": "routine"}, {"name": "evidence", "keep_days": 365}],
+                "rule": [{"flag": "marked", "retention_class": "evidence"}],
+            },
+        }
+    )
+    assert cfg.retention.keep_days("evidence") == 365
+    with pytest.raises(ConfigError) as exc:
+        parse_config({**base, "retention": {"rule": [{"flag": "x", "class": "evidence"}]}})
+    assert any("retention.rule[0].class: unknown key" in p for p in exc.value.problems)
+    with pytest.raises(ConfigError) as exc:
+        parse_config({**base, "retention": {"default_class": "forever"}})
+    assert exc.value.problems == [
+        "retention.default_class = 'forever': expected one of routine, evidence, long_term"
+    ]
+
+
+# ---- selection ------------------------------------------------------------------------------
+
+
+def test_only_acked_clips_past_their_class_retention_are_selected() -> None:
+    records = [
+        rec(1, days_ago=31),
+        rec(2, days_ago=29),
+        rec(3, days_ago=100, flags=["marked"]),  # evidence: 180 days
+        rec(4, days_ago=200, flags=["marked"]),
+        rec(5, state="offloaded", days_ago=400),
+        rec(6, days_ago=400, held=True),
+        rec(7, state="purged", days_ago=400),
+    ]
+    chosen = select_purges(records, NOW, POLICY, 500 * GiB, 1000 * GiB, RULES)
+    assert chosen == [(f"{4:064x}", RETENTION_EXPIRED), (f"{1:064x}", RETENTION_EXPIRED)]
+
+
+def test_disk_pressure_purges_oldest_acked_first_and_never_unacked() -> None:
+    records = [
+        rec(1, state="offloaded", days_ago=300),
+        rec(2, days_ago=3),
+        rec(3, days_ago=5),
+        rec(4, days_ago=4, held=True),
+        rec(5, days_ago=1),
+        rec(6, state="offloaded", days_ago=200),
+    ]
+    # 100 GiB disk, 7 GiB free: 10 % is 10 GiB, so 3 GiB must go.
+    chosen = select_purges(records, NOW, POLICY, 7 * GiB, 100 * GiB, RULES)
+    assert chosen == [
+        (f"{3:064x}", DISK_PRESSURE),
+        (f"{2:064x}", DISK_PRESSURE),
+        (f"{5:064x}", DISK_PRESSURE),
+    ]
+    # A full disk with nothing acked purges nothing at all.
+    unacked = [rec(n, state="offloaded", days_ago=400) for n in range(10)]
+    assert select_purges(unacked, NOW, POLICY, 0, 100 * GiB, RULES) == []
+
+
+def test_disk_reserve_counts_as_pressure() -> None:
+    policy = PolicySection(local_retention_days=30, disk_reserve_bytes=50 * GiB, disk_low_pct=0)
+    chosen = select_purges([rec(1, days_ago=1)], NOW, policy, 49 * GiB, 1000 * GiB, RULES)
+    assert chosen == [(f"{1:064x}", DISK_PRESSURE)]
+
+
+# ---- the purger with real files -------------------------------------------------------------
+
+
+class Clock:
+    """A settable trusted clock."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def dock(tmp_path: Path) -> Iterator[Dock]:
+    d = open_dock(tmp_path, "[policy]\nlocal_retention_days = 30\ndisk_reserve_bytes = 0\n")
+    yield d
+    d.custody.close()
+    d.index.close()
+
+
+def services(dock: Dock) -> Services:
+    """The daemon's shared parts over the test dock's index and custody log."""
+    store = EvidenceStore(dock.cfg.data_dir, 0)
+    return Services(dock.cfg, TZ, store, dock.index, dock.custody, EventBus(), lambda: True)
+
+
+def acked(dock: Dock, name: str, days_ago: float, **extra: Any) -> dict[str, Any]:
+    """A stored clip with a thumbnail, acked `days_ago` days before NOW."""
+    record = dock.clip(name, name.encode() * 1000, **extra)
+    thumb = Path(record["local_path"]).with_suffix(".thumb.jpg")
+    thumb.write_bytes(b"jpeg")
+    synced_at = (NOW - timedelta(days=days_ago)).isoformat()
+    return dock.index.update(
+        record["clip_id"], state="synced", synced_at=synced_at, thumbnail=str(thumb)
+    )
+
+
+def test_purge_removes_file_and_thumbnail_logs_custody_and_archives(dock: Dock) -> None:
+    old = acked(dock, "OLD.MP4", days_ago=31)
+    dock.custody.append("recorder_clip_deleted", device_id="ZFY0012345", sha256=old["clip_id"])
+    dock.index.update(old["clip_id"], recorder_deleted=True)
+    young = acked(dock, "YOUNG.MP4", days_ago=2)
+    unacked = dock.clip("NEW.MP4", b"not yet at central")
+    purger = Purger(services(dock), clock=Clock(NOW))
+
+    assert purger.run_pass() == [(old["clip_id"], RETENTION_EXPIRED)]
+
+    assert not Path(old["local_path"]).exists() and not Path(old["thumbnail"]).exists()
+    assert Path(young["local_path"]).exists() and Path(unacked["local_path"]).exists()
+    after = dock.index.get(old["clip_id"])
+    assert after is not None and after["state"] == "purged" and after["purged_at"]
+    assert old["clip_id"] not in {r["clip_id"] for r in dock.index.active()}  # archived
+    entry = dock.entries()[-1]
+    assert entry["event"] == "local_copy_purged" and entry["clip"] == old["clip_id"]
+    assert entry["reason"] == RETENTION_EXPIRED and entry["keep_days"] == 30
+    assert main(["verify", "-c", str(dock.config)]) == 0
+
+
+def test_a_held_clip_survives_retention_until_released(dock: Dock) -> None:
+    record = acked(dock, "HELD.MP4", days_ago=400)
+    s = services(dock)
+    done = set_hold(dock.index, dock.custody, record["clip_id"], "投诉 2027-03", False, "test")
+    assert done["held"] is True and done["hold_reason"] == "投诉 2027-03"
+    purger = Purger(s, clock=Clock(NOW))
+
+    assert purger.run_pass() == []
+    assert Path(record["local_path"]).exists()
+
+    assert main(["hold", record["clip_id"][:12], "--reason", "case closed", "--release",
+                 "-c", str(dock.config)]) == 0  # fmt: skip
+    assert purger.run_pass() == [(record["clip_id"], RETENTION_EXPIRED)]
+    holds = [e for e in dock.entries() if e["event"] == "hold"]
+    assert [(h["release"], h["reason"]) for h in holds] == [
+        (False, "投诉 2027-03"),
+        (True, "case closed"),
+    ]
+
+
+def test_disk_pressure_never_purges_an_unacked_clip(dock: Dock) -> None:
+    unacked = [dock.clip(f"U{n}.MP4", bytes([n]) * 5000) for n in range(3)]
+    young = acked(dock, "ACKED.MP4", days_ago=1)
+    usage = shutil.disk_usage(dock.cfg.data_dir)
+    # A policy that finds the disk far too full: everything acked may go, nothing else.
+    policy = PolicySection(local_retention_days=30, disk_reserve_bytes=usage.total * 2)
+    s = services(dock)
+    s.cfg = replace(s.cfg, policy=policy)
+    Purger(s, clock=Clock(NOW)).run_pass()
+
+    assert not Path(young["local_path"]).exists()
+    assert dock.entries()[-1]["reason"] == DISK_PRESSURE
+    for record in unacked:
+        assert Path(record["local_path"]).exists()
+        assert (dock.index.get(record["clip_id"]) or {})["state"] == "offloaded"
+
+
+def test_pass_reclassifies_clips_whose_flags_grew(dock: Dock) -> None:
+    record = dock.clip("M.MP4", b"marked later")
+    dock.index.update(record["clip_id"], flags=["marked"])
+    Purger(services(dock), clock=Clock(NOW)).run_pass()
+    assert (dock.index.get(record["clip_id"]) or {})["retention_class"] == "evidence"
+
+
+def test_hold_refusals(dock: Dock, capsys: pytest.CaptureFixture[str]) -> None:
+    record = dock.clip("P.MP4", b"gone", state="purged")
+    with pytest.raises(HoldError, match="already purged"):
+        set_hold(dock.index, dock.custody, record["clip_id"], "why", False, "test")
+    with pytest.raises(HoldError, match="reason"):
+        set_hold(dock.index, dock.custody, record["clip_id"], " ", True, "test")
+    assert main(["hold", record["clip_id"], "--reason", "", "-c", str(dock.config)]) == 2
+    assert main(["hold", "ab" * 8, "--reason", "x", "-c", str(dock.config)]) == 1
+    assert "unknown clip" in capsys.readouterr().err
+    assert not [
+        e for e in iter_entries(dock.cfg.data_dir / "custody.jsonl") if e["event"] == "hold"
+    ]
