@@ -216,8 +216,8 @@ def test_a_held_clip_survives_retention_until_released(dock: Dock) -> None:
     assert purger.run_pass() == []
     assert Path(record["local_path"]).exists()
 
-    assert main(["hold", record["clip_id"][:12], "--reason", "case closed", "--release",
-                 "-c", str(dock.config)]) == 0  # fmt: skip
+    release = ["hold", record["clip_id"][:12], "--reason", "case closed", "--release"]
+    assert main([*release, "-c", str(dock.config)]) == 0
     assert purger.run_pass() == [(record["clip_id"], RETENTION_EXPIRED)]
     holds = [e for e in dock.entries() if e["event"] == "hold"]
     assert [(h["release"], h["reason"]) for h in holds] == [
