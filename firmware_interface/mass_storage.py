@@ -81,6 +81,7 @@ class MassStorageRecorder:
         self._findings: list[Finding] = []
         self._lock = threading.RLock()
         self._closed = False
+        self._device_id = ""  # known once identity() has been read, for log lines
 
     @classmethod
     def mount(cls, device: str, mount_point: Path, bay: int, fstype: str) -> MassStorageRecorder:
@@ -115,7 +116,9 @@ class MassStorageRecorder:
 
     def identity(self) -> Identity:
         """Identity from recorder.json on the volume."""
-        return identity_from(self._data())
+        identity = identity_from(self._data())
+        self._device_id = identity.device_id
+        return identity
 
     def identity_findings(self) -> list[Finding]:
         """Findings from the last read of recorder.json."""
@@ -174,7 +177,7 @@ class MassStorageRecorder:
             "bay %s: deleted %s from the recorder",
             self.bay,
             clip.path,
-            extra={"BAY": self.bay, "DEVICE": self.device},
+            extra={"BAY": self.bay, "DEVICE": self.device, "DEVICE_ID": self._device_id},
         )
 
     def read_events(self) -> EventLog:
