@@ -220,22 +220,35 @@ class FileSender:
         inflight: dict[bytes, _Slot] = {}
         tries: dict[int, int] = {}
         while todo or inflight:
-            while todo and len(inflight) < self.settings.max_inflight:
+            if todo and len(inflight) < self.settings.max_inflight:
                 offset = todo.popleft()
                 inflight[self._send_segment(job, offset)] = _Slot(offset, self._deadline())
-            deadline = min(s.deadline for s in inflight.values())
-            got = self._next_answer(job, deadline)
-            if got is None:
-                self._expire(job, inflight, todo, tries)
-                continue
-            slot = inflight.pop(got[0], None)
-            if slot is None:
-                continue
-            self._forget(got[0])
-            if got[1].ok:
-                state.ack(slot.offset)
+                got = _poll(job.answers)
             else:
-                self._retry(job, slot.offset, got[1], todo, tries)
+                got = self._next_answer(job, min(s.deadline for s in inflight.values()))
+                if got is None:
+                    self._expire(job, inflight, todo, tries)
+            if got is not None:
+                self._settle(job, got, inflight, todo, tries, state)
+
+    def _settle(
+        self,
+        job: _Job,
+        got: Answer,
+        inflight: dict[bytes, _Slot],
+        todo: deque[int],
+        tries: dict[int, int],
+        state: ResumeState,
+    ) -> None:
+        """Apply one answer: success is remembered, failure resends the segment."""
+        slot = inflight.pop(got[0], None)
+        if slot is None:
+            return
+        self._forget(got[0])
+        if got[1].ok:
+            state.ack(slot.offset)
+        else:
+            self._retry(job, slot.offset, got[1], todo, tries)
 
     def _send_segment(self, job: _Job, offset: int) -> bytes:
         length = min(self.settings.segment_bytes, job.meta.size - offset)
@@ -331,6 +344,13 @@ class FileSender:
             target.put((corr, p.parse_response(bytes(msg.payload))))  # type: ignore[arg-type]
         except p.ProtocolError as exc:
             logger.warning("unreadable file-transfer response: %s", exc.description)
+
+
+def _poll(answers: queue.Queue[Answer]) -> Answer | None:
+    try:
+        return answers.get_nowait()
+    except queue.Empty:
+        return None
 
 
 def _why(answer: p.Response | None) -> str:
