@@ -17,7 +17,7 @@ from agent.record import Docking
 from agent.services import Services
 from agent.timebase import iso, parse_iso, utcnow
 from agent.timeline import TimelineClip, TimelinePolicy, analyse, recorder_to_true
-from firmware_interface.base import RecorderEvent
+from firmware_interface.base import Identity, RecorderEvent
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,32 @@ class Analysis:
 
     def start(self) -> None:
         """Start the worker; re-queue clips a crash left unanalysed."""
+        for batch in self._leftovers():
+            self.inbox.put(batch)
         self._thread.start()
+
+    def _leftovers(self) -> list[_Batch]:
+        """Batches of clips offloaded before a crash but never analysed (no event log now)."""
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for record in self.s.index.find(analysed=False):
+            groups.setdefault(record.get("docking_id") or record["device_id"], []).append(record)
+        batches = []
+        for docking_id, records in groups.items():
+            first = records[0]
+            identity = Identity(first["device_id"], officer_id=first.get("officer_id") or "")
+            docking = Docking(
+                docking_id,
+                first.get("bay", 0),
+                identity,
+                first["clock_offset_s"],
+                self.s.tz,
+                self.s.cfg.dock.id,
+                self.s.cfg.dock.department,
+            )
+            batches.append(_Batch(docking_id, [r["clip_id"] for r in records], docking, []))
+        if batches:
+            logger.info("re-queued %d dockings left unanalysed by a restart", len(batches))
+        return batches
 
     def stop(self) -> None:
         """Finish the current batch and stop."""

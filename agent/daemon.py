@@ -38,13 +38,8 @@ def kernel_synced() -> bool | None:
 
 def build_watchers(cfg: DockConfig, services: Services) -> list[BayWatcher]:
     """The discovery watchers for the configured bays."""
-    try:
-        from firmware_interface.watchers import build_watchers as build
-    except ImportError:  # TEMP until udev watchers land
-        from firmware_interface.simulated import SimBayWatcher
+    from firmware_interface.watchers import build_watchers as build
 
-        sims = {b.number: Path(b.sim_dir) for b in cfg.bay if b.sim_dir}
-        return [SimBayWatcher(sims, services.tz)]
     return build(cfg, services.tz)
 
 

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.assembly import assemble
     from agent.logs import setup_logging
 
-    setup_logging(cfg.dock.id)
+    setup_logging(dock_id=cfg.dock.id)
     daemon = assemble(cfg)
     stop = threading.Event()
 
