@@ -72,9 +72,14 @@ def media_dir(sim: Path) -> Path:
     return sim / "DCIM" / "100MEDIA"
 
 
-def sh(*cmd: str) -> None:
-    """Run a baseline command, quietly, failing loudly."""
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+def commands(*cmds: list[str]) -> Callable[[], None]:
+    """A baseline: run `cmds` one after the other, quietly, failing loudly."""
+
+    def go() -> None:
+        for cmd in cmds:
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+    return go
 
 
 def remove(*paths: Path) -> None:
@@ -112,10 +117,10 @@ def large_clip_times(root: Path, size: int, repeats: int) -> dict[str, list[floa
     out, data = root / "copy.bin", root / "data"
     times: dict[str, list[float]] = {"cp": [], "cp_sha": [], "acquire": []}
     for _ in range(repeats):
-        times["cp"].append(cold(lambda: (sh("cp", str(src), str(out)), sh("sync"))))
+        times["cp"].append(cold(commands(["cp", str(src), str(out)], ["sync"])))
         remove(out)
         times["cp_sha"].append(
-            cold(lambda: (sh("cp", str(src), str(out)), sh("sha256sum", str(src), str(out))))
+            cold(commands(["cp", str(src), str(out)], ["sha256sum", str(src), str(out)]))
         )
         remove(out)
         times["acquire"].append(cold(lambda: acquire_once(sim, name, data)))
@@ -207,7 +212,7 @@ def photo_rows(root: Path, quick: bool) -> list[Row]:
     for seq in range(1, count + 1):
         random_file(media_dir(sim) / clip_name(seq, "JPG", "ZFY0000001"), 200_000)
     out = root / "copy"
-    cp = [cold(lambda: (sh("cp", "-r", str(sim / "DCIM"), str(out)), sh("sync")))]
+    cp = [cold(commands(["cp", "-r", str(sim / "DCIM"), str(out)], ["sync"]))]
     remove(out)
     ours = daemon_offload(root, [1], timeout=900)
     return [
