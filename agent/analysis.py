@@ -166,6 +166,7 @@ class Analysis:
             "late_offload",
             "warning",
             f"{record['file_name']} offloaded {late_h} h past the {window:g} h window",
+            one_off=True,
             **fields,
         )
 

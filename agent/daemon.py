@@ -16,6 +16,7 @@ from agent.custody import CustodyLog
 from agent.durable import write_json
 from agent.events import Alert, BayView, DockEvent, EventBus
 from agent.index import ClipIndex
+from agent.mqtt.status import alert_is_clear, alert_is_one_off
 from agent.services import Services
 from agent.store import EvidenceStore
 from agent.timebase import recorder_zone
@@ -59,9 +60,9 @@ class LocalState:
             if isinstance(item, BayView):
                 self.bays[item.number] = item.to_json()
             elif isinstance(item, Alert):
-                if item.severity == "clear":
+                if alert_is_clear(item):
                     self.alerts.pop(item.code, None)
-                else:
+                elif not alert_is_one_off(item):
                     self.alerts[item.code] = item.to_json()
             else:
                 return

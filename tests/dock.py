@@ -13,15 +13,34 @@ from agent.config import DockConfig, parse_config
 from agent.daemon import Daemon
 from agent.events import BayView
 
+CLOSED_PORT = 1  # nothing listens: the dock works offline and never meets a stray broker
 
-def dock_config(tmp: Path, bays: int = 1, **policy: Any) -> DockConfig:
+
+def dock_config(
+    tmp: Path, bays: int = 1, mqtt: dict[str, Any] | None = None, **policy: Any
+) -> DockConfig:
     """A dock with `bays` simulated bays under `tmp`, policy overrides applied."""
     data: dict[str, Any] = {
         "dock": {"id": "dock-test", "department": "水政监察大队", "data_dir": str(tmp / "data")},
         "bay": [{"number": n, "sim_dir": str(tmp / f"bay{n}")} for n in range(1, bays + 1)],
         "policy": {"require_synced_clock": False, "disk_reserve_bytes": 0, **policy},
+        "mqtt": mqtt or {"port": CLOSED_PORT},
     }
     return parse_config(data)
+
+
+def config_toml(cfg: DockConfig) -> str:
+    """The TOML text of a test config, for commands run as subprocesses."""
+    lines = [f'[dock]\nid = "{cfg.dock.id}"\ndata_dir = "{cfg.dock.data_dir}"\n']
+    for bay in cfg.bay:
+        lines.append(f'[[bay]]\nnumber = {bay.number}\nsim_dir = "{bay.sim_dir}"\n')
+    p = cfg.policy
+    lines.append(
+        f"[policy]\nrequire_synced_clock = false\ndisk_reserve_bytes = 0\n"
+        f'delete_from_recorder = "{p.delete_from_recorder}"\n'
+    )
+    lines.append(f'[mqtt]\nhost = "{cfg.mqtt.host}"\nport = {cfg.mqtt.port}\n')
+    return "".join(lines)
 
 
 class Views:

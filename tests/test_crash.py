@@ -68,7 +68,7 @@ def test_kill9_at_random_points_loses_and_duplicates_nothing(tmp_path: Path) -> 
     simkit.dock(bay, rec)
     cfg = write_config(tmp_path)
     log = tmp_path / "agent.log"
-    for attempt in range(4):
+    for _attempt in range(4):
         proc = start(cfg, log)
         time.sleep(rng.uniform(0.5, 2.5))
         proc.send_signal(signal.SIGKILL)

@@ -13,7 +13,8 @@
   are flushed after the reconnect; paho itself resends what was in flight.
 
 Active alerts (the `alerts` list of R/status): an Alert makes its code active unless its
-severity is `info` (a one-off notice) or `clear`, or it carries a truthy `cleared` field;
+severity is `info` or it carries a truthy `one_off` field (a notice about one thing that
+happened, e.g. one late clip), or its severity is `clear` or it carries a truthy `cleared` field;
 `clear`/`cleared` removes the code. agent.alerts.transitions produces such clears.
 """
 
@@ -47,6 +48,11 @@ def status_will(root: str) -> tuple[str, bytes]:
 def alert_is_clear(alert: Alert) -> bool:
     """True when `alert` ends its condition (severity `clear` or a truthy `cleared` field)."""
     return alert.severity == "clear" or bool(alert.fields.get("cleared"))
+
+
+def alert_is_one_off(alert: Alert) -> bool:
+    """True for a notice about one thing that happened (severity `info`, or `one_off` set)."""
+    return alert.severity == "info" or bool(alert.fields.get("one_off"))
 
 
 def _dumps(payload: dict[str, Any]) -> bytes:
@@ -135,7 +141,7 @@ class StatusPublisher:
             before = set(self._active)
             if alert_is_clear(alert):
                 self._active.discard(alert.code)
-            elif alert.severity != "info":
+            elif not alert_is_one_off(alert):
                 self._active.add(alert.code)
             if self._active != before:
                 self._status_due = True
