@@ -51,6 +51,35 @@ def assemble(cfg: DockConfig, refresh_s: float = 5.0) -> Daemon:
         cfg.mqtt, cfg.client_id, will=status_will(cfg.topic), on_alert=s.bus.alert
     )
     s.extra["mqtt"] = conn
-    handlers = {"note": note_handler(notes)}
+    handlers = {"note": note_handler(notes), "hold": hold_handler(daemon)}
     daemon.plugins += [analysis, Reporting(daemon, conn, handlers), ConnectionPlugin(conn)]
+    _custody_plugins(daemon)
     return daemon
+
+
+def hold_handler(daemon: Daemon) -> Any:
+    """The `hold` command: keep (or release) a local copy past retention."""
+    from agent.retention import set_hold
+
+    s = daemon.services
+
+    def handle(payload: dict[str, Any]) -> dict[str, Any]:
+        release = bool(payload.get("release", False))
+        return set_hold(s.index, s.custody, payload["clip_id"], payload["reason"], release, "mqtt")
+
+    return handle
+
+
+def _custody_plugins(daemon: Daemon) -> None:
+    """The officer roster (when central serves one) and the local-copy purger."""
+    from agent.retention import Purger
+    from agent.roster import Roster
+
+    s = daemon.services
+    if s.cfg.central.roster_url:
+        roster = Roster(s.cfg.central, s.cfg.data_dir)
+        s.extra["roster"] = roster
+        daemon.plugins.append(roster)
+    purger = Purger(s)
+    s.extra["purger"] = purger
+    daemon.plugins.append(purger)

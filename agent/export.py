@@ -227,6 +227,24 @@ def _source(record: Record) -> Path:
     return src
 
 
+def _register(
+    custody: CustodyLog, record: Record, req: Request, copy: Path, statement: Path
+) -> dict[str, Any]:
+    """The `exported` custody entry: the access register's line for this copy."""
+    return custody.append(
+        "exported",
+        clip=record["clip_id"],
+        sha256=record["sha256"],
+        size=record.get("size"),
+        device_id=record.get("device_id"),
+        operator=req.operator,
+        approval=req.approval,
+        reason=req.reason,
+        out=str(copy),
+        statement=str(statement),
+    )
+
+
 def export_clip(
     index: ClipIndex, custody: CustodyLog, cfg: DockConfig, req: Request
 ) -> ExportResult:
@@ -238,18 +256,7 @@ def export_clip(
     copy, txt, js = _targets(record, req.out_dir)
     copy_verified(src, copy, record["sha256"])
     try:
-        entry = custody.append(
-            "exported",
-            clip=record["clip_id"],
-            sha256=record["sha256"],
-            size=record.get("size"),
-            device_id=record.get("device_id"),
-            operator=req.operator,
-            approval=req.approval,
-            reason=req.reason,
-            out=str(copy),
-            statement=str(js),
-        )
+        entry = _register(custody, record, req, copy, js)
     except BaseException:
         copy.unlink(missing_ok=True)  # an unregistered copy must not exist
         raise
