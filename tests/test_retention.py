@@ -262,3 +262,16 @@ def test_hold_refusals(dock: Dock, capsys: pytest.CaptureFixture[str]) -> None:
     assert not [
         e for e in iter_entries(dock.cfg.data_dir / "custody.jsonl") if e["event"] == "hold"
     ]
+
+
+def test_the_daemon_carries_the_purger(tmp_path: Path) -> None:
+    from agent.assembly import assemble
+    from tests.dock import dock_config
+
+    daemon = assemble(dock_config(tmp_path))
+    try:
+        purgers = [p for p in daemon.plugins if isinstance(p, Purger)]
+        assert len(purgers) == 1 and callable(purgers[0].tick)
+        assert purgers[0].run_pass() == []
+    finally:
+        daemon.services.index.close()
