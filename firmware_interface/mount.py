@@ -2,12 +2,15 @@
 
 A read-only acquisition must not write the device: every mount is `ro,nosuid,nodev,noexec`,
 and ext2/3/4 add `noload` so that a dirty journal is not replayed onto the recorder.
-The `mount`/`umount` commands are used (not mount(2) through ctypes) for their error
-messages and their knowledge of each filesystem's option syntax.
+The mount(2) and umount2(2) system calls are made directly (ctypes), not through the
+`mount`/`umount` commands: util-linux mount(8) refuses a non-root caller ("must be
+superuser") even with CAP_SYS_ADMIN, which is all the service keeps (dock-agent.service).
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import logging
 import os
 import shutil
@@ -23,6 +26,32 @@ RO_OPTIONS = "ro,nosuid,nodev,noexec"
 ALLOWED_FS = {"vfat": "vfat", "exfat": "exfat", "ext4": "ext4", "ext3": "ext4", "ext2": "ext4"}
 TIMEOUT_S = 30.0
 
+# <sys/mount.h>
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MNT_DETACH = 2
+SAFE_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC
+# FAT/exFAT store no owners: files belong to the mounter's fsuid unless uid=/gid= say so.
+# Owner read-write (for a permitted delete), group read, others nothing; never executable.
+FAT_MASKS = "fmask=0137,dmask=0027"
+
+_ERRNO_TEXT = {
+    errno.EPERM: "not permitted: needs CAP_SYS_ADMIN",
+    errno.EACCES: "not permitted: needs CAP_SYS_ADMIN (or the device is write-protected)",
+    errno.EINVAL: "wrong filesystem type, bad option or bad superblock",
+    errno.ENODEV: "filesystem type not supported by the kernel",
+    errno.EBUSY: "device or mount point busy (already mounted?)",
+    errno.ENOENT: "device or mount point does not exist",
+    errno.ENOTBLK: "not a block device",
+    errno.ENXIO: "no such device (removed?)",
+    errno.EROFS: "device is write-protected",
+    errno.EIO: "I/O error on the device",
+    errno.ENOTDIR: "mount point is not a directory",
+}
+
 
 class MountError(RecorderError):
     """A volume could not be mounted, remounted or probed."""
@@ -31,8 +60,47 @@ class MountError(RecorderError):
         super().__init__("mount_failed", message)
 
 
+_libc: ctypes.CDLL | None = None
+
+
+def _lib() -> ctypes.CDLL:
+    """The C library (loaded once), with errno saved after each call."""
+    global _libc
+    if _libc is None:
+        try:
+            lib = ctypes.CDLL("libc.so.6", use_errno=True)
+        except OSError:
+            lib = ctypes.CDLL(None, use_errno=True)
+        text = ctypes.c_char_p
+        lib.mount.argtypes = [text, text, text, ctypes.c_ulong, text]
+        lib.mount.restype = ctypes.c_int
+        lib.umount2.argtypes = [text, ctypes.c_int]
+        lib.umount2.restype = ctypes.c_int
+        _libc = lib
+    return _libc
+
+
+def _describe(err: int) -> str:
+    """A clear reason for a mount(2)/umount2(2) errno."""
+    reason = _ERRNO_TEXT.get(err, "failed")
+    return f"{reason} ({errno.errorcode.get(err, err)}: {os.strerror(err)})"
+
+
+def _sys_mount(source: str, target: Path, fstype: str, flags: int, data: str) -> int:
+    """mount(2); returns 0 or the errno."""
+    enc = os.fsencode
+    rc = _lib().mount(enc(source), enc(str(target)), enc(fstype), flags, enc(data) or None)
+    return ctypes.get_errno() if rc != 0 else 0
+
+
+def _sys_umount(target: Path, flags: int) -> int:
+    """umount2(2); returns 0 or the errno."""
+    rc = _lib().umount2(os.fsencode(str(target)), flags)
+    return ctypes.get_errno() if rc != 0 else 0
+
+
 def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
-    """Run a mount tool, capturing its output; never raises for a non-zero exit."""
+    """Run a tool, capturing its output; never raises for a non-zero exit."""
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -42,22 +110,45 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
 def probe_fs_type(devnode: str) -> str | None:
     """The filesystem type on a block device (blkid low-level probe), None when there is none.
 
-    Returns "" when blkid is not installed: the caller then tries each allowed type.
+    Returns "" when blkid cannot probe (not installed, device not readable by this user,
+    blkid failing): the caller then tries each allowed type, which needs no read access.
     """
     if shutil.which("blkid") is None:
+        logger.warning("blkid not installed; trying each filesystem type on %s", devnode)
         return ""
-    proc = _run(["blkid", "-p", "-o", "export", devnode])
-    if proc.returncode == 2:  # nothing recognised (blank medium, or a partition table only)
+    try:
+        proc = _run(["blkid", "-p", "-o", "export", devnode])
+    except MountError as exc:
+        logger.warning("%s; trying each filesystem type on %s", exc, devnode)
+        return ""
+    stderr = proc.stderr.strip()
+    if proc.returncode == 2 and not stderr:  # nothing recognised (blank, or a partition table)
         return None
-    if proc.returncode != 0:
-        raise MountError(f"blkid {devnode}: {proc.stderr.strip() or proc.returncode}")
+    if proc.returncode != 0:  # blkid exits 2 also when it cannot open the device
+        logger.warning(
+            "blkid %s: %s; trying each filesystem type", devnode, stderr or proc.returncode
+        )
+        return ""
     props = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
     return props.get("TYPE") if props.get("USAGE", "filesystem") == "filesystem" else None
 
 
 def ro_options(fstype: str) -> str:
     """Mount options for acquisition of a volume of `fstype` (a kernel driver name)."""
-    return f"{RO_OPTIONS},noload" if fstype == "ext4" else RO_OPTIONS
+    data = fs_data(fstype)
+    return f"{RO_OPTIONS},{data}" if data else RO_OPTIONS
+
+
+def fs_data(fstype: str) -> str:
+    """The filesystem-specific mount(2) data for `fstype` (a kernel driver name)."""
+    owner = f"uid={os.geteuid()},gid={os.getegid()},{FAT_MASKS}"
+    if fstype == "ext4":
+        return "noload"
+    if fstype == "vfat":
+        return f"{owner},utf8,shortname=mixed"
+    if fstype == "exfat":
+        return f"{owner},iocharset=utf8"
+    return ""
 
 
 def mount_ro(devnode: str, target: Path, fstype: str) -> str:
@@ -66,35 +157,40 @@ def mount_ro(devnode: str, target: Path, fstype: str) -> str:
     if is_mounted(target):
         logger.warning("stale mount on %s; detaching it first", target)
         unmount(target)
-    drivers = [ALLOWED_FS[fstype]] if fstype else sorted(set(ALLOWED_FS.values()))
+    drivers = [ALLOWED_FS[fstype]] if fstype else list(dict.fromkeys(ALLOWED_FS.values()))
     errors: list[str] = []
     for driver in drivers:
-        cmd = ["mount", "-t", driver, "-o", ro_options(driver), devnode, str(target)]
-        proc = _run(cmd)
-        if proc.returncode == 0:
+        err = _sys_mount(devnode, target, driver, MS_RDONLY | SAFE_FLAGS, fs_data(driver))
+        if err == 0:
             return driver
-        errors.append(f"{driver}: {proc.stderr.strip()}")
-    raise MountError(f"cannot mount {devnode} read-only: {'; '.join(errors)}")
+        errors.append(f"{driver}: {_describe(err)}")
+        if err in (errno.EPERM, errno.EACCES, errno.ENOENT, errno.ENOTBLK, errno.ENXIO):
+            break  # no other type can do better
+    raise MountError(f"cannot mount {devnode} read-only on {target}: {'; '.join(errors)}")
 
 
 def remount(target: Path, writable: bool) -> None:
     """Remount a mounted volume read-write (for a permitted delete) or back read-only."""
     mode = "rw" if writable else "ro"
-    proc = _run(["mount", "-o", f"remount,{mode}", str(target)])
-    if proc.returncode != 0:
-        raise MountError(f"remount {mode} {target}: {proc.stderr.strip()}")
+    fstype = mount_fstype(target)
+    if fstype is None:
+        raise MountError(f"remount {mode} {target}: not mounted")
+    flags = MS_REMOUNT | SAFE_FLAGS | (0 if writable else MS_RDONLY)  # keep nosuid,nodev,noexec
+    err = _sys_mount("", target, fstype, flags, fs_data(fstype))
+    if err:
+        raise MountError(f"remount {mode} {target}: {_describe(err)}")
 
 
 def unmount(target: Path) -> None:
     """Unmount `target`; lazily (detach now, release when unused) when it is busy or gone."""
     if not is_mounted(target):
         return
-    proc = _run(["umount", str(target)])
-    if proc.returncode != 0 and is_mounted(target):
-        logger.warning("umount %s: %s; detaching lazily", target, proc.stderr.strip())
-        lazy = _run(["umount", "-l", str(target)])
-        if lazy.returncode != 0 and is_mounted(target):
-            raise MountError(f"umount -l {target}: {lazy.stderr.strip()}")
+    err = _sys_umount(target, 0)
+    if err and is_mounted(target):
+        logger.warning("umount %s: %s; detaching lazily", target, _describe(err))
+        lazy = _sys_umount(target, MNT_DETACH)
+        if lazy and is_mounted(target):
+            raise MountError(f"umount (lazy) {target}: {_describe(lazy)}")
 
 
 def _unescape(field: str) -> str:
@@ -104,23 +200,36 @@ def _unescape(field: str) -> str:
     return field
 
 
-def mount_options(target: Path) -> set[str] | None:
-    """The per-mount and superblock options of the mount at `target`, None when not mounted."""
+def _mountinfo(target: Path) -> tuple[str, set[str]] | None:
+    """(fstype, per-mount and superblock options) of the top mount at `target`, or None."""
     want = os.path.realpath(target)
     try:
         lines = Path("/proc/self/mountinfo").read_text().splitlines()
     except OSError:
         return None
-    found: set[str] | None = None
+    found: tuple[str, set[str]] | None = None
     for line in lines:
         fields = line.split(" ")
         if len(fields) > 5 and _unescape(fields[4]) == want:
             sep = fields.index("-")
+            fstype = fields[sep + 1] if len(fields) > sep + 1 else ""
             super_opts = fields[sep + 3].split(",") if len(fields) > sep + 3 else []
-            found = set(fields[5].split(",")) | set(super_opts)  # the last (top) mount wins
+            found = fstype, set(fields[5].split(",")) | set(super_opts)  # the last (top) wins
     return found
+
+
+def mount_options(target: Path) -> set[str] | None:
+    """The per-mount and superblock options of the mount at `target`, None when not mounted."""
+    info = _mountinfo(target)
+    return info[1] if info else None
+
+
+def mount_fstype(target: Path) -> str | None:
+    """The filesystem type of the mount at `target`, None when not mounted."""
+    info = _mountinfo(target)
+    return info[0] if info else None
 
 
 def is_mounted(target: Path) -> bool:
     """Whether something is mounted exactly at `target`."""
-    return mount_options(target) is not None
+    return _mountinfo(target) is not None
