@@ -10,7 +10,9 @@ from agent.daemon import Daemon
 from agent.mqtt.connection import MqttConnection
 from agent.mqtt.status import status_will
 from agent.notes import NotesStore
+from agent.outbox import Outbox
 from agent.reporting import Reporting
+from agent.sync import Sync
 
 
 class ConnectionPlugin:
@@ -51,8 +53,16 @@ def assemble(cfg: DockConfig, refresh_s: float = 5.0) -> Daemon:
         cfg.mqtt, cfg.client_id, will=status_will(cfg.topic), on_alert=s.bus.alert
     )
     s.extra["mqtt"] = conn
-    handlers = {"note": note_handler(notes), "hold": hold_handler(daemon)}
-    daemon.plugins += [analysis, Reporting(daemon, conn, handlers), ConnectionPlugin(conn)]
+    outbox = Outbox(cfg.data_dir / "outbox" / "notes", conn, f"{cfg.topic}/notes")
+    sync = Sync(s, conn, notes, daemon.clip_synced, outbox)
+    s.extra["sync"] = sync
+    handlers = {
+        "note": note_handler(notes),
+        "hold": hold_handler(daemon),
+        "resync": sync.request_resync,
+    }
+    reporting = Reporting(daemon, conn, handlers)
+    daemon.plugins += [analysis, reporting, outbox, sync, ConnectionPlugin(conn)]
     _custody_plugins(daemon)
     return daemon
 

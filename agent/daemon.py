@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,10 @@ class LocalState:
                 return
         self._dirty.set()
 
+    def mark_dirty(self) -> None:
+        """Force the next flush to write."""
+        self._dirty.set()
+
     def flush(self, extra: dict[str, Any]) -> None:
         """Write the state file when something changed."""
         if not self._dirty.is_set():
@@ -107,6 +112,8 @@ class Daemon:
         self.watchers: list[BayWatcher] = []
         self.stopping = threading.Event()
         self.plugins: list[Any] = []
+        self.heartbeat = time.monotonic()
+        self._keeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
 
     def dispatch(self, ev: HwEvent) -> None:
         """Route a discovery event to its bay's worker."""
@@ -130,11 +137,14 @@ class Daemon:
         self.watchers = build_watchers(self.cfg, self.services)
         for watcher in self.watchers:
             watcher.start(self.dispatch)
+        self._keeper.start()
         logger.info("dock %s started with %d bays", self.cfg.dock.id, len(self.bays))
 
     def stop(self) -> None:
         """Stop discovery, bays and plugins; nothing half-written is left indexed."""
         self.stopping.set()
+        if self._keeper.is_alive():
+            self._keeper.join(10)
         for watcher in self.watchers:
             watcher.stop()
         for worker in self.bays.values():
@@ -158,18 +168,27 @@ class Daemon:
         )
 
     def healthy(self, stall_s: float = 120.0) -> bool:
-        """Every bay worker alive and not stalled."""
-        return all(w.healthy(stall_s) for w in self.bays.values())
+        """Every bay worker and the housekeeping loop alive and not stalled."""
+        keeper = not self._keeper.is_alive() or time.monotonic() - self.heartbeat < stall_s
+        return keeper and all(w.healthy(stall_s) for w in self.bays.values())
 
-    def run_forever(self, tick_s: float = 0.5) -> None:
-        """Housekeeping until stop is requested."""
-        self.state._dirty.set()
+    def run_forever(self) -> None:
+        """Block until stop is requested (a signal handler sets `stopping`)."""
+        self.stopping.wait()
+
+    def _housekeeping(self, tick_s: float = 0.5) -> None:
+        """Persist the state file and let plugins do periodic work, until stopping."""
+        self.state.mark_dirty()
         while not self.stopping.wait(tick_s):
-            self.flush_state()
-            for plugin in self.plugins:
-                tick = getattr(plugin, "tick", None)
-                if tick:
-                    tick()
+            self.heartbeat = time.monotonic()
+            try:
+                self.flush_state()
+                for plugin in self.plugins:
+                    tick = getattr(plugin, "tick", None)
+                    if tick:
+                        tick()
+            except Exception:
+                logger.exception("housekeeping failed; continuing")
 
 
 def _pid() -> int:

@@ -1,0 +1,233 @@
+"""Evidence sync upstream (SPEC 7): clips in priority order, resumable, then the recorder is freed."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from paho.mqtt.properties import Properties
+
+from agent.mqtt.connection import MqttConnection
+from agent.notes import Note, NotesStore
+from agent.outbox import Outbox
+from agent.record import manifest
+from agent.retention import classify
+from agent.services import Services
+from agent.timebase import utcnow
+from agent.transfer.sender import FileSender, SendSettings, TransferFailed, TransferInterrupted
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 30.0
+IDLE_WAIT_S = 1.0
+
+
+def priority(record: dict[str, Any]) -> tuple[int, str]:
+    """Send order: marked and late clips first, then the oldest recording."""
+    urgent = {"marked", "late_offload"} & set(record.get("flags") or [])
+    return (0 if urgent else 1, record.get("recorded_start") or "")
+
+
+def candidates(
+    records: list[dict[str, Any]], now: float, retry_at: dict[str, float]
+) -> list[dict[str, Any]]:
+    """Offloaded, analysed clips not waiting out a failure, in send order."""
+    ready = [
+        r
+        for r in records
+        if r.get("state") == "offloaded"
+        and r.get("analysed")
+        and retry_at.get(r["clip_id"], 0.0) <= now
+    ]
+    return sorted(ready, key=priority)
+
+
+class ConnectionLink:
+    """MqttConnection as the file-transfer Transport (positional `properties`)."""
+
+    def __init__(self, conn: MqttConnection) -> None:
+        self.conn = conn
+
+    def publish(
+        self, topic: str, payload: bytes, qos: int = 1, properties: Properties | None = None
+    ) -> Any:
+        """Queue one message."""
+        return self.conn.publish(topic, payload, qos=qos, properties=properties)
+
+    def subscribe(self, topic_filter: str, qos: int, handler: Callable[[Any], None]) -> None:
+        """Subscribe now and after every reconnect."""
+        self.conn.subscribe(topic_filter, qos, handler)
+
+    def wait_connected(self, timeout: float) -> bool:
+        """True once connected."""
+        return self.conn.wait_connected(timeout)
+
+
+class Sync:
+    """Daemon plugin: one thread that sends clips and marks them synced on a successful fin."""
+
+    def __init__(
+        self,
+        services: Services,
+        conn: MqttConnection,
+        notes: NotesStore,
+        on_synced: Callable[[str], None],
+        outbox: Outbox,
+    ) -> None:
+        self.s = services
+        self.outbox = outbox
+        self.conn = conn
+        self.notes = notes
+        self.on_synced = on_synced
+        cfg = services.cfg
+        self.sender = FileSender(
+            ConnectionLink(conn),
+            cfg.client_id,
+            cfg.data_dir / "transfer",
+            SendSettings.from_mqtt(cfg.mqtt),
+        )
+        self.retry_at: dict[str, float] = {}
+        self.resync: list[str] = []
+        self.heartbeat = time.monotonic()
+        self.busy = False
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sync", daemon=True)
+        notes.on_change.append(self._note_changed)
+
+    def start(self) -> None:
+        """Start sending in the background."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the current segment window; acked offsets are kept for resume."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(30)
+
+    def wake(self) -> None:
+        """Look for work now (a clip was analysed, a command asked)."""
+        self._wake.set()
+
+    def healthy(self, stall_s: float) -> bool:
+        """False when a transfer has made no progress for `stall_s`."""
+        return not self.busy or time.monotonic() - self.heartbeat < stall_s
+
+    def tick(self) -> None:
+        """Pick up explanations added by other processes (`dock-agent notes add`)."""
+        self.notes.refresh()
+
+    def request_resync(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The `resync` command: send a clip again (central lost it)."""
+        record = self.s.index.get(payload["clip_id"])
+        if record is None:
+            raise KeyError(f"unknown clip {payload['clip_id']}")
+        if record["state"] == "purged" or not Path(record["local_path"]).exists():
+            raise ValueError("the local copy was purged after its upstream ack; nothing to resend")
+        self.resync.append(record["clip_id"])
+        self.wake()
+        return {"queued": record["clip_id"], "file_name": record["file_name"]}
+
+    # ---- loop -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.heartbeat = time.monotonic()
+            record = self._next()
+            if record is None or not self.conn.connected:
+                self._wake.wait(IDLE_WAIT_S)
+                self._wake.clear()
+                continue
+            self.busy = True
+            try:
+                self._send(record)
+            except Exception:
+                logger.exception("sync of %s failed unexpectedly", record["clip_id"][:12])
+                self.retry_at[record["clip_id"]] = time.monotonic() + RETRY_AFTER_S
+            finally:
+                self.busy = False
+
+    def _next(self) -> dict[str, Any] | None:
+        while self.resync:
+            record = self.s.index.get(self.resync.pop(0))
+            if record is not None and record["state"] != "purged":
+                return record
+        found = candidates(self.s.index.active(), time.monotonic(), self.retry_at)
+        return found[0] if found else None
+
+    def _send(self, record: dict[str, Any]) -> None:
+        clip_id = record["clip_id"]
+        extra = {
+            "DOCK_ID": self.s.cfg.dock.id,
+            "DEVICE_ID": record["device_id"],
+            "CLIP_SHA256": clip_id,
+        }
+        try:
+            result = self.sender.send(
+                Path(record["local_path"]),
+                clip_id,
+                record["file_name"],
+                record["size"],
+                self.manifest_of(record),
+                self._stop,
+            )
+        except TransferInterrupted as exc:
+            logger.info("sync of %s interrupted: %s", record["file_name"], exc, extra=extra)
+            return
+        except TransferFailed as exc:
+            logger.warning("sync of %s failed: %s", record["file_name"], exc, extra=extra)
+            self.retry_at[clip_id] = time.monotonic() + RETRY_AFTER_S
+            self.s.bus.alert(
+                "sync_failed",
+                "warning",
+                f"{record['file_name']}: {exc}",
+                one_off=True,
+                sha256=clip_id,
+            )
+            return
+        logger.info(
+            "synced %s (%d segments sent)", record["file_name"], result.segments_sent, extra=extra
+        )
+        if record["state"] == "offloaded":
+            self._synced(record)
+
+    def _synced(self, record: dict[str, Any]) -> None:
+        clip_id = record["clip_id"]
+        synced_at = utcnow().isoformat(timespec="seconds")
+        self.s.custody.append(
+            "clip_synced",
+            device_id=record["device_id"],
+            sha256=clip_id,
+            client_id=self.s.cfg.client_id,
+            synced_at=synced_at,
+        )
+        self.s.index.update(clip_id, state="synced", synced_at=synced_at)
+        self.s.bus.event(
+            "clip_synced",
+            device_id=record["device_id"],
+            sha256=clip_id,
+            file_name=record["file_name"],
+        )
+        self.on_synced(clip_id)
+
+    # ---- manifest and notes ---------------------------------------------------------------
+
+    def manifest_of(self, record: dict[str, Any]) -> dict[str, Any]:
+        """SPEC 7 MANIFEST with the clip's notes in full (explanations included)."""
+        data = manifest(record)
+        data["retention_class"] = classify(record, self.s.cfg.retention)
+        notes = [self.notes.get(note_id) for note_id in record.get("notes") or []]
+        data["notes"] = [n.to_json() for n in notes if n is not None]
+        return data
+
+    def _note_changed(self, kind: str, note: Note) -> None:
+        """A note created or explained after its clip was sent goes on R/notes (QoS 1)."""
+        states = [(self.s.index.get(c) or {}).get("state") for c in note.clips]
+        synced = [s for s in states if s in ("synced", "purged")]
+        if not synced:
+            return  # not sent yet: the manifest will carry it
+        self.outbox.put(note.note_id, note.to_json() | {"change": kind})

@@ -1,0 +1,274 @@
+"""Evidence sync end to end: the daemon, a real Mosquitto, and the reference receiver."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agent.config import MqttSection
+from agent.custody import iter_entries
+from agent.index import ClipIndex
+from agent.transfer.receiver import Receiver
+from firmware_interface import simkit
+from tests.broker import Broker, free_port, mosquitto_binary, running_broker
+from tests.dock import config_toml, dock_config, running, wait_for
+from tests.mqtt_helpers import Recorder
+
+pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
+
+RECEIVER_ID = "dock-receiver"
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    with running_broker(tmp_path / "broker") as b:
+        yield b
+
+
+def start_receiver(store: Path, broker: Broker) -> Receiver:
+    receiver = Receiver(store, MqttSection(host=broker.host, port=broker.port), RECEIVER_ID)
+    receiver.start()
+    assert receiver.wait_subscribed(10)
+    return receiver
+
+
+def received(store: Path, client_id: str = "dock-test") -> dict[str, Path]:
+    """file_id -> the clip file the receiver holds."""
+    out = {}
+    for d in (store / client_id).glob("*"):
+        files = [f for f in d.iterdir() if f.is_file() and f.name != "manifest.json"]
+        if (d / "manifest.json").exists() and len(files) == 1:
+            out[d.name] = files[0]
+    return out
+
+
+def custody_seq(data: Path, event: str) -> dict[str, int]:
+    return {
+        e["sha256"]: e["seq"] for e in iter_entries(data / "custody.jsonl") if e["event"] == event
+    }
+
+
+def recorder(hours_ago: float = 2, battery: float = 95) -> simkit.SimRecorder:
+    start = datetime.now() - timedelta(hours=hours_ago)
+    clips = simkit.shift(start, [2, 2, 1]) + [
+        simkit.SimClip(start + timedelta(minutes=30), 1, "JPG")
+    ]
+    return simkit.SimRecorder(battery_pct=battery, clips=clips)
+
+
+def test_every_clip_arrives_with_hash_and_manifest_then_recorder_freed(
+    tmp_path: Path, broker: Broker
+) -> None:
+    store = tmp_path / "central"
+    receiver = start_receiver(store, broker)
+    cfg = dock_config(tmp_path, mqtt={"host": broker.host, "port": broker.port})
+    rec = recorder()
+    originals = simkit.build(tmp_path / "bay1", rec)
+    try:
+        with running(cfg) as (daemon, views):
+            wait_for(lambda: len(received(store)) == len(originals), 60, "clips at the receiver")
+            wait_for(lambda: not any(p.exists() for p in originals), 30, "recorder freed")
+            wait_for(lambda: views.latest(1).state == "ready", 30, "bay ready")  # type: ignore[union-attr]
+            records = {r["sha256"]: r for r in daemon.services.index.iter_all()}
+    finally:
+        receiver.stop()
+    got = received(store)
+    assert sorted(got) == sorted(records)
+    for file_id, path in got.items():
+        assert sha(path) == file_id
+        manifest = json.loads((path.parent / "manifest.json").read_text())
+        r = records[file_id]
+        assert manifest["sha256"] == file_id and manifest["size"] == path.stat().st_size
+        assert manifest["file_name"] == path.name == r["file_name"]
+        assert manifest["device_id"] == rec.device_id and manifest["dock_id"] == "dock-test"
+        assert manifest["custody_seq"] == r["custody_seq"]
+        for key in (
+            "recorded_start",
+            "recorded_end",
+            "recorded_tz",
+            "start_source",
+            "flags",
+            "retention_class",
+            "notes",
+            "offloaded_at",
+            "decode_ok",
+        ):
+            assert key in manifest, key
+        assert r["state"] == "synced"
+    synced = custody_seq(cfg.data_dir, "clip_synced")
+    deleted = custody_seq(cfg.data_dir, "recorder_clip_deleted")
+    assert sorted(deleted) == sorted(synced) == sorted(records)
+    assert all(synced[c] < deleted[c] for c in synced), "deleted only after its fin succeeded"
+
+
+def test_offline_dock_keeps_everything_then_catches_up(tmp_path: Path) -> None:
+    broker = Broker(port=free_port(), workdir=tmp_path / "broker")
+    broker.workdir.mkdir()
+    cfg = dock_config(tmp_path, mqtt={"host": broker.host, "port": broker.port})
+    rec = recorder()
+    originals = simkit.build(tmp_path / "bay1", rec)
+    store = tmp_path / "central"
+    with running(cfg) as (daemon, views):
+        wait_for(
+            lambda: (
+                len([r for r in daemon.services.index.iter_all() if r["analysed"]])
+                == len(originals)
+            ),
+            60,
+            "offload while offline",
+        )
+        time.sleep(1.5)
+        assert all(p.exists() for p in originals), "nothing leaves the recorder without an ack"
+        assert {r["state"] for r in daemon.services.index.iter_all()} == {"offloaded"}
+        broker.start()
+        receiver = start_receiver(store, broker)
+        try:
+            wait_for(lambda: len(received(store)) == len(originals), 90, "catch-up sync")
+            wait_for(lambda: not any(p.exists() for p in originals), 30, "recorder freed")
+        finally:
+            receiver.stop()
+            daemon.stop()
+            broker.stop()
+
+
+def test_note_explained_after_sync_goes_on_r_notes(tmp_path: Path, broker: Broker) -> None:
+    store = tmp_path / "central"
+    receiver = start_receiver(store, broker)
+    cfg = dock_config(tmp_path, mqtt={"host": broker.host, "port": broker.port})
+    start = datetime.now() - timedelta(hours=1)
+    rec = simkit.SimRecorder(
+        clips=[simkit.SimClip(start, 2), simkit.SimClip(start + timedelta(seconds=60), 2)]
+    )
+    simkit.build(tmp_path / "bay1", rec)
+    watcher = Recorder(broker, "central-notes", "dock/dock-test/notes")
+    config_file = tmp_path / "dock.toml"
+    config_file.write_text(config_toml(cfg))
+    try:
+        with running(cfg) as (daemon, _views):
+            wait_for(lambda: len(received(store)) == 2, 60, "clips synced")
+            manifest = json.loads(
+                next(iter(received(store).values())).with_name("manifest.json").read_text()
+            )
+            gap_notes = [n for n in manifest["notes"] if n["type"] == "gap"]
+            assert len(gap_notes) == 1 and 55 <= gap_notes[0]["duration_s"] <= 61
+            note_id = gap_notes[0]["note_id"]
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "agent",
+                    "notes",
+                    "add",
+                    note_id,
+                    "--author",
+                    "王警官",
+                    "--text",
+                    "换电池",
+                    "-c",
+                    str(config_file),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert proc.returncode == 0, proc.stderr
+            msg = watcher.next_json("dock/dock-test/notes", timeout=20)
+    finally:
+        receiver.stop()
+    assert msg["note_id"] == note_id and msg["change"] == "explained"
+    assert (
+        msg["explanations"][-1]["author"] == "王警官"
+        and msg["explanations"][-1]["text"] == "换电池"
+    )
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "agent", *args],
+            stdout=out,
+            stderr=out,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+
+def test_kill_agent_and_broker_at_random_during_60mb_transfer(tmp_path: Path) -> None:
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    broker = Broker(port=free_port(), workdir=tmp_path / "broker")
+    broker.workdir.mkdir()
+    broker.start()
+    cfg = dock_config(tmp_path, mqtt={"host": broker.host, "port": broker.port})
+    now = datetime.now()
+    rec = simkit.SimRecorder(battery_pct=95, clips=[])
+    bay = tmp_path / "bay1"
+    originals = []
+    for i in range(6):
+        path = (
+            bay
+            / "DCIM"
+            / "100MEDIA"
+            / f"{rec.device_id}_{rec.officer_id}_{now - timedelta(minutes=10 - i):%Y%m%d%H%M%S}_{i:04d}.MP4"
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(10 * 2**20))
+        originals.append(path)
+    expected = {sha(p) for p in originals}
+    simkit.dock(bay, rec)
+    config_file = tmp_path / "dock.toml"
+    config_file.write_text(config_toml(cfg))
+    recv_config = tmp_path / "receiver.toml"
+    store = tmp_path / "central"
+    recv_config.write_text(
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n[receiver]\nstore_dir = "{store}"\n'
+    )
+    log = tmp_path / "run.log"
+    recv = _start(["receive", "-c", str(recv_config)], log)
+    agent = _start(["run", "-c", str(config_file)], log)
+    try:
+        for _ in range(4):
+            time.sleep(rng.uniform(1.0, 3.0))
+            if rng.random() < 0.5:
+                agent.send_signal(signal.SIGKILL)
+                agent.wait(10)
+                agent = _start(["run", "-c", str(config_file)], log)
+            else:
+                broker.stop(kill=True)
+                time.sleep(rng.uniform(0.2, 1.5))
+                broker.start()
+        wait_for(
+            lambda: set(received(store)) == expected,
+            180,
+            f"all clips at the receiver (seed {seed})",
+        )
+        wait_for(lambda: not any(p.exists() for p in originals), 60, "recorder freed")
+    finally:
+        agent.terminate()
+        agent.wait(30)
+        recv.terminate()
+        recv.wait(30)
+        broker.stop()
+    for file_id, path in received(store).items():
+        assert sha(path) == file_id, f"seed {seed}"
+    index = ClipIndex(cfg.data_dir)
+    states = {r["sha256"]: r["state"] for r in index.iter_all()}
+    index.close()
+    assert set(states) == expected and set(states.values()) == {"synced"}, f"seed {seed}"
+    dirs = list((store / "dock-test").iterdir())
+    assert len(dirs) == len(expected), "each clip once at the receiver"
+    assert "Traceback" not in log.read_text(), log.read_text()[-4000:]
