@@ -46,6 +46,8 @@ class Offloader:
         self.recorder = recorder
         self.cancel = cancel
         self.progress = progress  # (clips_done_delta, bytes_done_delta)
+        # Rows indexed before this pass; the pass's own rows have other recorder paths.
+        self._prior: dict[tuple[str, int], list[dict[str, Any]]] = {}
         self.log_extra = {
             "DOCK_ID": services.cfg.dock.id,
             "BAY": docking.bay,
@@ -55,6 +57,7 @@ class Offloader:
     def run(self, clips: list[ClipEntry]) -> OffloadResult:
         """Offload `clips` oldest first; stop at disk full, undock or cancel (RecorderGone raised)."""
         result = OffloadResult()
+        self._prior = self._indexed_files()
         for i, clip in enumerate(clips):
             if self.cancel.is_set():
                 raise RecorderGone("offload cancelled: recorder undocked")
@@ -115,11 +118,18 @@ class Offloader:
         except SourceReadError as exc:
             raise RecorderGone(str(exc)) from exc
 
+    def _indexed_files(self) -> dict[tuple[str, int], list[dict[str, Any]]]:
+        """This recorder's active index rows by (recorder path, size), looked up once per pass."""
+        rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for row in self.s.index.find(device_id=self.docking.identity.device_id):
+            rows.setdefault((str(row.get("recorder_path")), int(row.get("size") or 0)), []).append(
+                row
+            )
+        return rows
+
     def _known(self, clip: ClipEntry) -> dict[str, Any] | None:
         """An index row for this very recorder file, confirmed by re-hashing it (no copy)."""
-        rows = self.s.index.find(
-            device_id=self.docking.identity.device_id, recorder_path=clip.path, size=clip.size
-        )
+        rows = self._prior.get((clip.path, clip.size))
         if not rows:
             return None
         h = hashlib.sha256()

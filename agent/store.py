@@ -6,18 +6,20 @@ import errno
 import hashlib
 import logging
 import os
+import queue
 import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from agent.durable import fsync_dir
 
 logger = logging.getLogger(__name__)
 
-CHUNK = 4 * 1024 * 1024
+CHUNK = 1024 * 1024  # fits the L2 cache: read, hash and write touch it while it is hot
+WINDOW = 32 * 1024 * 1024  # a large copy is re-read from disk in windows of this size
 INCOMING = ".incoming"
 
 
@@ -99,22 +101,26 @@ class EvidenceStore:
         """Copy `src` into the store at `dest_rel` (hash on the way), fsync, rename, verify."""
         tmp = self.incoming / f"{tag}.{os.getpid()}.{threading.get_ident()}.part"
         try:
-            sha, size = self._copy(src, tmp, progress, cancel)
+            sha, size, stored_sha = self._copy(src, tmp, progress, cancel)
+            if stored_sha != sha:
+                raise VerifyFailed(f"{tmp}: stored copy does not match sha256 {sha}")
             final, reused = self._place(tmp, self.root / dest_rel, sha)
         finally:
             tmp.unlink(missing_ok=True)
-        if sha256_file(final) != sha:
+        if reused and sha256_file(final) != sha:
             raise VerifyFailed(f"{final}: stored copy does not match sha256 {sha}")
         return StoredCopy(final, sha, size, reused)
 
     def _copy(
         self, src: BinaryIO, tmp: Path, progress: Callable[[int], None], cancel: threading.Event
-    ) -> tuple[str, int]:
+    ) -> tuple[str, int, str]:
+        """(sha256 read, size, sha256 of the copy re-read from disk after fsync)."""
         h = hashlib.sha256()
         buf = bytearray(CHUNK)
         view = memoryview(buf)
         size = 0
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o440)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o440)
+        reread = _Reread(fd)
         try:
             while n := _read(src, buf):
                 if cancel.is_set():
@@ -122,11 +128,13 @@ class EvidenceStore:
                 h.update(view[:n])
                 _write_all(fd, view[:n])
                 size += n
+                reread.written(size)
                 progress(n)
             _fsync(fd)
+            return h.hexdigest(), size, reread.finish(size)
         finally:
+            reread.stop()
             os.close(fd)
-        return h.hexdigest(), size
 
     def _place(self, tmp: Path, dest: Path, sha: str) -> tuple[Path, bool]:
         """Link the temp file into place without overwriting; reuse an identical file."""
@@ -143,6 +151,75 @@ class EvidenceStore:
                 fsync_dir(candidate.parent.parent)
                 return candidate, False
         raise FileExistsError(f"{dest}: name taken by other content twice")
+
+
+class _Reread:
+    """Re-reads a copy from disk while it is written: each full window once it is on disk."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.hash = hashlib.sha256()
+        self.done = 0  # bytes re-read and hashed so far
+        self._queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._queued = 0
+        self._abandoned = False
+
+    def written(self, size: int) -> None:
+        """`size` bytes are written: hand every completed window to the re-reading thread."""
+        if self._error is not None:
+            raise self._error
+        if size - self._queued < WINDOW:
+            return
+        self._queued = size - size % WINDOW
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="store-reread", daemon=True)
+            self._thread.start()
+        self._queue.put(self._queued)
+
+    def finish(self, size: int) -> str:
+        """After the final fsync: wait for the windows, re-read the rest, return the hash."""
+        self._join()
+        if self._error is not None:
+            raise self._error
+        _reread(self.fd, self.done, size, self.hash)
+        return self.hash.hexdigest()
+
+    def stop(self) -> None:
+        """Abandon the re-reading (the copy failed) and wait for the thread (idempotent)."""
+        self._abandoned = True
+        self._join()
+
+    def _join(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while (end := self._queue.get()) is not None:
+            if self._error is not None or self._abandoned:
+                continue
+            try:
+                _fsync(self.fd, os.fdatasync)  # the window must be on disk before it is read back
+                _reread(self.fd, self.done, end, self.hash)
+                self.done = end
+            except BaseException as exc:  # re-raised in the copying thread
+                self._error = exc
+
+
+def _reread(fd: int, start: int, end: int, h: Any) -> None:
+    """Hash bytes [start, end) of a synced file as read from disk (page cache dropped first)."""
+    os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_DONTNEED)
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    while start < end:
+        n = os.preadv(fd, [view[: min(CHUNK, end - start)]], start)
+        if n == 0:
+            raise VerifyFailed("stored copy is shorter than what was written")
+        h.update(view[:n])
+        start += n
 
 
 def _read(src: BinaryIO, buf: bytearray) -> int:
@@ -162,9 +239,9 @@ def _write_all(fd: int, data: memoryview) -> None:
         raise
 
 
-def _fsync(fd: int) -> None:
+def _fsync(fd: int, sync: Callable[[int], None] = os.fsync) -> None:
     try:
-        os.fsync(fd)
+        sync(fd)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFull("the dock's disk is full") from exc
