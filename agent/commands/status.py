@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,19 @@ def collect(cfg: DockConfig) -> dict[str, Any]:
     }
 
 
+def _alive(pid: Any) -> bool:
+    """Whether the daemon that wrote the state file still runs."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -71,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
 
 def render(status: dict[str, Any]) -> str:
     """A readable multi-line summary for people at the dock."""
-    lines = [f"dock {status['dock_id']}  (daemon started {status['daemon_started_at'] or 'never'})"]
+    started = status["daemon_started_at"] or "never"
+    running = "running" if status["daemon_running"] else "NOT RUNNING; last known state"
+    lines = [f"dock {status['dock_id']}  (daemon {running}, started {started})"]
     for number, bay in status["bays"].items():
         lines.append(_bay_line(number, bay))
     q = status["queue"]

@@ -1,0 +1,27 @@
+"""`dock-agent demo`: the whole product end to end on this machine, with a readable summary."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register `demo` (no arguments)."""
+    subparsers.add_parser(
+        "demo", help="run a broker, the central receiver and a dock with two simulated recorders"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; 0 when every clip arrived at central intact."""
+    from agent.demo import main
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return main()
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"dock-agent demo: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,77 @@
+"""The readable summary printed at the end of `dock-agent demo`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from agent.daemon import Daemon
+
+Holder = Callable[[Path, dict[str, Any]], Path | None]
+
+
+def summary(
+    scene: Any, daemon: Daemon, records: list[dict[str, Any]], holds: Holder
+) -> tuple[str, bool]:
+    """The summary text, and whether every clip arrived at central intact."""
+    lines = ["", "=" * 78, "dock-agent demo: what happened", "=" * 78, "", "BAYS"]
+    lines += [_bay(n, w.view) for n, w in sorted(daemon.bays.items())]
+    lines += ["", f"CLIPS ({len(records)}): offloaded, hashed, verified, sent upstream"]
+    arrived = [holds(scene.store, r) for r in records]
+    lines += [_clip(r, a) for r, a in zip(records, arrived, strict=True)]
+    notes = daemon.services.extra["notes"].list()
+    lines += ["", f"NOTES ({len(notes)}): for people to explain"]
+    lines += [_note(n.to_json()) for n in notes]
+    seq, head = daemon.services.custody.head()
+    lines += [
+        "",
+        "WHERE THINGS ARE",
+        f"  dock evidence store : {daemon.services.store.root}",
+        f"  custody log         : {daemon.cfg.data_dir / 'custody.jsonl'} ({seq} entries, head {head[:16]}...)",
+        f"  central receiver    : {scene.store / 'demo-dock'}",
+        f"  dock configuration  : {scene.root / 'dock.toml'}",
+        "",
+        "TRY",
+        f"  dock-agent status -c {scene.root / 'dock.toml'}",
+        f"  dock-agent clips -c {scene.root / 'dock.toml'}",
+        f"  dock-agent verify -c {scene.root / 'dock.toml'}",
+        f"  dock-agent notes list -c {scene.root / 'dock.toml'}",
+    ]
+    ok = all(arrived)
+    lines += [
+        "",
+        "RESULT: "
+        + ("every clip is at central, byte for byte" if ok else "SOME CLIPS DID NOT ARRIVE INTACT"),
+    ]
+    return "\n".join(lines), ok
+
+
+def _bay(number: int, view: Any) -> str:
+    clock = f", clock was {view.clock_offset_s:+.1f} s off" if view.clock_offset_s else ""
+    battery = f"battery {view.battery_pct:.0f}%" if view.battery_pct is not None else ""
+    text = f"  bay {number}: {view.state.upper():<9} {view.device_id or '-'}  {battery}{clock}"
+    notable = [
+        f.message for f in view.findings if f.severity != "info" or f.code == "clock_corrected"
+    ]
+    return text + "".join(f"\n          - {m}" for m in notable)
+
+
+def _clip(r: dict[str, Any], arrived: Path | None) -> str:
+    when = datetime.fromisoformat(r["recorded_start"]).strftime("%m-%d %H:%M:%S")
+    flags = ",".join(r["flags"]) or "-"
+    size = f"{r['size'] / 1000:.0f} kB"
+    where = "at central, hash ok" if arrived else "NOT at central"
+    return (
+        f"  {when}  {r['file_name']:<44} {size:>8}  {r['sha256'][:12]}  "
+        f"{r['state']:<7} {flags:<24} {where}"
+    )
+
+
+def _note(n: dict[str, Any]) -> str:
+    when = datetime.fromisoformat(n["start"]).strftime("%m-%d %H:%M:%S")
+    return (
+        f"  {n['note_id']}  {n['type']:<15} {n['device_id']}  {when}  "
+        f"{n['duration_s']:>6.1f} s  cause {n['cause']}"
+    )
