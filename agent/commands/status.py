@@ -40,6 +40,7 @@ def collect(cfg: DockConfig) -> dict[str, Any]:
     return {
         "dock_id": cfg.dock.id,
         "daemon_started_at": state.get("started_at"),
+        "daemon_running": _alive(state.get("pid")),
         "bays": {str(b.number): bays.get(str(b.number), {"state": "unknown"}) for b in cfg.bay},
         "queue": {
             "clips": stats["unsynced_clips"],
