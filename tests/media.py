@@ -6,13 +6,19 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from firmware_interface import simkit
+
 FFMPEG = shutil.which("ffmpeg")
 
 
-def make_video(
-    path: Path, seconds: float = 2.0, fps: int = 25, size: str = "320x240", audio: bool = True
-) -> Path:
-    """An H.264 (+AAC) MP4 of `seconds` with a moving test pattern."""
+# The plain generators live with the simulated-recorder kit (the demo uses them too).
+make_video = simkit.make_video
+make_photo = simkit.make_photo
+make_wav = simkit.make_wav
+
+
+def _encode_testsrc(path: Path, seconds: float, fps: int, size: str, extra: list[str]) -> Path:
+    """Encode a test pattern (no audio) with extra ffmpeg output options."""
     assert FFMPEG, "ffmpeg is not installed"
     path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
@@ -24,19 +30,7 @@ def make_video(
         "lavfi",
         "-i",
         f"testsrc2=size={size}:rate={fps}:duration={seconds}",
-    ]
-    if audio:
-        cmd += [
-            "-f",
-            "lavfi",
-            "-i",
-            f"sine=frequency=440:duration={seconds}",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "32k",
-        ]
-    cmd += [
+        *extra,
         "-c:v",
         "libx264",
         "-preset",
@@ -45,81 +39,35 @@ def make_video(
         "yuv420p",
         "-g",
         str(fps),
-        "-shortest",
         str(path),
     ]
     subprocess.run(cmd, check=True)
     return path
 
 
-def make_photo(path: Path, size: str = "640x480") -> Path:
-    """A JPEG still."""
-    assert FFMPEG, "ffmpeg is not installed"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            FFMPEG,
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            f"testsrc2=size={size}:rate=1:duration=1",
-            "-frames:v",
-            "1",
-            str(path),
-        ],
-        check=True,
-    )
-    return path
-
-
-def make_wav(path: Path, seconds: float = 1.0) -> Path:
-    """A PCM WAV tone."""
-    assert FFMPEG, "ffmpeg is not installed"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            FFMPEG,
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            f"sine=frequency=440:duration={seconds}",
-            str(path),
-        ],
-        check=True,
-    )
-    return path
-
-
-def _encode_testsrc(path: Path, seconds: float, fps: int, size: str, extra: list[str]) -> Path:
-    """Encode a test pattern (no audio) with extra ffmpeg output options."""
-    assert FFMPEG, "ffmpeg is not installed"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i",
-           f"testsrc2=size={size}:rate={fps}:duration={seconds}", *extra,
-           "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", str(fps),
-           str(path)]
-    subprocess.run(cmd, check=True)
-    return path
-
-
-def make_fragmented_video(path: Path, seconds: float = 4.0, fps: int = 25,
-                          size: str = "160x120") -> Path:
+def make_fragmented_video(
+    path: Path, seconds: float = 4.0, fps: int = 25, size: str = "160x120"
+) -> Path:
     """A fragmented MP4 (index first, a fragment per keyframe): a cut copy still opens."""
-    return _encode_testsrc(path, seconds, fps, size,
-                           ["-movflags", "frag_keyframe+empty_moov"])
+    return _encode_testsrc(path, seconds, fps, size, ["-movflags", "frag_keyframe+empty_moov"])
 
 
-def make_video_with_jump(path: Path, seconds: float = 4.0, at: float = 2.0, jump: float = 5.0,
-                         fps: int = 25, size: str = "160x120") -> Path:
+def make_video_with_jump(
+    path: Path,
+    seconds: float = 4.0,
+    at: float = 2.0,
+    jump: float = 5.0,
+    fps: int = 25,
+    size: str = "160x120",
+) -> Path:
     """An MP4 whose frame timestamps jump forward by `jump` s at `at` s (an interruption)."""
-    return _encode_testsrc(path, seconds, fps, size, [
-        "-vf", f"setpts='PTS+if(gte(T,{at}),{jump}/TB,0)'", "-fps_mode", "passthrough"])
+    return _encode_testsrc(
+        path,
+        seconds,
+        fps,
+        size,
+        ["-vf", f"setpts='PTS+if(gte(T,{at}),{jump}/TB,0)'", "-fps_mode", "passthrough"],
+    )
 
 
 def truncate_copy(src: Path, dst: Path, fraction: float = 0.5) -> Path:

@@ -131,3 +131,13 @@ def test_cli_missing_file_exits_2(tmp_path: Path) -> None:
 def test_config_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCK_AGENT_CONFIG", str(write(tmp_path, GOOD)))
     assert load_config(None).dock.id == "dock-01"
+
+
+def test_shipped_configs_are_valid() -> None:
+    root = Path(__file__).resolve().parent.parent / "config"
+    cfg = load_config(str(root / "dock-agent.toml"))
+    assert cfg.dock.id == "dock-01" and len(cfg.bay) == 2
+    assert cfg.policy.delete_from_recorder == "after_upstream_ack"
+    from agent.transfer.receiver_config import load_receiver_config
+
+    assert load_receiver_config(str(root / "receiver.toml")).receiver.client_id == "dock-receiver"

@@ -12,8 +12,9 @@ from tests.broker import mosquitto_binary
 
 @pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
 def test_demo_runs_end_to_end() -> None:
-    proc = subprocess.run([sys.executable, "-m", "agent", "demo"], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "demo"], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "RESULT: every clip is at central, byte for byte" in out
