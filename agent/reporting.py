@@ -38,7 +38,8 @@ class Reporting:
         s.bus.subscribe(self.publisher)
         self.commands = CommandServer(conn, s.cfg.topic, handlers, s.custody)
         self.watchdog = sdnotify.Watchdog()
-        self.watchdog.add_check("bay workers", lambda: daemon.healthy(STALL_S))
+        self.stall_s = STALL_S  # a worker busy without progress this long is hung
+        self.watchdog.add_check("bay workers", lambda: daemon.healthy(self.stall_s))
         self.watchdog.add_check("plugins", self._plugins_healthy)
         self._next_alerts = 0.0
         self._next_status = 0.0
@@ -74,7 +75,7 @@ class Reporting:
 
     def _plugins_healthy(self) -> bool:
         checks = [getattr(p, "healthy", None) for p in self.daemon.plugins]
-        return all(check(STALL_S) for check in checks if check is not None)
+        return all(check(self.stall_s) for check in checks if check is not None)
 
     def _evaluate_alerts(self) -> None:
         s = self.daemon.services
