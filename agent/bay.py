@@ -14,6 +14,7 @@ from agent.events import BayView, Progress, now_iso
 from agent.findings import FAULT, Finding, fault, info, warning
 from agent.offload import Offloader
 from agent.record import Docking
+from agent.retention import archive_if_finished
 from agent.services import Services
 from agent.timebase import local_now, utcnow
 from agent.validation import (
@@ -329,7 +330,8 @@ class BayWorker:
         self.s.custody.append(
             "recorder_clip_deleted", device_id=record["device_id"], file=entry.path, sha256=clip_id
         )
-        self.s.index.update(clip_id, recorder_deleted=True)
+        updated = self.s.index.update(clip_id, recorder_deleted=True)
+        archive_if_finished(self.s.index, updated, self.s.cfg.policy.delete_from_recorder)
 
     # ---- status ---------------------------------------------------------------------------
 

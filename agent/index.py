@@ -179,6 +179,72 @@ def _cut_torn(fd: int, size: int, path: Path) -> None:
     logger.warning("archive shard %s: torn last line (%d bytes) cut off", path, size - keep)
 
 
+def line_clip_id(line: bytes) -> str | None:
+    """The clip id of one archive line, found without parsing the record (None: unreadable)."""
+    key = b'"clip_id":"'
+    at = line.find(key)
+    close = line.find(b'"', at + len(key))
+    if at >= 0 and close > 0 and line.count(key) == 1:
+        return line[at + len(key) : close].decode("utf-8", "replace")
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return str(record["clip_id"]) if isinstance(record, dict) and "clip_id" in record else None
+
+
+class ArchiveFollower:
+    """Reads the archive shards incrementally, as (clip_id, JSON line) pairs, records unparsed."""
+
+    def __init__(self, archive_dir: Path, block: int = 1 << 20) -> None:
+        """Follow the shards in `archive_dir`; appended lines are read `block` bytes at a time."""
+        self.archive_dir = archive_dir
+        self.block = block
+        self._offsets: dict[str, int] = {}  # shard name -> bytes consumed (whole lines only)
+
+    def poll(self, stop: threading.Event | None = None) -> Iterator[tuple[str, bytes]]:
+        """Per shard: first the latest version of each clip, later only lines appended since."""
+        for shard in sorted(self.archive_dir.glob("*.jsonl")):
+            if stop is not None and stop.is_set():
+                return
+            if shard.name in self._offsets:
+                yield from self._tail(shard)
+            else:
+                yield from self._first(shard)
+
+    def _first(self, shard: Path) -> Iterator[tuple[str, bytes]]:
+        """One shard read whole (1/256 of the history), newest line first, each clip once."""
+        data = shard.read_bytes()
+        end = data.rfind(b"\n") + 1  # bytes after the last newline are a torn append
+        seen: set[str] = set()
+        for line in reversed(data[:end].splitlines()):
+            clip_id = line_clip_id(line)
+            if clip_id is not None and clip_id not in seen:
+                seen.add(clip_id)
+                yield clip_id, line
+        self._offsets[shard.name] = end
+
+    def _tail(self, shard: Path) -> Iterator[tuple[str, bytes]]:
+        """The complete lines appended to a shard since the last look, in order."""
+        offset = self._offsets[shard.name]
+        size = shard.stat().st_size
+        if size == offset:
+            return
+        if size < offset:
+            offset = 0  # replaced by hand (the agent only appends): read it all again
+        with open(shard, "rb") as fh:
+            fh.seek(offset)
+            rest = b""
+            while chunk := fh.read(self.block):
+                data = rest + chunk
+                end = data.rfind(b"\n") + 1
+                for line in data[:end].splitlines():
+                    if (clip_id := line_clip_id(line)) is not None:
+                        yield clip_id, line
+                offset, rest = offset + end, data[end:]
+                self._offsets[shard.name] = offset
+
+
 def _parse_time(value: Any) -> datetime | None:
     try:
         return datetime.fromisoformat(str(value))
@@ -239,6 +305,10 @@ class ClipIndex:
         for shard in sorted(self.archive_dir.glob("*.jsonl")):
             latest = {r["clip_id"]: r for r in _complete_records(shard.read_bytes())}
             yield from (r for cid, r in latest.items() if cid not in seen)
+
+    def follow_archive(self) -> ArchiveFollower:
+        """A reader of the archive that sees every later change (also another process's)."""
+        return ArchiveFollower(self.archive_dir)
 
     def stats(self) -> dict[str, Any]:
         """Active count and bytes, and the sync backlog, for status reporting."""

@@ -142,9 +142,10 @@ class Offloader:
         return next((r for r in rows if r["sha256"] == h.hexdigest()), None)
 
     def _drop_duplicate(self, copy: StoredCopy, existing: dict[str, Any]) -> None:
-        """Same bytes already indexed: keep one copy only."""
-        if not copy.reused and str(copy.path) != existing.get("local_path"):
-            copy.path.unlink(missing_ok=True)
+        """Same bytes already indexed (maybe archived): keep one copy, never the record's own."""
+        own = str(copy.path) == existing.get("local_path") and existing.get("state") != "purged"
+        if not copy.reused and not own:
+            copy.path.unlink(missing_ok=True)  # a purged clip's old path is no copy of its own
         logger.info(
             "clip %s already in the index; no second copy",
             copy.sha256[:12],

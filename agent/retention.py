@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from agent.config import PolicySection, RetentionSection
 from agent.durable import fsync_dir
@@ -25,6 +28,7 @@ logger = logging.getLogger(__name__)
 RETENTION_EXPIRED = "retention_expired"
 DISK_PRESSURE = "disk_pressure"
 MAX_PURGES_PER_PASS = 200
+SYNCED = b'"state":"synced"'  # in every archive line whose state is synced (compact JSON)
 Record = dict[str, Any]
 
 
@@ -162,14 +166,121 @@ def set_hold(
     }
 
 
-# ---- the purger (daemon plugin) -------------------------------------------------------------
+# ---- finished clips leave the active set ---------------------------------------------------
 
 
 def finished(record: Record, delete_policy: str) -> bool:
-    """Nothing left to do for this clip: purged here and gone from the recorder (or kept there)."""
-    if record.get("state") != "purged":
+    """Nothing left for the live workflow: acked upstream and the recorder copy handled."""
+    if record.get("state") not in ("synced", "purged"):
         return False
     return bool(record.get("recorder_deleted")) or delete_policy == "never"
+
+
+def archive_if_finished(index: ClipIndex, record: Record, delete_policy: str) -> bool:
+    """Move a finished clip from the active set to the archive; True when it is finished."""
+    if not finished(record, delete_policy):
+        return False
+    index.archive(record["clip_id"])
+    return True
+
+
+# ---- local copies of archived clips ---------------------------------------------------------
+
+
+class LocalCopy(NamedTuple):
+    """What retention needs of an archived clip whose local copy is still here (kept small)."""
+
+    synced_at: str | None
+    offloaded_at: str | None
+    size: int
+    flags: tuple[str, ...]
+    media_type: str | None
+    retention_class: str | None
+    held: bool
+
+    @classmethod
+    def of(cls, record: Record) -> LocalCopy:
+        """The retention fields of a record."""
+        return cls(
+            record.get("synced_at"),
+            record.get("offloaded_at"),
+            int(record.get("size") or 0),
+            tuple(sys.intern(str(f)) for f in record.get("flags") or ()),
+            _interned(record.get("media_type")),
+            _interned(record.get("retention_class")),
+            bool(record.get("held")),
+        )
+
+    def record(self, clip_id: str) -> Record:
+        """A minimal synced record for select_purges."""
+        return {"clip_id": clip_id, "state": "synced", **self._asdict(), "flags": list(self.flags)}
+
+
+def _interned(value: Any) -> str | None:
+    """One shared string per distinct value (classes, media types repeat across copies)."""
+    return sys.intern(str(value)) if value is not None else None
+
+
+def _parsed(line: bytes) -> Record | None:
+    """An archive line's record; None (logged) when unreadable, so it is never purged."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        logger.warning("archive: unreadable line skipped by retention")
+        return None
+    return record if isinstance(record, dict) else None
+
+
+class LocalCopies:
+    """Archived clips whose local copy is still here, followed from the shards (any writer)."""
+
+    def __init__(self, index: ClipIndex) -> None:
+        """Empty until load(); the shards are read by an ArchiveFollower."""
+        self._follower = index.follow_archive()
+        self._copies: dict[str, LocalCopy] = {}
+        self._lock = threading.Lock()
+        self.ready = threading.Event()
+
+    def load(self, stop: threading.Event | None = None) -> None:
+        """The start-up scan, shard by shard; resumes if stopped, no-op once done."""
+        with self._lock:
+            if self.ready.is_set():
+                return
+            for clip_id, line in self._follower.poll(stop):
+                self._apply(clip_id, line)
+            if stop is None or not stop.is_set():
+                self.ready.set()
+
+    def catch_up(self) -> None:
+        """Apply what was archived, purged, held or released since the last look."""
+        with self._lock:
+            for clip_id, line in self._follower.poll():
+                self._apply(clip_id, line)
+
+    def forget(self, clip_id: str) -> None:
+        """The local copy of `clip_id` is gone."""
+        with self._lock:
+            self._copies.pop(clip_id, None)
+
+    def records(self) -> list[Record]:
+        """Minimal records of every local copy, for selection."""
+        with self._lock:
+            return [copy.record(clip_id) for clip_id, copy in self._copies.items()]
+
+    def __len__(self) -> int:
+        """How many archived local copies are known."""
+        return len(self._copies)
+
+    def _apply(self, clip_id: str, line: bytes) -> None:
+        """A later version wins: synced keeps (or refreshes) the entry, anything else drops it."""
+        record = _parsed(line) if SYNCED in line else None  # most lines: purged, not parsed
+        if record is not None and record.get("state") == "synced":
+            self._copies[sys.intern(clip_id)] = LocalCopy.of(record)
+        else:
+            self._copies.pop(clip_id, None)
+
+
+# ---- the purger (daemon plugin) -------------------------------------------------------------
 
 
 def _unlink(path: str | None) -> bool:
@@ -186,25 +297,34 @@ def _unlink(path: str | None) -> bool:
 
 
 class Purger:
-    """Daemon plugin: periodically purges local copies that are acked and due (or under pressure)."""
+    """Daemon plugin: purges local copies that are acked and due (or under disk pressure)."""
 
     def __init__(self, services: Services, clock: Callable[[], datetime] = utcnow) -> None:
         """Purge within `services`' store; `clock` is the trusted time."""
         self.s = services
         self.clock = clock
         self.interval_s = services.cfg.retention.purge_interval_s
+        self.copies = LocalCopies(services.index)
         self._last = -math.inf
+        self._stop = threading.Event()
+        self._scan = threading.Thread(target=self._load, name="purger-scan", daemon=True)
 
     def start(self) -> None:
-        """Nothing to start: passes run from tick()."""
+        """Scan the archive in the background: start-up does not wait for it."""
+        self._scan.start()
 
     def stop(self) -> None:
-        """Nothing to stop."""
+        """Abandon an unfinished start-up scan."""
+        self._stop.set()
+        if self._scan.is_alive():
+            self._scan.join(5)
 
     def tick(self) -> None:
-        """Run a pass when the purge interval has passed (called by the daemon every 0.5 s)."""
+        """Run a pass when the interval has passed and the start-up scan is done (every 0.5 s)."""
         if time.monotonic() - self._last < self.interval_s:
             return
+        if not self.copies.ready.is_set() and self._scan.is_alive():
+            return  # the start-up scan is still running (a failed one is retried by the pass)
         self._last = time.monotonic()
         try:
             self.run_pass()
@@ -212,11 +332,11 @@ class Purger:
             logger.exception("retention pass failed")
 
     def run_pass(self) -> list[tuple[str, str]]:
-        """Reclassify, select and purge; returns what was purged as (clip_id, reason)."""
-        records = self.s.index.active()
-        self._archive_finished(records)
-        records = [r for r in records if r.get("state") != "purged"]
-        self._reclassify(records)
+        """Tidy the active set, select and purge; returns what was purged as (clip_id, reason)."""
+        self.copies.load()  # no-op once the start-up scan is done
+        active = self._tidy_active()
+        self.copies.catch_up()
+        records = self._candidates(active)
         usage = shutil.disk_usage(self.s.store.root)
         cfg = self.s.cfg
         chosen = select_purges(
@@ -227,12 +347,30 @@ class Purger:
             logger.info("retention pass purged %d local copies", len(done))
         return done
 
-    def _archive_finished(self, records: list[Record]) -> None:
-        """Purged clips whose recorder copy has since gone leave the active set."""
+    def _load(self) -> None:
+        """The background start-up scan (logged, never raised)."""
+        started = time.monotonic()
+        try:
+            self.copies.load(self._stop)
+        except Exception:  # the next pass retries the scan in the housekeeping thread
+            logger.exception("retention: archive scan failed")
+            return
+        took = time.monotonic() - started
+        logger.info("retention: %d archived local copies (scan %.1f s)", len(self.copies), took)
+
+    def _tidy_active(self) -> list[Record]:
+        """Archive finished clips, reclassify the rest; the active records with a local copy."""
         policy = self.s.cfg.policy.delete_from_recorder
-        for record in records:
-            if finished(record, policy):
-                self.s.index.archive(record["clip_id"])
+        records = self.s.index.active()
+        live = [r for r in records if not archive_if_finished(self.s.index, r, policy)]
+        live = [r for r in live if r.get("state") != "purged"]
+        self._reclassify(live)
+        return live
+
+    def _candidates(self, active: list[Record]) -> list[Record]:
+        """Active records plus archived local copies (the active version wins a crash's twin)."""
+        ids = {r["clip_id"] for r in active}
+        return active + [r for r in self.copies.records() if r["clip_id"] not in ids]
 
     def _reclassify(self, records: list[Record]) -> None:
         """Flags grow after offload (analysis adds `marked`): keep retention_class current."""
@@ -268,9 +406,9 @@ class Purger:
             purge_reason=reason,
             purge_custody_seq=entry["seq"],
         )
+        self.copies.forget(clip_id)
         self._log(record, reason)
-        if finished(updated, self.s.cfg.policy.delete_from_recorder):
-            self.s.index.archive(clip_id)
+        archive_if_finished(self.s.index, updated, self.s.cfg.policy.delete_from_recorder)
         return True
 
     def _log(self, record: Record, reason: str) -> None:

@@ -15,7 +15,7 @@ from agent.mqtt.connection import MqttConnection
 from agent.notes import Note, NotesStore
 from agent.outbox import Outbox
 from agent.record import manifest
-from agent.retention import classify
+from agent.retention import archive_if_finished, classify
 from agent.services import Services
 from agent.timebase import utcnow
 from agent.transfer.sender import FileSender, SendSettings, TransferFailed, TransferInterrupted
@@ -205,7 +205,8 @@ class Sync:
             client_id=self.s.cfg.client_id,
             synced_at=synced_at,
         )
-        self.s.index.update(clip_id, state="synced", synced_at=synced_at)
+        updated = self.s.index.update(clip_id, state="synced", synced_at=synced_at)
+        archive_if_finished(self.s.index, updated, self.s.cfg.policy.delete_from_recorder)
         self.s.bus.event(
             "clip_synced",
             device_id=record["device_id"],

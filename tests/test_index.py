@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.index import ClipIndex, IndexCorrupt, shard_name
+from agent.index import ArchiveFollower, ClipIndex, IndexCorrupt, line_clip_id, shard_name
 
 
 def cid(n: int) -> str:
@@ -202,3 +202,47 @@ def test_a_damaged_active_file_is_named_not_silently_emptied(tmp_path: Path) -> 
     (tmp_path / "index" / "active.json").write_text('{"active": {"1": {"clip')
     with pytest.raises(IndexCorrupt, match="active.json"):
         ClipIndex(tmp_path)
+
+
+def followed(follower: ArchiveFollower) -> list[tuple[str, str]]:
+    """(clip_id, state) of each line a poll yields."""
+    return [(c, json.loads(line)["state"]) for c, line in follower.poll()]
+
+
+def test_archive_follower_reads_history_once_then_only_appends(
+    tmp_path: Path, index: ClipIndex
+) -> None:
+    for n in range(5):
+        index.put(rec(n, state="synced"))
+        index.archive(cid(n))
+    index.update(cid(1), state="purged")
+    follower = index.follow_archive()
+    first = followed(follower)
+    assert sorted(first) == sorted([(cid(n), "purged" if n == 1 else "synced") for n in range(5)])
+    assert followed(follower) == []
+    other = ClipIndex(tmp_path)  # another process (the CLI) appends a version
+    other.update(cid(2), held=True)
+    other.update(cid(2), state="purged")
+    assert followed(follower) == [(cid(2), "synced"), (cid(2), "purged")]
+
+
+def test_archive_follower_waits_for_a_torn_line_to_end(tmp_path: Path, index: ClipIndex) -> None:
+    index.put(rec(1, state="synced"))
+    index.archive(cid(1))
+    follower = index.follow_archive()
+    assert len(list(follower.poll())) == 1
+    shard = tmp_path / "index" / "archive" / shard_name(cid(1))
+    line = json.dumps(rec(1, state="purged"), separators=(",", ":")).encode() + b"\n"
+    with open(shard, "ab") as fh:
+        fh.write(line[:30])
+    assert list(follower.poll()) == []
+    with open(shard, "ab") as fh:
+        fh.write(line[30:])
+    assert [c for c, _ in follower.poll()] == [cid(1)]
+
+
+def test_line_clip_id_without_parsing_and_when_ambiguous() -> None:
+    assert line_clip_id(json.dumps(rec(3), separators=(",", ":")).encode()) == cid(3)
+    nested = {"clip_id": cid(4), "extra": {"clip_id": "x"}}
+    assert line_clip_id(json.dumps(nested, separators=(",", ":")).encode()) == cid(4)
+    assert line_clip_id(b'{"clip_id":"torn') is None
