@@ -62,8 +62,12 @@ def test_file_matches_memory_after_every_kind_of_change(tmp_path: Path, index: C
     index.archive(cid(5))  # the highest doc id goes: its number is reused next
     index.put(rec(7, bay=3))
     index.put(rec(3, state="synced"))
+    replayed = ClipIndex(tmp_path)  # snapshot (none yet) plus the journal
+    assert sorted(replayed.active(), key=str) == sorted(index.active(), key=str)
+    index.compact()
     on_disk = json.loads((tmp_path / "index" / "active.json").read_text())
     assert sorted(on_disk["active"].values(), key=str) == sorted(index.active(), key=str)
+    assert (tmp_path / "index" / "active.journal").stat().st_size == 0
 
 
 def test_returned_records_are_copies(index: ClipIndex) -> None:
@@ -150,6 +154,7 @@ def test_stats_report_the_sync_backlog(index: ClipIndex) -> None:
 
 def test_active_file_is_always_whole_json(tmp_path: Path, index: ClipIndex) -> None:
     index.put(rec(1))
+    index.close()  # a clean shutdown compacts the journal into the snapshot
     data = json.loads((tmp_path / "index" / "active.json").read_text())
     assert [d["clip_id"] for d in data["active"].values()] == [cid(1)]
     assert not list((tmp_path / "index").glob(".active.json.*"))
@@ -246,3 +251,105 @@ def test_line_clip_id_without_parsing_and_when_ambiguous() -> None:
     nested = {"clip_id": cid(4), "extra": {"clip_id": "x"}}
     assert line_clip_id(json.dumps(nested, separators=(",", ":")).encode()) == cid(4)
     assert line_clip_id(b'{"clip_id":"torn') is None
+
+
+JOURNAL_OPS = ["put", "put", "update", "batch", "remove"]
+
+
+def journal_path(tmp_path: Path) -> Path:
+    return tmp_path / "index" / "active.journal"
+
+
+def test_a_put_is_one_fsynced_journal_line_not_a_rewrite(tmp_path: Path, index: ClipIndex) -> None:
+    index.put(rec(1))
+    index.put(rec(2))
+    index.update(cid(1), state="synced")
+    index.put_many([rec(3), rec(4, bay=2)])
+    index.archive(cid(2))
+    lines = journal_path(tmp_path).read_bytes().splitlines()
+    assert [json.loads(line)["op"] for line in lines] == JOURNAL_OPS
+    assert not (tmp_path / "index" / "active.json").exists()
+    again = ClipIndex(tmp_path)
+    assert {r["clip_id"] for r in again.active()} == {cid(1), cid(3), cid(4)}
+    assert again.get(cid(1))["state"] == "synced"  # type: ignore[index]
+
+
+def test_torn_journal_line_is_ignored_then_cut(tmp_path: Path, index: ClipIndex) -> None:
+    index.put(rec(1))
+    whole = journal_path(tmp_path).read_bytes()
+    torn = json.dumps(
+        {"op": "batch", "ops": [{"op": "put", "r": rec(2)}, {"op": "put", "r": rec(3)}]}
+    )
+    with open(journal_path(tmp_path), "ab") as fh:
+        fh.write(torn[:-20].encode())  # a crash mid-append: never acknowledged
+    again = ClipIndex(tmp_path)
+    assert [r["clip_id"] for r in again.active()] == [cid(1)]  # the batch is all or nothing
+    again.put(rec(4))
+    data = journal_path(tmp_path).read_bytes()
+    assert data.startswith(whole) and data.count(b"\n") == 2
+    assert {r["clip_id"] for r in ClipIndex(tmp_path).active()} == {cid(1), cid(4)}
+
+
+def test_a_damaged_journal_line_is_named(tmp_path: Path, index: ClipIndex) -> None:
+    index.put(rec(1))
+    with open(journal_path(tmp_path), "ab") as fh:
+        fh.write(b'{"op": "put", "r": {"clip\n')
+    with pytest.raises(IndexCorrupt, match="active.journal"):
+        ClipIndex(tmp_path)
+
+
+def test_crash_between_snapshot_and_truncate_replays_harmlessly(
+    tmp_path: Path, index: ClipIndex
+) -> None:
+    for n in range(5):
+        index.put(rec(n))
+    index.update(cid(1), state="synced", flags=["a"])
+    index.archive(cid(2))
+    index.put(rec(2, bay=9))  # the same clip again, after its removal
+    index.update(cid(3), flags=["b"])
+    index.archive(cid(3))
+    journal = journal_path(tmp_path).read_bytes()
+    expected = sorted(index.active(), key=str)
+    index.compact()
+    journal_path(tmp_path).write_bytes(journal)  # as if the truncate never happened
+    assert sorted(ClipIndex(tmp_path).active(), key=str) == expected
+
+
+def test_compaction_when_the_journal_grows(
+    tmp_path: Path, index: ClipIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("agent.index.COMPACT_BYTES", 2000)
+    reader = ClipIndex(tmp_path)  # another process following along
+    for n in range(20):
+        index.put(rec(n))
+        assert journal_path(tmp_path).stat().st_size <= 2000 + 1000
+        assert len(reader.active()) == n + 1
+    assert (tmp_path / "index" / "active.json").exists()
+    assert sorted(ClipIndex(tmp_path).active(), key=str) == sorted(index.active(), key=str)
+
+
+def test_other_processes_follow_across_compactions(tmp_path: Path, index: ClipIndex) -> None:
+    cli = ClipIndex(tmp_path)
+    index.put(rec(1))
+    assert cli.get(cid(1)) is not None
+    cli.update(cid(1), held=True)
+    cli.close()  # compacts: snapshot replaced, journal emptied
+    index.put(rec(2))  # appended over the other process's compaction
+    assert index.get(cid(1))["held"] is True  # type: ignore[index]
+    assert {r["clip_id"] for r in ClipIndex(tmp_path).active()} == {cid(1), cid(2)}
+
+
+def test_a_failed_journal_write_changes_nothing(
+    tmp_path: Path, index: ClipIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index.put(rec(1))
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("agent.index.os.fsync", full)
+    with pytest.raises(OSError):
+        index.put(rec(2))
+    monkeypatch.undo()
+    assert [r["clip_id"] for r in index.active()] == [cid(1)]
+    assert [r["clip_id"] for r in ClipIndex(tmp_path).active()] == [cid(1)]
