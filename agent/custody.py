@@ -96,21 +96,36 @@ class CustodyLog:
 
     def append(self, event: str, **fields: Any) -> dict[str, Any]:
         """Append one entry, fsync it, and return it with its seq and hash."""
+        return self.append_many([(event, fields)])[0]
+
+    def append_many(self, items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Append consecutive entries with one write and one fsync; all are durable on return."""
         with self._lock, _flocked(self._fd, fcntl.LOCK_EX):
             # Another process (a CLI command) may have appended since our last look.
             if os.fstat(self._fd).st_size != self._size:
                 self._refresh(repair=True)
-            seq, prev = self._head
-            entry = seal(seq + 1, now_iso(), event, prev, fields)
-            data = (canonical(entry) + "\n").encode("utf-8")
+            entries = self._chain(items)
+            data = "".join(canonical(entry) + "\n" for entry in entries).encode("utf-8")
             if os.write(self._fd, data) != len(data):
                 # The partial line is torn; the next append repairs it before writing.
                 self._size = -1
                 raise OSError(f"{self.path}: short write of a custody entry (disk full?)")
             os.fsync(self._fd)
-            self._head = (entry["seq"], entry["hash"])
+            if entries:
+                self._head = (entries[-1]["seq"], entries[-1]["hash"])
             self._size += len(data)
-            return entry
+            return entries
+
+    def _chain(self, items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Sealed entries for `items`, continuing the chain from the current head."""
+        seq, prev = self._head
+        entries = []
+        for event, fields in items:
+            seq += 1
+            entry = seal(seq, now_iso(), event, prev, fields)
+            prev = entry["hash"]
+            entries.append(entry)
+        return entries
 
     def head(self) -> tuple[int, str]:
         """(seq, hash) of the last entry; (0, 64 zeros) when the log is empty."""

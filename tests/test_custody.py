@@ -220,3 +220,39 @@ def test_sigkill_mid_loop_leaves_verifiable_log_and_loadable_index(
         assert record is not None and record["size"] == i
     assert log.append("docked", device="after-crash")["seq"] == log.head()[0]
     assert verify_chain(tmp_path / "custody.jsonl") == []
+
+
+def test_append_many_chains_entries_with_one_fsync(
+    log_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = CustodyLog(log_path)
+    first = log.append("docked", device="ZFY1")
+    syncs: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr("agent.custody.os.fsync", lambda fd: syncs.append(fd) or real_fsync(fd))
+    batch = log.append_many(
+        [
+            (
+                "clip_offloaded",
+                {"device_id": "ZFY1", "file": f"c{i}.JPG", "sha256": "ab", "size": i},
+            )
+            for i in range(3)
+        ]
+        + [("clip_verified", {"device_id": "ZFY1", "sha256": "ab", "size": 2})]
+    )
+    assert len(syncs) == 1  # durable before append_many returns: one fsync for the batch
+    assert [e["seq"] for e in batch] == [2, 3, 4, 5]
+    assert batch[0]["prev"] == first["hash"] and batch[1]["prev"] == batch[0]["hash"]
+    assert log.head() == (5, batch[-1]["hash"])
+    assert list(iter_entries(log_path)) == [first, *batch]
+    assert verify_chain(log_path) == []
+    assert log.append_many([]) == []
+    assert CustodyLog(log_path).append("undocked", device="ZFY1")["seq"] == 6
+    assert verify_chain(log_path) == []
+
+
+def test_append_many_refuses_reserved_fields_and_writes_nothing(log_path: Path) -> None:
+    log = CustodyLog(log_path)
+    with pytest.raises(ValueError):
+        log.append_many([("docked", {"device": "a"}), ("docked", {"seq": 9})])
+    assert not log_path.read_bytes() and log.head() == (0, ZERO_HASH)
