@@ -229,7 +229,12 @@ def test_append_many_chains_entries_with_one_fsync(
     first = log.append("docked", device="ZFY1")
     syncs: list[int] = []
     real_fsync = os.fsync
-    monkeypatch.setattr("agent.custody.os.fsync", lambda fd: syncs.append(fd) or real_fsync(fd))
+
+    def counted(fd: int) -> None:
+        syncs.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr("agent.custody.os.fsync", counted)
     batch = log.append_many(
         [
             (
