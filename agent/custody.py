@@ -100,6 +100,8 @@ class CustodyLog:
 
     def append_many(self, items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
         """Append consecutive entries with one write and one fsync; all are durable on return."""
+        if not items:
+            return []
         with self._lock, _flocked(self._fd, fcntl.LOCK_EX):
             # Another process (a CLI command) may have appended since our last look.
             if os.fstat(self._fd).st_size != self._size:

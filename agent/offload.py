@@ -5,18 +5,24 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from agent import retention, roster
 from agent.findings import Finding, fault, warning
 from agent.record import Docking, dest_rel, new_record, start_time
 from agent.services import Services
-from agent.store import CHUNK, DiskFull, SourceReadError, StoredCopy
+from agent.store import CHUNK, SMALL, DiskFull, SourceReadError, Staged, StoredCopy
 from firmware_interface.base import ClipEntry, Recorder, RecorderError, RecorderGone
 
 logger = logging.getLogger(__name__)
+
+# A batch of small files shares its fsyncs: custody (one), index (one), directories (once each).
+BATCH_FILES = 32
+BATCH_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -48,6 +54,7 @@ class Offloader:
         self.progress = progress  # (clips_done_delta, bytes_done_delta)
         # Rows indexed before this pass; the pass's own rows have other recorder paths.
         self._prior: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        self._handled = 0  # clips of this pass done with: the rest are pending at a stop
         self.log_extra = {
             "DOCK_ID": services.cfg.dock.id,
             "BAY": docking.bay,
@@ -58,24 +65,66 @@ class Offloader:
         """Offload `clips` oldest first; stop at disk full, undock or cancel (RecorderGone raised)."""
         result = OffloadResult()
         self._prior = self._indexed_files()
-        for i, clip in enumerate(clips):
+        self._handled = 0
+        for group in batches(clips):
             if self.cancel.is_set():
                 raise RecorderGone("offload cancelled: recorder undocked")
-            if not self.s.store.has_room(clip.size):
-                self._disk_full(result, len(clips) - i)
-                break
             try:
-                self._one(clip, result)
+                self._group(group, result)
             except DiskFull:
-                self._disk_full(result, len(clips) - i)
+                self._disk_full(result, len(clips) - self._handled)
                 break
-            except RecorderError as exc:
-                if isinstance(exc, RecorderGone):
-                    raise
-                result.findings.append(warning(exc.code, f"{clip.path}: {exc}", path=clip.path))
-                result.pending += 1
-            self.progress(1, 0)
         return result
+
+    def _group(self, group: list[ClipEntry], result: OffloadResult) -> None:
+        """One large clip on its own, or a batch of small ones sharing their fsyncs."""
+        if len(group) == 1 and group[0].size >= SMALL:
+            _check_room(self.s.store.has_room(group[0].size))
+            self._guarded(partial(self._one, group[0], result), group[0], result)
+            self._settle()
+            return
+        staged: list[tuple[ClipEntry, Staged]] = []
+        try:
+            full = self._stage_all(group, result, staged)
+            copies = self.s.store.commit([item for _, item in staged])
+        except BaseException:
+            self.s.store.discard([item for _, item in staged])
+            raise
+        self._record_batch([clip for clip, _ in staged], copies, result)
+        for _ in staged:
+            self._settle()
+        if full is not None:
+            raise full  # after the clips that fitted are stored and indexed, as one by one
+
+    def _stage_all(
+        self, group: list[ClipEntry], result: OffloadResult, staged: list[tuple[ClipEntry, Staged]]
+    ) -> DiskFull | None:
+        """Stage the batch's clips in order; stop at the first that does not fit (returned)."""
+        for clip in group:
+            try:
+                _check_room(self.s.store.has_room(clip.size))
+                if not self._guarded(partial(self._stage, clip, result, staged), clip, result):
+                    self._settle()
+            except DiskFull as exc:
+                return exc
+        return None
+
+    def _guarded(self, work: Callable[[], None], clip: ClipEntry, result: OffloadResult) -> bool:
+        """Run `work` for one clip; a recorder error on it is a warning and the clip pending."""
+        try:
+            work()
+        except RecorderError as exc:
+            if isinstance(exc, RecorderGone):
+                raise
+            result.findings.append(warning(exc.code, f"{clip.path}: {exc}", path=clip.path))
+            result.pending += 1
+            return False
+        return True
+
+    def _settle(self) -> None:
+        """One clip is done with (stored, known, or pending after an error)."""
+        self._handled += 1
+        self.progress(1, 0)
 
     def _disk_full(self, result: OffloadResult, remaining: int) -> None:
         free = self.s.store.free_bytes()
@@ -86,31 +135,50 @@ class Offloader:
         logger.error("%s", msg, extra=self.log_extra)
 
     def _one(self, clip: ClipEntry, result: OffloadResult) -> None:
+        if not self._skip_known(clip, result):
+            self._record_batch([clip], [self._copy(clip)], result)
+
+    def _skip_known(self, clip: ClipEntry, result: OffloadResult) -> bool:
+        """Whether this recorder file is already indexed (then counted, not copied)."""
         known = self._known(clip)
-        if known is not None:
-            result.clip_ids.append(known["clip_id"])
-            result.known += 1
-            self.progress(0, clip.size)
+        if known is None:
+            return False
+        result.clip_ids.append(known["clip_id"])
+        result.known += 1
+        self.progress(0, clip.size)
+        return True
+
+    def _stage(
+        self, clip: ClipEntry, result: OffloadResult, staged: list[tuple[ClipEntry, Staged]]
+    ) -> None:
+        """Copy and hash one small clip into `.incoming`, unless it is already indexed."""
+        if self._skip_known(clip, result):
+            self._settle()
             return
-        copy = self._copy(clip)
-        existing = self.s.index.get(copy.sha256)
-        if existing is not None:
-            self._drop_duplicate(copy, existing)
-            result.clip_ids.append(copy.sha256)
-            result.known += 1
-            return
-        self._record(clip, copy)
-        result.clip_ids.append(copy.sha256)
-        result.new += 1
+        try:
+            with self.recorder.open_clip(clip) as src:
+                item = self.s.store.stage(
+                    src,
+                    self._dest(clip),
+                    f"bay{self.docking.bay}",
+                    lambda n: self.progress(0, n),
+                    self.cancel,
+                )
+        except SourceReadError as exc:
+            raise RecorderGone(str(exc)) from exc
+        staged.append((clip, item))
+
+    def _dest(self, clip: ClipEntry) -> Path:
+        provisional = start_time(clip, self.s.store.root / "nonexistent", self.docking)
+        return dest_rel(self.docking, provisional.start, clip)
 
     def _copy(self, clip: ClipEntry) -> StoredCopy:
         tag = f"bay{self.docking.bay}"
-        provisional = start_time(clip, self.s.store.root / "nonexistent", self.docking)
         try:
             with self.recorder.open_clip(clip) as src:
                 return self.s.store.acquire(
                     src,
-                    dest_rel(self.docking, provisional.start, clip),
+                    self._dest(clip),
                     tag,
                     lambda n: self.progress(0, n),
                     self.cancel,
@@ -152,27 +220,69 @@ class Offloader:
             extra={**self.log_extra, "CLIP_SHA256": copy.sha256},
         )
 
-    def _record(self, clip: ClipEntry, copy: StoredCopy) -> None:
-        start = start_time(clip, copy.path, self.docking)
-        device = self.docking.identity.device_id
-        entry = self.s.custody.append(
-            "clip_offloaded",
-            device_id=device,
-            file=clip.path,
-            sha256=copy.sha256,
-            size=copy.size,
-            bay=self.docking.bay,
-            local_path=str(copy.path),
+    def _record_batch(
+        self, clips: list[ClipEntry], copies: list[StoredCopy], result: OffloadResult
+    ) -> None:
+        """Custody entries of the batch (one fsync), then its index rows (one), then events."""
+        fresh: dict[str, tuple[ClipEntry, StoredCopy]] = {}
+        for clip, copy in zip(clips, copies, strict=True):
+            existing = self._existing(copy, fresh)
+            result.clip_ids.append(copy.sha256)
+            if existing is not None:
+                self._drop_duplicate(copy, existing)
+                result.known += 1
+            else:
+                fresh[copy.sha256] = (clip, copy)
+        if not fresh:
+            return
+        entries = self.s.custody.append_many(
+            [item for clip, copy in fresh.values() for item in self._custody_items(clip, copy)]
         )
-        self.s.custody.append("clip_verified", device_id=device, sha256=copy.sha256, size=copy.size)
+        records = [
+            self._new_record(clip, copy, entry)
+            for (clip, copy), entry in zip(fresh.values(), entries[::2], strict=True)
+        ]
+        self.s.index.put_many(records)
+        for clip, copy in fresh.values():
+            self._announce(clip, copy)
+            result.new += 1
+
+    def _existing(
+        self, copy: StoredCopy, fresh: dict[str, tuple[ClipEntry, StoredCopy]]
+    ) -> dict[str, Any] | None:
+        """The index row of the same bytes, or an earlier copy of them in this batch."""
+        if copy.sha256 in fresh:
+            return {"local_path": str(fresh[copy.sha256][1].path), "state": "offloaded"}
+        return self.s.index.get(copy.sha256)
+
+    def _custody_items(self, clip: ClipEntry, copy: StoredCopy) -> list[tuple[str, dict[str, Any]]]:
+        """The two custody entries of one stored clip: offloaded, then verified."""
+        device = self.docking.identity.device_id
+        offloaded = {
+            "device_id": device,
+            "file": clip.path,
+            "sha256": copy.sha256,
+            "size": copy.size,
+            "bay": self.docking.bay,
+            "local_path": str(copy.path),
+        }
+        verified = {"device_id": device, "sha256": copy.sha256, "size": copy.size}
+        return [("clip_offloaded", offloaded), ("clip_verified", verified)]
+
+    def _new_record(
+        self, clip: ClipEntry, copy: StoredCopy, entry: dict[str, Any]
+    ) -> dict[str, Any]:
+        start = start_time(clip, copy.path, self.docking)
         record = new_record(self.docking, clip, copy.sha256, copy.size, copy.path, start, entry)
         roster.annotate(record, self.s.extra.get("roster"))
         record["retention_class"] = retention.classify(record, self.s.cfg.retention)
-        self.s.index.put(record)
+        return record
+
+    def _announce(self, clip: ClipEntry, copy: StoredCopy) -> None:
         self.s.bus.event(
             "clip_offloaded",
             bay=self.docking.bay,
-            device_id=device,
+            device_id=self.docking.identity.device_id,
             file_name=clip.name,
             sha256=copy.sha256,
             size=copy.size,
@@ -183,3 +293,30 @@ class Offloader:
             copy.size,
             extra={**self.log_extra, "CLIP_SHA256": copy.sha256},
         )
+
+
+def _check_room(has_room: bool) -> None:
+    if not has_room:
+        raise DiskFull("not enough room for the next clip and the reserve")
+
+
+def batches(
+    clips: list[ClipEntry], files: int = BATCH_FILES, size: int = BATCH_BYTES
+) -> Iterator[list[ClipEntry]]:
+    """Clips in order: each large one alone, runs of small ones in bounded batches."""
+    batch: list[ClipEntry] = []
+    for clip in clips:
+        if (
+            clip.size >= SMALL
+            or len(batch) >= files
+            or sum(c.size for c in batch) + clip.size > size
+        ):
+            if batch:
+                yield batch
+            batch = []
+        if clip.size >= SMALL:
+            yield [clip]
+        else:
+            batch.append(clip)
+    if batch:
+        yield batch

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
+import itertools
 import logging
 import os
 import queue
@@ -21,6 +23,8 @@ logger = logging.getLogger(__name__)
 CHUNK = 1024 * 1024  # fits the L2 cache: read, hash and write touch it while it is hot
 WINDOW = 32 * 1024 * 1024  # a large copy is re-read from disk in windows of this size
 INCOMING = ".incoming"
+SMALL = 8 * 1024 * 1024  # files below this are offloaded in batches (stage, then commit)
+_SYNC_FILE_RANGE_WRITE = 2
 
 
 class DiskFull(Exception):
@@ -49,6 +53,16 @@ class StoredCopy:
     reused: bool  # an identical file was already there (re-dock after a crash)
 
 
+@dataclass(frozen=True)
+class Staged:
+    """A copied and hashed file in `.incoming`, not yet durable, verified or in place."""
+
+    tmp: Path
+    dest_rel: Path
+    sha256: str
+    size: int
+
+
 def sha256_file(path: Path, drop_cache: bool = True) -> str:
     """SHA-256 of a file as stored on disk (page cache dropped first, so the disk is read)."""
     h = hashlib.sha256()
@@ -71,6 +85,7 @@ class EvidenceStore:
         self.reserve_bytes = reserve_bytes
         self.incoming.mkdir(parents=True, exist_ok=True)
         self._name_lock = threading.Lock()
+        self._serial = itertools.count()  # unique temp names within one thread's batch
 
     def clean_incoming(self) -> list[str]:
         """Remove partial copies left by a crash; they were never indexed."""
@@ -111,33 +126,75 @@ class EvidenceStore:
             raise VerifyFailed(f"{final}: stored copy does not match sha256 {sha}")
         return StoredCopy(final, sha, size, reused)
 
+    def stage(
+        self,
+        src: BinaryIO,
+        dest_rel: Path,
+        tag: str,
+        progress: Callable[[int], None],
+        cancel: threading.Event,
+    ) -> Staged:
+        """Copy `src` to a temp file, hashing every byte; commit() makes it durable and proves it."""
+        n = next(self._serial)
+        tmp = self.incoming / f"{tag}.{os.getpid()}.{threading.get_ident()}.{n}.part"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o440)
+        try:
+            sha, size = _pump(src, fd, progress, cancel, _ignore)
+            _start_writeback(fd)  # the disk writes it while we copy the next file
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(fd)
+        return Staged(tmp, dest_rel, sha, size)
+
+    def commit(self, staged: list[Staged]) -> list[StoredCopy]:
+        """fsync each staged file, verify it from disk, link it into place, fsync each dir once."""
+        try:
+            for item in staged:
+                _fsync_path(item.tmp)
+            for item in staged:  # cache dropped: the disk's copy is what is hashed
+                if sha256_file(item.tmp) != item.sha256:
+                    raise VerifyFailed(f"{item.tmp}: stored copy does not match {item.sha256}")
+            dirs: set[Path] = {self.root}
+            placed = [self._place(i.tmp, self.root / i.dest_rel, i.sha256, dirs) for i in staged]
+            for directory in sorted(dirs, key=lambda d: -len(d.parts)):
+                fsync_dir(directory)
+        finally:
+            self.discard(staged)
+        for (final, reused), item in zip(placed, staged, strict=True):
+            if reused and sha256_file(final) != item.sha256:
+                raise VerifyFailed(f"{final}: stored copy does not match sha256 {item.sha256}")
+        return [
+            StoredCopy(f, i.sha256, i.size, r) for (f, r), i in zip(placed, staged, strict=True)
+        ]
+
+    def discard(self, staged: list[Staged]) -> None:
+        """Remove the temp files (their content is linked into place, or abandoned)."""
+        for item in staged:
+            item.tmp.unlink(missing_ok=True)
+
     def _copy(
         self, src: BinaryIO, tmp: Path, progress: Callable[[int], None], cancel: threading.Event
     ) -> tuple[str, int, str]:
         """(sha256 read, size, sha256 of the copy re-read from disk after fsync)."""
-        h = hashlib.sha256()
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
-        size = 0
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o440)
         reread = _Reread(fd)
         try:
-            while n := _read(src, buf):
-                if cancel.is_set():
-                    raise CopyCancelled("copy cancelled")
-                h.update(view[:n])
-                _write_all(fd, view[:n])
-                size += n
-                reread.written(size)
-                progress(n)
+            sha, size = _pump(src, fd, progress, cancel, reread.written)
             _fsync(fd)
-            return h.hexdigest(), size, reread.finish(size)
+            return sha, size, reread.finish(size)
         finally:
             reread.stop()
             os.close(fd)
 
-    def _place(self, tmp: Path, dest: Path, sha: str) -> tuple[Path, bool]:
-        """Link the temp file into place without overwriting; reuse an identical file."""
+    def _place(
+        self, tmp: Path, dest: Path, sha: str, dirs: set[Path] | None = None
+    ) -> tuple[Path, bool]:
+        """Link the temp file into place without overwriting; reuse an identical file.
+
+        The directories to fsync are added to `dirs` when given (a batch syncs each once).
+        """
         with self._name_lock:
             dest.parent.mkdir(parents=True, exist_ok=True)
             for candidate in (dest, dest.with_name(f"{dest.stem}_{sha[:12]}{dest.suffix}")):
@@ -147,8 +204,11 @@ class EvidenceStore:
                     if sha256_file(candidate, drop_cache=False) == sha:
                         return candidate, True
                     continue
-                fsync_dir(candidate.parent)
-                fsync_dir(candidate.parent.parent)
+                if dirs is None:
+                    fsync_dir(candidate.parent)
+                    fsync_dir(candidate.parent.parent)
+                else:
+                    dirs.update((candidate.parent, candidate.parent.parent))
                 return candidate, False
         raise FileExistsError(f"{dest}: name taken by other content twice")
 
@@ -220,6 +280,61 @@ def _reread(fd: int, start: int, end: int, h: Any) -> None:
             raise VerifyFailed("stored copy is shorter than what was written")
         h.update(view[:n])
         start += n
+
+
+def _pump(
+    src: BinaryIO,
+    fd: int,
+    progress: Callable[[int], None],
+    cancel: threading.Event,
+    written: Callable[[int], None],
+) -> tuple[str, int]:
+    """Copy `src` to `fd`, hashing every byte on the way: (sha256, size)."""
+    h = hashlib.sha256()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    size = 0
+    while n := _read(src, buf):
+        if cancel.is_set():
+            raise CopyCancelled("copy cancelled")
+        h.update(view[:n])
+        _write_all(fd, view[:n])
+        size += n
+        written(size)
+        progress(n)
+    return h.hexdigest(), size
+
+
+def _ignore(_size: int) -> None:
+    """No re-reading while a small file is staged (commit() re-reads it whole)."""
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_sync_file_range = _load_sync_file_range()
+
+
+def _start_writeback(fd: int) -> None:
+    """Start writing a file's dirty pages without waiting (a hint: fsync is the guarantee)."""
+    if _sync_file_range is not None:
+        _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+
+
+def _fsync_path(path: Path) -> None:
+    """fsync a file by name (Linux lets a read-only descriptor fsync)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _read(src: BinaryIO, buf: bytearray) -> int:
