@@ -291,3 +291,96 @@ def test_disk_full_stops_offload_deletes_nothing_and_faults(tmp_path: Path) -> N
         assert list((data / "evidence" / ".incoming").iterdir()) == []
     finally:
         subprocess.run(["umount", "-l", str(data)], check=False)
+
+
+def test_many_photos_are_batched_durable_first_then_custody_then_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.bench.bench_offload import clip_name, media_dir
+
+    cfg = dock_config(tmp_path)
+    rec = simkit.SimRecorder(device_id="ZFY0000001")  # as the bench: the files are the clips
+    photos = [media_dir(tmp_path / "bay1") / clip_name(n, "JPG", "ZFY0000001") for n in range(70)]
+    photos[0].parent.mkdir(parents=True, exist_ok=True)
+    for photo in photos:
+        photo.write_bytes(os.urandom(20_000))
+    photos[69].write_bytes(photos[3].read_bytes())  # the same bytes in another batch
+    photos[5].write_bytes(photos[4].read_bytes())  # and in the same batch: stored once each
+    calls: list[tuple[str, list[str]]] = []
+    with running(cfg) as (daemon, views):
+        spy(monkeypatch, daemon.services, calls)
+        simkit.dock(tmp_path / "bay1", rec)
+        wait_for(lambda: settled(daemon, views, 1), 60, "bay 1 to finish")
+        records = {r["clip_id"]: r for r in daemon.services.index.iter_all()}
+    assert len(records) == 68 and all(Path(r["local_path"]).exists() for r in records.values())
+    assert sorted(records) == sorted({sha(p) for p in photos})
+    stored = [p for p in (cfg.data_dir / "evidence").rglob("*.JPG") if ".incoming" not in p.parts]
+    assert len(stored) == 68, "a duplicate leaves no second copy"
+    assert [kind for kind, _ in calls] == ["commit", "custody", "index"] * 3  # 32 + 32 + 6
+    for (_, stored), (_, logged), (_, indexed) in zip(
+        calls[::3], calls[1::3], calls[2::3], strict=True
+    ):
+        assert set(indexed) == set(logged[::2]) == set(logged[1::2]) <= set(stored)
+    entries = [e for e in iter_entries(cfg.data_dir / "custody.jsonl") if "sha256" in e]
+    pairs = list(zip(entries[::2], entries[1::2], strict=True))
+    assert all(a["event"] == "clip_offloaded" and b["event"] == "clip_verified" for a, b in pairs)
+    assert all(a["sha256"] == b["sha256"] for a, b in pairs)
+    assert verify_chain(cfg.data_dir / "custody.jsonl") == []
+
+
+def spy(
+    monkeypatch: pytest.MonkeyPatch, services: object, calls: list[tuple[str, list[str]]]
+) -> None:
+    """Record the order of a batch's steps: stored copies, custody entries, index rows."""
+    store, custody_log, index = services.store, services.custody, services.index  # type: ignore[attr-defined]
+    commit, append_many, put_many = store.commit, custody_log.append_many, index.put_many
+
+    def commit_spy(staged: list) -> list:
+        copies = commit(staged)
+        calls.append(("commit", [c.sha256 for c in copies if c.path.exists()]))
+        return copies
+
+    def custody_spy(items: list) -> list:
+        if any(event == "clip_offloaded" for event, _ in items):  # append() goes through here too
+            calls.append(("custody", [fields["sha256"] for _, fields in items]))
+        return append_many(items)
+
+    def index_spy(records: list) -> None:
+        calls.append(("index", [r["clip_id"] for r in records]))
+        put_many(records)
+
+    monkeypatch.setattr(store, "commit", commit_spy)
+    monkeypatch.setattr(custody_log, "append_many", custody_spy)
+    monkeypatch.setattr(index, "put_many", index_spy)
+
+
+def no_progress(_n: int) -> None:
+    """Progress is not looked at here."""
+
+
+def test_a_batch_that_fails_verification_places_nothing(tmp_path: Path) -> None:
+    from agent.store import EvidenceStore, VerifyFailed
+
+    store = EvidenceStore(tmp_path / "data", reserve_bytes=0)
+    sources = [tmp_path / f"p{n}.JPG" for n in range(3)]
+    for source in sources:
+        source.write_bytes(os.urandom(50_000))
+    staged = []
+    for source in sources:
+        with open(source, "rb") as src:
+            staged.append(
+                store.stage(
+                    src,
+                    Path("ZFY1", "2026-11-25", source.name),
+                    "bay1",
+                    no_progress,
+                    threading.Event(),
+                )
+            )
+    assert [s.sha256 for s in staged] == [sha(p) for p in sources]
+    with open(staged[1].tmp, "r+b") as fh:  # the disk returns other bytes than were written
+        fh.write(b"X")
+    with pytest.raises(VerifyFailed):
+        store.commit(staged)
+    assert not (store.root / "ZFY1").exists()
+    assert list(store.incoming.iterdir()) == []
