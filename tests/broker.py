@@ -36,6 +36,7 @@ class Broker:
     proc: subprocess.Popen[bytes] | None = None
     host: str = "127.0.0.1"
     password_file: Path | None = None  # when set: no anonymous clients, only these users
+    extra_config: str = ""  # appended to mosquitto.conf, e.g. more (TLS) listeners
 
     def start(self) -> None:
         """Start (or restart) the broker and wait until it accepts connections."""
@@ -53,6 +54,7 @@ class Broker:
             f"persistence true\npersistence_location {self.workdir}/\n"
             "max_inflight_messages 0\nmax_queued_messages 100000\n"
             "message_size_limit 0\n"
+            f"{self.extra_config}"
         )
         binary = mosquitto_binary()
         assert binary, "mosquitto is not installed"
@@ -91,10 +93,15 @@ def write_password_file(path: Path, users: dict[str, str]) -> Path:
 
 
 @contextlib.contextmanager
-def running_broker(workdir: Path, users: dict[str, str] | None = None) -> Iterator[Broker]:
-    """Start a broker in `workdir` (only `users` may connect, when given) and stop it afterwards."""
+def running_broker(
+    workdir: Path, users: dict[str, str] | None = None, extra_config: str = ""
+) -> Iterator[Broker]:
+    """Start a broker in `workdir` (only `users` may connect, when given) and stop it afterwards.
+
+    `extra_config` is appended to its mosquitto.conf (e.g. further listeners with TLS).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
-    broker = Broker(port=free_port(), workdir=workdir)
+    broker = Broker(port=free_port(), workdir=workdir, extra_config=extra_config)
     if users is not None:
         broker.password_file = write_password_file(workdir / "passwd", users)
     broker.start()

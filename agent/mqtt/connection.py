@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import random
+import ssl
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -19,6 +22,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import MqttSection, read_secret
 from agent.logs import register_secret
+from agent.schema import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +67,7 @@ class MqttConnection:
         self._keepalive = keepalive
         self._connected = threading.Event()
         self._auth_failed = False
+        self._answered = False  # a CONNACK came since the last disconnect
         self._stopping = False
         self._attempt = 0
         self._lock = threading.Lock()
@@ -82,16 +87,7 @@ class MqttConnection:
         client.on_disconnect = self._handle_disconnect
         client.on_connect_fail = self._handle_connect_fail
         client.on_publish = self._handle_publish
-        if self._cfg.username:
-            password = read_secret(self._cfg.password_file)
-            register_secret(password)
-            client.username_pw_set(self._cfg.username, password or None)
-        if self._cfg.tls_ca:
-            client.tls_set(
-                ca_certs=self._cfg.tls_ca,
-                certfile=self._cfg.tls_cert or None,
-                keyfile=self._cfg.tls_key or None,
-            )
+        _set_credentials(client, self._cfg)
         if self._will:
             client.will_set(self._will[0], self._will[1], qos=1, retain=True)
         return client
@@ -188,6 +184,7 @@ class MqttConnection:
     def _handle_connect(
         self, client: mqtt.Client, _u: Any, flags: mqtt.ConnectFlags, rc: ReasonCode, _p: Any
     ) -> None:
+        self._answered = True
         if rc.is_failure:
             self._refused(rc)
             return
@@ -224,12 +221,27 @@ class MqttConnection:
     def _handle_disconnect(self, _c: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         was = self._connected.is_set()
         self._connected.clear()
+        answered, self._answered = self._answered, False
         if was and not self._stopping:
             logger.warning("MQTT connection lost: %s", rc)
+        elif not answered and not self._stopping:
+            # e.g. a TLS listener that requires a client certificate we did not present (TLS 1.3)
+            logger.warning(
+                "MQTT broker %s:%s closed the connection before answering CONNECT (%s); "
+                "if it requires a client certificate, check mqtt.tls_cert/tls_key; retrying",
+                self._cfg.host,
+                self._cfg.port,
+                rc,
+            )
         self._schedule_retry()
 
     def _handle_connect_fail(self, _c: Any, _u: Any) -> None:
-        logger.info("MQTT broker %s:%s unreachable", self._cfg.host, self._cfg.port)
+        # paho calls this inside its `except OSError`: the exception says why (refused, TLS, ...)
+        error = sys.exc_info()[1]
+        # a certificate problem does not heal by waiting: say so louder than an unreachable broker
+        level = logging.WARNING if isinstance(error, ssl.SSLError) else logging.INFO
+        where = f"{self._cfg.host}:{self._cfg.port}"
+        logger.log(level, "MQTT broker %s: connection failed: %s; retrying", where, error)
         self._schedule_retry()
 
     def _schedule_retry(self) -> None:
@@ -250,6 +262,41 @@ class MqttConnection:
             self._failures.pop(mid, None)  # mids are reused
         for cb in list(self._on_publish):
             _call_safely(functools.partial(cb, mid, rc))
+
+
+def _set_credentials(client: mqtt.Client, cfg: MqttSection) -> None:
+    """User name + password (from its file) and TLS; unreadable files are a ConfigError."""
+    if cfg.username:
+        try:
+            password = read_secret(cfg.password_file)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([_file_problem("password_file", cfg.password_file, exc)]) from None
+        register_secret(password)
+        client.username_pw_set(cfg.username, password or None)
+    if not cfg.tls_ca:
+        return
+    try:
+        client.tls_set(
+            ca_certs=cfg.tls_ca, certfile=cfg.tls_cert or None, keyfile=cfg.tls_key or None
+        )
+    except OSError as exc:  # also ssl.SSLError: not PEM, or a key that is not the cert's
+        raise ConfigError([_tls_problem(cfg, exc)]) from None
+
+
+def _tls_problem(cfg: MqttSection, exc: Exception) -> str:
+    for key in ("tls_ca", "tls_cert", "tls_key"):
+        path = getattr(cfg, key)
+        if path and not os.access(path, os.R_OK):
+            return _file_problem(key, path, exc)
+    files = ", ".join(f"{k} = {getattr(cfg, k)!r}" for k in ("tls_ca", "tls_cert", "tls_key"))
+    return f"mqtt.{{tls_ca,tls_cert,tls_key}}: not usable ({files}): {exc}"
+
+
+def _file_problem(key: str, path: str, exc: Exception) -> str:
+    if not isinstance(exc, OSError) or not exc.strerror:
+        return f"mqtt.{key} = {path!r}: cannot read it: {exc}"
+    where = f" ({exc.filename})" if exc.filename and exc.filename != path else ""
+    return f"mqtt.{key} = {path!r}: cannot read it{where}: {exc.strerror}"
 
 
 def _call_safely(cb: Callable[[], object]) -> None:
