@@ -110,9 +110,18 @@ class MqttSection:
     )
     file_transfer_prefix: str = setting("$file", doc="EMQX file-transfer topic prefix")
     segment_bytes: int = setting(
-        262144, doc="bytes per file-transfer segment", check=in_range(1024, 64 * 1024 * 1024)
+        262144,
+        doc="bytes per file-transfer segment (256 KiB: a segment plus headers stays under "
+        "EMQX's default 1 MB max_packet_size)",
+        check=in_range(1024, 64 * 1024 * 1024),
     )
-    max_inflight: int = setting(16, doc="unanswered segments at once", check=in_range(1, 1024))
+    max_inflight: int = setting(
+        32,
+        doc="unanswered segments at once (32 x 256 KiB = 8 MiB in flight: every answer takes "
+        "a trip through the broker and the receiver's MQTT client, so 16 left the link idle; "
+        "on the 2-core loopback bench 16 gave ~95 MiB/s, 32 ~150 MiB/s)",
+        check=in_range(1, 1024),
+    )
     rate_limit_bytes_per_s: int = setting(
         0, doc="upload rate limit, 0 = unlimited", check=in_range(0)
     )

@@ -94,7 +94,7 @@ class Response:
         return self.reason_code == SUCCESS
 
 
-def sha256_hex(data: bytes | memoryview) -> str:
+def sha256_hex(data: bytes | bytearray | memoryview) -> str:
     """SHA-256 of `data` as lowercase hex."""
     return hashlib.sha256(data).hexdigest()
 
@@ -223,6 +223,16 @@ def parse_command(prefix: str, topic: str, payload: bytes) -> Command:
         offset = _number(rest[0], "segment offset")
         return Segment(file_id, offset, _checksum(rest[1], "segment checksum"))
     raise ProtocolError(TOPIC_NAME_INVALID, f"topic {topic[:120]!r}: not a known command")
+
+
+def parse_segment(prefix: str, topic: str) -> Segment | None:
+    """The segment a topic names, None for any other command; raises ProtocolError when malformed."""
+    file_id, rest = parse_topic(prefix, topic)
+    if len(rest) != 2 or rest[0] == "fin":
+        return None
+    return Segment(
+        file_id, _number(rest[0], "segment offset"), _checksum(rest[1], "segment checksum")
+    )
 
 
 def _optional_int(body: dict[str, Any], key: str) -> int | None:

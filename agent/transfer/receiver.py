@@ -16,7 +16,7 @@ from paho.mqtt.properties import Properties
 
 from agent.config import MqttSection, read_secret
 from agent.transfer import protocol as p
-from agent.transfer.store import TransferStore
+from agent.transfer.store import TransferStore, check_segment
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +24,18 @@ _QUEUE_DEPTH = 256
 _IDLE_S = 0.2
 
 
+Route = tuple[str, str, bytes | None]  # (client id, response topic, correlation data)
+# A command for a worker; a Segment in the last place means: checked and answered, just store it.
+Job = tuple[mqtt.MQTTMessage, Route, p.Segment | None]
+
+
 class Receiver:
-    """Subscribes `{prefix}/#`, assembles files into the store and answers every command."""
+    """Subscribes `{prefix}/#`, assembles files into the store and answers every command.
+
+    Segments of a file already open are checked (bounds, SHA-256) and answered on the network
+    thread, then written by the file's worker; every other command (init, fin, anything refused
+    or unknown) is handled and answered by the worker, in order behind the writes it follows.
+    """
 
     def __init__(
         self,
@@ -42,16 +52,20 @@ class Receiver:
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self.subscribed = threading.Event()
-        self._queues: list[queue.Queue[mqtt.MQTTMessage | None]] = [
-            queue.Queue(_QUEUE_DEPTH) for _ in range(max(1, workers))
+        count = max(1, workers)
+        self._queues: list[queue.Queue[Job | None]] = [
+            queue.Queue(_QUEUE_DEPTH) for _ in range(count)
         ]
+        self._stores = [TransferStore(self.store_dir) for _ in range(count)]
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
         """Start the workers and connect (paho reconnects on its own afterwards)."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
         for i, q in enumerate(self._queues):
-            t = threading.Thread(target=self._work, args=(q,), name=f"receiver-{i}", daemon=True)
+            t = threading.Thread(
+                target=self._work, args=(q, self._stores[i]), name=f"receiver-{i}", daemon=True
+            )
             t.start()
             self._threads.append(t)
         self.client.connect_async(self.mqtt_cfg.host, self.mqtt_cfg.port, keepalive=30)
@@ -96,34 +110,58 @@ class Receiver:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            key = msg.topic[len(self.prefix) + 1 :].split("/", 1)[0]
+            topic = msg.topic
         except UnicodeDecodeError:
             logger.warning("receiver: dropped a command whose topic is not UTF-8")
             return
-        self._queues[zlib.crc32(key.encode()) % len(self._queues)].put(msg)
+        route = _reply_route(msg, topic)
+        if route is None:
+            return
+        key = topic[len(self.prefix) + 1 :].split("/", 1)[0]
+        i = zlib.crc32(key.encode()) % len(self._queues)
+        self._queues[i].put((msg, route, self._fast_segment(self._stores[i], msg, topic, route)))
 
-    def _work(self, q: queue.Queue[mqtt.MQTTMessage | None]) -> None:
-        store = TransferStore(self.store_dir)
+    def _fast_segment(
+        self, store: TransferStore, msg: mqtt.MQTTMessage, topic: str, route: Route
+    ) -> p.Segment | None:
+        """Check and answer a segment of an open file here; None leaves the command to the worker."""
+        try:
+            cmd = p.parse_segment(self.prefix, topic)
+            size = None if cmd is None else store.declared_size(route[0], cmd.file_id)
+            if cmd is None or size is None:
+                return None
+            check_segment(size, cmd, msg.payload)
+        except p.ProtocolError:
+            return None  # the worker refuses it, with the reason, in order
+        self.send_response(route[1], route[2], _answer(msg, p.SUCCESS, "success"))
+        return cmd
+
+    def _work(self, q: queue.Queue[Job | None], store: TransferStore) -> None:
         try:
             while True:
                 try:
-                    msg = q.get(timeout=_IDLE_S)
+                    job = q.get(timeout=_IDLE_S)
                 except queue.Empty:
                     self._commit(store, force=True)
                     continue
-                if msg is None:
+                if job is None:
                     break
-                self._handle(store, msg)
+                self._handle(store, *job)
                 self._commit(store, force=False)
         finally:
             store.close()
 
-    def _handle(self, store: TransferStore, msg: mqtt.MQTTMessage) -> None:
-        route = _reply_route(msg)
-        if route is None:
-            return
+    def _handle(
+        self, store: TransferStore, msg: mqtt.MQTTMessage, route: Route, checked: p.Segment | None
+    ) -> None:
         client_id, topic, correlation = route
         payload = bytes(msg.payload)
+        if checked is not None:
+            try:
+                store.write_checked(client_id, checked, payload)
+            except OSError as exc:  # already answered: the fin reports the bytes as missing
+                logger.error("receiver: could not write %s: %s", msg.topic, exc)
+            return
         try:
             _apply(store, client_id, p.parse_command(self.prefix, msg.topic, payload), payload)
             resp = _answer(msg, p.SUCCESS, "success")
@@ -152,14 +190,14 @@ def _apply(store: TransferStore, client_id: str, cmd: p.Command, payload: bytes)
         store.finish(client_id, cmd)
 
 
-def _reply_route(msg: mqtt.MQTTMessage) -> tuple[str, str, bytes | None] | None:
+def _reply_route(msg: mqtt.MQTTMessage, command: str) -> Route | None:
     """(client id, response topic, correlation data), or None when the command cannot be answered."""
     props = getattr(msg, "properties", None)
     topic = getattr(props, "ResponseTopic", None)
     client_id = p.client_id_from_response_topic(topic)
     if client_id is None or topic is None:
         logger.warning(
-            "dropped %r: response topic %r is not $file-response/{client_id}", msg.topic, topic
+            "dropped %r: response topic %r is not $file-response/{client_id}", command, topic
         )
         return None
     correlation = getattr(props, "CorrelationData", None)

@@ -26,6 +26,7 @@ from agent.transfer.resume import ResumeState
 logger = logging.getLogger(__name__)
 
 Answer = tuple[bytes, p.Response]
+_LINK_POLL_S = 0.1  # how often a wait for one answer checks that the link is still up
 
 
 class TransferFailed(Exception):
@@ -42,7 +43,7 @@ class SendSettings:
 
     prefix: str = "$file"
     segment_bytes: int = 262144
-    max_inflight: int = 16
+    max_inflight: int = 32
     rate_limit_bytes_per_s: int = 0
     ack_timeout_s: float = 10.0
     fin_timeout_s: float = 120.0
@@ -165,18 +166,25 @@ class FileSender:
         raise TransferFailed(f"{job.file_id}: fin failed after {self.settings.max_rounds} rounds")
 
     def _fin(self, job: _Job) -> p.Response | None:
-        """Send `fin`; silence while the link is down is retried, not counted as a failed fin."""
+        """Send `fin`; one the link lost is sent again soon, backing off, rather than failed."""
         topic = p.fin_topic(self.settings.prefix, job.file_id, job.meta.size, job.meta.checksum)
+        full = timeout = self.settings.fin_timeout_s
         for _ in range(self.settings.max_tries):
-            self._ensure_link(job)
-            answer = self._request(job, topic, b"", self.settings.fin_timeout_s)
-            if answer is not None or self.transport.wait_connected(0):
+            if self._ensure_link(job):
+                timeout = self.settings.ack_timeout_s
+            answer, dropped = self._request(job, topic, b"", timeout)
+            if answer is not None or (timeout >= full and not dropped):
                 return answer
+            # The receiver may still be reconnecting too: a fin sent before it resubscribed is lost.
+            timeout = self.settings.ack_timeout_s if dropped else min(full, timeout * 2)
         return None
 
-    def _ensure_link(self, job: _Job) -> None:
-        if not self.transport.wait_connected(0):
-            self._await_link(job)
+    def _ensure_link(self, job: _Job) -> bool:
+        """Wait for the link if it is down; True when it was."""
+        if self.transport.wait_connected(0):
+            return False
+        self._await_link(job)
+        return True
 
     def _load_state(self, job: _Job) -> ResumeState:
         key = {
@@ -196,22 +204,29 @@ class FileSender:
         answer: p.Response | None = None
         for _ in range(self.settings.max_tries):
             self._ensure_link(job)
-            answer = self._request(job, topic, payload, self.settings.ack_timeout_s)
+            answer, _dropped = self._request(job, topic, payload, self.settings.ack_timeout_s)
             if answer is not None and answer.ok:
                 return
         raise TransferFailed(f"{topic}: {_why(answer)} after {self.settings.max_tries} tries")
 
-    def _request(self, job: _Job, topic: str, payload: bytes, timeout: float) -> p.Response | None:
-        """One command, one answer (None on silence)."""
+    def _request(
+        self, job: _Job, topic: str, payload: bytes, timeout: float
+    ) -> tuple[p.Response | None, bool]:
+        """One command, one answer: (answer or None on silence, whether the link dropped meanwhile).
+
+        A command published just before the broker went away is lost with it: waiting out the
+        whole timeout after the link is back would only delay the resend.
+        """
         corr = self._publish(job, topic, payload)
         deadline = time.monotonic() + timeout
         try:
-            while True:
-                got = self._next_answer(job, deadline)
-                if got is None:
-                    return None
-                if got[0] == corr:
-                    return got[1]
+            while self.transport.wait_connected(0):
+                got = self._next_answer(job, min(deadline, time.monotonic() + _LINK_POLL_S))
+                if got is not None and got[0] == corr:
+                    return got[1], False
+                if got is None and time.monotonic() >= deadline:
+                    return None, False
+            return None, True
         finally:
             self._forget(corr)
 

@@ -93,23 +93,42 @@ class TransferStore:
 
     def write_segment(self, client_id: str, cmd: p.Segment, data: bytes) -> None:
         """Handle one segment: bounds, hash, write at its offset (made durable by `commit`)."""
-        part = self._open.get((client_id, cmd.file_id))
-        if part is None:
-            if self.is_complete(client_id, cmd.file_id):
-                return
-            part = self._partial(client_id, cmd.file_id)
-        end = cmd.offset + len(data)
-        if end > part.meta.size:
-            raise p.ProtocolError(p.QUOTA_EXCEEDED, f"segment [{cmd.offset}, {end}) beyond size")
-        if p.sha256_hex(data) != cmd.checksum:
-            raise p.ProtocolError(
-                p.UNSPECIFIED_ERROR, f"segment at {cmd.offset}: checksum mismatch"
-            )
-        if part.coverage.covers(cmd.offset, end):
+        part = self._writable(client_id, cmd.file_id)
+        if part is not None:
+            check_segment(part.meta.size, cmd, data)
+            self._put(part, cmd.offset, data)
+
+    def write_checked(self, client_id: str, cmd: p.Segment, data: bytes) -> None:
+        """Write a segment already passed by `check_segment` (and answered) on the network thread."""
+        try:
+            part = self._writable(client_id, cmd.file_id)
+        except p.ProtocolError as exc:  # dropped meanwhile: fin will report the missing bytes
+            logger.warning("segment of %s not kept: %s", cmd.file_id, exc.description)
             return
-        os.pwrite(part.fd, data, cmd.offset)
-        part.account(cmd.offset, data)
-        part.coverage.add(cmd.offset, end)
+        if part is not None and cmd.offset + len(data) <= part.meta.size:
+            self._put(part, cmd.offset, data)
+
+    def declared_size(self, client_id: str, file_id: str) -> int | None:
+        """The size declared by `init` for an open partial file, else None (safe from any thread)."""
+        part = self._open.get((client_id, file_id))
+        return None if part is None else part.meta.size
+
+    def _writable(self, client_id: str, file_id: str) -> Partial | None:
+        """The open partial for a segment; None when the file is already complete."""
+        part = self._open.get((client_id, file_id))
+        if part is None:
+            if self.is_complete(client_id, file_id):
+                return None
+            part = self._partial(client_id, file_id)
+        return part
+
+    def _put(self, part: Partial, offset: int, data: bytes) -> None:
+        end = offset + len(data)
+        if part.coverage.covers(offset, end):
+            return
+        os.pwrite(part.fd, data, offset)
+        part.account(offset, data)
+        part.coverage.add(offset, end)
         part.dirty = True
         self._dirty_bytes += len(data)
 
@@ -208,6 +227,15 @@ class TransferStore:
         files = [f for f in fdir.iterdir() if f.name != MANIFEST and not f.name.startswith(".")]
         if cmd.checksum != cmd.file_id or [f.stat().st_size for f in files] != [cmd.size]:
             raise p.ProtocolError(p.UNSPECIFIED_ERROR, "fin differs from the file already held")
+
+
+def check_segment(size: int, cmd: p.Segment, data: bytes | bytearray) -> None:
+    """Refuse a segment beyond the declared size or not matching its SHA-256."""
+    end = cmd.offset + len(data)
+    if end > size:
+        raise p.ProtocolError(p.QUOTA_EXCEEDED, f"segment [{cmd.offset}, {end}) beyond size")
+    if p.sha256_hex(data) != cmd.checksum:
+        raise p.ProtocolError(p.UNSPECIFIED_ERROR, f"segment at {cmd.offset}: checksum mismatch")
 
 
 def _same_file(a: p.FileMeta, b: p.FileMeta) -> bool:
