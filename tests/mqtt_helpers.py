@@ -32,7 +32,9 @@ class Recorder:
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
         )
         self._filters = filters
+        self._pending: set[int] = set()
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = lambda _c, _u, msg: self.messages.put(msg)
         self.client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]
         props = Properties(PacketTypes.CONNECT)
@@ -43,9 +45,18 @@ class Recorder:
         wait_for(lambda: self.subscribed, 5, "recorder subscribed")
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        # Subscribed means SUBACKed: a broker stopped before it processed SUBSCRIBE would
+        # otherwise persist a session without the subscription, and tests would race it.
         for f in self._filters:
-            client.subscribe(f, 1)
-        self.subscribed = True
+            _rc, mid = client.subscribe(f, 1)
+            self._pending.add(mid)
+        if not self._filters:
+            self.subscribed = True
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, mid: int, _rcs: Any, _p: Any) -> None:
+        self._pending.discard(mid)
+        if not self._pending:
+            self.subscribed = True
 
     def next(self, timeout: float = 5.0) -> mqtt.MQTTMessage:
         """The next message, or AssertionError after `timeout`."""
