@@ -264,6 +264,8 @@ def _cross_problems(cfg: DockConfig) -> list[str]:
         problems.append(
             "recorders.zfy_library = '': expected the SDK path, a bay uses driver 'zfy'"
         )
+    if cfg.mqtt.password_file and not cfg.mqtt.username:
+        problems.append("mqtt.password_file: set without mqtt.username; expected both or neither")
     if bool(cfg.mqtt.tls_cert) != bool(cfg.mqtt.tls_key):
         problems.append("mqtt.tls_cert/tls_key: expected both or neither (mutual TLS)")
     if cfg.mqtt.tls_cert and not cfg.mqtt.tls_ca:

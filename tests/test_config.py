@@ -141,3 +141,24 @@ def test_shipped_configs_are_valid() -> None:
     from agent.transfer.receiver_config import load_receiver_config
 
     assert load_receiver_config(str(root / "receiver.toml")).receiver.client_id == "dock-receiver"
+
+
+def test_password_file_without_username_is_refused() -> None:
+    found = problems({"dock": {"id": "d"}, "mqtt": {"password_file": "/etc/x"}})
+    assert found == ["mqtt.password_file: set without mqtt.username; expected both or neither"]
+
+
+def test_receiver_with_unreadable_tls_file_exits_2(tmp_path: Path) -> None:
+    cfg = tmp_path / "receiver.toml"
+    cfg.write_text(
+        f'[mqtt]\nport = 1\ntls_ca = "{tmp_path / "missing-ca.pem"}"\n'
+        f'[receiver]\nstore_dir = "{tmp_path / "store"}"\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "receive", "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "mqtt.tls_ca" in proc.stderr and "Traceback" not in proc.stderr

@@ -87,7 +87,7 @@ class MqttConnection:
         client.on_disconnect = self._handle_disconnect
         client.on_connect_fail = self._handle_connect_fail
         client.on_publish = self._handle_publish
-        _set_credentials(client, self._cfg)
+        set_credentials(client, self._cfg)
         if self._will:
             client.will_set(self._will[0], self._will[1], qos=1, retain=True)
         return client
@@ -264,7 +264,7 @@ class MqttConnection:
             _call_safely(functools.partial(cb, mid, rc))
 
 
-def _set_credentials(client: mqtt.Client, cfg: MqttSection) -> None:
+def set_credentials(client: mqtt.Client, cfg: MqttSection) -> None:
     """User name + password (from its file) and TLS; unreadable files are a ConfigError."""
     if cfg.username:
         try:

@@ -14,7 +14,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.config import MqttSection, read_secret
+from agent.config import MqttSection
+from agent.mqtt.connection import set_credentials
 from agent.transfer import protocol as p
 from agent.transfer.store import TransferStore, check_segment
 
@@ -213,10 +214,5 @@ def _answer(msg: mqtt.MQTTMessage, code: int, description: str) -> p.Response:
 def _make_client(client_id: str, cfg: MqttSection) -> mqtt.Client:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     client.reconnect_delay_set(1, 30)
-    if cfg.username:
-        client.username_pw_set(cfg.username, read_secret(cfg.password_file) or None)
-    if cfg.tls_ca:
-        client.tls_set(
-            ca_certs=cfg.tls_ca, certfile=cfg.tls_cert or None, keyfile=cfg.tls_key or None
-        )
+    set_credentials(client, cfg)  # unreadable secrets or certificates: a ConfigError naming the key
     return client
