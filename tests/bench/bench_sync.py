@@ -85,6 +85,42 @@ def bare_publish(port: int, clip: Path, size: int, file_id: str) -> float:
         client.loop_stop()
 
 
+DRAIN = """
+import sys, threading, paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+want, seen, done = int(sys.argv[2]), [0], threading.Event()
+def on_message(c, u, m):
+    seen[0] += 1
+    if seen[0] >= want:
+        done.set()
+c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bare-drain", protocol=mqtt.MQTTv5)
+c.on_connect = lambda c, u, f, rc, p: c.subscribe("$file/#", 1)
+c.on_subscribe = lambda *a: print("ready", flush=True)
+c.on_message = on_message
+c.connect("127.0.0.1", int(sys.argv[1]))
+c.loop_start()
+done.wait(600)
+print("done", flush=True)
+"""
+
+
+def drained_publish(port: int, clip: Path, size: int, file_id: str) -> float:
+    """Seconds until a bare paho QoS 1 subscriber has received every segment (same window)."""
+    count = len(range(0, size, SEGMENT))
+    drain = subprocess.Popen(
+        [sys.executable, "-c", DRAIN, str(port), str(count)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert drain.stdout is not None and drain.stdout.readline().strip() == "ready"
+        started = time.monotonic()
+        bare_publish(port, clip, size, file_id)
+        assert drain.stdout.readline().strip() == "done"
+        return time.monotonic() - started
+    finally:
+        drain.kill()
+        drain.wait(10)
+
+
 def start_receiver(workdir: Path, store: Path, port: int) -> subprocess.Popen[bytes]:
     """`dock-agent receive` (its command module) in its own process."""
     conf = workdir / "receiver.toml"
@@ -133,6 +169,7 @@ def measure(workdir: Path, size: int, stores: dict[str, Path]) -> dict[str, Any]
     got: dict[str, Any] = {}
     with running_broker(workdir / "broker") as broker:
         got["bare"] = bare_publish(broker.port, clip, size, file_id)
+        got["drained"] = drained_publish(broker.port, clip, size, file_id)
         for label, store in stores.items():
             run_dir = workdir / label
             run_dir.mkdir()
@@ -176,4 +213,20 @@ def run(quick: bool) -> list[Row]:
             stores["tmpfs"] = Path(mem) / "store"
             got = measure(Path(tmp), size, stores)
     bare_rate = size / got["bare"] / MIB
-    return [_row(size, bare_rate, got[k], got[f"{k}_ok"], k) for k in stores]
+    rows = [_row(size, bare_rate, got[k], got[f"{k}_ok"], k) for k in stores]
+    return [*rows, _context_row(size, size / got["drained"] / MIB, got["disk"])]
+
+
+def _context_row(size: int, drained_rate: float, seconds: float) -> Row:
+    """Context: the same publisher with a bare paho subscriber draining, through one broker."""
+    rate = size / seconds / MIB
+    return Row(
+        what=f"context: the same sync (store on disk) vs a bare publisher whose segments a bare "
+        f"paho subscriber drains ({size // MIB} MiB)",
+        target="(no SPEC target; ≥ 0.5 shown for comparison)",
+        baseline=f"bare paho QoS 1 publisher -> Mosquitto -> bare paho QoS 1 subscriber: "
+        f"{drained_rate:.0f} MiB/s",
+        measured=f"{rate:.0f} MiB/s",
+        ratio=rate / drained_rate,
+        ok=rate / drained_rate >= 0.5,
+    )
