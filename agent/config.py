@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.schema import ConfigError, build, in_range, pattern, setting
+from agent.schema import ConfigError, in_range, parse, pattern, setting
 
 DEFAULT_CONFIG_PATH = "/etc/dock-agent/dock-agent.toml"
 ID_RE = r"[A-Za-z0-9_-]{1,64}"
@@ -327,14 +327,7 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def parse_config(data: dict[str, Any]) -> DockConfig:
     """Validate a parsed TOML document into a DockConfig, or raise ConfigError."""
-    problems: list[str] = []
-    cfg = build(DockConfig, data, "", problems)
-    if cfg is None:
-        raise ConfigError(problems)
-    problems = _cross_problems(cfg)
-    if problems:
-        raise ConfigError(problems)
-    return cfg
+    return parse(DockConfig, data, _cross_problems)
 
 
 def resolve_path(path: str | None) -> str:

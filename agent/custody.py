@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import durable
+from agent.durable import flocked
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class CustodyLog:
         self._head: tuple[int, str] = (0, ZERO_HASH)
         self._size = -1
         try:
-            with self._lock, _flocked(self._fd, fcntl.LOCK_EX):
+            with self._lock, flocked(self._fd, fcntl.LOCK_EX):
                 self._refresh(repair=True)
         except BaseException:
             os.close(self._fd)
@@ -102,7 +103,7 @@ class CustodyLog:
         """Append consecutive entries with one write and one fsync; all are durable on return."""
         if not items:
             return []
-        with self._lock, _flocked(self._fd, fcntl.LOCK_EX):
+        with self._lock, flocked(self._fd, fcntl.LOCK_EX):
             # Another process (a CLI command) may have appended since our last look.
             if os.fstat(self._fd).st_size != self._size:
                 self._refresh(repair=True)
@@ -133,7 +134,7 @@ class CustodyLog:
         """(seq, hash) of the last entry; (0, 64 zeros) when the log is empty."""
         with self._lock:
             if os.fstat(self._fd).st_size != self._size:
-                with _flocked(self._fd, fcntl.LOCK_SH):
+                with flocked(self._fd, fcntl.LOCK_SH):
                     self._refresh(repair=False)
             return self._head
 
@@ -193,25 +194,11 @@ def read_head(path: Path) -> tuple[int, str]:
     except FileNotFoundError:
         return 0, ZERO_HASH
     try:
-        with _flocked(fd, fcntl.LOCK_SH):
+        with flocked(fd, fcntl.LOCK_SH):
             line, _ = _split_tail(*_tail(fd, os.fstat(fd).st_size))
         return _head_of(line, Path(path))
     finally:
         os.close(fd)
-
-
-class _flocked:
-    """Context manager holding an flock on a file descriptor (cross-process exclusion)."""
-
-    def __init__(self, fd: int, how: int) -> None:
-        self._fd = fd
-        self._how = how
-
-    def __enter__(self) -> None:
-        fcntl.flock(self._fd, self._how)
-
-    def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:

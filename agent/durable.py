@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -48,3 +49,17 @@ def append_line(path: str | os.PathLike[str], line: str) -> None:
         fh.write(line if line.endswith("\n") else line + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+class flocked:  # noqa: N801 - used like a function: `with flocked(fd, fcntl.LOCK_EX):`
+    """Hold an flock on a file descriptor (exclusion across processes: daemon and CLI)."""
+
+    def __init__(self, fd: int, how: int) -> None:
+        self._fd = fd
+        self._how = how
+
+    def __enter__(self) -> None:
+        fcntl.flock(self._fd, self._how)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)

@@ -20,6 +20,7 @@ from tinydb.storages import Storage
 from tinydb.table import Table
 
 from agent import durable
+from agent.durable import flocked
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +273,7 @@ class ClipIndex:
             self._signature: tuple[int, int, int] | None = None
             self._ids: dict[str, int] = {}
             self._next_id = 1
-            with _flocked(self._lock_fd, fcntl.LOCK_SH):
+            with flocked(self._lock_fd, fcntl.LOCK_SH):
                 self._load()
         except BaseException:
             self._close_files()
@@ -389,7 +390,7 @@ class ClipIndex:
             if self._lock_fd < 0:
                 return
             try:
-                with _flocked(self._lock_fd, fcntl.LOCK_EX):
+                with flocked(self._lock_fd, fcntl.LOCK_EX):
                     self._follow_disk(held=True)
                     if self._journal is not None and self._journal.size():
                         self._compact()
@@ -401,7 +402,7 @@ class ClipIndex:
     @contextmanager
     def _mutating(self) -> Iterator[None]:
         """Exclusive across threads (lock) and processes (flock, e.g. a CLI `hold`)."""
-        with self._lock, _flocked(self._lock_fd, fcntl.LOCK_EX):
+        with self._lock, flocked(self._lock_fd, fcntl.LOCK_EX):
             self._follow_disk(held=True)
             yield
 
@@ -429,7 +430,7 @@ class ClipIndex:
         if self._signature == self._snapshot_signature() and journal.size() == journal.offset:
             return
         # A shared flock keeps a writer's compaction from running between our two reads.
-        with nullcontext() if held else _flocked(self._lock_fd, fcntl.LOCK_SH):
+        with nullcontext() if held else flocked(self._lock_fd, fcntl.LOCK_SH):
             if self._signature != self._snapshot_signature() or journal.size() < journal.offset:
                 self._load()
             else:
@@ -533,17 +534,3 @@ class ClipIndex:
                     tmp.unlink()
             except FileNotFoundError:
                 continue
-
-
-class _flocked:
-    """Context manager holding an flock on a file descriptor (cross-process exclusion)."""
-
-    def __init__(self, fd: int, how: int) -> None:
-        self._fd = fd
-        self._how = how
-
-    def __enter__(self) -> None:
-        fcntl.flock(self._fd, self._how)
-
-    def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)

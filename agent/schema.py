@@ -161,3 +161,15 @@ def build(cls: type[T], data: dict[str, Any], where: str, problems: list[str]) -
 def describe(cls: type[Any]) -> dict[str, str]:
     """Field name -> description, for documentation and `--help` output."""
     return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(cls)}
+
+
+def parse(cls: type[T], data: dict[str, Any], cross: Callable[[T], list[str]]) -> T:
+    """Build `cls` from a TOML document, then run the cross-field checks; ConfigError on any."""
+    problems: list[str] = []
+    cfg = build(cls, data, "", problems)
+    if cfg is None:
+        raise ConfigError(problems)
+    problems = cross(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg

@@ -21,6 +21,14 @@ def ffmpeg() -> str:
     return path
 
 
+def lavfi(path: Path, source: str, *output: str) -> Path:
+    """Render an ffmpeg lavfi `source` (test pattern, tone) into `path` with `output` options."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", source, *output, str(path)]
+    subprocess.run(cmd, check=True)
+    return path
+
+
 def make_video(
     path: Path,
     seconds: float = 2.0,
@@ -30,75 +38,24 @@ def make_video(
     faststart: bool = False,
 ) -> Path:
     """A real H.264 (+AAC) MP4 of `seconds` showing a moving test pattern."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        ffmpeg(),
-        "-v",
-        "error",
-        "-y",
-        "-f",
-        "lavfi",
-        "-i",
-        f"testsrc2=size={size}:rate={fps}:duration={seconds}",
-    ]
+    out: list[str] = []
     if audio:
-        cmd += [
-            "-f",
-            "lavfi",
-            "-i",
-            f"sine=frequency=440:duration={seconds}",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "32k",
-        ]
-    cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", str(fps)]
-    cmd += ["-movflags", "+faststart"] if faststart else []
-    cmd += ["-metadata", f"comment={path.name}"]  # distinct bytes for every clip
-    subprocess.run([*cmd, "-shortest", str(path)], check=True)
-    return path
+        out += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}"]
+        out += ["-c:a", "aac", "-b:a", "32k"]
+    out += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", str(fps)]
+    out += ["-movflags", "+faststart"] if faststart else []
+    out += ["-metadata", f"comment={path.name}", "-shortest"]  # distinct bytes for every clip
+    return lavfi(path, f"testsrc2=size={size}:rate={fps}:duration={seconds}", *out)
 
 
 def make_photo(path: Path, size: str = "640x480") -> Path:
     """A real JPEG still."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            ffmpeg(),
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            f"testsrc2=size={size}:rate=1:duration=1",
-            "-frames:v",
-            "1",
-            str(path),
-        ],
-        check=True,
-    )
-    return path
+    return lavfi(path, f"testsrc2=size={size}:rate=1:duration=1", "-frames:v", "1")
 
 
 def make_wav(path: Path, seconds: float = 1.0) -> Path:
     """A real PCM WAV tone."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            ffmpeg(),
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            f"sine=frequency=440:duration={seconds}",
-            str(path),
-        ],
-        check=True,
-    )
-    return path
+    return lavfi(path, f"sine=frequency=440:duration={seconds}")
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 from firmware_interface import simkit
@@ -19,30 +18,8 @@ make_wav = simkit.make_wav
 
 def _encode_testsrc(path: Path, seconds: float, fps: int, size: str, extra: list[str]) -> Path:
     """Encode a test pattern (no audio) with extra ffmpeg output options."""
-    assert FFMPEG, "ffmpeg is not installed"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        FFMPEG,
-        "-v",
-        "error",
-        "-y",
-        "-f",
-        "lavfi",
-        "-i",
-        f"testsrc2=size={size}:rate={fps}:duration={seconds}",
-        *extra,
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-pix_fmt",
-        "yuv420p",
-        "-g",
-        str(fps),
-        str(path),
-    ]
-    subprocess.run(cmd, check=True)
-    return path
+    h264 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", str(fps)]
+    return simkit.lavfi(path, f"testsrc2=size={size}:rate={fps}:duration={seconds}", *extra, *h264)
 
 
 def make_fragmented_video(

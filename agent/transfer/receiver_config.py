@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import MqttSection, read_toml, resolve_path
-from agent.schema import ConfigError, build, pattern, setting
+from agent.schema import parse, pattern, setting
 
 
 @dataclass(frozen=True)
@@ -54,14 +54,7 @@ def _cross_problems(cfg: ReceiverConfig) -> list[str]:
 
 def parse_receiver_config(data: dict[str, Any]) -> ReceiverConfig:
     """Validate a parsed TOML document into a ReceiverConfig, or raise ConfigError."""
-    problems: list[str] = []
-    cfg = build(ReceiverConfig, data, "", problems)
-    if cfg is None:
-        raise ConfigError(problems)
-    problems = _cross_problems(cfg)
-    if problems:
-        raise ConfigError(problems)
-    return cfg
+    return parse(ReceiverConfig, data, _cross_problems)
 
 
 def load_receiver_config(path: str | os.PathLike[str] | None = None) -> ReceiverConfig:
