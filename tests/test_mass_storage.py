@@ -13,8 +13,6 @@ import pytest
 from firmware_interface import mount
 from firmware_interface.base import ClipEntry, RecorderError, RecorderGone
 from firmware_interface.mass_storage import MassStorageRecorder
-
-pytest.register_assert_rewrite("tests.loopdev")  # before its import: it is also a plugin
 from tests.loopdev import CLIP_NAMES, Loops, build_ext4, recorder_tree, sectors  # noqa: E402
 
 pytest_plugins = ["tests.loopdev"]  # fixtures: loops, media_files

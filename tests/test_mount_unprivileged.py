@@ -22,8 +22,6 @@ from pathlib import Path
 import pytest
 
 from firmware_interface import mount
-
-pytest.register_assert_rewrite("tests.loopdev")  # before its import: it is also a plugin
 from tests.loopdev import Loops, build_ext4  # noqa: E402
 
 pytest_plugins = ["tests.loopdev"]  # fixtures: loops

@@ -13,8 +13,6 @@ from firmware_interface import mount
 from firmware_interface.base import RecorderGone
 from firmware_interface.discovery import BayFault, Docked, Undocked
 from firmware_interface.mass_storage import MassStorageRecorder
-
-pytest.register_assert_rewrite("tests.loopdev")  # before its import: it is also a plugin
 from tests.loopdev import (  # noqa: E402
     CLIP_NAMES,
     Loops,

@@ -1,0 +1,63 @@
+"""The fake GA/T 947 SDK (tests/fake_zfy/fake_zfy.c) as pytest fixtures: fake_sdk, control."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+SOURCE = Path(__file__).parent / "fake_zfy" / "fake_zfy.c"
+PASSWORD = "123456"
+TZ = ZoneInfo("Asia/Shanghai")
+
+
+@pytest.fixture(scope="session")
+def fake_sdk(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The fake SDK, compiled with the system compiler."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("needs a C compiler to build the fake SDK")
+    lib = tmp_path_factory.mktemp("zfy") / "libfakezfy.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-Wall", "-o", str(lib), str(SOURCE)], check=True)
+    return str(lib)
+
+
+class Control:
+    """The fake SDK's control file and call log."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.log = path.with_suffix(".log")
+        self.values: dict[str, bytes] = {}
+        self.set(
+            password=PASSWORD,
+            serial="ZFY12345",  # fills cSerial[8]: no terminating NUL
+            user_no="012345",
+            user_name="张三".encode("gbk"),
+            unit_no="320100000000",
+            unit_name="水政监察大队".encode("gbk"),
+            battery="87",
+            log=str(self.log),
+        )
+
+    def set(self, **values: str | bytes) -> None:
+        """Change the fake's behaviour (read again on every SDK call)."""
+        for key, value in values.items():
+            self.values[key] = value if isinstance(value, bytes) else value.encode("gbk")
+        self.path.write_bytes(
+            b"".join(k.encode() + b"=" + v + b"\n" for k, v in self.values.items())
+        )
+
+    def calls(self) -> list[str]:
+        """SDK calls so far, "<Function> <iRet> [detail]"."""
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+
+@pytest.fixture
+def control(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Control:
+    ctl = Control(tmp_path / "fake_zfy.ctl")
+    monkeypatch.setenv("FAKE_ZFY_CONTROL", str(ctl.path))
+    return ctl
