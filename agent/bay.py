@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.events import BayView, Progress, now_iso
-from agent.findings import FAULT, Finding, fault, info, warning
+from agent.findings import Finding, fault, info, warning
 from agent.offload import Offloader
 from agent.record import Docking
 from agent.retention import archive_if_finished
@@ -25,7 +25,7 @@ from agent.validation import (
     check_storage,
     storage_free_pct,
 )
-from firmware_interface.base import Recorder, RecorderError, RecorderGone, Status
+from firmware_interface.base import ClipEntry, Recorder, RecorderError, RecorderGone, Status
 from firmware_interface.discovery import BayFault, Docked, DockEvent, Undocked
 
 logger = logging.getLogger(__name__)
@@ -312,8 +312,6 @@ class BayWorker:
             return
         if not deletable(record, self.s.cfg.policy.delete_from_recorder):
             return
-        from firmware_interface.base import ClipEntry
-
         entry = ClipEntry(
             record["recorder_path"],
             record["size"],
@@ -376,7 +374,7 @@ class BayWorker:
         if self.docking is None or self.s.cfg.policy.delete_from_recorder != "after_upstream_ack":
             return []
         device = self.docking.identity.device_id
-        waiting = [r for r in self.s.index.find(device_id=device, recorder_deleted=False)]
+        waiting = self.s.index.find(device_id=device, recorder_deleted=False)
         if not waiting:
             return []
         return [
@@ -453,6 +451,3 @@ def deletable(record: dict[str, Any], policy: str) -> bool:
     if policy == "after_local_verify":
         return record["state"] in ("offloaded", "synced", "purged")
     return record["state"] in ("synced", "purged")
-
-
-_ = FAULT
