@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -34,10 +36,10 @@ def summary(
         f"  dock configuration  : {scene.root / 'dock.toml'}",
         "",
         "TRY",
-        f"  dock-agent status -c {scene.root / 'dock.toml'}",
-        f"  dock-agent clips -c {scene.root / 'dock.toml'}",
-        f"  dock-agent verify -c {scene.root / 'dock.toml'}",
-        f"  dock-agent notes list -c {scene.root / 'dock.toml'}",
+        f"  {_exe()} status -c {scene.root / 'dock.toml'}",
+        f"  {_exe()} clips -c {scene.root / 'dock.toml'}",
+        f"  {_exe()} verify -c {scene.root / 'dock.toml'}",
+        f"  {_exe()} notes list -c {scene.root / 'dock.toml'}",
     ]
     ok = all(arrived)
     lines += [
@@ -46,6 +48,14 @@ def summary(
         + ("every clip is at central, byte for byte" if ok else "SOME CLIPS DID NOT ARRIVE INTACT"),
     ]
     return "\n".join(lines), ok
+
+
+def _exe() -> str:
+    """How to run dock-agent from here: the venv's script when it is not on PATH."""
+    beside = Path(sys.executable).parent / "dock-agent"
+    if shutil.which("dock-agent") == str(beside) or not beside.exists():
+        return "dock-agent"
+    return str(beside)
 
 
 def _bay(number: int, view: Any) -> str:
