@@ -11,6 +11,7 @@ from pathlib import Path
 from agent.record import MANIFEST_FIELDS
 from firmware_interface import simkit
 from tests.dock import config_toml, dock_config, running, settled, wait_for
+from tests.test_notes import SPEC_KEYS
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -60,18 +61,7 @@ def test_status_clips_and_notes_while_the_daemon_runs(tmp_path: Path) -> None:
         assert clip["state"] == "offloaded" and Path(clip["local_path"]).exists()
     gap = [n for n in notes if n["type"] == "gap"]
     assert len(gap) == 1 and 27 <= gap[0]["duration_s"] <= 29
-    assert set(gap[0]) == {
-        "note_id",
-        "type",
-        "device_id",
-        "start",
-        "end",
-        "duration_s",
-        "cause",
-        "clips",
-        "created_at",
-        "explanations",
-    }
+    assert set(gap[0]) == SPEC_KEYS
 
 
 def test_usage_errors_exit_2() -> None:

@@ -7,7 +7,6 @@ import shutil
 import socket
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -21,6 +20,7 @@ from firmware_interface.base import Identity
 from firmware_interface.discovery import Docked
 from firmware_interface.simulated import SimulatedRecorder
 from tests.dock import dock_config, wait_for
+from tests.test_sdnotify import received
 
 
 @pytest.fixture
@@ -35,18 +35,6 @@ def notify_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
     yield sock
     sock.close()
     shutil.rmtree(folder)
-
-
-def datagrams(sock: socket.socket, window: float) -> list[str]:
-    out: list[str] = []
-    deadline = time.monotonic() + window
-    while (left := deadline - time.monotonic()) > 0:
-        sock.settimeout(left)
-        try:
-            out.append(sock.recv(4096).decode())
-        except TimeoutError:
-            break
-    return out
 
 
 class HangingRecorder(SimulatedRecorder):
@@ -68,18 +56,18 @@ def test_watchdog_stops_when_a_bay_worker_hangs(
     reporting.stall_s = 1.0
     daemon.start()
     try:
-        first = datagrams(notify_socket, 1.0)
+        first = received(notify_socket, 1.0)
         assert any(d.startswith("READY=1") for d in first), first
         assert "WATCHDOG=1" in first, "pings while healthy"
         root = tmp_path / "hang"
         simkit.build(root, simkit.SimRecorder())
         daemon.dispatch(Docked(1, HangingRecorder(root, ZoneInfo("UTC")), "simulated"))
         wait_for(lambda: not daemon.healthy(1.0), 5, "bay worker seen as hung")
-        datagrams(notify_socket, 0.5)  # a ping may be in flight
-        assert "WATCHDOG=1" not in datagrams(notify_socket, 1.5), "no pings while a bay hangs"
+        received(notify_socket, 0.5)  # a ping may be in flight
+        assert "WATCHDOG=1" not in received(notify_socket, 1.5), "no pings while a bay hangs"
         HangingRecorder.release.set()
         wait_for(lambda: daemon.healthy(1.0), 10, "bay worker recovered")
-        assert "WATCHDOG=1" in datagrams(notify_socket, 1.5), "pings resume"
+        assert "WATCHDOG=1" in received(notify_socket, 1.5), "pings resume"
     finally:
         HangingRecorder.release.set()
         daemon.stop()
