@@ -272,3 +272,39 @@ def test_kill_agent_and_broker_at_random_during_60mb_transfer(tmp_path: Path) ->
     dirs = list((store / "dock-test").iterdir())
     assert len(dirs) == len(expected), "each clip once at the receiver"
     assert "Traceback" not in log.read_text(), log.read_text()[-4000:]
+
+
+def test_resync_command_sends_a_clip_again_and_refuses_unknown(
+    tmp_path: Path, broker: Broker
+) -> None:
+    from tests.test_it_monitoring import command
+
+    store = tmp_path / "central"
+    receiver = start_receiver(store, broker)
+    cfg = dock_config(tmp_path, mqtt={"host": broker.host, "port": broker.port})
+    simkit.build(tmp_path / "bay1", recorder())
+    it = Recorder(broker, "it-resync", "it/replies")
+    try:
+        with running(cfg) as (daemon, _views):
+            wait_for(lambda: len(received(store)) == 4, 60, "clips synced")
+            clip_id, path = next(iter(received(store).items()))
+            path.unlink()  # central lost it
+            command(
+                it,
+                "dock/dock-test/cmd/resync",
+                json.dumps({"clip_id": clip_id}).encode(),
+                "it/replies",
+            )
+            reply = json.loads(it.next(timeout=10).payload)
+            assert reply["ok"] is True and reply["result"]["queued"] == clip_id
+            wait_for(lambda: path.exists() and sha(path) == clip_id, 30, "the clip sent again")
+            command(
+                it,
+                "dock/dock-test/cmd/resync",
+                json.dumps({"clip_id": "f" * 64}).encode(),
+                "it/replies",
+            )
+            refused = json.loads(it.next(timeout=10).payload)
+    finally:
+        receiver.stop()
+    assert refused["ok"] is False and "unknown clip" in refused["error"]

@@ -71,8 +71,14 @@ class TransferStore:
         return path
 
     def is_complete(self, client_id: str, file_id: str) -> bool:
-        """True when the file and its manifest are in place."""
-        return (self.file_dir(client_id, file_id) / MANIFEST).is_file()
+        """True when the file and its manifest are in place (a lost file is received again)."""
+        fdir = self.file_dir(client_id, file_id)
+        if not (fdir / MANIFEST).is_file():
+            return False
+        return any(
+            f.is_file() and f.name != MANIFEST and not f.name.startswith(".")
+            for f in fdir.iterdir()
+        )
 
     def begin(self, client_id: str, cmd: p.Init) -> None:
         """Handle `init`: start, or resume, a partial file."""

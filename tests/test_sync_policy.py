@@ -1,0 +1,41 @@
+"""Sync order and eligibility (pure): marked and late clips first, then the oldest."""
+
+from __future__ import annotations
+
+from agent.sync import candidates, priority
+
+
+def rec(clip_id: str, start: str, flags: list[str] | None = None, **kw: object) -> dict:
+    return {
+        "clip_id": clip_id,
+        "recorded_start": start,
+        "flags": flags or [],
+        "state": "offloaded",
+        "analysed": True,
+        **kw,
+    }
+
+
+def test_marked_and_late_go_first_then_oldest() -> None:
+    records = [
+        rec("new", "2026-11-21T10:00:00+08:00"),
+        rec("old", "2026-11-20T10:00:00+08:00"),
+        rec("marked", "2026-11-21T11:00:00+08:00", ["marked"]),
+        rec("late", "2026-11-21T12:00:00+08:00", ["late_offload", "gap_after"]),
+    ]
+    order = [r["clip_id"] for r in candidates(records, now=100.0, retry_at={})]
+    assert order == ["marked", "late", "old", "new"]
+    assert priority(records[2]) < priority(records[1])
+
+
+def test_only_analysed_offloaded_clips_not_waiting_out_a_failure() -> None:
+    records = [
+        rec("ok", "2026-11-21T10:00:00+08:00"),
+        rec("probing", "2026-11-21T10:00:00+08:00", analysed=False),
+        rec("sent", "2026-11-21T10:00:00+08:00", state="synced"),
+        rec("failed", "2026-11-21T09:00:00+08:00"),
+    ]
+    found = candidates(records, now=100.0, retry_at={"failed": 130.0})
+    assert [r["clip_id"] for r in found] == ["ok"]
+    found = candidates(records, now=131.0, retry_at={"failed": 130.0})
+    assert [r["clip_id"] for r in found] == ["failed", "ok"]
