@@ -14,23 +14,12 @@ from paho.mqtt.properties import Properties
 from agent.mqtt.commands import MAX_PAYLOAD, CommandServer
 from agent.mqtt.connection import MqttConnection
 from tests.broker import Broker, mosquitto_binary, running_broker
+from tests.fakes import MemoryCustody
 from tests.mqtt_helpers import FAST_BACKOFF, Recorder, section
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
 ROOT = "dock/dock-c"
 CLIP = "a" * 64
-
-
-class MemoryCustody:
-    """A custody log kept in memory (the Custody protocol)."""
-
-    def __init__(self) -> None:
-        self.entries: list[dict[str, Any]] = []
-
-    def append(self, event: str, **fields: Any) -> dict[str, Any]:
-        entry = {"seq": len(self.entries) + 1, "event": event, **fields}
-        self.entries.append(entry)
-        return entry
 
 
 @pytest.fixture

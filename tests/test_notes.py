@@ -14,6 +14,7 @@ import pytest
 from agent.commands import notes as notes_cmd
 from agent.custody import CustodyLog, iter_entries, verify_chain
 from agent.notes import Note, NoteDraft, NotesCorrupt, NotesStore
+from tests.fakes import MemoryCustody
 
 START = datetime(2026, 11, 21, 1, 0, 2, tzinfo=UTC)
 GAP = NoteDraft(
@@ -33,25 +34,13 @@ SPEC_KEYS = {
 }
 
 
-class FakeCustody:
-    """Records custody entries in memory (the interface NotesStore depends on)."""
-
-    def __init__(self) -> None:
-        self.entries: list[dict[str, Any]] = []
-
-    def append(self, event: str, **fields: Any) -> dict[str, Any]:
-        entry = {"seq": len(self.entries) + 1, "event": event, **fields}
-        self.entries.append(entry)
-        return entry
+@pytest.fixture
+def custody() -> MemoryCustody:
+    return MemoryCustody()
 
 
 @pytest.fixture
-def custody() -> FakeCustody:
-    return FakeCustody()
-
-
-@pytest.fixture
-def store(tmp_path: Path, custody: FakeCustody) -> NotesStore:
+def store(tmp_path: Path, custody: MemoryCustody) -> NotesStore:
     return NotesStore(tmp_path, custody)
 
 
@@ -62,7 +51,7 @@ def stored(tmp_path: Path) -> dict[str, Any]:
 
 
 def test_create_writes_spec_json_and_a_custody_entry(
-    store: NotesStore, custody: FakeCustody, tmp_path: Path
+    store: NotesStore, custody: MemoryCustody, tmp_path: Path
 ) -> None:
     note = store.create(GAP)
     assert note.note_id.startswith("N-") and len(note.note_id) == 14
@@ -84,7 +73,7 @@ def test_create_writes_spec_json_and_a_custody_entry(
 
 
 def test_creating_the_same_note_twice_is_idempotent(
-    store: NotesStore, custody: FakeCustody, tmp_path: Path
+    store: NotesStore, custody: MemoryCustody, tmp_path: Path
 ) -> None:
     first = store.create(GAP)
     again = NotesStore(tmp_path, custody).create(GAP)
@@ -93,7 +82,7 @@ def test_creating_the_same_note_twice_is_idempotent(
 
 
 def test_explanations_append_and_never_rewrite(
-    store: NotesStore, custody: FakeCustody, tmp_path: Path
+    store: NotesStore, custody: MemoryCustody, tmp_path: Path
 ) -> None:
     note_id = store.create(GAP).note_id
     store.explain(note_id, "Sgt. Li", "battery died on patrol")
@@ -175,7 +164,7 @@ def test_subscribers_hear_of_new_notes_and_explanations(store: NotesStore) -> No
 
 
 def test_refresh_announces_what_another_process_added(
-    store: NotesStore, custody: FakeCustody, tmp_path: Path
+    store: NotesStore, custody: MemoryCustody, tmp_path: Path
 ) -> None:
     note_id = store.create(GAP).note_id
     heard: list[str] = []
@@ -187,7 +176,7 @@ def test_refresh_announces_what_another_process_added(
 
 def test_concurrent_explanations_all_survive(store: NotesStore, tmp_path: Path) -> None:
     note_id = store.create(GAP).note_id
-    other = NotesStore(tmp_path, FakeCustody())
+    other = NotesStore(tmp_path, MemoryCustody())
 
     def explain(target: NotesStore, n: int) -> None:
         for i in range(5):
@@ -207,7 +196,7 @@ def test_concurrent_explanations_all_survive(store: NotesStore, tmp_path: Path) 
 def test_damaged_file_is_not_overwritten(tmp_path: Path) -> None:
     (tmp_path / "notes.json").write_text("{half a docu", encoding="utf-8")
     with pytest.raises(NotesCorrupt):
-        NotesStore(tmp_path, FakeCustody())
+        NotesStore(tmp_path, MemoryCustody())
     assert (tmp_path / "notes.json").read_text(encoding="utf-8") == "{half a docu"
 
 
@@ -285,7 +274,7 @@ def test_cli_missing_arguments_exit_2(config: Path) -> None:
 
 
 def test_cli_empty_text_exits_2(config: Path, tmp_path: Path) -> None:
-    note_id = NotesStore(tmp_path / "data", FakeCustody()).create(GAP).note_id
+    note_id = NotesStore(tmp_path / "data", MemoryCustody()).create(GAP).note_id
     assert cli("notes", "add", note_id, "--author", "A", "--text", "", "-c", str(config)) == 2
 
 

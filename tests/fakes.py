@@ -1,0 +1,17 @@
+"""Test doubles at the edges the code under test takes as parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MemoryCustody:
+    """A custody log kept in memory (what NotesStore and CommandServer append to)."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+
+    def append(self, event: str, **fields: Any) -> dict[str, Any]:
+        entry = {"seq": len(self.entries) + 1, "event": event, **fields}
+        self.entries.append(entry)
+        return entry
