@@ -153,6 +153,18 @@ class Loops:
         """losetup -d: immediate when unused, deferred (autoclear) while mounted."""
         run("losetup", "-d", device)
 
+    def swap_command(self, device: str, image: Path) -> str:
+        """A shell command that re-attaches `device` to `image`, as a recorder re-enumerates.
+
+        `losetup -d` is deferred while anyone (udev's blkid, the watcher's probe) still holds
+        the device open, and attaching meanwhile fails with EBUSY, so the attach is retried
+        for up to 10 s.
+        """
+        return (
+            f"losetup -d {device}; for i in $(seq 200); do "
+            f"losetup {device} {image} 2>/dev/null && exit 0; sleep 0.05; done; exit 1"
+        )
+
     def vanish(self, mount_point: Path, device: str) -> None:
         """Make a mounted volume behave as if its device were pulled out."""
         fd = os.open(mount_point, os.O_RDONLY | os.O_DIRECTORY)

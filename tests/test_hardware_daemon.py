@@ -57,7 +57,7 @@ def test_zfy_recorder_identified_clock_set_switched_and_offloaded(
 ) -> None:
     device = loops.free()
     volume = build_ext4(recorder_tree(tmp_path / "tree", media_files), tmp_path / "rec.img")
-    control.set(msdc_cmd=f"losetup -d {device} && losetup {device} {volume}")
+    control.set(msdc_cmd=loops.swap_command(device, volume))
     secret = tmp_path / "zfy.pw"
     secret.write_text(PASSWORD + "\n")
     cfg = config(tmp_path, device, "zfy", zfy_library=fake_sdk, zfy_password_file=str(secret))

@@ -115,7 +115,7 @@ def test_docked_through_sdk_then_mass_storage(
 ) -> None:
     device = loops.free()
     volume = build_ext4(recorder_tree(tmp_path / "tree", media_files), tmp_path / "rec.img")
-    control.set(msdc_cmd=f"losetup -d {device} && losetup {device} {volume}")
+    control.set(msdc_cmd=loops.swap_command(device, volume))
     bays = [BaySection(number=6, udev_match={"DEVNAME": device}, driver="zfy")]
     _, events = start_watcher(bays, zfy_recorders(tmp_path, fake_sdk, PASSWORD))
     loops.attach(blank_image(tmp_path / "sdk-mode.img"), device)  # the recorder, in SDK mode
