@@ -6,6 +6,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -15,7 +16,16 @@ from agent import retention, roster
 from agent.findings import Finding, fault, warning
 from agent.record import Docking, dest_rel, new_record, start_time
 from agent.services import Services
-from agent.store import CHUNK, SMALL, DiskFull, SourceReadError, Staged, StoredCopy
+from agent.store import (
+    CHUNK,
+    SMALL,
+    DiskFull,
+    SourceReadError,
+    Staged,
+    StoredCopy,
+    VerifyFailed,
+    prefetch,
+)
 from firmware_interface.base import ClipEntry, Recorder, RecorderError, RecorderGone
 
 logger = logging.getLogger(__name__)
@@ -55,6 +65,8 @@ class Offloader:
         # Rows indexed before this pass; the pass's own rows have other recorder paths.
         self._prior: dict[tuple[str, int], list[dict[str, Any]]] = {}
         self._handled = 0  # clips of this pass done with: the rest are pending at a stop
+        self._prover: Executor
+        self._pending: tuple[list[tuple[ClipEntry, Staged]], Future[None]] | None = None
         self.log_extra = {
             "DOCK_ID": services.cfg.dock.id,
             "BAY": docking.bay,
@@ -62,23 +74,41 @@ class Offloader:
         }
 
     def run(self, clips: list[ClipEntry]) -> OffloadResult:
-        """Offload `clips` oldest first; stop at disk full, undock or cancel (RecorderGone raised)."""
+        """Offload `clips` oldest first; stop at disk full, undock or cancel (RecorderGone raised).
+
+        Batches of small files go through a pipeline: while batch N is staged, batch N-1 is
+        proved (fsync, read back from disk, hash) by a helper thread, and each proved batch is
+        placed and recorded in order by this thread.
+        """
         result = OffloadResult()
         self._prior = self._indexed_files()
         self._handled = 0
-        for group in batches(clips):
-            if self.cancel.is_set():
-                raise RecorderGone("offload cancelled: recorder undocked")
+        with ThreadPoolExecutor(1, thread_name_prefix=f"bay{self.docking.bay}-prove") as prover:
+            self._prover = prover
             try:
-                self._group(group, result)
+                for group in batches(clips):
+                    if self.cancel.is_set():
+                        raise RecorderGone("offload cancelled: recorder undocked")
+                    self._group(group, result)
+                self._finish_pending(result)
             except DiskFull:
                 self._disk_full(result, len(clips) - self._handled)
-                break
+            except VerifyFailed as exc:
+                self._verify_failed(result, exc, len(clips) - self._handled)
+            except RecorderGone:
+                try:
+                    self._finish_pending(result)  # fully copied before the recorder went
+                except DiskFull:
+                    self._disk_full(result, len(clips) - self._handled)
+                raise
+            finally:
+                self._drop_pending()
         return result
 
     def _group(self, group: list[ClipEntry], result: OffloadResult) -> None:
         """One large clip on its own, or a batch of small ones sharing their fsyncs."""
         if len(group) == 1 and group[0].size >= SMALL:
+            self._finish_pending(result)
             _check_room(self.s.store.has_room(group[0].size))
             self._guarded(partial(self._one, group[0], result), group[0], result)
             self._settle()
@@ -86,20 +116,54 @@ class Offloader:
         staged: list[tuple[ClipEntry, Staged]] = []
         try:
             full = self._stage_all(group, result, staged)
-            copies = self.s.store.commit([item for _, item in staged])
         except BaseException:
             self.s.store.discard([item for _, item in staged])
             raise
+        proving = self._prover.submit(self.s.store.prove, [item for _, item in staged])
+        previous, self._pending = self._pending, (staged, proving)
+        self._finish(previous, result)  # proved while this batch was staged
+        if full is not None:
+            self._finish_pending(result)
+            raise full  # after the clips that fitted are stored and indexed, as one by one
+
+    def _finish_pending(self, result: OffloadResult) -> None:
+        """Finish the batch being proved, if any."""
+        pending, self._pending = self._pending, None
+        self._finish(pending, result)
+
+    def _finish(
+        self,
+        batch: tuple[list[tuple[ClipEntry, Staged]], Future[None]] | None,
+        result: OffloadResult,
+    ) -> None:
+        """Wait for a batch's proof, then place it, index it and log it."""
+        if batch is None:
+            return
+        staged, proving = batch
+        items = [item for _, item in staged]
+        try:
+            proving.result()
+        except BaseException:
+            self.s.store.discard(items)
+            raise
+        copies = self.s.store.place(items)
         self._record_batch([clip for clip, _ in staged], copies, result)
         for _ in staged:
             self._settle()
-        if full is not None:
-            raise full  # after the clips that fitted are stored and indexed, as one by one
+
+    def _drop_pending(self) -> None:
+        """After a failure: wait for any proof still running and remove its temp files."""
+        if self._pending is not None:
+            staged, proving = self._pending
+            self._pending = None
+            wait([proving])
+            self.s.store.discard([item for _, item in staged])
 
     def _stage_all(
         self, group: list[ClipEntry], result: OffloadResult, staged: list[tuple[ClipEntry, Staged]]
     ) -> DiskFull | None:
         """Stage the batch's clips in order; stop at the first that does not fit (returned)."""
+        self._prefetch(group)
         for clip in group:
             try:
                 _check_room(self.s.store.has_room(clip.size))
@@ -108,6 +172,18 @@ class Offloader:
             except DiskFull as exc:
                 return exc
         return None
+
+    def _prefetch(self, group: list[ClipEntry]) -> None:
+        """Have the recorder's disk start reading the whole batch (small files, many seeks).
+
+        Only a hint: a clip that cannot be opened now fails, with its finding, when staged.
+        """
+        for clip in group:
+            try:
+                with self.recorder.open_clip(clip) as src:
+                    prefetch(src)
+            except (RecorderError, OSError):
+                continue
 
     def _guarded(self, work: Callable[[], None], clip: ClipEntry, result: OffloadResult) -> bool:
         """Run `work` for one clip; a recorder error on it is a warning and the clip pending."""
@@ -132,6 +208,13 @@ class Offloader:
         result.findings.append(fault("disk_full", msg, free_bytes=free))
         result.pending += remaining
         self.s.bus.alert("disk_full", "critical", msg, bay=self.docking.bay, free_bytes=free)
+        logger.error("%s", msg, extra=self.log_extra)
+
+    def _verify_failed(self, result: OffloadResult, exc: VerifyFailed, remaining: int) -> None:
+        msg = f"the dock's disk returned other bytes than were written: {exc}; offload stopped"
+        result.findings.append(fault("verify_failed", msg))
+        result.pending += remaining
+        self.s.bus.alert("verify_failed", "critical", msg, bay=self.docking.bay)
         logger.error("%s", msg, extra=self.log_extra)
 
     def _one(self, clip: ClipEntry, result: OffloadResult) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import hashlib
+import io
 import itertools
 import logging
 import os
@@ -149,13 +150,39 @@ class EvidenceStore:
         return Staged(tmp, dest_rel, sha, size)
 
     def commit(self, staged: list[Staged]) -> list[StoredCopy]:
-        """fsync each staged file, verify it from disk, link it into place, fsync each dir once."""
+        """prove() then place(): durable, verified from disk, linked into place."""
+        try:
+            self.prove(staged)
+        except BaseException:
+            self.discard(staged)
+            raise
+        return self.place(staged)
+
+    def prove(self, staged: list[Staged]) -> None:
+        """fsync each staged file and verify it as read back from disk (VerifyFailed if not).
+
+        Touches only the batch's own temp files, so it may run in another thread while the
+        next batch is staged.
+        """
+        fds: list[int] = []
         try:
             for item in staged:
-                _fsync_path(item.tmp)
-            for item in staged:  # cache dropped: the disk's copy is what is hashed
-                if sha256_file(item.tmp) != item.sha256:
-                    raise VerifyFailed(f"{item.tmp}: stored copy does not match {item.sha256}")
+                fds.append(os.open(item.tmp, os.O_RDONLY | os.O_CLOEXEC))
+            for fd in fds:
+                _fsync(fd)  # Linux lets a read-only descriptor fsync
+            for fd in fds:  # drop the cache, then ask for every file at once: a deep queue
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        for item in staged:  # read back from disk: the cache was dropped after the fsync
+            if sha256_file(item.tmp, drop_cache=False) != item.sha256:
+                raise VerifyFailed(f"{item.tmp}: stored copy does not match {item.sha256}")
+
+    def place(self, staged: list[Staged]) -> list[StoredCopy]:
+        """Link proved files into place, fsync each directory once, remove the temp files."""
+        try:
             dirs: set[Path] = {self.root}
             placed = [self._place(i.tmp, self.root / i.dest_rel, i.sha256, dirs) for i in staged]
             for directory in sorted(dirs, key=lambda d: -len(d.parts)):
@@ -328,13 +355,12 @@ def _start_writeback(fd: int) -> None:
         _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
 
 
-def _fsync_path(path: Path) -> None:
-    """fsync a file by name (Linux lets a read-only descriptor fsync)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+def prefetch(src: BinaryIO) -> None:
+    """Ask the kernel to start reading a source file now (a hint; files without one are skipped)."""
     try:
-        _fsync(fd)
-    finally:
-        os.close(fd)
+        os.posix_fadvise(src.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass
 
 
 def _read(src: BinaryIO, buf: bytearray) -> int:

@@ -62,6 +62,10 @@ class GuardedReader(io.RawIOBase):
                 self._on_gone()
             raise err from exc
 
+    def fileno(self) -> int:
+        """The clip's descriptor (the store uses it for read-ahead hints)."""
+        return int(self._fh.fileno())
+
     def close(self) -> None:
         """Close the underlying file."""
         self._fh.close()

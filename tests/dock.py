@@ -11,7 +11,7 @@ from typing import Any
 from agent.assembly import assemble
 from agent.config import DockConfig, parse_config
 from agent.daemon import Daemon
-from agent.events import BayView
+from agent.events import Alert, BayView
 
 CLOSED_PORT = 1  # nothing listens: the dock works offline and never meets a stray broker
 
@@ -44,14 +44,17 @@ def config_toml(cfg: DockConfig) -> str:
 
 
 class Views:
-    """Collects every bay view the daemon emits."""
+    """Collects every bay view and alert the daemon emits."""
 
     def __init__(self) -> None:
         self.items: list[BayView] = []
+        self.alerts: list[Alert] = []
 
     def __call__(self, item: object) -> None:
         if isinstance(item, BayView):
             self.items.append(item)
+        elif isinstance(item, Alert):
+            self.alerts.append(item)
 
     def latest(self, bay: int) -> BayView | None:
         """The last view of `bay`."""

@@ -316,7 +316,7 @@ def test_many_photos_are_batched_durable_first_then_custody_then_index(
     assert sorted(records) == sorted({sha(p) for p in photos})
     stored = [p for p in (cfg.data_dir / "evidence").rglob("*.JPG") if ".incoming" not in p.parts]
     assert len(stored) == 68, "a duplicate leaves no second copy"
-    assert [kind for kind, _ in calls] == ["commit", "custody", "index"] * 3  # 32 + 32 + 6
+    assert [kind for kind, _ in calls] == ["place", "custody", "index"] * 3  # 32 + 32 + 6
     for (_, stored), (_, logged), (_, indexed) in zip(
         calls[::3], calls[1::3], calls[2::3], strict=True
     ):
@@ -331,13 +331,24 @@ def test_many_photos_are_batched_durable_first_then_custody_then_index(
 def spy(
     monkeypatch: pytest.MonkeyPatch, services: object, calls: list[tuple[str, list[str]]]
 ) -> None:
-    """Record the order of a batch's steps: stored copies, custody entries, index rows."""
-    store, custody_log, index = services.store, services.custody, services.index  # type: ignore[attr-defined]
-    commit, append_many, put_many = store.commit, custody_log.append_many, index.put_many
+    """Record the order of a batch's steps: stored copies, custody entries, index rows.
 
-    def commit_spy(staged: list) -> list:
-        copies = commit(staged)
-        calls.append(("commit", [c.sha256 for c in copies if c.path.exists()]))
+    Batches are proved (fsync, read back, hash) in another thread while the next is staged;
+    each must be proved before it is placed.
+    """
+    store, custody_log, index = services.store, services.custody, services.index  # type: ignore[attr-defined]
+    prove, place = store.prove, store.place
+    append_many, put_many = custody_log.append_many, index.put_many
+    proved: set[str] = set()
+
+    def prove_spy(staged: list) -> None:
+        prove(staged)
+        proved.update(str(s.tmp) for s in staged)
+
+    def place_spy(staged: list) -> list:
+        assert {str(s.tmp) for s in staged} <= proved, "placed before it was proved"
+        copies = place(staged)
+        calls.append(("place", [c.sha256 for c in copies if c.path.exists()]))
         return copies
 
     def custody_spy(items: list) -> list:
@@ -349,7 +360,8 @@ def spy(
         calls.append(("index", [r["clip_id"] for r in records]))
         put_many(records)
 
-    monkeypatch.setattr(store, "commit", commit_spy)
+    monkeypatch.setattr(store, "prove", prove_spy)
+    monkeypatch.setattr(store, "place", place_spy)
     monkeypatch.setattr(custody_log, "append_many", custody_spy)
     monkeypatch.setattr(index, "put_many", index_spy)
 
@@ -384,3 +396,45 @@ def test_a_batch_that_fails_verification_places_nothing(tmp_path: Path) -> None:
         store.commit(staged)
     assert not (store.root / "ZFY1").exists()
     assert list(store.incoming.iterdir()) == []
+
+
+def test_a_batch_failing_verification_in_the_pipeline_faults_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second batch reads back wrong while the third is staged: the first stays stored."""
+    from tests.bench.bench_offload import clip_name, media_dir
+
+    cfg = dock_config(tmp_path, delete_from_recorder="after_local_verify")
+    rec = simkit.SimRecorder(device_id="ZFY0000001")
+    photos = [media_dir(tmp_path / "bay1") / clip_name(n, "JPG", "ZFY0000001") for n in range(80)]
+    photos[0].parent.mkdir(parents=True, exist_ok=True)
+    for photo in photos:
+        photo.write_bytes(os.urandom(20_000))
+    first = {sha(p) for p in photos[:32]}
+    with running(cfg) as (daemon, views):
+        store = daemon.services.store
+        prove, batches = store.prove, []
+
+        def corrupting_prove(staged: list) -> None:
+            batches.append(staged)
+            if len(batches) == 2:  # the disk gives back other bytes than were written
+                with open(staged[7].tmp, "r+b") as fh:
+                    fh.write(b"X")
+            prove(staged)
+
+        monkeypatch.setattr(store, "prove", corrupting_prove)
+        simkit.dock(tmp_path / "bay1", rec)
+        wait_for(lambda: views.latest(1).state == "fault", 60, "verify_failed fault")  # type: ignore[union-attr]
+        view = views.latest(1)
+        records = list(daemon.services.index.iter_all())
+        alerts = [a for a in views.alerts if a.code == "verify_failed"]
+    assert view is not None and "verify_failed" in {f.code for f in view.findings}
+    assert len(records) == 32, "the first batch, proved before the failure, is stored"
+    assert {r["clip_id"] for r in records} == first
+    for r in records:
+        assert sha(Path(r["local_path"])) == r["sha256"]
+    assert list((cfg.data_dir / "evidence" / ".incoming").iterdir()) == [], "no temp file left"
+    stored = [p for p in (cfg.data_dir / "evidence").rglob("*.JPG") if ".incoming" not in p.parts]
+    assert len(stored) == 32, "nothing of the failed batch is placed"
+    assert [p.exists() for p in photos] == [False] * 32 + [True] * 48, "only stored clips deleted"
+    assert alerts, "IT is alerted"

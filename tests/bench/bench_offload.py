@@ -212,19 +212,22 @@ def photo_rows(root: Path, quick: bool) -> list[Row]:
     for seq in range(1, count + 1):
         random_file(media_dir(sim) / clip_name(seq, "JPG", "ZFY0000001"), 200_000)
     out = root / "copy"
-    cp = [cold(commands(["cp", "-r", str(sim / "DCIM"), str(out)], ["sync"]))]
-    remove(out)
-    ours = daemon_offload(root, [1], timeout=900)
+    cp_runs, our_runs = [], []
+    for _ in range(3):  # interleaved, median: the disk is shared and noisy
+        cp_runs.append(cold(commands(["cp", "-r", str(sim / "DCIM"), str(out)], ["sync"])))
+        remove(out)
+        our_runs.append(daemon_offload(root, [1], timeout=900))
+    cp, ours = median(cp_runs), median(our_runs)
     return [
         Row(
             f"offload of {count:,} photos of 200 KB (per-file overhead)",
             "≤ 2 × cp -r + sync",
-            f"cp -r + sync {cp[0]:.2f} s (page cache dropped)",
-            f"daemon, simulated bay: dock → bay leaves offloading {ours:.2f} s "
+            f"cp -r + sync {cp:.2f} s (median of 3, page cache dropped)",
+            f"daemon, simulated bay: dock → bay leaves offloading {ours:.2f} s (median of 3) "
             f"({ours / count * 1000:.1f} ms per photo; index + custody writes included, "
             "analysis not attached)",
-            ours / cp[0],
-            ours <= 2 * cp[0],
+            ours / cp,
+            ours <= 2 * cp,
         )
     ]
 
