@@ -12,9 +12,11 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
+from zoneinfo import ZoneInfo
 
 from agent.findings import Finding
 from firmware_interface import mount
@@ -77,10 +79,15 @@ class MassStorageRecorder:
 
     capabilities = Capabilities(read_clock=False, set_clock=False, delete=True, event_log=True)
 
-    def __init__(self, device: str, mount_point: Path, bay: int) -> None:
+    def __init__(
+        self, device: str, mount_point: Path, bay: int, wall_clock_tz: ZoneInfo | None = None
+    ) -> None:
         self.device = device
         self.mount_point = mount_point
         self.bay = bay
+        # FAT keeps file times as the recorder's wall clock, without a zone: mounted tz=UTC,
+        # they read as that wall clock in UTC and are put back into the recorder's zone.
+        self.wall_clock_tz = wall_clock_tz
         self.volume = Volume(mount_point)
         self._findings: list[Finding] = []
         self._lock = threading.RLock()
@@ -88,8 +95,13 @@ class MassStorageRecorder:
         self._device_id = ""  # known once identity() has been read, for log lines
 
     @classmethod
-    def mount(cls, device: str, mount_point: Path, bay: int, fstype: str) -> MassStorageRecorder:
-        """Mount `device` read-only on `mount_point` and return the recorder on it."""
+    def mount(
+        cls, device: str, mount_point: Path, bay: int, fstype: str, tz: ZoneInfo | None = None
+    ) -> MassStorageRecorder:
+        """Mount `device` read-only on `mount_point` and return the recorder on it.
+
+        `tz` is the recorders' zone: file times on a FAT volume are wall-clock times in it.
+        """
         driver = mount.mount_ro(device, mount_point, fstype)
         logger.info(
             "bay %s: mounted %s (%s) read-only on %s",
@@ -99,7 +111,7 @@ class MassStorageRecorder:
             mount_point,
             extra={"BAY": bay, "DEVICE": device},
         )
-        return cls(device, mount_point, bay)
+        return cls(device, mount_point, bay, tz if driver in mount.WALL_CLOCK_FS else None)
 
     def _live(self) -> Volume:
         if self._closed:
@@ -155,9 +167,13 @@ class MassStorageRecorder:
     def list_clips(self) -> Listing:
         """Every media file under DCIM/ (lost+found and other non-media are ignored)."""
         try:
-            return self._live().list_media()
+            listing = self._live().list_media()
         except RecorderGone as exc:
             raise self._guard(exc) from exc
+        tz = self.wall_clock_tz
+        if tz is not None:
+            listing.clips = [replace(c, mtime=wall_clock_epoch(c.mtime, tz)) for c in listing.clips]
+        return listing
 
     def open_clip(self, clip: ClipEntry) -> BinaryIO:
         """Open a clip read-only; a vanished device mid-read raises RecorderGone."""
@@ -211,3 +227,9 @@ class MassStorageRecorder:
                 mount.unmount(self.mount_point)
             except RecorderError as exc:
                 logger.error("bay %s: %s", self.bay, exc, extra={"BAY": self.bay})
+
+
+def wall_clock_epoch(mtime: float, tz: ZoneInfo) -> float:
+    """The true time of a FAT file time read as UTC (mounted tz=UTC): it was `tz` wall clock."""
+    wall = datetime.fromtimestamp(mtime, UTC).replace(tzinfo=None)
+    return wall.replace(tzinfo=tz).timestamp()

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 RO_OPTIONS = "ro,nosuid,nodev,noexec"
 # blkid TYPE -> kernel filesystem driver; ext2/3 are served by the ext4 driver.
+WALL_CLOCK_FS = {"vfat"}  # file times are the writer's wall clock, with no zone
 ALLOWED_FS = {"vfat": "vfat", "exfat": "exfat", "ext4": "ext4", "ext3": "ext4", "ext2": "ext4"}
 TIMEOUT_S = 30.0
 
@@ -145,7 +146,7 @@ def fs_data(fstype: str) -> str:
     if fstype == "ext4":
         return "noload"
     if fstype == "vfat":
-        return f"{owner},utf8,shortname=mixed"
+        return f"{owner},utf8,shortname=mixed,tz=UTC"  # file times as written: wall clock
     if fstype == "exfat":
         return f"{owner},iocharset=utf8"
     return ""

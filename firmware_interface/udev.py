@@ -241,7 +241,9 @@ class UdevBayWatcher:
                 f"{dev.devnode} holds {fstype}; expected one of {', '.join(mount.ALLOWED_FS)}",
             )
         number = slot.bay.number
-        return MassStorageRecorder.mount(dev.devnode, self.mount_point(number), number, fstype)
+        return MassStorageRecorder.mount(
+            dev.devnode, self.mount_point(number), number, fstype, self.tz
+        )
 
     def _zfy_present(
         self, slot: BaySlot, dev: DeviceState, emit: Callable[[DockEvent], None]

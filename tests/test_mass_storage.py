@@ -5,14 +5,17 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-from datetime import datetime
+import shutil
+import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from firmware_interface import mount
 from firmware_interface.base import ClipEntry, RecorderError, RecorderGone
-from firmware_interface.mass_storage import MassStorageRecorder
+from firmware_interface.mass_storage import MassStorageRecorder, wall_clock_epoch
 from tests.loopdev import CLIP_NAMES, Loops, build_ext4, recorder_tree, sectors  # noqa: E402
 
 pytest_plugins = ["tests.loopdev"]  # fixtures: loops, media_files
@@ -139,3 +142,73 @@ def test_device_vanishing_mid_read_raises_recorder_gone(
     assert sectors(rec.device) == 0
     with pytest.raises(RecorderGone):
         rec.list_clips()
+
+
+# ---- FAT volumes: file times are the recorder's wall clock --------------------------------
+
+
+def test_fat_file_time_is_put_back_into_the_recorders_zone() -> None:
+    shanghai = ZoneInfo("Asia/Shanghai")
+    as_utc = datetime(2026, 11, 21, 9, 14, 3, tzinfo=UTC).timestamp()  # FAT 09:14:03, tz=UTC
+    true = datetime.fromtimestamp(wall_clock_epoch(as_utc, shanghai), UTC)
+    assert true == datetime(2026, 11, 21, 1, 14, 3, tzinfo=UTC)
+    berlin = ZoneInfo("Europe/Berlin")  # the zone's offset on that day, not today's
+    summer = datetime(2026, 7, 1, 12, 0, tzinfo=UTC).timestamp()
+    assert datetime.fromtimestamp(wall_clock_epoch(summer, berlin), UTC).hour == 10
+    assert "tz=UTC" in mount.fs_data("vfat").split(",")
+    assert mount.WALL_CLOCK_FS == {"vfat"}
+
+
+def test_listing_of_a_fat_volume_gives_true_file_times(tmp_path: Path) -> None:
+    """The driver over a volume mounted tz=UTC: the listing's mtimes are true times."""
+    root = tmp_path / "volume"
+    clip = root / "DCIM" / "100MEDIA" / "CLIP0001.MP4"  # a name that does not parse
+    clip.parent.mkdir(parents=True)
+    clip.write_bytes(b"\0" * 64)
+    fat_time = datetime(2026, 11, 21, 9, 14, 3, tzinfo=UTC).timestamp()
+    os.utime(clip, (fat_time, fat_time))
+    plain = MassStorageRecorder("/dev/null", root, 1).list_clips().clips
+    fat = MassStorageRecorder("/dev/null", root, 1, ZoneInfo("Asia/Shanghai")).list_clips().clips
+    assert [c.mtime for c in plain] == [fat_time]
+    assert [datetime.fromtimestamp(c.mtime, UTC) for c in fat] == [
+        datetime(2026, 11, 21, 1, 14, 3, tzinfo=UTC)
+    ]
+
+
+def vfat_skip_reason() -> str | None:
+    if "vfat" not in Path("/proc/filesystems").read_text().split():
+        return "this kernel has no vfat driver (not in /proc/filesystems)"
+    missing = [t for t in ("mkfs.vfat", "mcopy", "mmd") if not shutil.which(t)]
+    return f"missing {', '.join(missing)} (dosfstools, mtools)" if missing else None
+
+
+def test_vfat_volume_mounted_read_only_with_true_file_times(
+    loops: Loops, tmp_path: Path, tree: Path
+) -> None:
+    if reason := vfat_skip_reason():
+        pytest.skip(reason)
+    image = tmp_path / "fat.img"
+    subprocess.run(["mkfs.vfat", "-C", str(image), "32768"], check=True, capture_output=True)
+    for path in sorted(tree.rglob("*")):
+        rel = path.relative_to(tree).as_posix()
+        cmd = ["mmd"] if path.is_dir() else ["mcopy", "-m", str(path)]
+        subprocess.run([*cmd, "-i", str(image), f"::{rel}"], check=True, env={"TZ": "UTC"})
+    device = loops.attach(image)
+    assert mount.probe_fs_type(device) == "vfat"
+    rec = MassStorageRecorder.mount(
+        device, tmp_path / "media" / "bay1", 1, "vfat", ZoneInfo("Asia/Shanghai")
+    )
+    try:
+        assert "ro" in mount.mount_options(rec.mount_point)
+        clips = rec.list_clips().clips
+        assert [c.path for c in clips] == sorted(CLIP_NAMES)
+        for clip in clips:
+            with rec.open_clip(clip) as fh:
+                assert sha256(fh.read()) == sha256((tree / clip.path).read_bytes())
+            wall = datetime.fromtimestamp(
+                (tree / clip.path).stat().st_mtime, UTC
+            )  # mcopy -m, TZ=UTC
+            true = datetime.fromtimestamp(clip.mtime, UTC)
+            assert abs((wall - true).total_seconds() - 8 * 3600) <= 2, clip.path  # FAT: 2 s
+    finally:
+        rec.close()
