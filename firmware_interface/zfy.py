@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+import time
 from datetime import datetime
 from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
@@ -261,13 +262,20 @@ class ZfyRecorder:
         return Status(battery, battery < 100, total, free, None, ())
 
     def set_clock(self, now: datetime) -> None:
-        """SyncDevTime: the SDK sets the recorder to the dock's clock, which must equal `now`."""
-        host_now = datetime.now(self.tz).replace(tzinfo=None)
+        """SyncDevTime: the SDK sets the recorder to the dock's local time, which must be `now`.
+
+        The SDK takes the time from the C library's local time of this process, so the dock's
+        time zone must be the recorders' (`now` is in their zone); otherwise the clock is left
+        alone and the error says which zones differ.
+        """
+        host_now = datetime.now()  # naive local time: what the SDK will write
         if abs((host_now - now).total_seconds()) > CLOCK_AGREEMENT_S:
             raise RecorderError(
                 "clock_source_mismatch",
-                f"the SDK sets the recorder to the dock's clock ({host_now:%Y-%m-%d %H:%M:%S}), "
-                f"not to the requested {now:%Y-%m-%d %H:%M:%S}",
+                f"the SDK sets the recorder to the dock's local time "
+                f"({host_now:%Y-%m-%d %H:%M:%S} {time.strftime('%Z')}), not to the recorders' "
+                f"{now:%Y-%m-%d %H:%M:%S} ({self.tz.key}); set the dock's time zone to "
+                f"{self.tz.key} (timedatectl set-timezone)",
             )
         self.sdk.sync_time()
         logger.info(

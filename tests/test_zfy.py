@@ -20,7 +20,7 @@ from tests.loopdev import (  # noqa: E402
     build_ext4,
     recorder_tree,
 )
-from tests.zfy_kit import PASSWORD, TZ, Control
+from tests.zfy_kit import PASSWORD, TZ, Control, local_zone
 
 pytest_plugins = [
     "tests.loopdev",
@@ -91,7 +91,9 @@ def test_clock_is_set_to_the_docks_clock_only(fake_sdk: str, control: Control) -
         rec.set_clock(now - timedelta(hours=1))
     assert info.value.code == "clock_source_mismatch"
     rec.set_clock(now)
-    assert control.calls()[-1].startswith("SyncDevTime 5 ")
+    call, stamp = control.calls()[-1].rsplit(" ", 1)
+    assert call == "SyncDevTime 5"
+    assert abs((datetime.fromisoformat(stamp) - now).total_seconds()) < 5  # the recorders' time
     with pytest.raises(RecorderError) as timeout:
         rec.list_clips()  # SetMSDC, then no volume ever appears
     assert timeout.value.code == "zfy_storage_timeout"
@@ -152,3 +154,16 @@ def test_wrong_password_is_a_bay_fault(
     assert fault.code == "zfy_wrong_password" and "password" in fault.message
     loops.detach(device)
     events.wait_for(Undocked, 7)
+
+
+def test_clock_left_alone_when_the_docks_zone_is_not_the_recorders(
+    fake_sdk: str, control: Control
+) -> None:
+    """SyncDevTime writes the dock's local time: in UTC it would set a Beijing recorder 8 h off."""
+    rec = ZfyRecorder.bring_up(ZfySdk(fake_sdk, PASSWORD), 1, TZ, 1.0)
+    with local_zone("UTC"):
+        with pytest.raises(RecorderError) as info:
+            rec.set_clock(datetime.now(TZ).replace(tzinfo=None))
+    assert info.value.code == "clock_source_mismatch"
+    assert "Asia/Shanghai" in str(info.value) and "timedatectl" in str(info.value)
+    assert not any(c.startswith("SyncDevTime") for c in control.calls())

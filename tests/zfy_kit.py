@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -57,7 +61,29 @@ class Control:
 
 
 @pytest.fixture
-def control(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Control:
+def control(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Control]:
+    """The fake's control file, with the process in the recorders' zone (TZ).
+
+    SyncDevTime sets the recorder to the dock's local time, so a dock is installed with its
+    time zone set to the recorders' (docs/INSTALL.md); the fake SDK reads it in-process.
+    """
     ctl = Control(tmp_path / "fake_zfy.ctl")
     monkeypatch.setenv("FAKE_ZFY_CONTROL", str(ctl.path))
-    return ctl
+    with local_zone(TZ.key):
+        yield ctl
+
+
+@contextmanager
+def local_zone(name: str) -> Iterator[None]:
+    """The process's local time zone (C library, as the SDK sees it) set to `name`."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = name
+    time.tzset()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
