@@ -109,6 +109,7 @@ class BaySlot:
     keys: set[str] = field(default_factory=set)  # devices whose loss means the recorder left
     sdk_key: str = ""
     faulted_key: str = ""
+    waiting: DeviceState | None = None  # a zfy recorder waiting for the SDK to be free
 
 
 def _monitor_source() -> str:
@@ -177,6 +178,14 @@ class UdevBayWatcher:
             device = monitor.poll(timeout=self.poll_s)
             if device is not None:
                 self.handle(device_state(device, device.action or "change"), emit)
+            self.retry_waiting(emit)
+
+    def retry_waiting(self, emit: Callable[[DockEvent], None]) -> None:
+        """Bring up a zfy recorder that waited, once no other is in SDK mode."""
+        for slot in self.slots.values():
+            if slot.waiting is not None and self._in_sdk_mode(slot) is None:
+                dev, slot.waiting = slot.waiting, None
+                self._present(slot, dev, emit)
 
     def handle(self, dev: DeviceState, emit: Callable[[DockEvent], None]) -> None:
         """Reconcile the bays with one device's current state."""
@@ -192,6 +201,8 @@ class UdevBayWatcher:
 
     def _absent(self, dev: DeviceState, emit: Callable[[DockEvent], None]) -> None:
         for slot in self.slots.values():
+            if slot.waiting is not None and dev.key == slot.waiting.key:
+                slot.waiting = None  # taken out before its turn
             if dev.key == slot.faulted_key:
                 slot.faulted_key = ""
                 emit(Undocked(slot.bay.number))
@@ -250,9 +261,19 @@ class UdevBayWatcher:
     ) -> None:
         recorder = slot.recorder
         if recorder is None:
-            recorder = ZfyRecorder.bring_up(
-                self._sdk(), slot.bay.number, self.tz, self.storage_timeout_s
-            )
+            busy = self._in_sdk_mode(slot)
+            if busy is not None:
+                if slot.waiting is None:
+                    logger.info(
+                        "bay %s: recorder waits: bay %s's recorder is still in SDK mode, and the "
+                        "SDK cannot tell two recorders apart",
+                        slot.bay.number,
+                        busy,
+                        extra={"BAY": slot.bay.number},
+                    )
+                slot.waiting = dev
+                return
+            recorder = self._bring_up(slot)
             slot.recorder = recorder
             slot.keys = {dev.key}
             emit(Docked(slot.bay.number, recorder, "zfy"))
@@ -260,6 +281,32 @@ class UdevBayWatcher:
             if dev.subsystem == "block" and (storage := self._mount(slot, dev)) is not None:
                 slot.keys |= {k for k in (dev.key, dev.parent_key) if k}
                 recorder.attach_storage(storage)
+
+    def _in_sdk_mode(self, slot: BaySlot) -> int | None:
+        """Another bay whose zfy recorder is still in SDK mode, if any."""
+        for other in self.slots.values():
+            recorder = other.recorder
+            if other is not slot and isinstance(recorder, ZfyRecorder) and recorder.in_sdk_mode:
+                return other.bay.number
+        return None
+
+    def _bring_up(self, slot: BaySlot) -> ZfyRecorder:
+        """Identify through the SDK; refuse an identity another bay already holds."""
+        recorder = ZfyRecorder.bring_up(
+            self._sdk(), slot.bay.number, self.tz, self.storage_timeout_s
+        )
+        device_id = recorder.sdk_device_id
+        for other in self.slots.values():
+            held = other.recorder
+            if isinstance(held, ZfyRecorder) and held.sdk_device_id == device_id:
+                recorder.close()
+                raise RecorderError(
+                    "zfy_ambiguous",
+                    f"the SDK answered with {device_id}, the recorder in bay "
+                    f"{other.bay.number}: it cannot tell the recorders apart; re-dock this one "
+                    f"once bay {other.bay.number} is offloading",
+                )
+        return recorder
 
     def _sdk(self) -> ZfySdk:
         try:

@@ -202,6 +202,20 @@ class ZfyRecorder:
         return recorder
 
     @property
+    def sdk_device_id(self) -> str:
+        """The serial the SDK gave when this recorder was brought up."""
+        return self._identity.device_id
+
+    @property
+    def in_sdk_mode(self) -> bool:
+        """Brought up through the SDK and not yet switched to mass storage (nor released).
+
+        The SDK addresses "the" connected recorder, so only one may be in this mode at a time;
+        once switched, this recorder is never asked through the SDK again.
+        """
+        return not self._closed and self._storage is None and not self._switching
+
+    @property
     def awaiting_storage(self) -> bool:
         """Switched to mass storage, and its volume has not been attached yet."""
         return self._switching and self._storage is None
@@ -252,11 +266,15 @@ class ZfyRecorder:
         return findings
 
     def status(self) -> Status:
-        """Battery through the SDK (last reading if the SDK no longer answers), storage, no clock."""
-        try:
-            self._battery = self.sdk.battery()
-        except ZfyError as exc:
-            logger.info("bay %s: battery from the last reading: %s", self.bay, exc)
+        """Battery through the SDK while in SDK mode (else the last reading), storage, no clock.
+
+        After the switch the SDK may be talking to another bay's recorder.
+        """
+        if self.in_sdk_mode:
+            try:
+                self._battery = self.sdk.battery()
+            except ZfyError as exc:
+                logger.info("bay %s: battery from the last reading: %s", self.bay, exc)
         total, free = self._storage.storage() if self._storage else (None, None)
         battery = float(self._battery)
         return Status(battery, battery < 100, total, free, None, ())
@@ -268,6 +286,11 @@ class ZfyRecorder:
         time zone must be the recorders' (`now` is in their zone); otherwise the clock is left
         alone and the error says which zones differ.
         """
+        if not self.in_sdk_mode:
+            raise RecorderError(
+                "zfy_clock_after_switch",
+                "the recorder has left SDK mode; the SDK may now address another recorder",
+            )
         host_now = datetime.now()  # naive local time: what the SDK will write
         if abs((host_now - now).total_seconds()) > CLOCK_AGREEMENT_S:
             raise RecorderError(

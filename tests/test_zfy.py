@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -167,3 +168,47 @@ def test_clock_left_alone_when_the_docks_zone_is_not_the_recorders(
     assert info.value.code == "clock_source_mismatch"
     assert "Asia/Shanghai" in str(info.value) and "timedatectl" in str(info.value)
     assert not any(c.startswith("SyncDevTime") for c in control.calls())
+
+
+@pytest.mark.parametrize(("serial_b", "outcome"), [("ZFY67890", "docked"), ("ZFY12345", "fault")])
+def test_a_second_recorder_waits_until_the_first_leaves_sdk_mode(
+    loops: Loops,
+    start_watcher: WatcherFactory,
+    fake_sdk: str,
+    control: Control,
+    tmp_path: Path,
+    media_files: dict[str, Path],
+    serial_b: str,
+    outcome: str,
+) -> None:
+    """The SDK talks to "the" recorder: two in SDK mode at once would mix their identities."""
+    dev_a = loops.attach(blank_image(tmp_path / "a-sdk-mode.img"))  # docked at start
+    dev_b = loops.free()
+    volume_a = build_ext4(recorder_tree(tmp_path / "tree", media_files), tmp_path / "a.img")
+    bays = [
+        BaySection(number=6, udev_match={"DEVNAME": dev_a}, driver="zfy"),
+        BaySection(number=7, udev_match={"DEVNAME": dev_b}, driver="zfy"),
+    ]
+    _, events = start_watcher(bays, zfy_recorders(tmp_path, fake_sdk, PASSWORD))
+    rec_a = events.wait_for(Docked, 6).recorder
+    assert rec_a.identity().device_id == "ZFY12345"
+    control.set(serial=serial_b)  # the SDK now answers for whichever recorder it reaches
+    loops.attach(blank_image(tmp_path / "b-sdk-mode.img"), dev_b)
+    time.sleep(1.5)
+    assert [e for e in events.pending() if e.bay == 7] == [], "bay 7 waits while 6 is in SDK mode"
+    assert sum(c.startswith("Init_Device") for c in control.calls()) == 1
+    control.set(msdc_cmd=loops.swap_command(dev_a, volume_a))
+    assert len(rec_a.list_clips().clips) == len(CLIP_NAMES)  # bay 6 leaves SDK mode
+    if outcome == "docked":
+        rec_b = events.wait_for(Docked, 7).recorder
+        assert rec_b.identity().device_id == "ZFY67890"
+        assert rec_a.identity().device_id == "ZFY12345"
+    else:
+        fault = events.wait_for(BayFault, 7)
+        assert fault.code == "zfy_ambiguous" and "bay 6" in fault.message
+    asked = len(control.calls())
+    assert rec_a.status().battery_pct == 87  # the last reading: the SDK may be on bay 7 now
+    with pytest.raises(RecorderError) as late:
+        rec_a.set_clock(datetime.now(TZ).replace(tzinfo=None))
+    assert late.value.code == "zfy_clock_after_switch"
+    assert len(control.calls()) == asked, "no SDK call for a recorder that left SDK mode"
