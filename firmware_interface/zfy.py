@@ -13,7 +13,9 @@ status code to *iRet):
 
 iRet: 1/2 connect ok/failed, 3/4 password ok/failed, 5/6 time set ok/failed, 7/8 mass
 storage ok/failed. The SDK takes no device address: it talks to "the" connected recorder,
-so every call goes through one process-wide lock.
+so every call goes through one process-wide lock, only one recorder is in SDK mode at a time
+(the bay watcher makes a second wait until the first has switched to mass storage), and a
+switched recorder is never asked through the SDK again.
 
 The standard set can set the clock but not read it: Capabilities(read_clock=False,
 set_clock=True), status().clock is None. The recorder is presented as docked as soon as the
