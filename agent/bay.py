@@ -26,7 +26,7 @@ from agent.validation import (
     storage_free_pct,
 )
 from firmware_interface.base import ClipEntry, Recorder, RecorderError, RecorderGone, Status
-from firmware_interface.discovery import BayFault, Docked, DockEvent, Undocked
+from firmware_interface.discovery import BayFault, BayWaiting, Docked, DockEvent, Undocked
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +110,8 @@ class BayWorker:
                 self._docked(item)
             elif isinstance(item, Undocked):
                 self._undocked()
+            elif isinstance(item, BayWaiting):
+                self._waiting(info(item.code, item.message))
             elif isinstance(item, BayFault):
                 self._set_fault(fault(item.code, item.message))
                 self.s.bus.alert("recorder_fault", "error", item.message, bay=self.number)
@@ -384,6 +386,13 @@ class BayWorker:
                 clips=len(waiting),
             )
         ]
+
+    def _waiting(self, finding: Finding) -> None:
+        """A recorder is in the bay and waits its turn: `identifying`, saying why."""
+        if self.recorder is None:
+            self.findings = [finding]
+            self.view = BayView(self.number, state="identifying", findings=[finding])
+            self._emit(force=True)
 
     def _set_fault(self, finding: Finding) -> None:
         self.findings.append(finding)

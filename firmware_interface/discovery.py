@@ -34,7 +34,16 @@ class BayFault:
     message: str
 
 
-DockEvent = Docked | Undocked | BayFault
+@dataclass(frozen=True)
+class BayWaiting:
+    """A recorder is in bay `bay` but must wait before it can be brought up; `message` says why."""
+
+    bay: int
+    code: str
+    message: str
+
+
+DockEvent = Docked | Undocked | BayFault | BayWaiting
 
 
 class BayWatcher(Protocol):

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from agent.config import BaySection, RecordersSection, read_secret
 from firmware_interface import mount
 from firmware_interface.base import Recorder, RecorderError
-from firmware_interface.discovery import BayFault, Docked, DockEvent, Undocked
+from firmware_interface.discovery import BayFault, BayWaiting, Docked, DockEvent, Undocked
 from firmware_interface.mass_storage import MassStorageRecorder
 from firmware_interface.zfy import ZfyRecorder, ZfySdk
 
@@ -203,6 +203,7 @@ class UdevBayWatcher:
         for slot in self.slots.values():
             if slot.waiting is not None and dev.key == slot.waiting.key:
                 slot.waiting = None  # taken out before its turn
+                emit(Undocked(slot.bay.number))
             if dev.key == slot.faulted_key:
                 slot.faulted_key = ""
                 emit(Undocked(slot.bay.number))
@@ -264,13 +265,14 @@ class UdevBayWatcher:
             busy = self._in_sdk_mode(slot)
             if busy is not None:
                 if slot.waiting is None:
-                    logger.info(
-                        "bay %s: recorder waits: bay %s's recorder is still in SDK mode, and the "
-                        "SDK cannot tell two recorders apart",
-                        slot.bay.number,
-                        busy,
-                        extra={"BAY": slot.bay.number},
+                    message = (
+                        f"waiting: the recorder in bay {busy} is still in SDK mode, and the SDK "
+                        "cannot tell two recorders apart"
                     )
+                    logger.info(
+                        "bay %s: %s", slot.bay.number, message, extra={"BAY": slot.bay.number}
+                    )
+                    emit(BayWaiting(slot.bay.number, "zfy_waiting_for_sdk", message))
                 slot.waiting = dev
                 return
             recorder = self._bring_up(slot)

@@ -18,7 +18,7 @@ import pytest
 from agent.custody import iter_entries, verify_chain
 from firmware_interface import simkit
 from firmware_interface.base import ClipEntry
-from firmware_interface.discovery import Docked, Undocked
+from firmware_interface.discovery import BayWaiting, Docked, Undocked
 from firmware_interface.simulated import SimulatedRecorder
 from tests.dock import dock_config, running, settled, wait_for
 
@@ -438,3 +438,19 @@ def test_a_batch_failing_verification_in_the_pipeline_faults_and_loses_nothing(
     assert len(stored) == 32, "nothing of the failed batch is placed"
     assert [p.exists() for p in photos] == [False] * 32 + [True] * 48, "only stored clips deleted"
     assert alerts, "IT is alerted"
+
+
+def test_a_waiting_recorder_shows_identifying_with_the_reason(tmp_path: Path) -> None:
+    cfg = dock_config(tmp_path)
+    with running(cfg) as (daemon, views):
+        daemon.dispatch(BayWaiting(1, "zfy_waiting_for_sdk", "waiting: bay 2 is in SDK mode"))
+        wait_for(lambda: views.latest(1).state == "identifying", 10, "identifying")  # type: ignore[union-attr]
+        view = views.latest(1)
+        assert view is not None
+        assert [(f.code, f.message) for f in view.findings] == [
+            ("zfy_waiting_for_sdk", "waiting: bay 2 is in SDK mode")
+        ]
+        daemon.dispatch(Undocked(1))  # taken out before its turn
+        wait_for(lambda: views.latest(1).state == "empty", 10, "empty")  # type: ignore[union-attr]
+        assert views.latest(1).findings == []  # type: ignore[union-attr]
+    assert custody(cfg.data_dir, "undocked") == [], "nothing was docked, nothing to log"

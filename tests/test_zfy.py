@@ -11,7 +11,7 @@ import pytest
 
 from agent.config import BaySection, RecordersSection
 from firmware_interface.base import RecorderError
-from firmware_interface.discovery import BayFault, Docked, Undocked
+from firmware_interface.discovery import BayFault, BayWaiting, Docked, Undocked
 from firmware_interface.zfy import ZfyError, ZfyRecorder, ZfySdk, identity_of
 from tests.loopdev import (  # noqa: E402
     CLIP_NAMES,
@@ -194,7 +194,9 @@ def test_a_second_recorder_waits_until_the_first_leaves_sdk_mode(
     assert rec_a.identity().device_id == "ZFY12345"
     control.set(serial=serial_b)  # the SDK now answers for whichever recorder it reaches
     loops.attach(blank_image(tmp_path / "b-sdk-mode.img"), dev_b)
-    time.sleep(1.5)
+    waiting = events.wait_for(BayWaiting, 7)  # the officer sees why nothing happens yet
+    assert waiting.code == "zfy_waiting_for_sdk" and "bay 6" in waiting.message
+    time.sleep(1.0)
     assert [e for e in events.pending() if e.bay == 7] == [], "bay 7 waits while 6 is in SDK mode"
     assert sum(c.startswith("Init_Device") for c in control.calls()) == 1
     control.set(msdc_cmd=loops.swap_command(dev_a, volume_a))
