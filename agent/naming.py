@@ -8,7 +8,7 @@ from datetime import datetime
 
 NAME_RE = re.compile(
     r"(?P<device>[A-Za-z0-9-]{1,64})_(?P<officer>[A-Za-z0-9-]{0,64})_"
-    r"(?P<start>\d{14})_(?P<seq>\d{1,9})\.(?P<ext>[A-Za-z0-9]{1,5})"
+    r"(?P<start>[0-9]{14})_(?P<seq>[0-9]{1,9})\.(?P<ext>[A-Za-z0-9]{1,5})"
 )
 
 
@@ -28,7 +28,10 @@ def parse_name(name: str) -> ParsedName | None:
     if not m:
         return None
     try:
-        start = datetime.strptime(m["start"], "%Y%m%d%H%M%S")
+        t = m["start"]  # ASCII digits only; datetime() refuses month 13, 31 Feb, hour 24
+        start = datetime(
+            int(t[:4]), int(t[4:6]), int(t[6:8]), int(t[8:10]), int(t[10:12]), int(t[12:])
+        )
     except ValueError:
         return None
     return ParsedName(m["device"], m["officer"], start, int(m["seq"]))
