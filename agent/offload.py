@@ -10,7 +10,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from agent import retention, roster
 from agent.findings import Finding, fault, warning
@@ -163,27 +163,35 @@ class Offloader:
         self, group: list[ClipEntry], result: OffloadResult, staged: list[tuple[ClipEntry, Staged]]
     ) -> DiskFull | None:
         """Stage the batch's clips in order; stop at the first that does not fit (returned)."""
-        self._prefetch(group)
-        for clip in group:
-            try:
-                _check_room(self.s.store.has_room(clip.size))
-                if not self._guarded(partial(self._stage, clip, result, staged), clip, result):
-                    self._settle()
-            except DiskFull as exc:
-                return exc
-        return None
+        opened = self._open_ahead(group)
+        try:
+            for clip in group:
+                try:
+                    _check_room(self.s.store.has_room(clip.size))
+                    work = partial(self._stage, clip, result, staged, opened.pop(clip.path, None))
+                    if not self._guarded(work, clip, result):
+                        self._settle()
+                except DiskFull as exc:
+                    return exc
+            return None
+        finally:
+            for src in opened.values():
+                src.close()
 
-    def _prefetch(self, group: list[ClipEntry]) -> None:
-        """Have the recorder's disk start reading the whole batch (small files, many seeks).
+    def _open_ahead(self, group: list[ClipEntry]) -> dict[str, BinaryIO]:
+        """Open the batch's clips and have the recorder's disk start reading them all.
 
-        Only a hint: a clip that cannot be opened now fails, with its finding, when staged.
+        Small files mean many seeks; asked for together, the disk serves them with a deep
+        queue. A clip that cannot be opened now is opened again, with its finding, when staged.
         """
+        opened: dict[str, BinaryIO] = {}
         for clip in group:
             try:
-                with self.recorder.open_clip(clip) as src:
-                    prefetch(src)
+                opened[clip.path] = src = self.recorder.open_clip(clip)
             except (RecorderError, OSError):
                 continue
+            prefetch(src)
+        return opened
 
     def _guarded(self, work: Callable[[], None], clip: ClipEntry, result: OffloadResult) -> bool:
         """Run `work` for one clip; a recorder error on it is a warning and the clip pending."""
@@ -232,14 +240,20 @@ class Offloader:
         return True
 
     def _stage(
-        self, clip: ClipEntry, result: OffloadResult, staged: list[tuple[ClipEntry, Staged]]
+        self,
+        clip: ClipEntry,
+        result: OffloadResult,
+        staged: list[tuple[ClipEntry, Staged]],
+        source: BinaryIO | None = None,
     ) -> None:
         """Copy and hash one small clip into `.incoming`, unless it is already indexed."""
         if self._skip_known(clip, result):
+            if source is not None:
+                source.close()
             self._settle()
             return
         try:
-            with self.recorder.open_clip(clip) as src:
+            with source if source is not None else self.recorder.open_clip(clip) as src:
                 item = self.s.store.stage(
                     src,
                     self._dest(clip),
