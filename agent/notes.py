@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent import durable
+from agent.notes_check import Unlogged, note_log, unlogged
 
 logger = logging.getLogger(__name__)
 
@@ -171,13 +172,7 @@ class NotesStore:
             note = _note_from(draft, _iso(self._now()))
             self._notes[note.note_id] = note
             self._save()
-            self._custody.append(
-                "note_created",
-                note_id=note.note_id,
-                type=note.type,
-                device_id=note.device_id,
-                clips=list(note.clips),
-            )
+            self._custody.append("note_created", **_created_fields(note))
             self._seen[note.note_id] = 0
         logger.info("note %s created: %s on %s", note.note_id, note.type, note.device_id)
         self._announce("created", note)
@@ -194,11 +189,52 @@ class NotesStore:
             note = replace(note, explanations=(*note.explanations, entry))
             self._notes[note_id] = note
             self._save()
-            self._custody.append("note_explained", note_id=note_id, author=author, text=text)
+            self._custody.append("note_explained", **_explained_fields(note_id, entry))
             self._seen[note_id] = len(note.explanations)
         logger.info("note %s explained by %s", note_id, author)
         self._announce("explained", note)
         return note
+
+    def reconcile(self, entries: Iterable[Mapping[str, Any]]) -> int:
+        """Append the custody entries a crash left out, marked `recovered`; how many.
+
+        `entries` is read under the notes lock, so no note is created or explained while
+        it is read: pass a lazy reader of the whole log (`agent.custody.iter_entries`).
+        An entry for a note notes.json lacks cannot be repaired (only verify reports it).
+        """
+        with self._mutating():
+            notes = sorted(self._notes.values(), key=lambda n: (n.created_at, n.note_id))
+            gaps = unlogged(note_log(entries), notes)
+            return sum(self._recover(gap) for gap in gaps)
+
+    def _recover(self, gap: Unlogged) -> int:
+        """Log what custody lacks of one note, as create()/explain() would have; how many."""
+        note_id = gap.note.note_id
+        appended = 0
+        if gap.created:
+            entry = self._custody.append(
+                "note_created", **_created_fields(gap.note), recovered=True
+            )
+            logger.warning(
+                "note %s: no note_created custody entry (interrupted after notes.json was "
+                "saved); appended as recovered, seq %s",
+                note_id,
+                entry.get("seq"),
+            )
+            appended += 1
+        for explanation in gap.explanations:
+            fields = _explained_fields(note_id, explanation)
+            entry = self._custody.append("note_explained", **fields, recovered=True)
+            logger.warning(
+                "note %s: explanation by %s (%s) had no note_explained custody entry; "
+                "appended as recovered, seq %s",
+                note_id,
+                explanation.author,
+                explanation.ts,
+                entry.get("seq"),
+            )
+            appended += 1
+        return appended
 
     def list(self, device_id: str | None = None) -> NoteList:
         """Notes in time order, optionally of one device."""
@@ -265,6 +301,29 @@ class NotesStore:
                 callback(kind, note)
             except Exception:
                 logger.exception("note %s: on_change subscriber failed", note.note_id)
+
+
+def _created_fields(note: Note) -> dict[str, Any]:
+    """The fields of a note's `note_created` custody entry."""
+    return {
+        "note_id": note.note_id,
+        "type": note.type,
+        "device_id": note.device_id,
+        "clips": list(note.clips),
+    }
+
+
+def _explained_fields(note_id: str, explanation: Explanation) -> dict[str, Any]:
+    """The fields of an explanation's `note_explained` custody entry."""
+    return {"note_id": note_id, "author": explanation.author, "text": explanation.text}
+
+
+def read_notes(data_dir: Path) -> NoteList:
+    """The notes in `{data_dir}/notes.json`, read-only (none without the file); NotesCorrupt."""
+    path = Path(data_dir) / NOTES_FILE
+    if not path.exists():
+        return []
+    return sorted(_read_notes(path).values(), key=lambda n: (n.created_at, n.note_id))
 
 
 def _check_draft(draft: NoteDraft) -> None:

@@ -11,6 +11,8 @@ from agent.config import DockConfig, load_config
 from agent.custody import iter_entries, verify_chain
 from agent.custody_check import cross_check
 from agent.index import ClipIndex
+from agent.notes import NotesCorrupt, read_notes
+from agent.notes_check import notes_cross_check
 from agent.store import sha256_file
 
 
@@ -64,6 +66,16 @@ def check_custody_index(cfg: DockConfig) -> list[str]:
         index.close()
 
 
+def check_custody_notes(cfg: DockConfig) -> list[str]:
+    """Note entries: custody log vs notes.json (a crash between the two, or a lost note)."""
+    log = cfg.data_dir / "custody.jsonl"
+    try:
+        notes = read_notes(cfg.data_dir)
+    except NotesCorrupt as exc:
+        return [str(exc)]
+    return notes_cross_check(iter_entries(log) if log.exists() else [], notes)
+
+
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when store and chain are intact, 1 naming each mismatch."""
     cfg = load_config(args.config)
@@ -71,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     chain = verify_chain(cfg.data_dir / "custody.jsonl")
     problems += [f"custody log: {p}" for p in chain]
     problems += [f"custody vs index: {p}" for p in check_custody_index(cfg)]
+    problems += [f"notes vs custody: {p}" for p in check_custody_notes(cfg)]
     for problem in problems:
         print(f"MISMATCH {problem}")
     verdict = "FAILED" if problems else "OK"
