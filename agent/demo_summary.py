@@ -69,7 +69,7 @@ def _bay(number: int, view: Any) -> str:
 
 
 def _clip(r: dict[str, Any], arrived: Path | None) -> str:
-    when = datetime.fromisoformat(r["recorded_start"]).strftime("%m-%d %H:%M:%S")
+    when = datetime.fromisoformat(r["recorded_start"]).astimezone().strftime("%m-%d %H:%M:%S")
     flags = ",".join(r["flags"]) or "-"
     size = f"{r['size'] / 1000:.0f} kB"
     where = "at central, hash ok" if arrived else "NOT at central"
@@ -80,7 +80,7 @@ def _clip(r: dict[str, Any], arrived: Path | None) -> str:
 
 
 def _note(n: dict[str, Any]) -> str:
-    when = datetime.fromisoformat(n["start"]).strftime("%m-%d %H:%M:%S")
+    when = datetime.fromisoformat(n["start"]).astimezone().strftime("%m-%d %H:%M:%S")
     return (
         f"  {n['note_id']}  {n['type']:<15} {n['device_id']}  {when}  "
         f"{n['duration_s']:>6.1f} s  cause {n['cause']}"
