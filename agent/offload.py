@@ -100,6 +100,8 @@ class Offloader:
                     self._finish_pending(result)  # fully copied before the recorder went
                 except DiskFull:
                     self._disk_full(result, len(clips) - self._handled)
+                except VerifyFailed as exc:
+                    self._verify_failed(result, exc, len(clips) - self._handled)
                 raise
             finally:
                 self._drop_pending()
