@@ -454,3 +454,56 @@ def test_a_waiting_recorder_shows_identifying_with_the_reason(tmp_path: Path) ->
         wait_for(lambda: views.latest(1).state == "empty", 10, "empty")  # type: ignore[union-attr]
         assert views.latest(1).findings == []  # type: ignore[union-attr]
     assert custody(cfg.data_dir, "undocked") == [], "nothing was docked, nothing to log"
+
+
+class PulledAtRecorder(SimulatedRecorder):
+    """The simulated driver whose cable is pulled while one given file is being read."""
+
+    pulled_at = ""
+
+    def open_clip(self, clip: ClipEntry) -> BinaryIO:
+        fh = super().open_clip(clip)
+        if clip.name != self.pulled_at:
+            return fh
+        fh.close()
+        return _EioReader()  # type: ignore[return-value]
+
+
+class _EioReader:
+    def readinto(self, _buf: bytearray) -> int:
+        raise OSError(5, "Input/output error")
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> _EioReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def test_cable_pulled_in_a_later_batch_keeps_the_batches_copied_before(tmp_path: Path) -> None:
+    """Batch 1 is being proved when batch 2's read fails: batch 1 is stored, nothing else."""
+    from tests.bench.bench_offload import clip_name, media_dir
+
+    cfg = dock_config(tmp_path, delete_from_recorder="after_local_verify")
+    bay = tmp_path / "bay-pull"
+    simkit.dock(bay, simkit.SimRecorder(device_id="ZFY0000001"))
+    photos = [media_dir(bay) / clip_name(n, "JPG", "ZFY0000001") for n in range(70)]
+    photos[0].parent.mkdir(parents=True, exist_ok=True)
+    for photo in photos:
+        photo.write_bytes(os.urandom(20_000))
+    first = {sha(p) for p in photos[:32]}
+    recorder = PulledAtRecorder(bay, ZoneInfo("UTC"))
+    recorder.pulled_at = photos[40].name
+    with running(cfg) as (daemon, views):
+        daemon.dispatch(Docked(1, recorder, "simulated"))
+        wait_for(lambda: "empty" in views.states(1)[1:], 30, "bay to let the recorder go")
+        records = list(daemon.services.index.iter_all())
+    assert {r["clip_id"] for r in records} == first, "batch 1, proved, is kept"
+    for r in records:
+        assert sha(Path(r["local_path"])) == r["sha256"]
+    assert list((cfg.data_dir / "evidence" / ".incoming").iterdir()) == []
+    assert len(custody(cfg.data_dir, "clip_offloaded")) == 32
+    assert all(p.exists() for p in photos[32:]), "nothing unstored leaves the recorder"
