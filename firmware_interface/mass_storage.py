@@ -88,6 +88,7 @@ class MassStorageRecorder:
         # FAT keeps file times as the recorder's wall clock, without a zone: mounted tz=UTC,
         # they read as that wall clock in UTC and are put back into the recorder's zone.
         self.wall_clock_tz = wall_clock_tz
+        self.utc_offset_min: int | None = None  # given at mount, given again at each remount
         self.volume = Volume(mount_point)
         self._findings: list[Finding] = []
         self._lock = threading.RLock()
@@ -102,7 +103,8 @@ class MassStorageRecorder:
 
         `tz` is the recorders' zone: file times on a FAT volume are wall-clock times in it.
         """
-        driver = mount.mount_ro(device, mount_point, fstype)
+        offset = utc_offset_min(tz)
+        driver = mount.mount_ro(device, mount_point, fstype, offset)
         logger.info(
             "bay %s: mounted %s (%s) read-only on %s",
             bay,
@@ -111,7 +113,9 @@ class MassStorageRecorder:
             mount_point,
             extra={"BAY": bay, "DEVICE": device},
         )
-        return cls(device, mount_point, bay, tz if driver in mount.WALL_CLOCK_FS else None)
+        recorder = cls(device, mount_point, bay, tz if driver in mount.WALL_CLOCK_FS else None)
+        recorder.utc_offset_min = offset
+        return recorder
 
     def _live(self) -> Volume:
         if self._closed:
@@ -187,12 +191,12 @@ class MassStorageRecorder:
         """Remount read-write, unlink the clip, sync, remount read-only."""
         with self._lock:
             volume = self._live()
-            mount.remount(self.mount_point, writable=True)
+            mount.remount(self.mount_point, writable=True, utc_offset_min=self.utc_offset_min)
             try:
                 volume.unlink(clip.path)
                 os.sync()
             finally:
-                mount.remount(self.mount_point, writable=False)
+                mount.remount(self.mount_point, writable=False, utc_offset_min=self.utc_offset_min)
         logger.info(
             "bay %s: deleted %s from the recorder",
             self.bay,
@@ -233,3 +237,11 @@ def wall_clock_epoch(mtime: float, tz: ZoneInfo) -> float:
     """The true time of a FAT file time read as UTC (mounted tz=UTC): it was `tz` wall clock."""
     wall = datetime.fromtimestamp(mtime, UTC).replace(tzinfo=None)
     return wall.replace(tzinfo=tz).timestamp()
+
+
+def utc_offset_min(tz: ZoneInfo | None) -> int | None:
+    """The zone's offset from UTC now, in minutes (exFAT's time_offset), or None."""
+    if tz is None:
+        return None
+    offset = datetime.now(tz).utcoffset()
+    return None if offset is None else int(offset.total_seconds() // 60)

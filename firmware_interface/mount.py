@@ -140,19 +140,23 @@ def ro_options(fstype: str) -> str:
     return f"{RO_OPTIONS},{data}" if data else RO_OPTIONS
 
 
-def fs_data(fstype: str) -> str:
-    """The filesystem-specific mount(2) data for `fstype` (a kernel driver name)."""
+def fs_data(fstype: str, utc_offset_min: int | None = None) -> str:
+    """The filesystem-specific mount(2) data for `fstype` (a kernel driver name).
+
+    `utc_offset_min`: the recorders' zone offset, for exFAT times written without one.
+    """
     owner = f"uid={os.geteuid()},gid={os.getegid()},{FAT_MASKS}"
     if fstype == "ext4":
         return "noload"
     if fstype == "vfat":
         return f"{owner},utf8,shortname=mixed,tz=UTC"  # file times as written: wall clock
     if fstype == "exfat":
-        return f"{owner},iocharset=utf8"
+        offset = "" if utc_offset_min is None else f",time_offset={utc_offset_min}"
+        return f"{owner},iocharset=utf8{offset}"
     return ""
 
 
-def mount_ro(devnode: str, target: Path, fstype: str) -> str:
+def mount_ro(devnode: str, target: Path, fstype: str, utc_offset_min: int | None = None) -> str:
     """Mount `devnode` read-only on `target`; returns the driver used. fstype "" = try each."""
     target.mkdir(mode=0o700, parents=True, exist_ok=True)
     if is_mounted(target):
@@ -161,7 +165,8 @@ def mount_ro(devnode: str, target: Path, fstype: str) -> str:
     drivers = [ALLOWED_FS[fstype]] if fstype else list(dict.fromkeys(ALLOWED_FS.values()))
     errors: list[str] = []
     for driver in drivers:
-        err = _sys_mount(devnode, target, driver, MS_RDONLY | SAFE_FLAGS, fs_data(driver))
+        data = fs_data(driver, utc_offset_min)
+        err = _sys_mount(devnode, target, driver, MS_RDONLY | SAFE_FLAGS, data)
         if err == 0:
             return driver
         errors.append(f"{driver}: {_describe(err)}")
@@ -170,14 +175,14 @@ def mount_ro(devnode: str, target: Path, fstype: str) -> str:
     raise MountError(f"cannot mount {devnode} read-only on {target}: {'; '.join(errors)}")
 
 
-def remount(target: Path, writable: bool) -> None:
+def remount(target: Path, writable: bool, utc_offset_min: int | None = None) -> None:
     """Remount a mounted volume read-write (for a permitted delete) or back read-only."""
     mode = "rw" if writable else "ro"
     fstype = mount_fstype(target)
     if fstype is None:
         raise MountError(f"remount {mode} {target}: not mounted")
     flags = MS_REMOUNT | SAFE_FLAGS | (0 if writable else MS_RDONLY)  # keep nosuid,nodev,noexec
-    err = _sys_mount("", target, fstype, flags, fs_data(fstype))
+    err = _sys_mount("", target, fstype, flags, fs_data(fstype, utc_offset_min))
     if err:
         raise MountError(f"remount {mode} {target}: {_describe(err)}")
 

@@ -15,7 +15,7 @@ import pytest
 
 from firmware_interface import mount
 from firmware_interface.base import ClipEntry, RecorderError, RecorderGone
-from firmware_interface.mass_storage import MassStorageRecorder, wall_clock_epoch
+from firmware_interface.mass_storage import MassStorageRecorder, utc_offset_min, wall_clock_epoch
 from tests.loopdev import CLIP_NAMES, Loops, build_ext4, recorder_tree, sectors  # noqa: E402
 
 pytest_plugins = ["tests.loopdev"]  # fixtures: loops, media_files
@@ -157,6 +157,16 @@ def test_fat_file_time_is_put_back_into_the_recorders_zone() -> None:
     assert datetime.fromtimestamp(wall_clock_epoch(summer, berlin), UTC).hour == 10
     assert "tz=UTC" in mount.fs_data("vfat").split(",")
     assert mount.WALL_CLOCK_FS == {"vfat"}
+
+
+def test_exfat_times_without_an_offset_are_read_in_the_recorders_zone() -> None:
+    """exFAT carries an offset when the writer sets it; else the kernel uses time_offset."""
+    assert utc_offset_min(ZoneInfo("Asia/Shanghai")) == 480
+    assert utc_offset_min(ZoneInfo("America/St_Johns")) in (-210, -150)
+    assert utc_offset_min(None) is None
+    assert "time_offset=480" in mount.fs_data("exfat", 480).split(",")
+    assert not any(o.startswith("time_offset") for o in mount.fs_data("exfat").split(","))
+    assert mount.fs_data("ext4", 480) == "noload"
 
 
 def test_listing_of_a_fat_volume_gives_true_file_times(tmp_path: Path) -> None:
