@@ -17,7 +17,7 @@ from paho.mqtt.properties import Properties
 from agent.config import MqttSection
 from agent.mqtt.connection import set_credentials
 from agent.transfer import protocol as p
-from agent.transfer.store import TransferStore, check_segment
+from agent.transfer.store import StorageError, TransferStore, check_segment
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,8 @@ class Receiver:
     Segments of a file already open are checked (bounds, SHA-256) and answered on the network
     thread, then written by the file's worker; every other command (init, fin, anything refused
     or unknown) is handled and answered by the worker, in order behind the writes it follows.
+    Once a write of a file failed (disk full), its segments are answered after the write, and
+    its fin reports the error.
     """
 
     def __init__(
@@ -158,16 +160,17 @@ class Receiver:
         client_id, topic, correlation = route
         payload = bytes(msg.payload)
         if checked is not None:
-            try:
+            try:  # already answered: the store remembers a write error, and the fin reports it
                 store.write_checked(client_id, checked, payload)
-            except OSError as exc:  # already answered: the fin reports the bytes as missing
+            except OSError as exc:  # e.g. the partial could not be reopened
                 logger.error("receiver: could not write %s: %s", msg.topic, exc)
             return
         try:
             _apply(store, client_id, p.parse_command(self.prefix, msg.topic, payload), payload)
             resp = _answer(msg, p.SUCCESS, "success")
         except p.ProtocolError as exc:
-            logger.warning("refused %s from %s: %s", msg.topic, client_id, exc.description)
+            if not isinstance(exc, StorageError):  # the store logs those, once per file
+                logger.warning("refused %s from %s: %s", msg.topic, client_id, exc.description)
             resp = _answer(msg, exc.reason_code, exc.description)
         except Exception:  # a bad command must never stop the receiver
             logger.exception("error handling %s from %s", msg.topic, client_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -36,6 +38,8 @@ class Partial:
     hasher: Any = field(default_factory=hashlib.sha256)
     hashed_upto: int = 0
     dirty: bool = False
+    saved: list[list[int]] = field(default_factory=list)  # the coverage last made durable
+    failed: StorageError | None = None  # the first write error since `init`; fin reports it
 
     @property
     def data_path(self) -> Path:
@@ -49,6 +53,27 @@ class Partial:
             self.hashed_upto += len(data)
         elif offset < self.hashed_upto:
             self.hasher, self.hashed_upto = hashlib.sha256(), 0
+
+    def forget_unsynced(self) -> None:
+        """After a failed fsync: trust only the coverage last made durable, and hash it all again."""
+        self.coverage = Coverage.from_json(self.saved)
+        self.hasher, self.hashed_upto = hashlib.sha256(), 0
+        self.dirty = False
+
+
+class StorageError(p.ProtocolError):
+    """The store could not write (disk full, I/O error); logged once where it happened."""
+
+
+def storage_error(exc: OSError) -> StorageError:
+    """The refusal for a failed write: no space is QUOTA_EXCEEDED, anything else unspecified."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageError(p.QUOTA_EXCEEDED, f"receiver: no space left ({_errno_name(exc)})")
+    return StorageError(p.UNSPECIFIED_ERROR, f"receiver: could not write: {exc}")
+
+
+def _errno_name(exc: OSError) -> str:
+    return errno.errorcode.get(exc.errno or 0, str(exc.errno))
 
 
 class TransferStore:
@@ -86,12 +111,21 @@ class TransferStore:
             raise p.ProtocolError(p.PAYLOAD_FORMAT_INVALID, "init checksum differs from file_id")
         if self.is_complete(client_id, cmd.file_id):
             return
+        try:
+            self._begin(client_id, cmd)
+        except OSError as exc:
+            err = storage_error(exc)
+            where = self.file_dir(client_id, cmd.file_id)
+            logger.error("cannot start %s in %s: %s", cmd.meta.name, where, err.description)
+            raise err from exc
+
+    def _begin(self, client_id: str, cmd: p.Init) -> None:
         key = (client_id, cmd.file_id)
         current = self._open.get(key) or self._load(client_id, cmd.file_id)
         if current is not None and _same_file(current.meta, cmd.meta):
-            current.meta = cmd.meta
+            current.meta, current.failed = cmd.meta, None  # a new attempt: coverage tells the rest
             self._open[key] = current
-            self._write_init(current)
+            _write_init(current.dir, current.meta)
             return
         if current is not None:
             self._drop(key, current)
@@ -102,22 +136,34 @@ class TransferStore:
         part = self._writable(client_id, cmd.file_id)
         if part is not None:
             check_segment(part.meta.size, cmd, data)
-            self._put(part, cmd.offset, data)
+            try:
+                self._put(part, cmd.offset, data)
+            except OSError as exc:
+                raise self._failed(part, exc) from exc
 
     def write_checked(self, client_id: str, cmd: p.Segment, data: bytes) -> None:
-        """Write a segment already passed by `check_segment` (and answered) on the network thread."""
+        """Write a segment already passed by `check_segment` (and answered) on the network thread.
+
+        A write error cannot be answered any more: it is remembered, and the fin reports it.
+        """
         try:
             part = self._writable(client_id, cmd.file_id)
         except p.ProtocolError as exc:  # dropped meanwhile: fin will report the missing bytes
             logger.warning("segment of %s not kept: %s", cmd.file_id, exc.description)
             return
         if part is not None and cmd.offset + len(data) <= part.meta.size:
-            self._put(part, cmd.offset, data)
+            try:
+                self._put(part, cmd.offset, data)
+            except OSError as exc:
+                self._failed(part, exc)
 
     def declared_size(self, client_id: str, file_id: str) -> int | None:
-        """The size declared by `init` for an open partial file, else None (safe from any thread)."""
+        """The size declared by `init` for an open partial file, else None (safe from any thread).
+
+        None too once a write of the file failed: its segments are then answered after the write.
+        """
         part = self._open.get((client_id, file_id))
-        return None if part is None else part.meta.size
+        return None if part is None or part.failed is not None else part.meta.size
 
     def _writable(self, client_id: str, file_id: str) -> Partial | None:
         """The open partial for a segment; None when the file is already complete."""
@@ -128,11 +174,23 @@ class TransferStore:
             part = self._partial(client_id, file_id)
         return part
 
+    def _failed(self, part: Partial, exc: OSError) -> StorageError:
+        """Remember the first write error of a file since its `init`, logging it once."""
+        if part.failed is None:
+            part.failed = storage_error(exc)
+            logger.error(
+                "cannot store %s in %s: %s; its fin will fail",
+                part.meta.name,
+                part.dir,
+                part.failed.description,
+            )
+        return part.failed
+
     def _put(self, part: Partial, offset: int, data: bytes) -> None:
         end = offset + len(data)
         if part.coverage.covers(offset, end):
             return
-        os.pwrite(part.fd, data, offset)
+        _pwrite_all(part.fd, data, offset)
         part.account(offset, data)
         part.coverage.add(offset, end)
         part.dirty = True
@@ -145,14 +203,33 @@ class TransferStore:
             return
         for part in self._open.values():
             if part.dirty:
-                os.fdatasync(part.fd)
-                coverage = part.coverage.to_json()
-                durable.write_json(part.dir / PARTIAL_DIR / "coverage.json", coverage)
-                part.dirty = False
+                with contextlib.suppress(StorageError):  # remembered by _failed for the fin
+                    self._commit_one(part)
         self._dirty_bytes, self._committed = 0, time.monotonic()
 
+    def _commit_one(self, part: Partial) -> None:
+        """fdatasync one file, then record its coverage; a failure is remembered for its fin."""
+        self._sync(part, os.fdatasync)
+        coverage = part.coverage.to_json()
+        try:
+            durable.write_json(part.dir / PARTIAL_DIR / "coverage.json", coverage)
+        except OSError as exc:  # the data is durable; the record is retried at the next commit
+            raise self._failed(part, exc) from exc
+        part.saved, part.dirty = coverage, False
+
+    def _sync(self, part: Partial, how: Any) -> None:
+        """`how(fd)` (fsync or fdatasync); on failure what was not yet durable counts as lost."""
+        try:
+            how(part.fd)
+        except OSError as exc:
+            part.forget_unsynced()
+            raise self._failed(part, exc) from exc
+
     def finish(self, client_id: str, cmd: p.Fin) -> None:
-        """Handle `fin`: verify size and SHA-256, fsync, rename, write the manifest."""
+        """Handle `fin`: verify size and SHA-256, fsync, move the file and its manifest in place.
+
+        Bytes a write error lost make the fin fail with that error (no space: QUOTA_EXCEEDED).
+        """
         if self.is_complete(client_id, cmd.file_id):
             self._check_complete(client_id, cmd)
             return
@@ -161,13 +238,17 @@ class TransferStore:
         if (cmd.size, cmd.checksum) != (part.meta.size, part.meta.checksum):
             raise p.ProtocolError(p.UNSPECIFIED_ERROR, "fin size/checksum differ from init")
         if not part.coverage.covers(0, part.meta.size):
+            if part.failed is not None:
+                raise part.failed
             missing = part.meta.size - part.coverage.held()
             raise p.ProtocolError(p.UNSPECIFIED_ERROR, f"fin: {missing} bytes not received")
         if _finish_hash(part) != part.meta.checksum:
             self._drop(key, part)
             raise p.ProtocolError(p.UNSPECIFIED_ERROR, "fin: file checksum mismatch; resend all")
-        self._install(part)
-        del self._open[key]
+        try:
+            self._install(key, part)
+        except OSError as exc:
+            raise self._failed(part, exc) from exc
         logger.info("file complete: %s/%s (%s bytes)", client_id, cmd.file_id, cmd.size)
 
     def close(self) -> None:
@@ -198,34 +279,50 @@ class TransferStore:
             logger.warning("unreadable partial state in %s; starting it over", pdir)
             return None
         fd = os.open(pdir / "data", os.O_RDWR | os.O_CREAT, 0o640)
-        return Partial(dir=pdir.parent, meta=meta, fd=fd, coverage=coverage)
+        return Partial(
+            dir=pdir.parent, meta=meta, fd=fd, coverage=coverage, saved=coverage.to_json()
+        )
 
     def _create(self, fdir: Path, meta: p.FileMeta) -> Partial:
+        """A new partial: its state files first, then the data file (no descriptor leaks on ENOSPC)."""
         pdir = fdir / PARTIAL_DIR
         pdir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        durable.write_json(pdir / "coverage.json", [])
+        _write_init(fdir, meta)
         fd = os.open(pdir / "data", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o640)
         part = Partial(dir=fdir, meta=meta, fd=fd, coverage=Coverage())
-        durable.write_json(pdir / "coverage.json", [])
-        self._write_init(part)
-        durable.fsync_dir(fdir)
+        try:
+            durable.fsync_dir(fdir)
+        except OSError:
+            os.close(fd)
+            raise
         return part
-
-    def _write_init(self, part: Partial) -> None:
-        body = asdict(part.meta)
-        durable.write_bytes(part.dir / PARTIAL_DIR / "init.json", json.dumps(body).encode())
 
     def _drop(self, key: tuple[str, str], part: Partial) -> None:
         os.close(part.fd)
         shutil.rmtree(part.dir / PARTIAL_DIR, ignore_errors=True)
         self._open.pop(key, None)
 
-    def _install(self, part: Partial) -> None:
-        os.fsync(part.fd)
+    def _install(self, key: tuple[str, str], part: Partial) -> None:
+        """fsync, write the manifest beside the data, then move both into place.
+
+        Everything that needs space happens before anything moves: a full disk leaves the partial
+        as it was (and the fin fails); the manifest, moved last, marks the file complete.
+        """
+        self._sync(part, os.fsync)
+        pdir, final = part.dir / PARTIAL_DIR, part.dir / part.meta.name
+        durable.write_json(pdir / MANIFEST, part.meta.user_data)
+        os.replace(part.data_path, final)
+        try:
+            os.replace(pdir / MANIFEST, part.dir / MANIFEST)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.replace(final, part.data_path)
+            raise
         os.close(part.fd)
-        os.replace(part.data_path, part.dir / part.meta.name)
-        durable.write_json(part.dir / MANIFEST, part.meta.user_data)
+        del self._open[key]
         durable.fsync_dir(part.dir)
-        shutil.rmtree(part.dir / PARTIAL_DIR, ignore_errors=True)
+        shutil.rmtree(pdir, ignore_errors=True)
         durable.fsync_dir(part.dir)
 
     def _check_complete(self, client_id: str, cmd: p.Fin) -> None:
@@ -242,6 +339,24 @@ def check_segment(size: int, cmd: p.Segment, data: bytes | bytearray) -> None:
         raise p.ProtocolError(p.QUOTA_EXCEEDED, f"segment [{cmd.offset}, {end}) beyond size")
     if p.sha256_hex(data) != cmd.checksum:
         raise p.ProtocolError(p.UNSPECIFIED_ERROR, f"segment at {cmd.offset}: checksum mismatch")
+
+
+def _write_init(fdir: Path, meta: p.FileMeta) -> None:
+    """Record the declared meta of a partial durably."""
+    durable.write_bytes(fdir / PARTIAL_DIR / "init.json", json.dumps(asdict(meta)).encode())
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    """Write all of `data` at `offset`, or raise the error that stopped it (ENOSPC).
+
+    A short write (a disk filling up) is continued rather than its missing tail counted as held.
+    """
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written <= 0:
+            raise OSError(errno.EIO, "write made no progress")
+        view, offset = view[written:], offset + written
 
 
 def _same_file(a: p.FileMeta, b: p.FileMeta) -> bool:
