@@ -15,14 +15,16 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.transfer import protocol as p
 from agent.transfer.receiver import Receiver
+from agent.transfer.sender import FileSender, QuotaExceeded, SendSettings
 from agent.transfer.store import TransferStore
 from tests.broker import Broker, mosquitto_binary, running_broker
-from tests.transfer_kit import RawSender, files_under, start_receiver
+from tests.transfer_kit import RawSender, close, connect, files_under, random_file, start_receiver
 
 
 def tmpfs_skip_reason() -> str | None:
@@ -74,6 +76,25 @@ def dock(broker: Broker, receiver: Receiver) -> Iterator[RawSender]:
     raw = RawSender(broker)
     yield raw
     raw.close()
+
+
+class Counting:
+    """A Transport wrapper that counts segment publishes (resends included) and fins."""
+
+    def __init__(self, link: Any) -> None:
+        self.link, self.segments, self.fins = link, 0, 0
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, properties: Any = None) -> Any:
+        parts = topic.split("/")  # {prefix}/{file_id}/{offset}/{sha}, {prefix}/{file_id}/fin/..
+        self.segments += len(parts) == 4
+        self.fins += len(parts) == 5 and parts[2] == "fin"
+        return self.link.publish(topic, payload, qos, properties)
+
+    def subscribe(self, topic_filter: str, qos: int, handler: Any) -> Any:
+        return self.link.subscribe(topic_filter, qos, handler)
+
+    def wait_connected(self, timeout: float) -> bool:
+        return bool(self.link.wait_connected(timeout))
 
 
 def fill(store: Path, leave: int) -> Path:
@@ -161,6 +182,40 @@ def test_manifest_that_does_not_fit_leaves_nothing_in_place_and_the_data_is_reus
     assert hashlib.sha256((held / "clip.MP4").read_bytes()).hexdigest() == fid
     assert json.loads((held / "manifest.json").read_text()) == notes
     assert files_under(store) == [f"raw-dock/{fid}/clip.MP4", f"raw-dock/{fid}/manifest.json"]
+
+
+@needs_tmpfs
+def test_sender_fails_once_with_the_receivers_reason_then_the_same_send_succeeds(
+    broker: Broker,
+    receiver: Receiver,
+    store: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    filler = fill(store, 2 * MIB)
+    client, link = connect(broker, "dock-01")
+    counting = Counting(link)
+    settings = SendSettings(segment_bytes=SEG, max_inflight=4, ack_timeout_s=2.0, max_rounds=3)
+    sender = FileSender(counting, "dock-01", tmp_path / "state", settings)
+    src = tmp_path / "clip.MP4"
+    fid = random_file(src, CLIP)
+    held = store / "dock-01" / fid
+    try:
+        with pytest.raises(QuotaExceeded, match=r"reason code 151: receiver: no space left"):
+            sender.send(src, fid, "clip.MP4", CLIP, {"sha256": fid})
+        assert counting.segments <= CLIP // SEG + settings.max_inflight, "no second full pass"
+        assert counting.fins <= 1
+        assert not (held / "manifest.json").exists() and not (held / "clip.MP4").exists()
+        assert len(no_space_errors(caplog)) == 1
+
+        filler.unlink()
+        result = sender.send(src, fid, "clip.MP4", CLIP, {"sha256": fid})
+        assert result.rounds == 1 and result.skipped == 0, "everything sent again, in one round"
+        assert hashlib.sha256((held / "clip.MP4").read_bytes()).hexdigest() == fid
+        assert files_under(store) == [f"dock-01/{fid}/clip.MP4", f"dock-01/{fid}/manifest.json"]
+        assert list((tmp_path / "state").iterdir()) == []
+    finally:
+        close(client)
 
 
 def write(store: TransferStore, fid: str, data: bytes, offsets: range) -> None:

@@ -37,6 +37,13 @@ class TransferInterrupted(TransferFailed):
     """Stopped early (cancelled, or the connection stayed down); a later send resumes."""
 
 
+class QuotaExceeded(TransferFailed):
+    """The receiver has no room for the file (QUOTA_EXCEEDED): resending now would be pointless.
+
+    It may have dropped segments it had acknowledged, so a later send resends all of them.
+    """
+
+
 @dataclass(frozen=True)
 class SendSettings:
     """Tuning of one sender; the first four come from `[mqtt]`."""
@@ -145,6 +152,7 @@ class FileSender:
 
     def _deliver(self, job: _Job) -> SendResult:
         state = self._load_state(job)
+        answer: p.Response | None = None
         for round_no in range(1, self.settings.max_rounds + 1):
             job.result.rounds = round_no
             self._command(
@@ -154,6 +162,9 @@ class FileSender:
             job.result.skipped += len(self._offsets(job.meta.size)) - len(todo)
             try:
                 self._send_segments(job, todo, state)
+            except QuotaExceeded:
+                state.reset()
+                raise
             finally:
                 state.save()
             answer = self._fin(job)
@@ -161,9 +172,13 @@ class FileSender:
                 state.discard()
                 logger.info("sent %s (%s bytes): fin acknowledged", job.file_id, job.meta.size)
                 return job.result
-            logger.warning("fin of %s failed (%s); resending all", job.file_id, _why(answer))
             state.reset()
-        raise TransferFailed(f"{job.file_id}: fin failed after {self.settings.max_rounds} rounds")
+            if _no_room(answer):
+                raise QuotaExceeded(f"{job.file_id}: fin refused: {_why(answer)}")
+            logger.warning("fin of %s failed (%s); resending all", job.file_id, _why(answer))
+        raise TransferFailed(
+            f"{job.file_id}: fin failed after {self.settings.max_rounds} rounds: {_why(answer)}"
+        )
 
     def _fin(self, job: _Job) -> p.Response | None:
         """Send `fin`; one the link lost is sent again soon, backing off, rather than failed."""
@@ -207,6 +222,8 @@ class FileSender:
             answer, _dropped = self._request(job, topic, payload, self.settings.ack_timeout_s)
             if answer is not None and answer.ok:
                 return
+            if _no_room(answer):
+                raise QuotaExceeded(f"{topic}: {_why(answer)}")
         raise TransferFailed(f"{topic}: {_why(answer)} after {self.settings.max_tries} tries")
 
     def _request(
@@ -300,6 +317,8 @@ class FileSender:
         tries: dict[int, int],
     ) -> None:
         tries[offset] = tries.get(offset, 0) + 1
+        if _no_room(answer):
+            raise QuotaExceeded(f"{job.file_id}: segment at {offset}: {_why(answer)}")
         if tries[offset] >= self.settings.max_tries:
             raise TransferFailed(f"{job.file_id}: segment at {offset}: {_why(answer)}")
         logger.debug("resending %s segment %s: %s", job.file_id, offset, _why(answer))
@@ -366,6 +385,11 @@ def _poll(answers: queue.Queue[Answer]) -> Answer | None:
         return answers.get_nowait()
     except queue.Empty:
         return None
+
+
+def _no_room(answer: p.Response | None) -> bool:
+    """True on QUOTA_EXCEEDED: no room at the receiver (or beyond the size: resending is futile)."""
+    return answer is not None and answer.reason_code == p.QUOTA_EXCEEDED
 
 
 def _why(answer: p.Response | None) -> str:
