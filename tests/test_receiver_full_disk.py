@@ -14,6 +14,7 @@ import logging
 import os
 import subprocess
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,9 @@ from agent.transfer import protocol as p
 from agent.transfer.receiver import Receiver
 from agent.transfer.sender import FileSender, QuotaExceeded, SendSettings
 from agent.transfer.store import TransferStore
+from firmware_interface import simkit
 from tests.broker import Broker, mosquitto_binary, running_broker
+from tests.dock import dock_config, running, wait_for
 from tests.transfer_kit import RawSender, close, connect, files_under, random_file, start_receiver
 
 
@@ -216,6 +219,44 @@ def test_sender_fails_once_with_the_receivers_reason_then_the_same_send_succeeds
         assert list((tmp_path / "state").iterdir()) == []
     finally:
         close(client)
+
+
+@needs_tmpfs
+def test_dock_keeps_clips_unsynced_and_on_the_recorder_while_the_receiver_is_full(
+    broker: Broker,
+    receiver: Receiver,
+    store: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agent import sync
+
+    monkeypatch.setattr(sync, "RETRY_AFTER_S", 1.0)
+    filler = fill(store, 0)
+    cfg = dock_config(tmp_path, mqtt={"host": broker.host, "port": broker.port})
+    assert cfg.policy.delete_from_recorder == "after_upstream_ack"
+    start = datetime.now() - timedelta(hours=1)
+    originals = simkit.build(
+        tmp_path / "bay1", simkit.SimRecorder(clips=simkit.shift(start, [1, 1]))
+    )
+    with running(cfg) as (daemon, views):
+        index = daemon.services.index
+
+        def failed() -> list[str]:
+            return [a.message for a in views.alerts if a.code == "sync_failed"]
+
+        wait_for(lambda: len(failed()) >= len(originals), 60, "sync_failed alerts")
+        assert all("receiver: no space left" in m for m in failed()), failed()
+        assert {r["state"] for r in index.iter_all()} == {"offloaded"}
+        assert all(p.exists() for p in originals), "nothing leaves the recorder without an ack"
+        assert not list(store.glob("*/*/manifest.json"))
+
+        filler.unlink()
+        wait_for(lambda: {r["state"] for r in index.iter_all()} == {"synced"}, 60, "synced")
+        wait_for(lambda: not any(p.exists() for p in originals), 30, "recorder freed")
+        for r in index.iter_all():
+            held = store / cfg.client_id / r["sha256"] / r["file_name"]
+            assert hashlib.sha256(held.read_bytes()).hexdigest() == r["sha256"]
 
 
 def write(store: TransferStore, fid: str, data: bytes, offsets: range) -> None:
