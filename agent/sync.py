@@ -18,12 +18,24 @@ from agent.record import manifest
 from agent.retention import archive_if_finished, classify
 from agent.services import Services
 from agent.timebase import utcnow
-from agent.transfer.sender import FileSender, SendSettings, TransferFailed, TransferInterrupted
+from agent.transfer.sender import (
+    FileSender,
+    QuotaExceeded,
+    SendSettings,
+    TransferFailed,
+    TransferInterrupted,
+)
 
 logger = logging.getLogger(__name__)
 
-RETRY_AFTER_S = 30.0
+RETRY_AFTER_S = 30.0  # after a clip's first failure; doubled at each failure in a row
+RETRY_MAX_S = 900.0
 IDLE_WAIT_S = 1.0
+
+
+def retry_delay(failures: int, first: float, cap: float) -> float:
+    """Seconds to wait after the `failures`-th failure in a row: `first`, doubling, at most `cap`."""
+    return min(first * 2 ** max(failures - 1, 0), cap)
 
 
 def priority(record: dict[str, Any]) -> tuple[int, str]:
@@ -91,6 +103,9 @@ class Sync:
             SendSettings.from_mqtt(cfg.mqtt),
         )
         self.retry_at: dict[str, float] = {}
+        self.failures: dict[str, int] = {}  # failures in a row, per clip
+        self.receiver_full = 0  # "no space" answers in a row: the whole queue waits
+        self.paused_until = 0.0
         self.resync: list[str] = []
         self.heartbeat = time.monotonic()
         self.busy = False
@@ -137,7 +152,7 @@ class Sync:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
-            record = self._next()
+            record = self._next() if time.monotonic() >= self.paused_until else None
             if record is None or not self.conn.connected:
                 self._wake.wait(IDLE_WAIT_S)
                 self._wake.clear()
@@ -147,7 +162,7 @@ class Sync:
                 self._send(record)
             except Exception:
                 logger.exception("sync of %s failed unexpectedly", record["clip_id"][:12])
-                self.retry_at[record["clip_id"]] = time.monotonic() + RETRY_AFTER_S
+                self._failed(record["clip_id"])
             finally:
                 self.busy = False
 
@@ -178,22 +193,49 @@ class Sync:
         except TransferInterrupted as exc:
             logger.info("sync of %s interrupted: %s", record["file_name"], exc, extra=extra)
             return
+        except QuotaExceeded as exc:
+            self._receiver_full(record, exc)
+            return
         except TransferFailed as exc:
-            logger.warning("sync of %s failed: %s", record["file_name"], exc, extra=extra)
-            self.retry_at[clip_id] = time.monotonic() + RETRY_AFTER_S
+            delay = self._failed(clip_id)
+            logger.warning(
+                "sync of %s failed: %s; next try in %.0f s",
+                record["file_name"],
+                exc,
+                delay,
+                extra=extra,
+            )
             self.s.bus.alert(
                 "sync_failed",
                 "warning",
-                f"{record['file_name']}: {exc}",
+                f"{record['file_name']}: {exc}; next try in {delay:.0f} s",
                 one_off=True,
                 sha256=clip_id,
             )
             return
+        self.failures.pop(clip_id, None)
+        self.receiver_full = 0
         logger.info(
             "synced %s (%d segments sent)", record["file_name"], result.segments_sent, extra=extra
         )
         if record["state"] == "offloaded":
             self._synced(record)
+
+    def _failed(self, clip_id: str) -> float:
+        """Count a failure of `clip_id` and schedule its next try; returns the delay."""
+        self.failures[clip_id] = n = self.failures.get(clip_id, 0) + 1
+        delay = retry_delay(n, RETRY_AFTER_S, RETRY_MAX_S)
+        self.retry_at[clip_id] = time.monotonic() + delay
+        return delay
+
+    def _receiver_full(self, record: dict[str, Any], exc: QuotaExceeded) -> None:
+        """Central has no room: every clip would fail alike, so the whole queue waits (one alert)."""
+        self.receiver_full += 1
+        delay = retry_delay(self.receiver_full, RETRY_AFTER_S, RETRY_MAX_S)
+        self.paused_until = time.monotonic() + delay
+        message = f"central has no room for {record['file_name']}: {exc}; sync paused {delay:.0f} s"
+        logger.error("%s", message, extra={"DOCK_ID": self.s.cfg.dock.id})
+        self.s.bus.alert("sync_failed", "error", message, one_off=True, sha256=record["clip_id"])
 
     def _synced(self, record: dict[str, Any]) -> None:
         clip_id = record["clip_id"]

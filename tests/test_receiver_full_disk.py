@@ -245,8 +245,12 @@ def test_dock_keeps_clips_unsynced_and_on_the_recorder_while_the_receiver_is_ful
         def failed() -> list[str]:
             return [a.message for a in views.alerts if a.code == "sync_failed"]
 
-        wait_for(lambda: len(failed()) >= len(originals), 60, "sync_failed alerts")
+        wait_for(lambda: len(failed()) >= 3, 60, "sync_failed alerts")
         assert all("receiver: no space left" in m for m in failed()), failed()
+        assert all("central has no room" in m for m in failed())
+        # The whole queue waits, doubling: one alert per pause, not one per clip per try.
+        pauses = [m.rsplit("sync paused ", 1)[1] for m in failed()[:3]]
+        assert pauses == ["1 s", "2 s", "4 s"], failed()
         assert {r["state"] for r in index.iter_all()} == {"offloaded"}
         assert all(p.exists() for p in originals), "nothing leaves the recorder without an ack"
         assert not list(store.glob("*/*/manifest.json"))

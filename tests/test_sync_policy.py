@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.sync import candidates, priority
+from agent.sync import candidates, priority, retry_delay
 
 
 def rec(clip_id: str, start: str, flags: list[str] | None = None, **kw: object) -> dict:
@@ -39,3 +39,8 @@ def test_only_analysed_offloaded_clips_not_waiting_out_a_failure() -> None:
     assert [r["clip_id"] for r in found] == ["ok"]
     found = candidates(records, now=131.0, retry_at={"failed": 130.0})
     assert [r["clip_id"] for r in found] == ["failed", "ok"]
+
+
+def test_retries_back_off_doubling_to_a_cap() -> None:
+    assert [retry_delay(n, 30.0, 900.0) for n in range(1, 8)] == [30, 60, 120, 240, 480, 900, 900]
+    assert retry_delay(0, 30.0, 900.0) == 30.0  # never sooner than the first delay
