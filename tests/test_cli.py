@@ -67,3 +67,12 @@ def test_status_clips_and_notes_while_the_daemon_runs(tmp_path: Path) -> None:
 def test_usage_errors_exit_2() -> None:
     assert cli("frobnicate").returncode == 2
     assert cli("export").returncode == 2
+
+
+def test_status_says_why_a_bay_is_still_identifying() -> None:
+    from agent.commands.status import _bay_line
+
+    waiting = {"severity": "info", "code": "zfy_waiting_for_sdk", "message": "waiting: bay 2"}
+    drift = {"severity": "info", "code": "clock_corrected", "message": "clock corrected"}
+    assert "waiting: bay 2" in _bay_line("1", {"state": "identifying", "findings": [waiting]})
+    assert "clock corrected" not in _bay_line("1", {"state": "offloading", "findings": [drift]})

@@ -111,9 +111,8 @@ def _bay_line(number: str, bay: dict[str, Any]) -> str:
         text += f"  {p['clips_done']}/{p['clips_total']} clips, {p['bytes_done'] / 1e6:.0f}/{p['bytes_total'] / 1e6:.0f} MB"
     if bay.get("battery_pct") is not None:
         text += f"  battery {bay['battery_pct']:.0f}%"
-    why = [
-        f["message"] for f in bay.get("findings", []) if f.get("severity") in ("fault", "warning")
-    ]
+    shown = ("fault", "warning", "info") if state == "identifying" else ("fault", "warning")
+    why = [f["message"] for f in bay.get("findings", []) if f.get("severity") in shown]
     if why and state != "ready":
         text += "\n    " + "\n    ".join(why)
     return text
