@@ -40,7 +40,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    receiver = Receiver(cfg.store_dir, cfg.mqtt, cfg.receiver.client_id)
+    receiver = Receiver(
+        cfg.store_dir,
+        cfg.mqtt,
+        cfg.receiver.client_id,
+        partial_ttl_s=cfg.receiver.partial_ttl_s,
+    )
     stop = threading.Event()
     _stop_on_signals(stop)
     try:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 import zlib
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +20,14 @@ from paho.mqtt.properties import Properties
 from agent.config import MqttSection
 from agent.mqtt.connection import set_credentials
 from agent.transfer import protocol as p
+from agent.transfer.expiry import DEFAULT_PARTIAL_TTL_S
 from agent.transfer.store import StorageError, TransferStore, check_segment
 
 logger = logging.getLogger(__name__)
 
 _QUEUE_DEPTH = 256
 _IDLE_S = 0.2
+EXPIRE_EVERY_S = 3600.0  # abandoned partials are looked for at start-up and this often
 
 
 Route = tuple[str, str, bytes | None]  # (client id, response topic, correlation data)
@@ -37,7 +42,8 @@ class Receiver:
     thread, then written by the file's worker; every other command (init, fin, anything refused
     or unknown) is handled and answered by the worker, in order behind the writes it follows.
     Once a write of a file failed (disk full), its segments are answered after the write, and
-    its fin reports the error.
+    its fin reports the error. Each worker also expires the abandoned partials of the files it
+    owns (no activity for `partial_ttl_s`), at start-up and every `expire_every_s`.
     """
 
     def __init__(
@@ -46,6 +52,8 @@ class Receiver:
         mqtt_cfg: MqttSection,
         client_id: str = "dock-receiver",
         workers: int = 2,
+        partial_ttl_s: float = DEFAULT_PARTIAL_TTL_S,
+        expire_every_s: float = EXPIRE_EVERY_S,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.mqtt_cfg = mqtt_cfg
@@ -61,13 +69,15 @@ class Receiver:
         ]
         self._stores = [TransferStore(self.store_dir) for _ in range(count)]
         self._threads: list[threading.Thread] = []
+        self.partial_ttl_s = partial_ttl_s
+        self.expire_every_s = expire_every_s
 
     def start(self) -> None:
         """Start the workers and connect (paho reconnects on its own afterwards)."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
         for i, q in enumerate(self._queues):
             t = threading.Thread(
-                target=self._work, args=(q, self._stores[i]), name=f"receiver-{i}", daemon=True
+                target=self._work, args=(i, q, self._stores[i]), name=f"receiver-{i}", daemon=True
             )
             t.start()
             self._threads.append(t)
@@ -120,8 +130,7 @@ class Receiver:
         route = _reply_route(msg, topic)
         if route is None:
             return
-        key = topic[len(self.prefix) + 1 :].split("/", 1)[0]
-        i = zlib.crc32(key.encode()) % len(self._queues)
+        i = _worker_of(topic[len(self.prefix) + 1 :].split("/", 1)[0], len(self._queues))
         self._queues[i].put((msg, route, self._fast_segment(self._stores[i], msg, topic, route)))
 
     def _fast_segment(
@@ -139,9 +148,14 @@ class Receiver:
         self.send_response(route[1], route[2], _answer(msg, p.SUCCESS, "success"))
         return cmd
 
-    def _work(self, q: queue.Queue[Job | None], store: TransferStore) -> None:
+    def _work(self, index: int, q: queue.Queue[Job | None], store: TransferStore) -> None:
+        owns = partial(_owned_by, index, len(self._queues))
+        expire_due = 0.0
         try:
             while True:
+                if time.monotonic() >= expire_due:
+                    self._expire(store, owns)
+                    expire_due = time.monotonic() + self.expire_every_s
                 try:
                     job = q.get(timeout=_IDLE_S)
                 except queue.Empty:
@@ -177,12 +191,28 @@ class Receiver:
             resp = _answer(msg, p.IMPLEMENTATION_SPECIFIC_ERROR, "receiver error")
         self.send_response(topic, correlation, resp)
 
+    def _expire(self, store: TransferStore, owns: Callable[[str], bool]) -> None:
+        """Remove the abandoned partials this worker owns; an error is logged, never raised."""
+        try:
+            store.expire_partials(self.partial_ttl_s, owns)
+        except Exception:  # expiry must never stop the worker
+            logger.exception("receiver: expiring abandoned partials failed")
+
     @staticmethod
     def _commit(store: TransferStore, force: bool) -> None:
         try:
             store.commit(force)
         except OSError as exc:
             logger.error("receiver: could not make segments durable: %s", exc)
+
+
+def _worker_of(file_id: str, workers: int) -> int:
+    """The worker that handles every command of a file (and expires its partial)."""
+    return zlib.crc32(file_id.encode()) % workers
+
+
+def _owned_by(index: int, workers: int, file_id: str) -> bool:
+    return _worker_of(file_id, workers) == index
 
 
 def _apply(store: TransferStore, client_id: str, cmd: p.Command, payload: bytes) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import MqttSection, read_toml, resolve_path
-from agent.schema import parse, pattern, setting
+from agent.schema import in_range, parse, pattern, setting
+from agent.transfer.expiry import DEFAULT_PARTIAL_TTL_S, MIN_PARTIAL_TTL_S
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,11 @@ class ReceiverSection:
         "dock-receiver",
         doc="MQTT client id of the receiver",
         check=pattern(r"[A-Za-z0-9_.-]{1,128}", "[A-Za-z0-9_.-]{1,128}"),
+    )
+    partial_ttl_s: int = setting(
+        DEFAULT_PARTIAL_TTL_S,
+        doc="seconds without activity after which a transfer never finished is removed",
+        check=in_range(MIN_PARTIAL_TTL_S),
     )
 
 

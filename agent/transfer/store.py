@@ -10,18 +10,26 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from agent import durable
 from agent.transfer import protocol as p
 from agent.transfer.coverage import Coverage
+from agent.transfer.expiry import (
+    MANIFEST,
+    PARTIAL_DIR,
+    PartialEntry,
+    is_complete_dir,
+    read_partial,
+    scan_partials,
+    stale_partials,
+)
 
 logger = logging.getLogger(__name__)
 
-PARTIAL_DIR = ".partial"
-MANIFEST = "manifest.json"
 _READ_CHUNK = 1 << 20
 COMMIT_BYTES = 32 << 20  # coverage is recorded durably at least this often ...
 COMMIT_S = 1.0  # ... and this often, and whenever the receiver is idle
@@ -97,13 +105,7 @@ class TransferStore:
 
     def is_complete(self, client_id: str, file_id: str) -> bool:
         """True when the file and its manifest are in place (a lost file is received again)."""
-        fdir = self.file_dir(client_id, file_id)
-        if not (fdir / MANIFEST).is_file():
-            return False
-        return any(
-            f.is_file() and f.name != MANIFEST and not f.name.startswith(".")
-            for f in fdir.iterdir()
-        )
+        return is_complete_dir(self.file_dir(client_id, file_id))
 
     def begin(self, client_id: str, cmd: p.Init) -> None:
         """Handle `init`: start, or resume, a partial file."""
@@ -250,6 +252,55 @@ class TransferStore:
         except OSError as exc:
             raise self._failed(part, exc) from exc
         logger.info("file complete: %s/%s (%s bytes)", client_id, cmd.file_id, cmd.size)
+
+    def expire_partials(
+        self, ttl: float, owns: Callable[[str], bool], now: float | None = None
+    ) -> list[PartialEntry]:
+        """Remove the partials of files `owns` accepts, idle longer than their TTL; return them.
+
+        Runs on the thread that handles every command of those files (the receiver's worker that
+        owns them), so no init or segment can race a removal. An open partial idle that long is
+        closed first (its descriptor would keep the space in use); a partial with activity within
+        its TTL, and complete files with their manifests, are never touched.
+        """
+        now = time.time() if now is None else now
+        self._close_idle(ttl, now)
+        entries = [
+            replace(e, open=(e.client_id, e.file_id) in self._open)
+            for e in scan_partials(self.root, owns)
+        ]
+        return [e for e in stale_partials(entries, now, ttl) if self._expire(e, now)]
+
+    def _close_idle(self, ttl: float, now: float) -> None:
+        """Close the open partials with nothing unsaved whose last activity is beyond their TTL."""
+        for key, part in list(self._open.items()):
+            entry = None if part.dirty else read_partial(part.dir, key[0])
+            if entry is not None and stale_partials([entry], now, ttl):
+                os.close(part.fd)
+                del self._open[key]
+
+    def _expire(self, entry: PartialEntry, now: float) -> bool:
+        """Remove one stale partial (and its file directory when that is left empty); log it."""
+        fdir = self.root / entry.client_id / entry.file_id
+        if (entry.client_id, entry.file_id) in self._open or is_complete_dir(fdir):
+            return False
+        try:
+            shutil.rmtree(fdir / PARTIAL_DIR)
+        except OSError as exc:
+            logger.warning("could not remove the expired partial %s: %s", fdir, exc)
+            return False
+        with contextlib.suppress(OSError):
+            fdir.rmdir()  # only when empty
+        age = now - entry.last_activity
+        logger.info(
+            "expired partial transfer %s/%s: %s bytes, idle %.0f s (%.1f days)",
+            entry.client_id,
+            entry.file_id,
+            entry.size,
+            age,
+            age / 86400,
+        )
+        return True
 
     def close(self) -> None:
         """Commit and close every open partial file."""
