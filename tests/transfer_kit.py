@@ -29,9 +29,11 @@ def random_file(path: Path, size: int) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def start_receiver(broker: Broker, store: Path, cls: type[Receiver] = Receiver) -> Receiver:
-    """A started receiver on the test broker, subscribed."""
-    rx = cls(store, MqttSection(host=broker.host, port=broker.port))
+def start_receiver(
+    broker: Broker, store: Path, cls: type[Receiver] = Receiver, **options: Any
+) -> Receiver:
+    """A started receiver on the test broker, subscribed (`options` go to its constructor)."""
+    rx = cls(store, MqttSection(host=broker.host, port=broker.port), **options)
     rx.start()
     assert rx.wait_subscribed(10), "receiver did not subscribe"
     return rx
