@@ -2,4 +2,4 @@
 
 import pytest
 
-pytest.register_assert_rewrite("tests.loopdev", "tests.zfy_kit")
+pytest.register_assert_rewrite("tests.loopdev", "tests.zfy_kit", "tests.transfer_kit")

@@ -4,44 +4,24 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.schema import ConfigError
 from agent.transfer import protocol as p
-from agent.transfer.receiver import Receiver
 from agent.transfer.receiver_config import parse_receiver_config
-from tests.broker import Broker, running_broker
+from tests.broker import Broker
 from tests.transfer_kit import RawSender, files_under, start_receiver
 
+pytest_plugins = ["tests.transfer_kit"]  # fixtures: broker, receiver, dock
+
 SEG = 4096
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    with running_broker(tmp_path_factory.mktemp("broker")) as b:
-        yield b
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
     return tmp_path / "store"
-
-
-@pytest.fixture
-def receiver(broker: Broker, store: Path) -> Iterator[Receiver]:
-    rx = start_receiver(broker, store)
-    yield rx
-    rx.stop()
-
-
-@pytest.fixture
-def dock(broker: Broker, receiver: Receiver) -> Iterator[RawSender]:
-    raw = RawSender(broker)
-    yield raw
-    raw.close()
 
 
 def send_all(dock: RawSender, file_id: str, data: bytes, name: str = "clip.MP4") -> None:

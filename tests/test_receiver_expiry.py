@@ -7,7 +7,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,10 @@ from agent.transfer.expiry import MIN_PARTIAL_TTL_S, PartialEntry, stale_partial
 from agent.transfer.receiver_config import parse_receiver_config
 from agent.transfer.sender import FileSender, SendSettings, TransferInterrupted
 from agent.transfer.store import PARTIAL_DIR, TransferStore
-from tests.broker import Broker, running_broker
+from tests.broker import Broker
 from tests.transfer_kit import close, connect, files_under, random_file, start_receiver
+
+pytest_plugins = ["tests.transfer_kit"]  # fixtures: broker, receiver, dock
 
 DAY = 86400.0
 NOW = 1_000 * DAY
@@ -150,12 +151,6 @@ SEG = 65536
 FAST = SendSettings(
     segment_bytes=SEG, max_inflight=4, ack_timeout_s=2.0, fin_timeout_s=5.0, persist_interval_s=0
 )
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    with running_broker(tmp_path_factory.mktemp("broker")) as b:
-        yield b
 
 
 class CancelAfter:

@@ -25,9 +25,11 @@ from agent.transfer.receiver import Receiver
 from agent.transfer.sender import FileSender, QuotaExceeded, SendSettings
 from agent.transfer.store import TransferStore
 from firmware_interface import simkit
-from tests.broker import Broker, mosquitto_binary, running_broker
+from tests.broker import Broker, mosquitto_binary
 from tests.dock import dock_config, running, wait_for
-from tests.transfer_kit import RawSender, close, connect, files_under, random_file, start_receiver
+from tests.transfer_kit import RawSender, close, connect, files_under, random_file
+
+pytest_plugins = ["tests.transfer_kit"]  # fixtures: broker, receiver, dock
 
 
 def tmpfs_skip_reason() -> str | None:
@@ -47,12 +49,6 @@ DISK = 4 * MIB
 CLIP = 3 * MIB
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    with running_broker(tmp_path_factory.mktemp("broker")) as b:
-        yield b
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Path]:
     """The receiver's store on a 4 MiB tmpfs of its own, unmounted afterwards."""
@@ -65,20 +61,6 @@ def store(tmp_path: Path) -> Iterator[Path]:
         if subprocess.run(["umount", str(store)], check=False).returncode != 0:
             subprocess.run(["umount", "--lazy", str(store)], check=True)
             pytest.fail("the store was still busy after the receiver stopped (files left open)")
-
-
-@pytest.fixture
-def receiver(broker: Broker, store: Path) -> Iterator[Receiver]:
-    rx = start_receiver(broker, store)
-    yield rx
-    rx.stop()
-
-
-@pytest.fixture
-def dock(broker: Broker, receiver: Receiver) -> Iterator[RawSender]:
-    raw = RawSender(broker)
-    yield raw
-    raw.close()
 
 
 class Counting:

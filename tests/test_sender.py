@@ -36,11 +36,7 @@ FAST = SendSettings(
     persist_interval_s=0.05,
 )
 
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    with running_broker(tmp_path_factory.mktemp("broker")) as b:
-        yield b
+pytest_plugins = ["tests.transfer_kit"]  # fixtures: broker, receiver, dock
 
 
 def held(store: Path, file_id: str, name: str = "clip.MP4") -> Path:

@@ -1,4 +1,8 @@
-"""Helpers for the file-transfer tests: clients on the test broker, a raw command sender, files."""
+"""Helpers for the file-transfer tests: clients on the test broker, a raw command sender, files.
+
+Also a fixture plugin (`pytest_plugins = ["tests.transfer_kit"]`): `broker` (one Mosquitto per
+module), `receiver` (on the module's own `store` fixture) and `dock` (a RawSender to it).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,12 @@ import hashlib
 import os
 import queue
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -18,7 +24,7 @@ from agent.config import MqttSection
 from agent.transfer import protocol as p
 from agent.transfer.link import PahoLink
 from agent.transfer.receiver import Receiver
-from tests.broker import Broker
+from tests.broker import Broker, running_broker
 
 
 def random_file(path: Path, size: int) -> str:
@@ -107,3 +113,29 @@ class RawSender:
 def files_under(root: Path) -> list[str]:
     """Every regular file under `root`, relative, sorted."""
     return sorted(str(f.relative_to(root)) for f in root.rglob("*") if f.is_file())
+
+
+# ---- fixtures (used through pytest_plugins) ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """One private Mosquitto for the test module."""
+    with running_broker(tmp_path_factory.mktemp("broker")) as b:
+        yield b
+
+
+@pytest.fixture
+def receiver(broker: Broker, store: Path) -> Iterator[Receiver]:
+    """A receiver on the module's `store`, stopped afterwards."""
+    rx = start_receiver(broker, store)
+    yield rx
+    rx.stop()
+
+
+@pytest.fixture
+def dock(broker: Broker, receiver: Receiver) -> Iterator[RawSender]:
+    """A raw command sender talking to `receiver`."""
+    raw = RawSender(broker)
+    yield raw
+    raw.close()
