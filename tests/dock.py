@@ -8,10 +8,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from agent.assembly import assemble
 from agent.config import DockConfig, parse_config
-from agent.daemon import Daemon
-from agent.events import Alert, BayView
+from agent.daemon.events import Alert, BayView
+from agent.daemon.runtime import Daemon
+from agent.daemon.wiring import assemble
 
 CLOSED_PORT = 1  # nothing listens: the dock works offline and never meets a stray broker
 

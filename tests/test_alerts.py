@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from agent.alerts import (
+from agent.config import PolicySection
+from agent.daemon.alerts import (
     CLEAR,
     CLOCK_UNSYNCED,
     DISK_LOW,
@@ -13,8 +14,7 @@ from agent.alerts import (
     sync_backlog,
     transitions,
 )
-from agent.clock import kernel_clock_synced
-from agent.config import PolicySection
+from agent.dock.clock import kernel_clock_synced
 
 POLICY = PolicySection(disk_low_pct=10.0, sync_backlog_alert_s=3600.0, require_synced_clock=True)
 

@@ -8,7 +8,7 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from agent.record import MANIFEST_FIELDS
+from agent.evidence.record import MANIFEST_FIELDS
 from firmware_interface import simkit
 from tests.dock import config_toml, dock_config, running, settled, wait_for
 from tests.test_notes import SPEC_KEYS

@@ -138,7 +138,7 @@ def test_shipped_configs_are_valid() -> None:
     cfg = load_config(str(root / "dock-agent.toml"))
     assert cfg.dock.id == "dock-01" and len(cfg.bay) == 2
     assert cfg.policy.delete_from_recorder == "after_upstream_ack"
-    from agent.transfer.receiver_config import load_receiver_config
+    from agent.transfer.receiver.config import load_receiver_config
 
     assert load_receiver_config(str(root / "receiver.toml")).receiver.client_id == "dock-receiver"
 

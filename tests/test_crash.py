@@ -13,8 +13,8 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from agent.custody import verify_chain
-from agent.index import ClipIndex
+from agent.evidence.custody import verify_chain
+from agent.evidence.index import ClipIndex
 from firmware_interface import simkit
 from tests.dock import wait_for
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.custody import (
+from agent.evidence.custody import (
     ZERO_HASH,
     CustodyError,
     CustodyLog,
@@ -23,7 +23,7 @@ from agent.custody import (
     read_head,
     verify_chain,
 )
-from agent.index import ClipIndex
+from agent.evidence.index import ClipIndex
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -173,8 +173,8 @@ def test_two_handles_on_one_log_keep_one_chain(log_path: Path) -> None:
 CHILD = """
 import sys
 from pathlib import Path
-from agent.custody import CustodyLog
-from agent.index import ClipIndex
+from agent.evidence.custody import CustodyLog
+from agent.evidence.index import ClipIndex
 data = Path(sys.argv[1])
 log, index = CustodyLog(data / "custody.jsonl"), ClipIndex(data)
 i = 0
@@ -234,7 +234,7 @@ def test_append_many_chains_entries_with_one_fsync(
         syncs.append(fd)
         real_fsync(fd)
 
-    monkeypatch.setattr("agent.custody.os.fsync", counted)
+    monkeypatch.setattr("agent.evidence.custody.os.fsync", counted)
     batch = log.append_many(
         [
             (

@@ -15,10 +15,10 @@ import pytest
 
 from agent.cli import main
 from agent.config import DockConfig, load_config
-from agent.custody import CustodyLog, iter_entries, verify_chain
-from agent.index import ClipIndex
-from agent.record import Docking, StartTime, new_record
-from agent.store import sha256_file
+from agent.evidence.custody import CustodyLog, iter_entries, verify_chain
+from agent.evidence.index import ClipIndex
+from agent.evidence.record import Docking, StartTime, new_record
+from agent.evidence.store import sha256_file
 from firmware_interface.base import ClipEntry, Identity
 
 TZ = ZoneInfo("Asia/Shanghai")

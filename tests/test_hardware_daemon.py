@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from agent.assembly import assemble
 from agent.config import DockConfig, parse_config
-from agent.custody import iter_entries
-from agent.daemon import Daemon
-from agent.events import BayView
+from agent.daemon.events import BayView
+from agent.daemon.runtime import Daemon
+from agent.daemon.wiring import assemble
+from agent.evidence.custody import iter_entries
 from tests.dock import CLOSED_PORT, Views, wait_for
 from tests.loopdev import Loops, blank_image, build_ext4, recorder_tree  # noqa: E402
 from tests.zfy_kit import PASSWORD, Control  # noqa: E402

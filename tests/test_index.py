@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.index import ArchiveFollower, ClipIndex, IndexCorrupt, line_clip_id, shard_name
+from agent.evidence.index import ArchiveFollower, ClipIndex, IndexCorrupt, line_clip_id, shard_name
 
 
 def cid(n: int) -> str:
@@ -318,7 +318,7 @@ def test_crash_between_snapshot_and_truncate_replays_harmlessly(
 def test_compaction_when_the_journal_grows(
     tmp_path: Path, index: ClipIndex, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("agent.index.COMPACT_BYTES", 2000)
+    monkeypatch.setattr("agent.evidence.index.COMPACT_BYTES", 2000)
     reader = ClipIndex(tmp_path)  # another process following along
     for n in range(20):
         index.put(rec(n))
@@ -347,7 +347,7 @@ def test_a_failed_journal_write_changes_nothing(
     def full(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("agent.index.os.fsync", full)
+    monkeypatch.setattr("agent.evidence.index.os.fsync", full)
     with pytest.raises(OSError):
         index.put(rec(2))
     monkeypatch.undo()

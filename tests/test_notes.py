@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from agent.commands import notes as notes_cmd
-from agent.custody import CustodyLog, iter_entries, verify_chain
-from agent.notes import Note, NoteDraft, NotesCorrupt, NotesStore
+from agent.evidence.custody import CustodyLog, iter_entries, verify_chain
+from agent.notes.store import Note, NoteDraft, NotesCorrupt, NotesStore
 from tests.fakes import MemoryCustody
 
 START = datetime(2026, 11, 21, 1, 0, 2, tzinfo=UTC)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.notes import Explanation, Note
-from agent.notes_check import note_log, notes_cross_check, unlogged
+from agent.notes.check import note_log, notes_cross_check, unlogged
+from agent.notes.store import Explanation, Note
 
 
 def note(note_id: str, *explained: tuple[str, str]) -> Note:

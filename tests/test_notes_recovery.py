@@ -12,8 +12,8 @@ import pytest
 
 from agent.cli import main
 from agent.config import DockConfig
-from agent.custody import CustodyLog, iter_entries, verify_chain
-from agent.notes import NotesStore
+from agent.evidence.custody import CustodyLog, iter_entries, verify_chain
+from agent.notes.store import NotesStore
 from tests.dock import config_toml, dock_config, running, wait_for
 from tests.test_notes import GAP
 
@@ -166,7 +166,7 @@ def test_notes_wait_while_reconcile_reads_the_log(cfg: DockConfig, log: CustodyL
 def test_a_stopped_daemon_appends_nothing(
     cfg: DockConfig, log: CustodyLog, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from agent.assembly import NotesReconciler
+    from agent.daemon.wiring import NotesReconciler
 
     with pytest.raises(OSError, match="power cut"):
         NotesStore(cfg.data_dir, PowerCut(log, "note_created")).create(GAP)

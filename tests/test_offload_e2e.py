@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.custody import iter_entries, verify_chain
+from agent.evidence.custody import iter_entries, verify_chain
 from firmware_interface import simkit
 from firmware_interface.base import ClipEntry
 from firmware_interface.discovery import BayWaiting, Docked, Undocked
@@ -371,7 +371,7 @@ def no_progress(_n: int) -> None:
 
 
 def test_a_batch_that_fails_verification_places_nothing(tmp_path: Path) -> None:
-    from agent.store import EvidenceStore, VerifyFailed
+    from agent.evidence.store import EvidenceStore, VerifyFailed
 
     store = EvidenceStore(tmp_path / "data", reserve_bytes=0)
     sources = [tmp_path / f"p{n}.JPG" for n in range(3)]

@@ -10,7 +10,7 @@ import pytest
 
 from agent.schema import ConfigError
 from agent.transfer import protocol as p
-from agent.transfer.receiver_config import parse_receiver_config
+from agent.transfer.receiver.config import parse_receiver_config
 from tests.broker import Broker
 from tests.transfer_kit import RawSender, files_under, start_receiver
 

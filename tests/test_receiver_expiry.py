@@ -14,10 +14,10 @@ import pytest
 
 from agent.schema import ConfigError
 from agent.transfer import protocol as p
-from agent.transfer.expiry import MIN_PARTIAL_TTL_S, PartialEntry, stale_partials
-from agent.transfer.receiver_config import parse_receiver_config
+from agent.transfer.receiver.config import parse_receiver_config
+from agent.transfer.receiver.expiry import MIN_PARTIAL_TTL_S, PartialEntry, stale_partials
+from agent.transfer.receiver.partials import PARTIAL_DIR, TransferStore
 from agent.transfer.sender import FileSender, SendSettings, TransferInterrupted
-from agent.transfer.store import PARTIAL_DIR, TransferStore
 from tests.broker import Broker
 from tests.transfer_kit import close, connect, files_under, random_file, start_receiver
 
@@ -107,7 +107,7 @@ def test_old_partial_removed_fresh_partial_and_old_complete_file_kept(
     before = files_under(root)
 
     store = TransferStore(root)
-    with caplog.at_level(logging.INFO, logger="agent.transfer.store"):
+    with caplog.at_level(logging.INFO, logger="agent.transfer.receiver.partials"):
         removed = store.expire_partials(TTL, everything)
     assert [(e.client_id, e.file_id) for e in removed] == [(CLIENT, old)]
     assert not (root / CLIENT / old).exists(), "the emptied file directory goes too"
@@ -200,7 +200,7 @@ def test_sender_resuming_an_expired_partial_still_completes(
         assert any(state.glob("*.json")), "the sender kept the acknowledged offsets"
         age(store / CLIENT / fid, 2 * 3600)
 
-        with caplog.at_level(logging.INFO, logger="agent.transfer.store"):
+        with caplog.at_level(logging.INFO, logger="agent.transfer.receiver.partials"):
             rx = start_receiver(broker, store, partial_ttl_s=3600)
             assert wait_gone(partial, 10), "expired at start-up"
         assert any(f"expired partial transfer {CLIENT}/{fid}" in m for m in caplog.messages)

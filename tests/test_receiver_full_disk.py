@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from agent.transfer import protocol as p
-from agent.transfer.receiver import Receiver
+from agent.transfer.receiver.partials import TransferStore
+from agent.transfer.receiver.server import Receiver
 from agent.transfer.sender import FileSender, QuotaExceeded, SendSettings
-from agent.transfer.store import TransferStore
 from firmware_interface import simkit
 from tests.broker import Broker, mosquitto_binary
 from tests.dock import dock_config, running, wait_for
@@ -211,7 +211,7 @@ def test_dock_keeps_clips_unsynced_and_on_the_recorder_while_the_receiver_is_ful
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from agent import sync
+    from agent.sync import worker as sync
 
     monkeypatch.setattr(sync, "RETRY_AFTER_S", 1.0)
     filler = fill(store, 0)

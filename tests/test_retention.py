@@ -22,10 +22,11 @@ from agent.config import (
     RetentionSection,
     parse_config,
 )
-from agent.custody import iter_entries
-from agent.events import EventBus
-from agent.index import ArchiveFollower, ClipIndex
-from agent.retention import (
+from agent.daemon.events import EventBus
+from agent.daemon.services import Services
+from agent.evidence.custody import iter_entries
+from agent.evidence.index import ArchiveFollower, ClipIndex
+from agent.evidence.retention import (
     DISK_PRESSURE,
     RETENTION_EXPIRED,
     HoldError,
@@ -36,9 +37,8 @@ from agent.retention import (
     select_purges,
     set_hold,
 )
+from agent.evidence.store import EvidenceStore
 from agent.schema import ConfigError
-from agent.services import Services
-from agent.store import EvidenceStore
 from firmware_interface import simkit
 from tests.dock import dock_config, running, settled, wait_for
 from tests.test_export import TZ, Dock, open_dock
@@ -273,7 +273,7 @@ def test_hold_refusals(dock: Dock, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_the_daemon_carries_the_purger(tmp_path: Path) -> None:
-    from agent.assembly import assemble
+    from agent.daemon.wiring import assemble
     from tests.dock import dock_config
 
     daemon = assemble(dock_config(tmp_path))
@@ -373,7 +373,7 @@ def test_a_hold_taken_before_start_up_is_seen_by_the_scan(dock: Dock) -> None:
 def fixed_disk(monkeypatch: pytest.MonkeyPatch, free: int, total: int) -> None:
     """The purger sees a disk of `total` bytes with `free` free."""
     usage = SimpleNamespace(total=total, used=total - free, free=free)
-    monkeypatch.setattr("agent.retention.shutil.disk_usage", lambda _path: usage)
+    monkeypatch.setattr("agent.evidence.retention.shutil.disk_usage", lambda _path: usage)
 
 
 def test_disk_pressure_purges_archived_acked_oldest_first_never_unacked(
@@ -432,7 +432,7 @@ def test_start_up_scan_runs_in_the_background(dock: Dock) -> None:
 
 
 def test_daemon_starts_at_once_with_a_large_archive(tmp_path: Path) -> None:
-    from agent.assembly import assemble
+    from agent.daemon.wiring import assemble
 
     cfg = dock_config(tmp_path)
     history = archive_history(cfg.data_dir, 20_000)

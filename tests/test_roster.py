@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from agent.config import CentralSection
-from agent.roster import OFFICER_FROM_ROSTER, OFFICER_MISMATCH, Assignment, Roster
+from agent.dock.roster import OFFICER_FROM_ROSTER, OFFICER_MISMATCH, Assignment, Roster
 from firmware_interface import simkit
 from firmware_interface.base import Identity
 from tests.dock import dock_config, running, settled, wait_for

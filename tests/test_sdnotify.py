@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent import sdnotify
+from agent.daemon import sdnotify
 
 
 @pytest.fixture

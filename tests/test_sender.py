@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from agent.transfer import protocol as p
-from agent.transfer.receiver import Receiver
+from agent.transfer.receiver.server import Receiver
 from agent.transfer.sender import (
     FileSender,
     SendSettings,

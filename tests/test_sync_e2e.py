@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from agent.config import MqttSection
-from agent.custody import iter_entries
-from agent.index import ClipIndex
-from agent.transfer.receiver import Receiver
+from agent.evidence.custody import iter_entries
+from agent.evidence.index import ClipIndex
+from agent.transfer.receiver.server import Receiver
 from firmware_interface import simkit
 from tests.broker import Broker, free_port, mosquitto_binary, running_broker
 from tests.dock import config_toml, dock_config, running, wait_for

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.sync import candidates, priority, retry_delay
+from agent.sync.worker import candidates, priority, retry_delay
 
 
 def rec(clip_id: str, start: str, flags: list[str] | None = None, **kw: object) -> dict:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from agent.transfer import protocol as p
-from agent.transfer.coverage import Coverage
+from agent.transfer.receiver.coverage import Coverage
 
 FID = "ab" * 32
 SUM = "cd" * 32

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from agent.analysis.late_offload import is_late
 from agent.config import PolicySection
-from agent.lateness import is_late
-from agent.naming import parse_name
-from agent.validation import bay_state, check_battery, check_clock, check_storage
+from agent.dock.checks import bay_state, check_battery, check_clock, check_storage
+from agent.evidence.naming import parse_name
 from firmware_interface.base import Capabilities, Status
 
 TZ = ZoneInfo("Asia/Shanghai")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from agent.custody import ZERO_HASH, CustodyLog, entry_hash
-from agent.custody_check import chain_extends
+from agent.evidence.custody import ZERO_HASH, CustodyLog, entry_hash
+from agent.evidence.custody_check import chain_extends
 from tests.test_export import Dock, open_dock
 
 

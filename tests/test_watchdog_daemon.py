@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.assembly import assemble
-from agent.reporting import Reporting
+from agent.daemon.reporting import Reporting
+from agent.daemon.wiring import assemble
 from firmware_interface import simkit
 from firmware_interface.base import Identity
 from firmware_interface.discovery import Docked

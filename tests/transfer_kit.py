@@ -23,7 +23,7 @@ from paho.mqtt.properties import Properties
 from agent.config import MqttSection
 from agent.transfer import protocol as p
 from agent.transfer.link import PahoLink
-from agent.transfer.receiver import Receiver
+from agent.transfer.receiver.server import Receiver
 from tests.broker import Broker, running_broker
 
 

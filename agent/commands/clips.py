@@ -8,8 +8,8 @@ from typing import Any
 
 from agent.cli import add_config_arg
 from agent.config import load_config
-from agent.index import ClipIndex
-from agent.record import MANIFEST_FIELDS
+from agent.evidence.index import ClipIndex
+from agent.evidence.record import MANIFEST_FIELDS
 
 STATES = ("offloaded", "synced", "purged")
 

@@ -17,7 +17,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; 0 when every clip arrived at central intact."""
-    from agent.demo import main
+    from agent.demo.run import main
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -9,8 +9,8 @@ from typing import Any
 
 from agent.cli import add_config_arg
 from agent.config import load_config
-from agent.custody import CustodyLog
-from agent.export import (
+from agent.evidence.custody import CustodyLog
+from agent.evidence.export import (
     ExportFailed,
     ExportRefused,
     ExportResult,
@@ -18,7 +18,7 @@ from agent.export import (
     check_request,
     export_clip,
 )
-from agent.index import ClipIndex
+from agent.evidence.index import ClipIndex
 
 
 def add_parser(subparsers: Any) -> None:

@@ -9,10 +9,10 @@ from typing import Any
 
 from agent.cli import add_config_arg
 from agent.config import load_config
-from agent.custody import CustodyLog
-from agent.export import ExportFailed, ExportRefused, resolve_clip
-from agent.index import ClipIndex
-from agent.retention import HoldError, set_hold
+from agent.evidence.custody import CustodyLog
+from agent.evidence.export import ExportFailed, ExportRefused, resolve_clip
+from agent.evidence.index import ClipIndex
+from agent.evidence.retention import HoldError, set_hold
 
 
 def add_parser(subparsers: Any) -> None:

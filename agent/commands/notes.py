@@ -9,7 +9,7 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from agent.config import DockConfig, load_config
-from agent.notes import Note, NotesCorrupt, NotesStore
+from agent.notes.store import Note, NotesCorrupt, NotesStore
 from agent.schema import ConfigError
 
 COLUMNS = ("NOTE", "TYPE", "DEVICE", "WHEN", "DURATION", "CAUSE", "EXPLAINED")
@@ -80,7 +80,7 @@ def _list(cfg: DockConfig, as_json: bool, device: str | None) -> int:
 
 def _add(cfg: DockConfig, note_id: str, author: str, text: str) -> int:
     """Append one explanation and say so."""
-    from agent.custody import CustodyLog
+    from agent.evidence.custody import CustodyLog
 
     custody = CustodyLog(cfg.data_dir / "custody.jsonl")
     try:

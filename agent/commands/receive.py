@@ -11,8 +11,8 @@ from typing import Any
 
 from agent.cli import add_config_arg
 from agent.schema import ConfigError
-from agent.transfer.receiver import Receiver
-from agent.transfer.receiver_config import load_receiver_config
+from agent.transfer.receiver.config import load_receiver_config
+from agent.transfer.receiver.server import Receiver
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the config, start the daemon, run until SIGTERM/SIGINT."""
     cfg = load_config(args.config)
-    from agent.assembly import assemble
+    from agent.daemon.wiring import assemble
     from agent.logs import setup_logging
 
     setup_logging(dock_id=cfg.dock.id)

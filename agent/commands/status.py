@@ -11,8 +11,8 @@ from typing import Any
 
 from agent.cli import add_config_arg
 from agent.config import DockConfig, load_config
-from agent.custody import CustodyLog
-from agent.index import ClipIndex
+from agent.evidence.custody import CustodyLog
+from agent.evidence.index import ClipIndex
 
 
 def add_parser(subparsers: Any) -> None:

@@ -8,12 +8,12 @@ from typing import Any
 
 from agent.cli import add_config_arg
 from agent.config import DockConfig, load_config
-from agent.custody import iter_entries, verify_chain
-from agent.custody_check import cross_check
-from agent.index import ClipIndex
-from agent.notes import NotesCorrupt, read_notes
-from agent.notes_check import notes_cross_check
-from agent.store import sha256_file
+from agent.evidence.custody import iter_entries, verify_chain
+from agent.evidence.custody_check import cross_check
+from agent.evidence.index import ClipIndex
+from agent.evidence.store import sha256_file
+from agent.notes.check import notes_cross_check
+from agent.notes.store import NotesCorrupt, read_notes
 
 
 def add_parser(subparsers: Any) -> None:

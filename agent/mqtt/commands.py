@@ -30,7 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent import __version__
-from agent.events import now_iso
+from agent.daemon.events import now_iso
 from agent.mqtt.connection import MqttConnection
 
 logger = logging.getLogger(__name__)

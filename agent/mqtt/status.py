@@ -15,7 +15,7 @@
 Active alerts (the `alerts` list of R/status): an Alert makes its code active unless its
 severity is `info` or it carries a truthy `one_off` field (a notice about one thing that
 happened, e.g. one late clip), or its severity is `clear` or it carries a truthy `cleared` field;
-`clear`/`cleared` removes the code. agent.alerts.transitions produces such clears.
+`clear`/`cleared` removes the code. agent.daemon.alerts.transitions produces such clears.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from agent.events import Alert, BayView, DockEvent, now_iso
+from agent.daemon.events import Alert, BayView, DockEvent, now_iso
 from agent.mqtt.connection import MqttConnection
 
 logger = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from agent.custody import ZERO_HASH, canonical, seal
-from agent.index import ClipIndex
-from agent.retention import LocalCopies, archive_if_finished
+from agent.evidence.custody import ZERO_HASH, canonical, seal
+from agent.evidence.index import ClipIndex
+from agent.evidence.retention import LocalCopies, archive_if_finished
 from tests.bench import Row, percentile
 
 REPO = Path(__file__).resolve().parents[2]
@@ -170,8 +170,8 @@ STARTUP = """
 import json, sys, time
 t0 = time.perf_counter()
 from pathlib import Path
-from agent.custody import CustodyLog
-from agent.index import ClipIndex
+from agent.evidence.custody import CustodyLog
+from agent.evidence.index import ClipIndex
 data = Path(sys.argv[1])
 index, log = ClipIndex(data), CustodyLog(data / "custody.jsonl")
 stats, head = index.stats(), log.head()

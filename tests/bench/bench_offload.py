@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from agent.config import DockConfig
-from agent.daemon import Daemon
-from agent.store import EvidenceStore
+from agent.daemon.runtime import Daemon
+from agent.evidence.store import EvidenceStore
 from firmware_interface import simkit
 from firmware_interface.volume import Volume
 from tests.bench import Row, median

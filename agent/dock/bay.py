@@ -10,14 +10,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.events import BayView, Progress, now_iso
-from agent.findings import Finding, fault, info, warning
-from agent.offload import Offloader
-from agent.record import Docking
-from agent.retention import archive_if_finished
-from agent.services import Services
-from agent.timebase import local_now, utcnow
-from agent.validation import (
+from agent.daemon.events import BayView, Progress, now_iso
+from agent.daemon.services import Services
+from agent.dock.checks import (
     bay_state,
     check_battery,
     check_clock,
@@ -25,6 +20,11 @@ from agent.validation import (
     check_storage,
     storage_free_pct,
 )
+from agent.dock.offload import Offloader
+from agent.evidence.record import Docking
+from agent.evidence.retention import archive_if_finished
+from agent.findings import Finding, fault, info, warning
+from agent.timebase import local_now, utcnow
 from firmware_interface.base import ClipEntry, Recorder, RecorderError, RecorderGone, Status
 from firmware_interface.discovery import BayFault, BayWaiting, Docked, DockEvent, Undocked
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from agent.config import MqttSection, read_toml, resolve_path
 from agent.schema import in_range, parse, pattern, setting
-from agent.transfer.expiry import DEFAULT_PARTIAL_TTL_S, MIN_PARTIAL_TTL_S
+from agent.transfer.receiver.expiry import DEFAULT_PARTIAL_TTL_S, MIN_PARTIAL_TTL_S
 
 
 @dataclass(frozen=True)

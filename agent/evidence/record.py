@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from agent.container_time import mp4_creation_time
-from agent.naming import parse_name
+from agent.evidence.clip_time import mp4_creation_time
+from agent.evidence.naming import parse_name
 from agent.timebase import iso, to_true
 from firmware_interface.base import ClipEntry, Identity
 

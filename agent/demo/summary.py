@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from agent.daemon import Daemon
+from agent.daemon.runtime import Daemon
 
 Holder = Callable[[Path, dict[str, Any]], Path | None]
 

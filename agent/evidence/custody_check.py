@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.custody import ZERO_HASH, entry_hash
+from agent.evidence.custody import ZERO_HASH, entry_hash
 
 Head = tuple[int, str]
 

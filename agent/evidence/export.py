@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import DockConfig
-from agent.custody import CustodyLog
 from agent.durable import fsync_dir, write_bytes, write_json
-from agent.index import ClipIndex, shard_name
-from agent.store import CHUNK, sha256_file
+from agent.evidence.custody import CustodyLog
+from agent.evidence.index import ClipIndex, shard_name
+from agent.evidence.store import CHUNK, sha256_file
 
 logger = logging.getLogger(__name__)
 

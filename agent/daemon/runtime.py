@@ -11,15 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.bay import BayWorker, ClipSynced
 from agent.config import DockConfig
-from agent.custody import CustodyLog
+from agent.daemon.events import Alert, BayView, DockEvent, EventBus
+from agent.daemon.services import Services
+from agent.dock.bay import BayWorker, ClipSynced
 from agent.durable import write_json
-from agent.events import Alert, BayView, DockEvent, EventBus
-from agent.index import ClipIndex
+from agent.evidence.custody import CustodyLog
+from agent.evidence.index import ClipIndex
+from agent.evidence.store import EvidenceStore
 from agent.mqtt.status import alert_is_clear, alert_is_one_off
-from agent.services import Services
-from agent.store import EvidenceStore
 from agent.timebase import recorder_zone
 from firmware_interface.discovery import BayWatcher
 from firmware_interface.discovery import DockEvent as HwEvent
@@ -32,7 +32,7 @@ STATE_WRITE_INTERVAL_S = 0.5
 def kernel_synced() -> bool | None:
     """Whether the kernel clock is synchronised (None when it cannot be told)."""
     try:
-        from agent.clock import kernel_clock_synced
+        from agent.dock.clock import kernel_clock_synced
     except ImportError:
         return None
     return kernel_clock_synced()

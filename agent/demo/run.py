@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.assembly import assemble
 from agent.config import DockConfig, MqttSection, parse_config
-from agent.custody import verify_chain
-from agent.daemon import Daemon
+from agent.daemon.runtime import Daemon
+from agent.daemon.wiring import assemble
+from agent.evidence.custody import verify_chain
 from firmware_interface import simkit
 
 TIMEOUT_S = 180.0
@@ -192,8 +192,8 @@ def receiver_holds(store: Path, record: dict[str, Any]) -> Path | None:
 
 def main(say: Callable[[str], None] = print) -> int:
     """Run the demo in a fresh directory; print the summary; 0 when everything arrived intact."""
-    from agent.demo_summary import summary
-    from agent.transfer.receiver import Receiver
+    from agent.demo.summary import summary
+    from agent.transfer.receiver.server import Receiver
 
     root = Path(tempfile.mkdtemp(prefix="dock-agent-demo-"))
     say(f"demo directory: {root}")

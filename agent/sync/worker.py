@@ -11,12 +11,12 @@ from typing import Any
 
 from paho.mqtt.properties import Properties
 
+from agent.daemon.services import Services
+from agent.evidence.record import manifest
+from agent.evidence.retention import archive_if_finished, classify
 from agent.mqtt.connection import MqttConnection
-from agent.notes import Note, NotesStore
-from agent.outbox import Outbox
-from agent.record import manifest
-from agent.retention import archive_if_finished, classify
-from agent.services import Services
+from agent.notes.store import Note, NotesStore
+from agent.sync.outbox import Outbox
 from agent.timebase import utcnow
 from agent.transfer.sender import (
     FileSender,

@@ -9,9 +9,10 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from agent import __version__, sdnotify
-from agent.alerts import evaluate, transitions
-from agent.daemon import Daemon
+from agent import __version__
+from agent.daemon import sdnotify
+from agent.daemon.alerts import evaluate, transitions
+from agent.daemon.runtime import Daemon
 from agent.mqtt.commands import CommandServer
 from agent.mqtt.connection import MqttConnection
 from agent.mqtt.status import StatusPublisher

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent import durable
-from agent.notes_check import Unlogged, note_log, unlogged
+from agent.notes.check import Unlogged, note_log, unlogged
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ class NotesStore:
         """Append the custody entries a crash left out, marked `recovered`; how many.
 
         `entries` is read under the notes lock, so no note is created or explained while
-        it is read: pass a lazy reader of the whole log (`agent.custody.iter_entries`).
+        it is read: pass a lazy reader of the whole log (`agent.evidence.custody.iter_entries`).
         An entry for a note notes.json lacks cannot be repaired (only verify reports it).
         """
         with self._mutating():

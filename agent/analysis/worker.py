@@ -11,12 +11,12 @@ from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.lateness import hours_late, is_late
-from agent.notes import NoteDraft, NotesStore
-from agent.record import Docking
-from agent.services import Services
+from agent.analysis.late_offload import hours_late, is_late
+from agent.analysis.timeline import TimelineClip, TimelinePolicy, analyse, recorder_to_true
+from agent.daemon.services import Services
+from agent.evidence.record import Docking
+from agent.notes.store import NoteDraft, NotesStore
 from agent.timebase import iso, parse_iso, utcnow
-from agent.timeline import TimelineClip, TimelinePolicy, analyse, recorder_to_true
 from firmware_interface.base import Identity, RecorderEvent
 
 logger = logging.getLogger(__name__)

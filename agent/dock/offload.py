@@ -12,11 +12,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from agent import retention, roster
-from agent.findings import Finding, fault, warning
-from agent.record import Docking, dest_rel, new_record, start_time
-from agent.services import Services
-from agent.store import (
+from agent.daemon.services import Services
+from agent.dock import roster
+from agent.evidence import retention
+from agent.evidence.record import Docking, dest_rel, new_record, start_time
+from agent.evidence.store import (
     CHUNK,
     SMALL,
     DiskFull,
@@ -26,6 +26,7 @@ from agent.store import (
     VerifyFailed,
     prefetch,
 )
+from agent.findings import Finding, fault, warning
 from firmware_interface.base import ClipEntry, Recorder, RecorderError, RecorderGone
 
 logger = logging.getLogger(__name__)

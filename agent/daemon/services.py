@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from agent.config import DockConfig
-from agent.events import EventBus
-from agent.store import EvidenceStore
+from agent.daemon.events import EventBus
+from agent.evidence.store import EvidenceStore
 
 if TYPE_CHECKING:
-    from agent.custody import CustodyLog
-    from agent.index import ClipIndex
+    from agent.evidence.custody import CustodyLog
+    from agent.evidence.index import ClipIndex
 
 
 class Analyser(Protocol):

@@ -20,8 +20,8 @@ from paho.mqtt.properties import Properties
 from agent.config import MqttSection
 from agent.mqtt.connection import set_credentials
 from agent.transfer import protocol as p
-from agent.transfer.expiry import DEFAULT_PARTIAL_TTL_S
-from agent.transfer.store import StorageError, TransferStore, check_segment
+from agent.transfer.receiver.expiry import DEFAULT_PARTIAL_TTL_S
+from agent.transfer.receiver.partials import StorageError, TransferStore, check_segment
 
 logger = logging.getLogger(__name__)
 

@@ -9,16 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.analysis import Analysis
+from agent.analysis.worker import Analysis
 from agent.config import DockConfig
-from agent.custody import iter_entries
-from agent.daemon import Daemon
+from agent.daemon.reporting import Reporting
+from agent.daemon.runtime import Daemon
+from agent.evidence.custody import iter_entries
 from agent.mqtt.connection import MqttConnection
 from agent.mqtt.status import status_will
-from agent.notes import NotesStore
-from agent.outbox import Outbox
-from agent.reporting import Reporting
-from agent.sync import Sync
+from agent.notes.store import NotesStore
+from agent.sync.outbox import Outbox
+from agent.sync.worker import Sync
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def assemble(cfg: DockConfig, refresh_s: float = 5.0) -> Daemon:
 
 def hold_handler(daemon: Daemon) -> Any:
     """The `hold` command: keep (or release) a local copy past retention."""
-    from agent.retention import set_hold
+    from agent.evidence.retention import set_hold
 
     s = daemon.services
 
@@ -149,8 +149,8 @@ def hold_handler(daemon: Daemon) -> Any:
 
 def _custody_plugins(daemon: Daemon) -> None:
     """The officer roster (when central serves one) and the local-copy purger."""
-    from agent.retention import Purger
-    from agent.roster import Roster
+    from agent.dock.roster import Roster
+    from agent.evidence.retention import Purger
 
     s = daemon.services
     if s.cfg.central.roster_url:

@@ -17,8 +17,8 @@ from typing import Any
 
 from agent import durable
 from agent.transfer import protocol as p
-from agent.transfer.coverage import Coverage
-from agent.transfer.expiry import (
+from agent.transfer.receiver.coverage import Coverage
+from agent.transfer.receiver.expiry import (
     MANIFEST,
     PARTIAL_DIR,
     PartialEntry,

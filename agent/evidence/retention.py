@@ -19,9 +19,9 @@ from agent.durable import fsync_dir
 from agent.timebase import iso, parse_iso, utcnow
 
 if TYPE_CHECKING:
-    from agent.custody import CustodyLog
-    from agent.index import ClipIndex
-    from agent.services import Services
+    from agent.daemon.services import Services
+    from agent.evidence.custody import CustodyLog
+    from agent.evidence.index import ClipIndex
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The running daemon: runtime, wiring, reporting, alerts, systemd."""

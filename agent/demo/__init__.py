@@ -1,0 +1,1 @@
+"""`dock-agent demo`: the whole product on one machine, and its summary."""

@@ -1,0 +1,1 @@
+"""Timeline notes that people explain: model, store, checks against custody, repair."""

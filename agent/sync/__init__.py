@@ -1,0 +1,1 @@
+"""Sending clips upstream: the sync worker and the notes outbox."""

@@ -1,0 +1,1 @@
+"""The reference central receiver of EMQX file transfer (`dock-agent receive`)."""
