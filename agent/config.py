@@ -54,6 +54,7 @@ class RecordersSection:
     mount_dir: str = setting("/run/dock-agent/media", doc="read-only mount points of volumes")
     zfy_library: str = setting("", doc="path of the GA/T 947 SDK shared library")
     zfy_password_file: str = setting("", doc="file holding the recorders' SDK password")
+    zfy_id_code: str = setting("", doc="device type identification code for Init_Device")
 
 
 @dataclass(frozen=True)
@@ -260,10 +261,8 @@ def _bay_problems(bays: list[BaySection]) -> list[str]:
 
 def _cross_problems(cfg: DockConfig) -> list[str]:
     problems = _bay_problems(cfg.bay)
-    if any(b.kind == "zfy" for b in cfg.bay) and not cfg.recorders.zfy_library:
-        problems.append(
-            "recorders.zfy_library = '': expected the SDK path, a bay uses driver 'zfy'"
-        )
+    if any(b.kind == "zfy" for b in cfg.bay):
+        problems.extend(_zfy_problems(cfg.recorders))
     if cfg.mqtt.password_file and not cfg.mqtt.username:
         problems.append("mqtt.password_file: set without mqtt.username; expected both or neither")
     if bool(cfg.mqtt.tls_cert) != bool(cfg.mqtt.tls_key):
@@ -277,6 +276,26 @@ def _cross_problems(cfg: DockConfig) -> list[str]:
         problems.append(
             f"policy.session_break_s = {cfg.policy.session_break_s}: expected more than "
             f"gap_threshold_s ({cfg.policy.gap_threshold_s})"
+        )
+    return problems
+
+
+def _zfy_problems(rec: RecordersSection) -> list[str]:
+    problems = []
+    if not rec.zfy_library:
+        problems.append(
+            "recorders.zfy_library = '': expected the SDK path, a bay uses driver 'zfy'"
+        )
+    code = rec.zfy_id_code
+    if not code:
+        problems.append(
+            "recorders.zfy_id_code = '': expected the recorders' device type identification "
+            "code (设备识别码) that the SDK's Init_Device takes, a bay uses driver 'zfy'; the "
+            "vendor gives it with the SDK (its manual or sample code's Init_Device call)"
+        )
+    elif not code.isprintable() or len(code.encode("gbk", "replace")) > 32:
+        problems.append(
+            f"recorders.zfy_id_code = {code!r}: expected printable text of at most 32 bytes"
         )
     return problems
 

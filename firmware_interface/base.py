@@ -74,6 +74,7 @@ class Status:
     storage_free_bytes: int | None = None
     clock: datetime | None = None  # naive, in the recorder's local time; None = cannot be read
     faults: tuple[str, ...] = ()
+    resolution: tuple[int, int] | None = None  # recording width, height; None = not reported
 
 
 @dataclass(frozen=True)

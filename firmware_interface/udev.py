@@ -319,7 +319,7 @@ class UdevBayWatcher:
                 f"recorders.zfy_password_file = {self.recorders.zfy_password_file!r}: "
                 f"{exc.strerror}",
             ) from exc
-        return ZfySdk(self.recorders.zfy_library, password)
+        return ZfySdk(self.recorders.zfy_library, password, self.recorders.zfy_id_code)
 
     def _undock(self, slot: BaySlot, emit: Callable[[DockEvent], None]) -> None:
         recorder, slot.recorder = slot.recorder, None

@@ -1,41 +1,30 @@
-"""The GA/T 947 recorder SDK (vendor shared library) through ctypes, and the zfy driver.
+"""The zfy driver: a GA/T 947 recorder, through its vendor SDK, then as mass storage.
 
-C prototypes assumed (cdecl; every call returns 1 on success, 0 on failure, and writes a
-status code to *iRet):
-
-    typedef struct { char cSerial[8]; char userNo[7]; char userName[33];
-                     char unitNo[13]; char unitName[33]; } ZFY_INFO;   /* strings GBK */
-    int Init_Device(char *password, int *iRet);                    /* connect + log in */
-    int GetZFYInfo(ZFY_INFO *info, char *password, int *iRet);
-    int SyncDevTime(char *password, int *iRet);          /* sets the HOST's local time */
-    int ReadDeviceBatteryDumpEnergy(int *battery, char *password, int *iRet);  /* 0..100 */
-    int SetMSDC(char *password, int *iRet);             /* re-enumerate as mass storage */
-
-iRet: 1/2 connect ok/failed, 3/4 password ok/failed, 5/6 time set ok/failed, 7/8 mass
-storage ok/failed. The SDK takes no device address: it talks to "the" connected recorder,
-so every call goes through one process-wide lock, only one recorder is in SDK mode at a time
-(the bay watcher makes a second wait until the first has switched to mass storage), and a
-switched recorder is never asked through the SDK again.
+The SDK (firmware_interface.zfy_sdk) addresses "the" connected recorder, so only one recorder
+is in SDK mode at a time (the bay watcher makes a second wait until the first has switched to
+mass storage), and a switched recorder is not asked through the SDK again, except to write its
+officer (write_officer), which first proves by serial that the SDK reaches this recorder.
 
 The standard set can set the clock but not read it: Capabilities(read_clock=False,
 set_clock=True), status().clock is None. The recorder is presented as docked as soon as the
 SDK has identified it, so the agent can set the clock while the SDK session is open; the
 first request for files switches it to mass storage (SetMSDC) and waits for the bay's
 watcher to attach the volume that then appears. Identity from the SDK wins over
-recorder.json, which only fills the model and firmware.
+recorder.json, which only fills the model and firmware. The recording resolution is read
+once, in SDK mode, where the SDK has ReadDeviceResolution.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import threading
 import time
+import weakref
 from datetime import datetime
 from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
 
-from agent.findings import Finding, warning
+from agent.findings import Finding, info, warning
 from firmware_interface.base import (
     Capabilities,
     ClipEntry,
@@ -48,109 +37,17 @@ from firmware_interface.base import (
 )
 from firmware_interface.mass_storage import MassStorageRecorder
 from firmware_interface.volume import identity_from, read_recorder_json
+from firmware_interface.zfy_officer import officer_info
+from firmware_interface.zfy_sdk import SDK_LOCK, ZfyError, ZfyInfo, ZfySdk, decode_gbk
+
+__all__ = ["SDK_LOCK", "ZfyError", "ZfyInfo", "ZfyRecorder", "ZfySdk", "identity_of"]
 
 logger = logging.getLogger(__name__)
 
-SDK_LOCK = threading.Lock()  # the SDK addresses one device and is not known to be reentrant
 CLOCK_AGREEMENT_S = 2.0
-FAILURES = {
-    2: ("zfy_connect_failed", "cannot connect to the recorder through the SDK"),
-    4: ("zfy_wrong_password", "the recorder refused the SDK password"),
-    6: ("zfy_clock_set_failed", "the recorder refused to set its clock"),
-    8: ("zfy_mass_storage_failed", "the recorder could not switch to mass storage"),
-}
-
-
-class ZfyInfo(ctypes.Structure):
-    """ZFY_INFO as the SDK fills it."""
-
-    _fields_ = [
-        ("cSerial", ctypes.c_char * 8),
-        ("userNo", ctypes.c_char * 7),
-        ("userName", ctypes.c_char * 33),
-        ("unitNo", ctypes.c_char * 13),
-        ("unitName", ctypes.c_char * 33),
-    ]
-
-
-class ZfyError(RecorderError):
-    """The SDK failed a call; `code` names the failure (e.g. zfy_wrong_password)."""
-
-
-def decode_gbk(raw: bytes) -> tuple[str, bool]:
-    """Text of a GBK C string (to its first NUL) and whether it decoded cleanly."""
-    text = raw.split(b"\0", 1)[0]
-    try:
-        return text.decode("gbk"), True
-    except UnicodeDecodeError:
-        return text.decode("gbk", "replace"), False
-
-
-def _prototype(lib: Any) -> None:
-    """Declare the SDK's C prototypes so ctypes checks the arguments."""
-    c_int_p, c_char_p = ctypes.POINTER(ctypes.c_int), ctypes.c_char_p
-    protos: dict[str, list[Any]] = {
-        "Init_Device": [c_char_p, c_int_p],
-        "GetZFYInfo": [ctypes.POINTER(ZfyInfo), c_char_p, c_int_p],
-        "SyncDevTime": [c_char_p, c_int_p],
-        "ReadDeviceBatteryDumpEnergy": [c_int_p, c_char_p, c_int_p],
-        "SetMSDC": [c_char_p, c_int_p],
-    }
-    for name, argtypes in protos.items():
-        func = getattr(lib, name)
-        func.argtypes = argtypes
-        func.restype = ctypes.c_int
-
-
-class ZfySdk:
-    """One session with the vendor SDK: the library and the recorders' password."""
-
-    def __init__(self, library: str, password: str) -> None:
-        try:
-            self._lib = ctypes.CDLL(library)
-            _prototype(self._lib)
-        except (OSError, AttributeError) as exc:
-            raise ZfyError("zfy_library_unusable", f"SDK library {library!r}: {exc}") from exc
-        try:
-            self._password = password.encode("gbk")
-        except UnicodeEncodeError as exc:
-            raise ZfyError("zfy_bad_password", "the SDK password is not GBK text") from exc
-
-    def _call(self, name: str, *args: Any) -> int:
-        """Call an SDK function; ZfyError names the failure from its iRet code."""
-        iret = ctypes.c_int(0)
-        with SDK_LOCK:
-            ret = getattr(self._lib, name)(*args, self._password, ctypes.byref(iret))
-        if iret.value in FAILURES:
-            code, message = FAILURES[iret.value]
-            raise ZfyError(code, f"{name}: {message} (iRet {iret.value})")
-        if ret != 1:
-            raise ZfyError("zfy_sdk_error", f"{name} failed: returned {ret}, iRet {iret.value}")
-        return iret.value
-
-    def connect(self) -> None:
-        """Init_Device: connect to the recorder and log in."""
-        self._call("Init_Device")
-
-    def info(self) -> ZfyInfo:
-        """GetZFYInfo: serial, officer and unit (raw GBK)."""
-        info = ZfyInfo()
-        self._call("GetZFYInfo", ctypes.byref(info))
-        return info
-
-    def battery(self) -> int:
-        """ReadDeviceBatteryDumpEnergy: remaining battery, percent as reported."""
-        value = ctypes.c_int(-1)
-        self._call("ReadDeviceBatteryDumpEnergy", ctypes.byref(value))
-        return value.value
-
-    def sync_time(self) -> None:
-        """SyncDevTime: set the recorder's clock to the host's local time."""
-        self._call("SyncDevTime")
-
-    def set_msdc(self) -> None:
-        """SetMSDC: switch the recorder to USB mass storage (it re-enumerates)."""
-        self._call("SetMSDC")
+# Held across a sequence of SDK calls that must reach one recorder (bring-up, an officer
+# write): no other sequence may re-target the SDK in between.
+SDK_SESSION = threading.Lock()
 
 
 def identity_of(info: ZfyInfo) -> tuple[Identity, list[Finding]]:
@@ -184,17 +81,28 @@ class ZfyRecorder:
         self.storage_timeout_s = storage_timeout_s
         self._identity, self._findings = identity_of(sdk.info())
         self._battery = sdk.battery()
+        self._resolution = self._read_resolution()
         self._storage: MassStorageRecorder | None = None
         self._ready = threading.Event()
         self._switching = False
         self._closed = False
         self._lock = threading.Lock()
 
+    def _read_resolution(self) -> tuple[int, int] | None:
+        """The recording resolution where the SDK has it; a failed read is a finding, no more."""
+        try:
+            return self.sdk.resolution()
+        except ZfyError as exc:
+            self._findings.append(info("zfy_resolution_unread", str(exc)))
+            return None
+
     @classmethod
     def bring_up(cls, sdk: ZfySdk, bay: int, tz: ZoneInfo, storage_timeout_s: float) -> ZfyRecorder:
         """Connect, log in, read identity and battery; ZfyError when the SDK refuses."""
-        sdk.connect()
-        recorder = cls(sdk, bay, tz, storage_timeout_s)
+        with SDK_SESSION:
+            sdk.connect()
+            recorder = cls(sdk, bay, tz, storage_timeout_s)
+        RECORDERS.add(recorder)
         logger.info(
             "bay %s: zfy recorder %s identified through the SDK",
             bay,
@@ -279,7 +187,59 @@ class ZfyRecorder:
                 logger.info("bay %s: battery from the last reading: %s", self.bay, exc)
         total, free = self._storage.storage() if self._storage else (None, None)
         battery = float(self._battery)
-        return Status(battery, battery < 100, total, free, None, ())
+        return Status(battery, battery < 100, total, free, None, (), self._resolution)
+
+    def write_officer(self, officer_id: str, name: str, unit_no: str | None) -> Identity:
+        """WriteZFYInfo: bind the recorder to an officer; the identity read back after writing.
+
+        The text is checked before the SDK is touched (officer_info). After the switch to
+        mass storage the SDK may reach another bay's recorder, so the SDK is connected again
+        and must answer with this recorder's serial before anything is written; the write is
+        then read back through GetZFYInfo and must hold what was written.
+        """
+        with SDK_SESSION:
+            return self._write_officer(officer_id, name, unit_no)
+
+    def _write_officer(self, officer_id: str, name: str, unit_no: str | None) -> Identity:
+        with self._lock:
+            if self._closed:
+                raise RecorderGone("the zfy recorder was released")
+            switched = not self.in_sdk_mode
+        if switched:
+            busy = [r.bay for r in list(RECORDERS) if r is not self and r.in_sdk_mode]
+            if busy:
+                raise RecorderError(
+                    "zfy_sdk_busy",
+                    f"the recorder in bay {busy[0]} is in SDK mode: the SDK cannot tell the "
+                    "two apart; assign again once it is offloading",
+                )
+            self.sdk.connect()
+        current = self.sdk.info()
+        serial, _ = decode_gbk(current.cSerial)
+        if serial != self._identity.device_id:
+            raise RecorderError(
+                "zfy_other_recorder",
+                f"the SDK reaches recorder {serial!r}, not {self._identity.device_id!r}: "
+                "nothing written; re-dock this recorder alone and assign it again",
+            )
+        wanted = officer_info(current, officer_id, name, unit_no)
+        self.sdk.write_info(wanted)
+        back = self.sdk.info()
+        if identity_of(back)[0] != identity_of(wanted)[0]:
+            raise RecorderError(
+                "zfy_write_not_kept",
+                "WriteZFYInfo reported success but GetZFYInfo reads back other values",
+            )
+        identity, findings = identity_of(back)
+        self._identity, self._findings = identity, findings
+        logger.info(
+            "bay %s: recorder %s assigned to officer %s through the SDK",
+            self.bay,
+            identity.device_id,
+            identity.officer_id,
+            extra={"BAY": self.bay, "DEVICE_ID": identity.device_id},
+        )
+        return identity
 
     def set_clock(self, now: datetime) -> None:
         """SyncDevTime: the SDK sets the recorder to the dock's local time, which must be `now`.
@@ -356,3 +316,7 @@ class ZfyRecorder:
         if storage is not None:
             storage.close()
         self._ready.set()
+
+
+# Every recorder brought up and not yet collected: write_officer asks which are in SDK mode.
+RECORDERS: weakref.WeakSet[ZfyRecorder] = weakref.WeakSet()

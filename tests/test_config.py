@@ -90,6 +90,7 @@ def test_missing_dock_id_and_cross_field_checks() -> None:
     assert "bay[0]: has usb_path, sim_dir" in text
     assert "bay[1].number = 1: expected a bay number used once" in text
     assert "recorders.zfy_library" in text
+    assert "recorders.zfy_id_code = '': expected" in text and "Init_Device" in text
     assert "mqtt.tls_cert/tls_key" in text
     assert "policy.timezone = 'Mars/Olympus'" in text
 

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent.config import DockConfig, parse_config
 from agent.daemon.events import BayView
 from agent.daemon.runtime import Daemon
@@ -14,7 +16,7 @@ from agent.daemon.wiring import assemble
 from agent.evidence.custody import iter_entries
 from tests.dock import CLOSED_PORT, Views, wait_for
 from tests.loopdev import Loops, blank_image, build_ext4, recorder_tree  # noqa: E402
-from tests.zfy_kit import PASSWORD, Control  # noqa: E402
+from tests.zfy_kit import ID_CODE, PASSWORD, Control  # noqa: E402
 
 pytest_plugins = ["tests.loopdev", "tests.zfy_kit"]  # loops, media_files, fake_sdk, control
 
@@ -53,14 +55,27 @@ def sha(path: Path) -> str:
 
 
 def test_zfy_recorder_identified_clock_set_switched_and_offloaded(
-    loops: Loops, fake_sdk: str, control: Control, tmp_path: Path, media_files: dict[str, Path]
+    loops: Loops,
+    fake_sdk: str,
+    control: Control,
+    tmp_path: Path,
+    media_files: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("FAKE_ZFY_SCRIBBLE", "1")  # vendor code writing into every string
     device = loops.free()
     volume = build_ext4(recorder_tree(tmp_path / "tree", media_files), tmp_path / "rec.img")
     control.set(msdc_cmd=loops.swap_command(device, volume))
     secret = tmp_path / "zfy.pw"
     secret.write_text(PASSWORD + "\n")
-    cfg = config(tmp_path, device, "zfy", zfy_library=fake_sdk, zfy_password_file=str(secret))
+    cfg = config(
+        tmp_path,
+        device,
+        "zfy",
+        zfy_library=fake_sdk,
+        zfy_password_file=str(secret),
+        zfy_id_code=ID_CODE,
+    )
     daemon, views = start(cfg)
     try:
         loops.attach(blank_image(tmp_path / "sdk-mode.img"), device)  # the recorder, SDK mode
@@ -78,6 +93,8 @@ def test_zfy_recorder_identified_clock_set_switched_and_offloaded(
         daemon.stop()
     calls = control.calls()
     assert any(c.startswith("SyncDevTime 5") for c in calls), calls
+    assert {c.split()[2] for c in calls if not c.startswith("Init_Device")} == {PASSWORD}
+    assert [c.split()[2] for c in calls if c.startswith("Init_Device")] == [ID_CODE]
     assert any(c.startswith("SetMSDC 7") for c in calls), calls
     assert view is not None and view.device_id == "ZFY12345"  # identity from the SDK
     assert view.battery_pct == 87

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from tests.loopdev import (  # noqa: E402
     build_ext4,
     recorder_tree,
 )
-from tests.zfy_kit import PASSWORD, TZ, Control, local_zone
+from tests.zfy_kit import ID_CODE, PASSWORD, TZ, Control, local_zone
 
 pytest_plugins = [
     "tests.loopdev",
@@ -30,7 +31,7 @@ pytest_plugins = [
 
 
 def test_identity_in_gbk_battery_and_clock_set(fake_sdk: str, control: Control) -> None:
-    sdk = ZfySdk(fake_sdk, PASSWORD)
+    sdk = ZfySdk(fake_sdk, PASSWORD, ID_CODE)
     sdk.connect()
     identity, findings = identity_of(sdk.info())
     assert (identity.device_id, identity.officer_id) == ("ZFY12345", "012345")
@@ -38,11 +39,11 @@ def test_identity_in_gbk_battery_and_clock_set(fake_sdk: str, control: Control) 
     assert identity.unit_no == "320100000000" and findings == []
     assert sdk.battery() == 87
     sdk.sync_time()
-    assert [c.split()[:2] for c in control.calls()] == [
-        ["Init_Device", "1"],
-        ["GetZFYInfo", "3"],
-        ["ReadDeviceBatteryDumpEnergy", "3"],
-        ["SyncDevTime", "5"],
+    assert [c.split()[:3] for c in control.calls()] == [
+        ["Init_Device", "1", ID_CODE],  # the IDCode, not the password
+        ["GetZFYInfo", "3", PASSWORD],
+        ["ReadDeviceBatteryDumpEnergy", "3", PASSWORD],
+        ["SyncDevTime", "5", PASSWORD],
     ]
 
 
@@ -50,8 +51,10 @@ def test_identity_in_gbk_battery_and_clock_set(fake_sdk: str, control: Control) 
     ("setting", "call", "code"),
     [
         ({"fail_Init_Device": "2"}, "connect", "zfy_connect_failed"),
-        ({"password": "other"}, "connect", "zfy_wrong_password"),
+        ({"id_code": "OTHER"}, "connect", "zfy_connect_failed"),
         ({"password": "other"}, "info", "zfy_wrong_password"),
+        ({"password": "other"}, "battery", "zfy_wrong_password"),
+        ({"fail_ReadDeviceResolution": "4"}, "resolution", "zfy_wrong_password"),
         ({"fail_SyncDevTime": "6"}, "sync_time", "zfy_clock_set_failed"),
         ({"fail_SetMSDC": "8"}, "set_msdc", "zfy_mass_storage_failed"),
         ({"fail_ReadDeviceBatteryDumpEnergy": "10"}, "battery", "zfy_sdk_error"),
@@ -62,29 +65,29 @@ def test_each_failure_code_is_a_clear_error(
 ) -> None:
     control.set(**setting)
     with pytest.raises(ZfyError) as info:
-        getattr(ZfySdk(fake_sdk, PASSWORD), call)()
+        getattr(ZfySdk(fake_sdk, PASSWORD, ID_CODE), call)()
     assert info.value.code == code
     assert "iRet" in str(info.value)  # the message names the SDK's status code
 
 
 def test_text_that_is_not_gbk_is_a_finding(fake_sdk: str, control: Control) -> None:
     control.set(user_name=b"\xff\xfe\x80")
-    _, findings = identity_of(ZfySdk(fake_sdk, PASSWORD).info())
+    _, findings = identity_of(ZfySdk(fake_sdk, PASSWORD, ID_CODE).info())
     assert [f.code for f in findings] == ["zfy_bad_text"]
 
 
 def test_unusable_library_and_unsafe_serial(fake_sdk: str, control: Control) -> None:
     with pytest.raises(ZfyError) as info:
-        ZfySdk("/nonexistent/libzfy.so", PASSWORD)
+        ZfySdk("/nonexistent/libzfy.so", PASSWORD, ID_CODE)
     assert info.value.code == "zfy_library_unusable"
     control.set(serial="../x")
     with pytest.raises(RecorderError) as bad:
-        identity_of(ZfySdk(fake_sdk, PASSWORD).info())
+        identity_of(ZfySdk(fake_sdk, PASSWORD, ID_CODE).info())
     assert bad.value.code == "bad_device_id"
 
 
 def test_clock_is_set_to_the_docks_clock_only(fake_sdk: str, control: Control) -> None:
-    rec = ZfyRecorder.bring_up(ZfySdk(fake_sdk, PASSWORD), 1, TZ, 1.0)
+    rec = ZfyRecorder.bring_up(ZfySdk(fake_sdk, PASSWORD, ID_CODE), 1, TZ, 1.0)
     assert not rec.capabilities.read_clock and rec.capabilities.set_clock
     assert rec.status().clock is None and rec.status().battery_pct == 87
     now = datetime.now(TZ).replace(tzinfo=None)
@@ -93,7 +96,7 @@ def test_clock_is_set_to_the_docks_clock_only(fake_sdk: str, control: Control) -
     assert info.value.code == "clock_source_mismatch"
     rec.set_clock(now)
     call, stamp = control.calls()[-1].rsplit(" ", 1)
-    assert call == "SyncDevTime 5"
+    assert call == f"SyncDevTime 5 {PASSWORD}"
     assert abs((datetime.fromisoformat(stamp) - now).total_seconds()) < 5  # the recorders' time
     with pytest.raises(RecorderError) as timeout:
         rec.list_clips()  # SetMSDC, then no volume ever appears
@@ -104,7 +107,10 @@ def zfy_recorders(tmp_path: Path, lib: str, password: str) -> RecordersSection:
     secret = tmp_path / "zfy.pw"
     secret.write_text(password + "\n")
     return RecordersSection(
-        mount_dir=str(tmp_path / "media"), zfy_library=lib, zfy_password_file=str(secret)
+        mount_dir=str(tmp_path / "media"),
+        zfy_library=lib,
+        zfy_password_file=str(secret),
+        zfy_id_code=ID_CODE,
     )
 
 
@@ -144,15 +150,31 @@ def test_docked_through_sdk_then_mass_storage(
     assert hashlib.sha256(volume.read_bytes()).hexdigest()  # image intact for inspection
 
 
-def test_wrong_password_is_a_bay_fault(
-    loops: Loops, start_watcher: WatcherFactory, fake_sdk: str, control: Control, tmp_path: Path
+@pytest.mark.parametrize(
+    ("password", "id_code", "code", "needle"),
+    [
+        ("wrong", ID_CODE, "zfy_wrong_password", "password"),
+        (PASSWORD, "HACH9", "zfy_connect_failed", "recorders.zfy_id_code = 'HACH9'"),
+    ],
+)
+def test_wrong_password_or_id_code_is_a_bay_fault(
+    loops: Loops,
+    start_watcher: WatcherFactory,
+    fake_sdk: str,
+    control: Control,
+    tmp_path: Path,
+    password: str,
+    id_code: str,
+    code: str,
+    needle: str,
 ) -> None:
     device = loops.free()
     bays = [BaySection(number=7, udev_match={"DEVNAME": device}, driver="zfy")]
-    _, events = start_watcher(bays, zfy_recorders(tmp_path, fake_sdk, "wrong"))
+    recorders = replace(zfy_recorders(tmp_path, fake_sdk, password), zfy_id_code=id_code)
+    _, events = start_watcher(bays, recorders)
     loops.attach(blank_image(tmp_path / "sdk-mode.img"), device)
     fault = events.wait_for(BayFault, 7)
-    assert fault.code == "zfy_wrong_password" and "password" in fault.message
+    assert fault.code == code and needle in fault.message
     loops.detach(device)
     events.wait_for(Undocked, 7)
 
@@ -161,7 +183,7 @@ def test_clock_left_alone_when_the_docks_zone_is_not_the_recorders(
     fake_sdk: str, control: Control
 ) -> None:
     """SyncDevTime writes the dock's local time: in UTC it would set a Beijing recorder 8 h off."""
-    rec = ZfyRecorder.bring_up(ZfySdk(fake_sdk, PASSWORD), 1, TZ, 1.0)
+    rec = ZfyRecorder.bring_up(ZfySdk(fake_sdk, PASSWORD, ID_CODE), 1, TZ, 1.0)
     with local_zone("UTC"):
         with pytest.raises(RecorderError) as info:
             rec.set_clock(datetime.now(TZ).replace(tzinfo=None))

@@ -1,4 +1,8 @@
-"""The fake GA/T 947 SDK (tests/fake_zfy/fake_zfy.c) as pytest fixtures: fake_sdk, control."""
+"""The fake GA/T 947 SDK (tests/fake_zfy/fake_zfy.c) as pytest fixtures.
+
+fake_sdk (the vendor signatures), fake_sdk_no_resolution (built without ReadDeviceResolution),
+control (its control file and call log).
+"""
 
 from __future__ import annotations
 
@@ -13,20 +17,35 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from firmware_interface import zfy
+
 SOURCE = Path(__file__).parent / "fake_zfy" / "fake_zfy.c"
 PASSWORD = "123456"
+ID_CODE = "HACH8"  # the device type's identification code the fake recorder answers to
 TZ = ZoneInfo("Asia/Shanghai")
+
+
+def build(tmp_path_factory: pytest.TempPathFactory, name: str, *flags: str) -> str:
+    """The fake SDK, compiled with the system compiler (warnings are errors)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("needs a C compiler to build the fake SDK")
+    lib = tmp_path_factory.mktemp("zfy") / name
+    cmd = [cc, "-shared", "-fPIC", "-Wall", "-Werror", *flags, "-o", str(lib), str(SOURCE)]
+    subprocess.run(cmd, check=True)
+    return str(lib)
 
 
 @pytest.fixture(scope="session")
 def fake_sdk(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The fake SDK, compiled with the system compiler."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("needs a C compiler to build the fake SDK")
-    lib = tmp_path_factory.mktemp("zfy") / "libfakezfy.so"
-    subprocess.run([cc, "-shared", "-fPIC", "-Wall", "-o", str(lib), str(SOURCE)], check=True)
-    return str(lib)
+    """The fake SDK with every function of the Ministry's set."""
+    return build(tmp_path_factory, "libfakezfy.so")
+
+
+@pytest.fixture(scope="session")
+def fake_sdk_no_resolution(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The fake SDK of a vendor that ships no ReadDeviceResolution."""
+    return build(tmp_path_factory, "libfakezfy-nores.so", "-DNO_RESOLUTION")
 
 
 class Control:
@@ -36,7 +55,9 @@ class Control:
         self.path = path
         self.log = path.with_suffix(".log")
         self.values: dict[str, bytes] = {}
+        self.store = path.with_suffix(".info")
         self.set(
+            id_code=ID_CODE,
             password=PASSWORD,
             serial="ZFY12345",  # fills cSerial[8]: no terminating NUL
             user_no="012345",
@@ -44,6 +65,8 @@ class Control:
             unit_no="320100000000",
             unit_name="水政监察大队".encode("gbk"),
             battery="87",
+            resolution="1920x1080",
+            store=str(self.store),
             log=str(self.log),
         )
 
@@ -56,7 +79,7 @@ class Control:
         )
 
     def calls(self) -> list[str]:
-        """SDK calls so far, "<Function> <iRet> [detail]"."""
+        """SDK calls so far, "<Function> <iRet> <string argument> [detail]"."""
         return self.log.read_text().splitlines() if self.log.exists() else []
 
 
@@ -71,6 +94,8 @@ def control(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Control
     monkeypatch.setenv("FAKE_ZFY_CONTROL", str(ctl.path))
     with local_zone(TZ.key):
         yield ctl
+    for recorder in list(zfy.RECORDERS):  # one test's recorder in SDK mode must not outlive it
+        recorder.close()
 
 
 @contextmanager
