@@ -2,4 +2,6 @@
 
 import pytest
 
-pytest.register_assert_rewrite("tests.loopdev", "tests.zfy_kit", "tests.transfer_kit")
+pytest.register_assert_rewrite(
+    "tests.loopdev", "tests.zfy_kit", "tests.transfer_kit", "tests.emqx.fixture"
+)
