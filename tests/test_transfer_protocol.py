@@ -143,3 +143,42 @@ def test_coverage_merges_and_survives_json() -> None:
     cov.add(20, 30)
     assert Coverage.from_json(cov.to_json()).covers(0, 40)
     assert Coverage.from_json("junk").held() == 0
+
+
+def test_emqx_requests_parse_with_optional_checksums_both_prefixes_and_abort() -> None:
+    meta = b'{"name": "test.txt", "size": 3}'
+    assert p.parse_request("$file", "$file/my-file-001/init", meta) == (
+        False,
+        p.Init("my-file-001", p.FileMeta("test.txt", 3, "")),
+    )
+    assert p.parse_request("$file", "$file-async/f/7", b"x") == (True, p.Segment("f", 7, None))
+    assert p.parse_request("$file", f"$file/f/7/{SUM.upper()}", b"x")[1] == p.Segment("f", 7, SUM)
+    assert p.parse_request("$file", "$file/f/fin/3", b"")[1] == p.Fin("f", 3, None)
+    assert p.parse_request("$file", f"$file-async/f/fin/3/{SUM}", b"")[1] == p.Fin("f", 3, SUM)
+    assert p.parse_request("$file", "$file/f/abort", b"")[1] == p.Abort("f")
+    assert p.fin_topic("$file", "f", 3, None) == "$file/f/fin/3"
+    assert p.segment_topic("$file", "f", 0, None) == "$file/f/0"
+    assert p.abort_topic("$file", "f") == "$file/f/abort"
+    for bad in ("$file//init", "$file/" + "x" * 256 + "/init", "$file-x/f/init", "$file/f/a/b/c"):
+        with pytest.raises(p.ProtocolError):
+            p.parse_request("$file", bad, meta)
+
+
+def test_deeply_nested_json_is_refused_not_raised() -> None:
+    deep = b"[" * 100_000
+    with pytest.raises(p.ProtocolError):
+        p.parse_init(b'{"name": "a", "size": 1, "user_data": {"x": ' + deep + b"}")
+    with pytest.raises(p.ProtocolError):
+        p.parse_response(deep)
+
+
+def test_receipt_travels_only_when_given_and_no_room_includes_emqx_names() -> None:
+    plain = p.Response(topic="t", packet_id=1, reason_code=0, reason_description="")
+    assert "receipt" not in json.loads(p.response_payload(plain))
+    signed = p.Response(topic="t", packet_id=1, reason_code=0, reason_description="", receipt="ab")
+    assert p.parse_response(p.response_payload(signed)).receipt == "ab"
+    assert p.no_room(p.Response("t", 1, p.QUOTA_EXCEEDED, "x"))
+    assert p.no_room(p.Response("t", 1, p.UNSPECIFIED_ERROR, p.ENOSPC))
+    assert p.no_room(p.Response("t", 1, p.UNSPECIFIED_ERROR, p.EDQUOT))
+    assert not p.no_room(p.Response("t", 1, p.UNSPECIFIED_ERROR, p.FILEMETA_CONFLICT))
+    assert not p.no_room(None)
