@@ -14,6 +14,7 @@ from agent.daemon.events import BayView
 from agent.daemon.runtime import Daemon
 from agent.daemon.wiring import assemble
 from agent.evidence.custody import iter_entries
+from agent.evidence.record import manifest
 from tests.dock import CLOSED_PORT, Views, wait_for
 from tests.loopdev import Loops, blank_image, build_ext4, recorder_tree  # noqa: E402
 from tests.zfy_kit import ID_CODE, PASSWORD, Control  # noqa: E402
@@ -102,6 +103,7 @@ def test_zfy_recorder_identified_clock_set_switched_and_offloaded(
         Path(k).name: sha(v) for k, v in media_files.items()
     }
     assert all(r["officer_id"] == "012345" for r in records)
+    assert {manifest(r).get("recorder_resolution") for r in records} == {"1920x1080"}
     events = [e["event"] for e in iter_entries(cfg.data_dir / "custody.jsonl")]
     assert "clock_set" in events and events.count("clip_offloaded") == len(media_files)
 

@@ -6,6 +6,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +39,13 @@ class ClipSynced:
     """The central side holds this clip: the recorder copy may go, per policy."""
 
     clip_id: str
+
+
+@dataclass(frozen=True)
+class BayTask:
+    """Work run on the bay's own thread between its events (an officer binding, SPEC 5)."""
+
+    run: Callable[[BayWorker], None]
 
 
 class _Stop:
@@ -75,11 +83,16 @@ class BayWorker:
         self.inbox.put(_Stop())
         self._thread.join(timeout)
 
-    def post(self, item: DockEvent | ClipSynced) -> None:
+    def post(self, item: DockEvent | ClipSynced | BayTask) -> None:
         """Hand the worker an event; an undock cancels a running copy at once."""
         if isinstance(item, Undocked):
             self.cancel.set()
         self.inbox.put(item)
+
+    def show(self, **changes: Any) -> None:
+        """Change the bay's view and publish it now."""
+        self.view = replace(self.view, **changes)
+        self._emit(force=True)
 
     def healthy(self, stall_s: float) -> bool:
         """False when the worker has made no progress for `stall_s` while busy."""
@@ -117,6 +130,8 @@ class BayWorker:
                 self.s.bus.alert("recorder_fault", "error", item.message, bay=self.number)
             elif isinstance(item, ClipSynced):
                 self._clip_synced(item.clip_id)
+            elif isinstance(item, BayTask):
+                item.run(self)
             elif item is None and self.recorder is not None:
                 self._refresh()
         finally:
@@ -166,7 +181,7 @@ class BayWorker:
         self.s.bus.event(
             "docked", bay=self.number, device_id=identity.device_id, officer_id=identity.officer_id
         )
-        offset = self._validate(recorder, identity.device_id)
+        offset, size = self._validate(recorder, identity.device_id)
         self.docking = Docking(
             docking_id,
             self.number,
@@ -175,10 +190,14 @@ class BayWorker:
             self.s.tz,
             self.s.cfg.dock.id,
             self.s.cfg.dock.department,
+            f"{size[0]}x{size[1]}" if size else None,
         )
         self._offload(recorder, self.docking)
 
-    def _validate(self, recorder: Recorder, device_id: str) -> float | None:
+    def _validate(
+        self, recorder: Recorder, device_id: str
+    ) -> tuple[float | None, tuple[int, int] | None]:
+        """Check and set the clock; the measured offset and the recording resolution."""
         status = recorder.status()
         now = utcnow()
         verdict = check_clock(
@@ -205,7 +224,7 @@ class BayWorker:
         elif any(f.code == "clock_drift" for f in self.findings):
             self._escalate_drift()
         self._apply_status(recorder, status)
-        return verdict.offset_s
+        return verdict.offset_s, status.resolution
 
     def _set_clock(self, recorder: Recorder, device_id: str, offset: float | None) -> None:
         try:

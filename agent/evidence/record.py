@@ -52,6 +52,7 @@ class Docking:
     tz: ZoneInfo
     dock_id: str
     department: str
+    recorder_resolution: str | None = None  # "1920x1080" where the recorder reports it
 
 
 @dataclass(frozen=True)
@@ -136,9 +137,13 @@ def new_record(
         "held": False,
         "synced_at": None,
         "purged_at": None,
+        "recorder_resolution": docking.recorder_resolution,
     }
 
 
 def manifest(record: dict[str, Any]) -> dict[str, Any]:
-    """The SPEC 7 MANIFEST of a clip record."""
-    return {k: record.get(k) for k in MANIFEST_FIELDS}
+    """The SPEC 7 MANIFEST of a clip record, with recorder_resolution where it is known."""
+    data = {k: record.get(k) for k in MANIFEST_FIELDS}
+    if record.get("recorder_resolution"):
+        data["recorder_resolution"] = record["recorder_resolution"]
+    return data
