@@ -5,7 +5,12 @@ Commands and their JSON object payloads (no other fields are accepted):
 - `note`   {"note_id": str, "author": str, "text": str}: append an explanation to a note;
 - `resync` {"clip_id": sha256-hex}: send a clip upstream again;
 - `hold`   {"clip_id": sha256-hex, "reason": str, "release": bool (default false)};
+- `assign` {"bay": int, "officer": str, "name": str, "unit": str}: bind the zfy recorder in a
+  bay to an officer (agent/dock/assign.py; name and unit optional);
 - `ping`   {} (or an empty payload): answered here with {"pong": true, "ts", "version"}.
+
+A handler with a `check(payload)` method has it called before anything is logged; a
+ValueError from it refuses the command.
 
 The reply goes to the MQTT v5 Response Topic with the request's Correlation Data, else to
 R/cmd/{name}/reply: {"ok": true, "result": {...}} or {"ok": false, "error": "..."}. A command
@@ -44,6 +49,12 @@ SCHEMAS: dict[str, dict[str, tuple[type, bool]]] = {
     "note": {"note_id": (str, True), "author": (str, True), "text": (str, True)},
     "resync": {"clip_id": (str, True)},
     "hold": {"clip_id": (str, True), "reason": (str, True), "release": (bool, False)},
+    "assign": {
+        "bay": (int, True),
+        "officer": (str, True),
+        "name": (str, False),
+        "unit": (str, False),
+    },
     "ping": {},
 }
 
@@ -96,6 +107,17 @@ def validate(name: str, payload: dict[str, Any]) -> dict[str, Any]:
     if "clip_id" in payload and not SHA256_RE.fullmatch(payload["clip_id"]):
         raise CommandError(f"{name}: clip_id must be the clip's SHA-256 (64 lowercase hex)")
     return payload
+
+
+def _check(name: str, handler: Handler, payload: dict[str, Any]) -> None:
+    """The handler's own validation, when it has one: nothing is logged before it passes."""
+    check = getattr(handler, "check", None)
+    if check is None:
+        return
+    try:
+        check(payload)
+    except ValueError as exc:
+        raise CommandError(f"{name}: {exc}") from None
 
 
 def sender_of(msg: mqtt.MQTTMessage) -> str | None:
@@ -159,6 +181,7 @@ class CommandServer:
             handler = self._handlers.get(name)
             if handler is None:
                 raise CommandError(f"{name}: not available on this dock")
+            _check(name, handler, payload)
             self._record(name, by, payload)
         except CommandError as exc:
             logger.warning("refused command %s from %s: %s", name, by, exc)
