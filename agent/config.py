@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.schema import ConfigError, in_range, parse, pattern, setting
+from agent.transfer.emqx import MAX_SEGMENT_BYTES
 
 DEFAULT_CONFIG_PATH = "/etc/dock-agent/dock-agent.toml"
 ID_RE = r"[A-Za-z0-9_-]{1,64}"
@@ -112,9 +113,9 @@ class MqttSection:
     file_transfer_prefix: str = setting("$file", doc="EMQX file-transfer topic prefix")
     segment_bytes: int = setting(
         262144,
-        doc="bytes per file-transfer segment (256 KiB: a segment plus headers stays under "
-        "EMQX's default 1 MB max_packet_size)",
-        check=in_range(1024, 64 * 1024 * 1024),
+        doc="bytes per file-transfer segment; at most 1044480: EMQX's default max_packet_size "
+        "(1048576) minus room for the topic and properties (SPEC 7.1)",
+        check=in_range(1024, MAX_SEGMENT_BYTES),
     )
     max_inflight: int = setting(
         32,
@@ -125,6 +126,23 @@ class MqttSection:
     )
     rate_limit_bytes_per_s: int = setting(
         0, doc="upload rate limit, 0 = unlimited", check=in_range(0)
+    )
+    fin_timeout_s: float = setting(
+        330.0,
+        doc="seconds to wait for a fin's answer before sending the fin alone again (EMQX "
+        "answers after assembly and export, assemble_timeout 5 min)",
+        check=in_range(0.1, 86400),
+    )
+    ack_mode: str = setting(
+        "response",
+        doc="file-transfer answers: response messages, or PUBACK codes (EMQX before 5.3.2 only; "
+        "never on Mosquitto, whose PUBACK means only that it took the message)",
+        choices=("response", "puback"),
+    )
+    transfer_key_file: str = setting(
+        "",
+        doc="file (or systemd credential) holding this dock's transfer key (SPEC 11); "
+        "unset at EMQX sites",
     )
 
 
@@ -267,6 +285,11 @@ def _cross_problems(cfg: DockConfig) -> list[str]:
         problems.append("mqtt.password_file: set without mqtt.username; expected both or neither")
     if bool(cfg.mqtt.tls_cert) != bool(cfg.mqtt.tls_key):
         problems.append("mqtt.tls_cert/tls_key: expected both or neither (mutual TLS)")
+    if cfg.mqtt.transfer_key_file and cfg.mqtt.ack_mode == "puback":
+        problems.append(
+            "mqtt.transfer_key_file: set with ack_mode 'puback'; a PUBACK carries no receipt, "
+            "so no fin could count (leave the key unset at EMQX sites)"
+        )
     if cfg.mqtt.tls_cert and not cfg.mqtt.tls_ca:
         problems.append("mqtt.tls_ca = '': expected a CA bundle when tls_cert is set")
     if cfg.policy.timezone:

@@ -47,14 +47,33 @@ def start_receiver(store: Path, broker: Broker) -> Receiver:
     return receiver
 
 
-def received(store: Path, client_id: str = "dock-test") -> dict[str, Path]:
-    """file_id -> the clip file the receiver holds."""
+def _held(store: Path, client_id: str) -> dict[str, Path]:
+    """file_id -> the one file the receiver holds under it (with its user_data)."""
     out = {}
     for d in (store / client_id).glob("*"):
         files = [f for f in d.iterdir() if f.is_file() and f.name != "manifest.json"]
         if (d / "manifest.json").exists() and len(files) == 1:
             out[d.name] = files[0]
     return out
+
+
+def received(store: Path, client_id: str = "dock-test") -> dict[str, Path]:
+    """file_id -> the clip file the receiver holds, once its manifest file is there too (SPEC 7.1)."""
+    held = _held(store, client_id)
+    manifests = {f.name for f in held.values() if f.name.endswith(".manifest.json")}
+    return {
+        k: f
+        for k, f in held.items()
+        if not f.name.endswith(".manifest.json") and f"{f.name}.manifest.json" in manifests
+    }
+
+
+def full_manifest(store: Path, clip: Path, client_id: str = "dock-test") -> dict:
+    """The clip's MANIFEST, sent as its own file `{clip name}.manifest.json`."""
+    (found,) = [
+        f for f in _held(store, client_id).values() if f.name == f"{clip.name}.manifest.json"
+    ]
+    return json.loads(found.read_text())
 
 
 def custody_seq(data: Path, event: str) -> dict[str, int]:
@@ -91,7 +110,17 @@ def test_every_clip_arrives_with_hash_and_manifest_then_recorder_freed(
     assert sorted(got) == sorted(records)
     for file_id, path in got.items():
         assert sha(path) == file_id
-        manifest = json.loads((path.parent / "manifest.json").read_text())
+        manifest = full_manifest(store, path)
+        compact = json.loads((path.parent / "manifest.json").read_text())
+        assert len(json.dumps(compact).encode()) <= 1024
+        assert (
+            compact["manifest_sha256"]
+            == hashlib.sha256(
+                (store / "dock-test" / compact["manifest_sha256"])
+                .joinpath(f"{path.name}.manifest.json")
+                .read_bytes()
+            ).hexdigest()
+        )
         r = records[file_id]
         assert manifest["sha256"] == file_id and manifest["size"] == path.stat().st_size
         assert manifest["file_name"] == path.name == r["file_name"]
@@ -161,9 +190,7 @@ def test_note_explained_after_sync_goes_on_r_notes(tmp_path: Path, broker: Broke
     try:
         with running(cfg) as (daemon, _views):
             wait_for(lambda: len(received(store)) == 2, 60, "clips synced")
-            manifest = json.loads(
-                next(iter(received(store).values())).with_name("manifest.json").read_text()
-            )
+            manifest = full_manifest(store, next(iter(received(store).values())))
             gap_notes = [n for n in manifest["notes"] if n["type"] == "gap"]
             assert len(gap_notes) == 1 and 55 <= gap_notes[0]["duration_s"] <= 61
             note_id = gap_notes[0]["note_id"]
@@ -270,7 +297,7 @@ def test_kill_agent_and_broker_at_random_during_60mb_transfer(tmp_path: Path) ->
     index.close()
     assert set(states) == expected and set(states.values()) == {"synced"}, f"seed {seed}"
     dirs = list((store / "dock-test").iterdir())
-    assert len(dirs) == len(expected), "each clip once at the receiver"
+    assert len(dirs) == 2 * len(expected), "each clip and its manifest once at the receiver"
     assert "Traceback" not in log.read_text(), log.read_text()[-4000:]
 
 

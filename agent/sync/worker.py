@@ -17,10 +17,13 @@ from agent.evidence.retention import archive_if_finished, classify
 from agent.mqtt.connection import MqttConnection
 from agent.notes.store import Note, NotesStore
 from agent.sync.outbox import Outbox
+from agent.sync.parcel import Parcels, load_transfer_key, manifest_name, manifest_user_data
 from agent.timebase import utcnow
 from agent.transfer.sender import (
     FileSender,
     QuotaExceeded,
+    ReceiptInvalid,
+    SendResult,
     SendSettings,
     TransferFailed,
     TransferInterrupted,
@@ -101,7 +104,9 @@ class Sync:
             cfg.client_id,
             cfg.data_dir / "transfer",
             SendSettings.from_mqtt(cfg.mqtt),
+            load_transfer_key(cfg.mqtt),
         )
+        self.parcels = Parcels(cfg.data_dir / "transfer" / "manifests")
         self.retry_at: dict[str, float] = {}
         self.failures: dict[str, int] = {}  # failures in a row, per clip
         self.receiver_full = 0  # "no space" answers in a row: the whole queue waits
@@ -170,6 +175,7 @@ class Sync:
         while self.resync:
             record = self.s.index.get(self.resync.pop(0))
             if record is not None and record["state"] != "purged":
+                self.parcels.done(record["clip_id"])  # central lost it: today's manifest goes
                 return record
         found = candidates(self.s.index.active(), time.monotonic(), self.retry_at)
         return found[0] if found else None
@@ -182,14 +188,7 @@ class Sync:
             "CLIP_SHA256": clip_id,
         }
         try:
-            result = self.sender.send(
-                Path(record["local_path"]),
-                clip_id,
-                record["file_name"],
-                record["size"],
-                self.manifest_of(record),
-                self._stop,
-            )
+            results = self._deliver(record)
         except TransferInterrupted as exc:
             logger.info("sync of %s interrupted: %s", record["file_name"], exc, extra=extra)
             return
@@ -205,9 +204,10 @@ class Sync:
                 delay,
                 extra=extra,
             )
+            invalid = isinstance(exc, ReceiptInvalid)
             self.s.bus.alert(
-                "sync_failed",
-                "warning",
+                "receipt_invalid" if invalid else "sync_failed",
+                "error" if invalid else "warning",
                 f"{record['file_name']}: {exc}; next try in {delay:.0f} s",
                 one_off=True,
                 sha256=clip_id,
@@ -215,11 +215,50 @@ class Sync:
             return
         self.failures.pop(clip_id, None)
         self.receiver_full = 0
-        logger.info(
-            "synced %s (%d segments sent)", record["file_name"], result.segments_sent, extra=extra
-        )
+        forged = sum(r.forged for r in results)
+        if forged:  # a broker client answered for the receiver: acked only by the real receipt
+            self.s.bus.alert(
+                "receipt_invalid",
+                "warning",
+                f"{record['file_name']}: {forged} fin answer(s) without a valid receipt ignored; "
+                "acked by the receiver's receipt",
+                one_off=True,
+                sha256=clip_id,
+            )
+        sent = sum(r.segments_sent for r in results)
+        logger.info("synced %s (%d segments sent)", record["file_name"], sent, extra=extra)
         if record["state"] == "offloaded":
             self._synced(record)
+
+    def _deliver(self, record: dict[str, Any]) -> list[SendResult]:
+        """The clip, then its manifest file (SPEC 7.1); the clip is acked when both are."""
+        clip_id = record["clip_id"]
+        parcel = self.parcels.prepare(clip_id, lambda: self.manifest_of(record))
+        results = []
+        if not parcel.clip_acked:
+            results.append(
+                self.sender.send(
+                    Path(record["local_path"]),
+                    clip_id,
+                    record["file_name"],
+                    record["size"],
+                    parcel.user_data,
+                    self._stop,
+                )
+            )
+            self.parcels.clip_acked(clip_id)
+        results.append(
+            self.sender.send(
+                parcel.manifest_path,
+                parcel.manifest_sha256,
+                manifest_name(record["file_name"]),
+                parcel.manifest_size,
+                manifest_user_data(self.s.cfg.dock.id, clip_id),
+                self._stop,
+            )
+        )
+        self.parcels.done(clip_id)
+        return results
 
     def _failed(self, clip_id: str) -> float:
         """Count a failure of `clip_id` and schedule its next try; returns the delay."""

@@ -30,6 +30,9 @@ class Transport(Protocol):
         """True once connected (waits up to `timeout` seconds)."""
 
 
+PubackListener = Callable[[int, Any], None]
+
+
 class PahoLink:
     """A Transport over a paho v5 client the caller connects; re-subscribes on every connect."""
 
@@ -44,9 +47,12 @@ class PahoLink:
         self._chain_connect = client.on_connect
         self._chain_disconnect = client.on_disconnect
         self._chain_subscribe = client.on_subscribe
+        self._chain_publish = client.on_publish
+        self._pubacks: list[PubackListener] = []
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
+        client.on_publish = self._on_publish
 
     def publish(
         self, topic: str, payload: bytes, qos: int = 1, properties: Properties | None = None
@@ -68,6 +74,10 @@ class PahoLink:
                 logger.warning(
                     "no SUBACK for %s yet; answers may be missed until it comes", topic_filter
                 )
+
+    def on_puback(self, listener: PubackListener) -> None:
+        """Call `listener(mid, reason_code)` on every PUBACK (network thread, paho's lock held)."""
+        self._pubacks.append(listener)
 
     def wait_connected(self, timeout: float) -> bool:
         """True once the client is connected."""
@@ -91,6 +101,12 @@ class PahoLink:
             done.set()
         if self._chain_subscribe:
             self._chain_subscribe(client, *args)
+
+    def _on_publish(self, client: mqtt.Client, *args: Any) -> None:
+        for listener in self._pubacks:
+            listener(args[1], args[2] if len(args) > 2 else 0)
+        if self._chain_publish:
+            self._chain_publish(client, *args)
 
     def _on_disconnect(self, client: mqtt.Client, *args: Any) -> None:
         self._connected.clear()

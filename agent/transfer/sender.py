@@ -1,87 +1,50 @@
-"""The dock's side of EMQX file transfer: pipelined segments, resend on failure, resumable."""
+"""The dock's side of EMQX file transfer: pipelined segments, resend on failure, resumable.
+
+SPEC 7 and 7.1: one init payload per transfer, fixed at its first attempt and persisted; a
+silent fin is sent again alone before any segment is; EMQX's `enospc`/`edquot` mean no room;
+with a transfer key (SPEC 11) a fin counts only with the receiver's valid receipt.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
 import threading
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
-from agent.config import MqttSection
+from agent.transfer import emqx, trust
 from agent.transfer import protocol as p
+from agent.transfer.exchange import Answer, Exchange
 from agent.transfer.link import Transport
+from agent.transfer.outcome import (
+    QuotaExceeded,
+    ReceiptInvalid,
+    SendResult,
+    SendSettings,
+    TransferFailed,
+    TransferInterrupted,
+)
 from agent.transfer.ratelimit import TokenBucket
 from agent.transfer.resume import ResumeState
 
 logger = logging.getLogger(__name__)
+__all__ = [
+    "FileSender",
+    "QuotaExceeded",
+    "ReceiptInvalid",
+    "SendResult",
+    "SendSettings",
+    "TransferFailed",
+    "TransferInterrupted",
+]
 
-Answer = tuple[bytes, p.Response]
 _LINK_POLL_S = 0.1  # how often a wait for one answer checks that the link is still up
-
-
-class TransferFailed(Exception):
-    """The file could not be delivered within the bounded retries."""
-
-
-class TransferInterrupted(TransferFailed):
-    """Stopped early (cancelled, or the connection stayed down); a later send resumes."""
-
-
-class QuotaExceeded(TransferFailed):
-    """The receiver has no room for the file (QUOTA_EXCEEDED): resending now would be pointless.
-
-    It may have dropped segments it had acknowledged, so a later send resends all of them.
-    """
-
-
-@dataclass(frozen=True)
-class SendSettings:
-    """Tuning of one sender; the first four come from `[mqtt]`."""
-
-    prefix: str = "$file"
-    segment_bytes: int = 262144
-    max_inflight: int = 32
-    rate_limit_bytes_per_s: int = 0
-    ack_timeout_s: float = 10.0
-    fin_timeout_s: float = 120.0
-    max_tries: int = 5
-    max_rounds: int = 3
-    reconnect_wait_s: float = 60.0
-    persist_interval_s: float = 1.0
-    expire_after_s: int = 30 * 86400
-    segments_ttl_s: int = 7 * 86400
-
-    @classmethod
-    def from_mqtt(cls, cfg: MqttSection, **overrides: Any) -> SendSettings:
-        """Settings from the dock's `[mqtt]` table."""
-        return cls(
-            prefix=cfg.file_transfer_prefix,
-            segment_bytes=cfg.segment_bytes,
-            max_inflight=cfg.max_inflight,
-            rate_limit_bytes_per_s=cfg.rate_limit_bytes_per_s,
-            **overrides,
-        )
-
-
-@dataclass
-class SendResult:
-    """What one `send` took: segment publishes (resends included), rounds, resends."""
-
-    segments_sent: int = 0
-    bytes_sent: int = 0
-    resends: int = 0
-    rounds: int = 0
-    skipped: int = 0
 
 
 @dataclass
@@ -101,23 +64,30 @@ class _Slot:
 
 
 class FileSender:
-    """Sends files over a Transport; one instance per client id, `send` may run in several threads."""
+    """Sends files over a Transport; one instance per client id, `send` may run in several threads.
+
+    `key` is the dock's transfer key (SPEC 11): it signs every init and makes a fin count only
+    with the receiver's receipt. It is never logged.
+    """
 
     def __init__(
-        self, transport: Transport, client_id: str, state_dir: Path, settings: SendSettings
+        self,
+        transport: Transport,
+        client_id: str,
+        state_dir: Path,
+        settings: SendSettings,
+        key: bytes | None = None,
     ) -> None:
         self.transport = transport
         self.client_id = client_id
         self.state_dir = Path(state_dir)
         self.settings = settings
-        self.reply_topic = p.response_topic(client_id)
-        self._waiters: dict[bytes, queue.Queue[Answer]] = {}
-        self._lock = threading.Lock()
+        self._key = key
+        self.exchange = Exchange(transport, client_id, settings.ack_mode)
         self._bucket = TokenBucket(
             settings.rate_limit_bytes_per_s,
             max(settings.rate_limit_bytes_per_s, settings.segment_bytes),
         )
-        transport.subscribe(self.reply_topic, 1, self._on_response)
 
     def send(
         self,
@@ -125,39 +95,47 @@ class FileSender:
         file_id: str,
         name: str,
         size: int,
-        manifest: dict[str, Any],
+        user_data: dict[str, Any],
         cancel: threading.Event | None = None,
     ) -> SendResult:
-        """Deliver one file; returns once `fin` succeeded, else raises TransferFailed."""
+        """Deliver one file; returns once `fin` succeeded, else raises TransferFailed.
+
+        `name` is sent as is when EMQX accepts it, else under a safe name (SendResult.name).
+        The init payload of the first attempt is kept: later calls send that one, whatever
+        `user_data` they bring, until the transfer is done.
+        """
         p.check_file_id(file_id)
-        p.check_name(name)
-        meta = self._meta(name, size, file_id, manifest)
+        meta = self._meta(emqx.safe_name(name), size, file_id, user_data)
         fd = os.open(path, os.O_RDONLY)
         job = _Job(fd, file_id, meta, queue.Queue(), cancel or threading.Event())
+        job.result.name = meta.name
         try:
             return self._deliver(job)
         finally:
             os.close(fd)
 
-    def _meta(self, name: str, size: int, file_id: str, manifest: dict[str, Any]) -> p.FileMeta:
-        now = int(time.time())
+    def _meta(self, name: str, size: int, file_id: str, user_data: dict[str, Any]) -> p.FileMeta:
+        data = dict(user_data)
+        if self._key is not None:
+            data["dock_sig"] = trust.init_signature(
+                self._key, self.client_id, file_id, size, file_id
+            )
         return p.FileMeta(
             name=name,
             size=size,
             checksum=file_id,
-            expire_at=now + self.settings.expire_after_s,
+            expire_at=int(time.time()) + self.settings.expire_after_s,
             segments_ttl=self.settings.segments_ttl_s,
-            user_data=manifest,
+            user_data=data,
         )
 
     def _deliver(self, job: _Job) -> SendResult:
         state = self._load_state(job)
+        init = state.fix_init(p.init_payload(job.meta))
         answer: p.Response | None = None
         for round_no in range(1, self.settings.max_rounds + 1):
             job.result.rounds = round_no
-            self._command(
-                job, p.init_topic(self.settings.prefix, job.file_id), p.init_payload(job.meta)
-            )
+            self._command(job, p.init_topic(self.settings.prefix, job.file_id), init)
             todo = deque(o for o in self._offsets(job.meta.size) if o not in state.acked)
             job.result.skipped += len(self._offsets(job.meta.size)) - len(todo)
             try:
@@ -172,8 +150,13 @@ class FileSender:
                 state.discard()
                 logger.info("sent %s (%s bytes): fin acknowledged", job.file_id, job.meta.size)
                 return job.result
+            if answer is None and job.result.forged:
+                raise ReceiptInvalid(
+                    f"{job.file_id}: fin answered {job.result.forged} time(s) with success but "
+                    "no valid receipt, and never by the receiver"
+                )
             state.reset()
-            if _no_room(answer):
+            if p.no_room(answer):
                 raise QuotaExceeded(f"{job.file_id}: fin refused: {_why(answer)}")
             logger.warning("fin of %s failed (%s); resending all", job.file_id, _why(answer))
         raise TransferFailed(
@@ -181,18 +164,42 @@ class FileSender:
         )
 
     def _fin(self, job: _Job) -> p.Response | None:
-        """Send `fin`; one the link lost is sent again soon, backing off, rather than failed."""
+        """Send `fin`, and on silence the fin alone again (EMQX answers after assembly).
+
+        A fin the link lost is sent again soon, backing off, rather than waited out.
+        """
         topic = p.fin_topic(self.settings.prefix, job.file_id, job.meta.size, job.meta.checksum)
         full = timeout = self.settings.fin_timeout_s
         for _ in range(self.settings.max_tries):
             if self._ensure_link(job):
                 timeout = self.settings.ack_timeout_s
-            answer, dropped = self._request(job, topic, b"", timeout)
-            if answer is not None or (timeout >= full and not dropped):
+            job.result.fins_sent += 1
+            answer, dropped = self._request(job, topic, b"", timeout, self._receipted)
+            if answer is not None:
                 return answer
+            if not dropped and timeout >= full:
+                logger.info(
+                    "fin of %s unanswered after %.0f s; sending it again", job.file_id, timeout
+                )
             # The receiver may still be reconnecting too: a fin sent before it resubscribed is lost.
             timeout = self.settings.ack_timeout_s if dropped else min(full, timeout * 2)
         return None
+
+    def _receipted(self, job: _Job, answer: p.Response) -> bool:
+        """A fin answer to act on: any failure; success only with a valid receipt, given a key."""
+        if not answer.ok or self._key is None:
+            return True
+        m = job.meta
+        expected = trust.fin_receipt(self._key, self.client_id, job.file_id, m.size, m.checksum)
+        if trust.valid(expected, answer.receipt):
+            return True
+        job.result.forged += 1
+        logger.warning(
+            "fin of %s answered success without a valid receipt (%s); ignored",
+            job.file_id,
+            "none" if answer.receipt is None else "wrong",
+        )
+        return False
 
     def _ensure_link(self, job: _Job) -> bool:
         """Wait for the link if it is down; True when it was."""
@@ -209,7 +216,14 @@ class FileSender:
             "segment_bytes": self.settings.segment_bytes,
         }
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        return ResumeState.load(self.state_dir, key, self.settings.persist_interval_s)
+        state = ResumeState.load(
+            self.state_dir, key, self.settings.persist_interval_s, self.settings.segments_ttl_s
+        )
+        if state.init is not None and _expires_within(state.init, self.settings.segments_ttl_s):
+            logger.info("%s: the saved transfer expires soon; starting over", job.file_id)
+            state.init = None
+            state.reset()
+        return state
 
     def _offsets(self, size: int) -> range:
         return range(0, size, self.settings.segment_bytes)
@@ -222,30 +236,31 @@ class FileSender:
             answer, _dropped = self._request(job, topic, payload, self.settings.ack_timeout_s)
             if answer is not None and answer.ok:
                 return
-            if _no_room(answer):
+            if p.no_room(answer):
                 raise QuotaExceeded(f"{topic}: {_why(answer)}")
         raise TransferFailed(f"{topic}: {_why(answer)} after {self.settings.max_tries} tries")
 
     def _request(
-        self, job: _Job, topic: str, payload: bytes, timeout: float
+        self, job: _Job, topic: str, payload: bytes, timeout: float, accept: Any = None
     ) -> tuple[p.Response | None, bool]:
         """One command, one answer: (answer or None on silence, whether the link dropped meanwhile).
 
-        A command published just before the broker went away is lost with it: waiting out the
-        whole timeout after the link is back would only delay the resend.
+        Answers `accept(job, answer)` rejects are skipped. A command published just before the
+        broker went away is lost with it: waiting out the whole timeout after the link is back
+        would only delay the resend.
         """
-        corr = self._publish(job, topic, payload)
+        corr = self.exchange.publish(job.answers, topic, payload)
         deadline = time.monotonic() + timeout
         try:
             while self.transport.wait_connected(0):
                 got = self._next_answer(job, min(deadline, time.monotonic() + _LINK_POLL_S))
-                if got is not None and got[0] == corr:
+                if got is not None and got[0] == corr and (accept is None or accept(job, got[1])):
                     return got[1], False
                 if got is None and time.monotonic() >= deadline:
                     return None, False
             return None, True
         finally:
-            self._forget(corr)
+            self.exchange.forget(corr)
 
     def _send_segments(self, job: _Job, todo: deque[int], state: ResumeState) -> None:
         """Keep up to `max_inflight` segments unanswered until every one is acknowledged."""
@@ -276,7 +291,7 @@ class FileSender:
         slot = inflight.pop(got[0], None)
         if slot is None:
             return
-        self._forget(got[0])
+        self.exchange.forget(got[0])
         if got[1].ok:
             state.ack(slot.offset)
         else:
@@ -290,7 +305,7 @@ class FileSender:
         topic = p.segment_topic(self.settings.prefix, job.file_id, offset, p.sha256_hex(data))
         job.result.segments_sent += 1
         job.result.bytes_sent += len(data)
-        return self._publish(job, topic, data)
+        return self.exchange.publish(job.answers, topic, data)
 
     def _expire(
         self, job: _Job, inflight: dict[bytes, _Slot], todo: deque[int], tries: dict[int, int]
@@ -305,7 +320,7 @@ class FileSender:
         for corr, slot in list(inflight.items()):
             if slot.deadline <= now:
                 del inflight[corr]
-                self._forget(corr)
+                self.exchange.forget(corr)
                 self._retry(job, slot.offset, None, todo, tries)
 
     def _retry(
@@ -317,7 +332,7 @@ class FileSender:
         tries: dict[int, int],
     ) -> None:
         tries[offset] = tries.get(offset, 0) + 1
-        if _no_room(answer):
+        if p.no_room(answer):
             raise QuotaExceeded(f"{job.file_id}: segment at {offset}: {_why(answer)}")
         if tries[offset] >= self.settings.max_tries:
             raise TransferFailed(f"{job.file_id}: segment at {offset}: {_why(answer)}")
@@ -350,35 +365,6 @@ class FileSender:
     def _deadline(self) -> float:
         return time.monotonic() + self.settings.ack_timeout_s
 
-    def _publish(self, job: _Job, topic: str, payload: bytes) -> bytes:
-        corr = uuid.uuid4().bytes
-        with self._lock:
-            self._waiters[corr] = job.answers
-        props = Properties(PacketTypes.PUBLISH)
-        props.ResponseTopic = self.reply_topic
-        props.CorrelationData = corr
-        try:
-            self.transport.publish(topic, payload, 1, props)
-        except Exception as exc:  # silence is then handled by the answer timeout
-            logger.warning("publish to %s failed: %s", topic, exc)
-        return corr
-
-    def _forget(self, corr: bytes) -> None:
-        with self._lock:
-            self._waiters.pop(corr, None)
-
-    def _on_response(self, msg: mqtt.MQTTMessage) -> None:
-        """Route one answer to the send waiting for it (runs on the network thread)."""
-        corr = getattr(getattr(msg, "properties", None), "CorrelationData", None)
-        with self._lock:
-            target = self._waiters.get(corr) if isinstance(corr, bytes) else None
-        if target is None:
-            return
-        try:
-            target.put((corr, p.parse_response(bytes(msg.payload))))  # type: ignore[arg-type]
-        except p.ProtocolError as exc:
-            logger.warning("unreadable file-transfer response: %s", exc.description)
-
 
 def _poll(answers: queue.Queue[Answer]) -> Answer | None:
     try:
@@ -387,12 +373,16 @@ def _poll(answers: queue.Queue[Answer]) -> Answer | None:
         return None
 
 
-def _no_room(answer: p.Response | None) -> bool:
-    """True on QUOTA_EXCEEDED: no room at the receiver (or beyond the size: resending is futile)."""
-    return answer is not None and answer.reason_code == p.QUOTA_EXCEEDED
-
-
 def _why(answer: p.Response | None) -> str:
     if answer is None:
         return "no answer in time"
     return f"reason code {answer.reason_code}: {answer.reason_description}"
+
+
+def _expires_within(init: bytes, seconds: float) -> bool:
+    """True when a saved init payload's `expire_at` is less than `seconds` away (or unreadable)."""
+    try:
+        expire_at = json.loads(init).get("expire_at")
+    except (ValueError, AttributeError):
+        return True
+    return not isinstance(expire_at, int) or expire_at - time.time() < seconds

@@ -1,0 +1,135 @@
+"""What a clip is sent as (SPEC 7.1): a compact `user_data`, and its full manifest as its own file.
+
+The manifest is fixed at the clip's first attempt and kept on disk until both transfers are
+acked, so every retry sends the same init payloads (EMQX refuses a differing re-init). Notes
+explained later go on R/notes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent import durable
+from agent.config import MqttSection, read_secret
+from agent.logs import register_secret
+from agent.schema import ConfigError
+from agent.transfer import emqx
+from agent.transfer.trust import TransferKeyError, parse_key
+
+MAX_USER_DATA_BYTES = 1024  # EMQX's S3 exporter puts user_data in one 2 KB metadata header
+SIG_ROOM_BYTES = len(',"dock_sig":""') + 64  # added by the sender when it has a key
+COMPACT_KEYS = (
+    "dock_id",
+    "device_id",
+    "officer_id",
+    "sha256",
+    "size",
+    "recorded_start",
+    "custody_seq",
+    "custody_hash",
+)
+_CUT_KEYS = ("officer_id", "device_id", "dock_id", "recorded_start")  # free text from outside
+
+
+def encoded_size(data: dict[str, Any]) -> int:
+    """Bytes of `data` as EMQX's S3 exporter writes it (JSON, non-ASCII \\u-escaped)."""
+    return len(json.dumps(data, separators=(",", ":")).encode("ascii"))
+
+
+def compact_user_data(manifest: dict[str, Any], manifest_sha256: str) -> dict[str, Any]:
+    """The clip's `user_data`: the compact core, at most 1,024 bytes with `dock_sig` added."""
+    core: dict[str, Any] = {k: manifest.get(k) for k in COMPACT_KEYS}
+    core["manifest_sha256"] = manifest_sha256
+    budget = MAX_USER_DATA_BYTES - SIG_ROOM_BYTES
+    for key in _CUT_KEYS:  # ids come from recorder file names: cut, never grow past the limit
+        over = encoded_size(core) - budget
+        value = core.get(key)
+        if over > 0 and isinstance(value, str):
+            core[key] = value[: max(0, len(value) - over)]
+    for key in _CUT_KEYS:
+        if encoded_size(core) > budget:
+            core[key] = None
+    return core
+
+
+def manifest_user_data(dock_id: str, clip_sha256: str) -> dict[str, Any]:
+    """`user_data` of a manifest transfer: which clip it describes."""
+    return {"dock_id": dock_id, "kind": "manifest", "clip_sha256": clip_sha256}
+
+
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    """The manifest file's content: UTF-8 JSON, keys sorted (the same manifest, the same bytes)."""
+    return json.dumps(manifest, ensure_ascii=False, sort_keys=True, indent=1).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class Parcel:
+    """One clip's two transfers: the clip (with `user_data`) and its manifest file."""
+
+    user_data: dict[str, Any]
+    manifest_path: Path
+    manifest_sha256: str
+    manifest_size: int
+    clip_acked: bool
+
+
+class Parcels:
+    """The persisted manifests of clips being sent, in `directory`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+
+    def prepare(self, clip_id: str, build: Any) -> Parcel:
+        """The clip's parcel: the saved manifest, else `build()` saved now."""
+        path = self.dir / f"{clip_id}.manifest.json"
+        if not path.exists():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            durable.write_bytes(path, manifest_bytes(build()))
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        return Parcel(
+            user_data=compact_user_data(json.loads(data), digest),
+            manifest_path=path,
+            manifest_sha256=digest,
+            manifest_size=len(data),
+            clip_acked=self._marker(clip_id).exists(),
+        )
+
+    def clip_acked(self, clip_id: str) -> None:
+        """Remember that the clip itself was acked (its manifest is still to go)."""
+        durable.write_bytes(self._marker(clip_id), b"")
+
+    def done(self, clip_id: str) -> None:
+        """Both transfers are acked: forget the parcel."""
+        self._marker(clip_id).unlink(missing_ok=True)
+        (self.dir / f"{clip_id}.manifest.json").unlink(missing_ok=True)
+
+    def _marker(self, clip_id: str) -> Path:
+        return self.dir / f"{clip_id}.clip-acked"
+
+
+def load_transfer_key(cfg: MqttSection) -> bytes | None:
+    """The dock's transfer key from `[mqtt] transfer_key_file`, or None when unset."""
+    where = f"mqtt.transfer_key_file = {cfg.transfer_key_file!r}"
+    if not cfg.transfer_key_file:
+        return None
+    try:
+        text = read_secret(cfg.transfer_key_file)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise ConfigError([f"{where}: cannot read it: {reason}"]) from None
+    try:
+        key = parse_key(text, where)
+    except TransferKeyError as exc:
+        raise ConfigError([str(exc)]) from None
+    register_secret(text.strip())
+    return key
+
+
+def manifest_name(file_name: str) -> str:
+    """Name of the clip's manifest transfer."""
+    return emqx.manifest_name(file_name)
