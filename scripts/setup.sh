@@ -2,7 +2,7 @@
 # Set up dock-agent on a Debian machine: system packages (apt, only when missing) and a
 # Python virtual environment in .venv with the package installed. Idempotent.
 #   scripts/setup.sh          runtime only
-#   scripts/setup.sh --dev    plus the test and lint tools
+#   scripts/setup.sh --dev    plus the test and lint tools (and fuse3 for tests/powercut)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +16,10 @@ have_cmd mkfs.ext4   || need+=(e2fsprogs)
 have_cmd losetup     || need+=(mount)
 have_cmd setpriv     || need+=(util-linux)
 pkg-config --exists libsystemd 2>/dev/null || need+=(libsystemd-dev)
+if [ "${1:-}" = "--dev" ]; then
+  # tests/powercut: a FUSE layer (mfusepy over libfuse3; fusermount3 comes with fuse3)
+  have_cmd fusermount3 || need+=(fuse3)
+fi
 
 PY=${PYTHON:-python3}
 if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
@@ -39,6 +43,9 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 extra=""; [ "${1:-}" = "--dev" ] && extra="[dev]"
+if [ -n "$extra" ] && [ ! -e /dev/fuse ] && [ "$(id -u)" -eq 0 ]; then
+  modprobe fuse 2>/dev/null || echo "setup: no /dev/fuse (the power-cut tests will skip)" >&2
+fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}" 2>&1 \
   | grep -v "^WARNING: Location" || true
