@@ -144,6 +144,12 @@ class MqttSection:
         doc="file (or systemd credential) holding this dock's transfer key (SPEC 11); "
         "unset at EMQX sites",
     )
+    command_rate_per_min: int = setting(
+        60,
+        doc="remote commands (R/cmd/#) accepted per minute; more are refused with a "
+        "'rate limited' reply (SPEC 11)",
+        check=in_range(1, 60000),
+    )
 
 
 @dataclass(frozen=True)

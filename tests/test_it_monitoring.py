@@ -18,6 +18,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent.evidence.custody import iter_entries
 from firmware_interface import simkit
 from tests.broker import Broker, mosquitto_binary, running_broker
 from tests.dock import config_toml, dock_config, running, settled, wait_for
@@ -151,6 +152,9 @@ def test_ping_and_error_replies_with_correlation_data(tmp_path: Path, broker: Br
             ("frobnicate", b"{}", False),
             ("note", b'{"note_id": 5}', False),
             ("note", b"x" * 70000, False),
+            ("note", b'{"note_id": "n-404", "author": "it", "text": "why"}', False),
+            ("hold", b'{"clip_id": "%s", "reason": "r", "release": true}' % (b"a" * 64), False),
+            ("hold", b'{"clip_id": "%s", "reason": "r"}' % (b"a" * 64), False),
         ]
         for name, payload, ok in cases:
             corr = command(it, f"dock/dock-test/cmd/{name}", payload, "it/replies")
@@ -161,3 +165,5 @@ def test_ping_and_error_replies_with_correlation_data(tmp_path: Path, broker: Br
             if not ok:
                 assert reply["error"], reply
         assert daemon.healthy()
+    # refused commands are not evidence: none reached the custody log
+    assert "command" not in [e["event"] for e in iter_entries(cfg.data_dir / "custody.jsonl")]

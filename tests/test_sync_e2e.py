@@ -334,4 +334,4 @@ def test_resync_command_sends_a_clip_again_and_refuses_unknown(
             refused = json.loads(it.next(timeout=10).payload)
     finally:
         receiver.stop()
-    assert refused["ok"] is False and "unknown clip" in refused["error"]
+    assert refused == {"ok": False, "error": f"resync: no clip {'f' * 64} on this dock"}

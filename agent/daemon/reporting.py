@@ -13,6 +13,7 @@ from agent import __version__
 from agent.daemon import sdnotify
 from agent.daemon.alerts import evaluate, transitions
 from agent.daemon.runtime import Daemon
+from agent.mqtt.command_policy import Known
 from agent.mqtt.commands import CommandServer
 from agent.mqtt.connection import MqttConnection
 from agent.mqtt.status import StatusPublisher
@@ -32,12 +33,20 @@ class Reporting:
         daemon: Daemon,
         conn: MqttConnection,
         handlers: Mapping[str, Callable[[dict[str, Any]], dict[str, Any]]],
+        known: Known,
     ) -> None:
         self.daemon = daemon
         s = daemon.services
         self.publisher = StatusPublisher(conn, s.cfg.topic, provider=self.status_payload)
         s.bus.subscribe(self.publisher)
-        self.commands = CommandServer(conn, s.cfg.topic, handlers, s.custody)
+        self.commands = CommandServer(
+            conn,
+            s.cfg.topic,
+            handlers,
+            s.custody,
+            known,
+            rate_per_min=s.cfg.mqtt.command_rate_per_min,
+        )
         self.watchdog = sdnotify.Watchdog()
         self.stall_s = STALL_S  # a worker busy without progress this long is hung
         self.watchdog.add_check("bay workers", lambda: daemon.healthy(self.stall_s))

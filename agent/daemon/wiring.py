@@ -11,6 +11,7 @@ from typing import Any
 
 from agent.analysis.worker import Analysis
 from agent.config import DockConfig
+from agent.daemon.remote import DockFacts, hold_handler, note_handler
 from agent.daemon.reporting import Reporting
 from agent.daemon.runtime import Daemon
 from agent.evidence.custody import iter_entries
@@ -94,16 +95,6 @@ class NotesReconciler:
         )
 
 
-def note_handler(notes: NotesStore) -> Any:
-    """The `note` command: append an explanation to a note."""
-
-    def handle(payload: dict[str, Any]) -> dict[str, Any]:
-        note = notes.explain(payload["note_id"], payload["author"], payload["text"])
-        return note.to_json()
-
-    return handle
-
-
 def assemble(cfg: DockConfig, refresh_s: float = 5.0) -> Daemon:
     """A daemon for `cfg` with every plugin wired."""
     daemon = Daemon(cfg, refresh_s)
@@ -122,29 +113,16 @@ def assemble(cfg: DockConfig, refresh_s: float = 5.0) -> Daemon:
     s.extra["sync"] = sync
     handlers = {
         "note": note_handler(notes),
-        "hold": hold_handler(daemon),
+        "hold": hold_handler(s.index, s.custody),
         "resync": sync.request_resync,
     }
-    reporting = Reporting(daemon, conn, handlers)
+    reporting = Reporting(daemon, conn, handlers, DockFacts(notes, s.index, sync.resync_room))
     daemon.plugins += [analysis, reporting, outbox, sync, ConnectionPlugin(conn)]
     reconciler = NotesReconciler(notes, s.custody.path)
     s.extra["notes_reconciler"] = reconciler
     daemon.plugins.append(reconciler)
     _custody_plugins(daemon)
     return daemon
-
-
-def hold_handler(daemon: Daemon) -> Any:
-    """The `hold` command: keep (or release) a local copy past retention."""
-    from agent.evidence.retention import set_hold
-
-    s = daemon.services
-
-    def handle(payload: dict[str, Any]) -> dict[str, Any]:
-        release = bool(payload.get("release", False))
-        return set_hold(s.index, s.custody, payload["clip_id"], payload["reason"], release, "mqtt")
-
-    return handle
 
 
 def _custody_plugins(daemon: Daemon) -> None:

@@ -1,23 +1,20 @@
-"""Remote commands on R/cmd/{name} (SPEC 6): validate, record in the custody log, run, reply.
+"""Remote commands on R/cmd/{name} (SPEC 6, 11): rate-limited, checked, recorded, run, answered.
 
-Commands and their JSON object payloads (no other fields are accepted):
-
-- `note`   {"note_id": str, "author": str, "text": str}: append an explanation to a note;
-- `resync` {"clip_id": sha256-hex}: send a clip upstream again;
-- `hold`   {"clip_id": sha256-hex, "reason": str, "release": bool (default false)};
-- `assign` {"bay": int, "officer": str, "name": str, "unit": str}: bind the zfy recorder in a
-  bay to an officer (agent/dock/assign.py; name and unit optional);
-- `ping`   {} (or an empty payload): answered here with {"pong": true, "ts", "version"}.
-
-A handler with a `check(payload)` method has it called before anything is logged; a
-ValueError from it refuses the command.
+On the network thread each message takes a token of `[mqtt] command_rate_per_min` (over the
+rate: a "rate limited" error reply), is checked for form (`command_policy.admit`) and joins a
+bounded queue, where an identical command already waiting absorbs it (both senders get its
+reply). One worker thread takes commands in order, checks them against what exists on this dock
+(`command_policy.check_possible`: the note, the clip, room to resync), and only then writes the
+custody entry (`command`, name, by, payload) and runs the handler; a command the custody log
+could not record is not run. A handler with a `check(payload)` method has it called before
+anything is logged too; a ValueError from it refuses the command. Every refusal is an error reply naming the problem; nothing is
+written for it. Replies to commands refused for the rate or a full queue are themselves limited
+to the same rate; beyond it such commands are dropped and counted in one log line a minute.
 
 The reply goes to the MQTT v5 Response Topic with the request's Correlation Data, else to
-R/cmd/{name}/reply: {"ok": true, "result": {...}} or {"ok": false, "error": "..."}. A command
-is ACCEPTED once it is well-formed and this dock has a handler for it; it is then written to
-the custody log (`command`, name, by, payload) BEFORE it runs, and not run when that write
-fails. `by` is the v5 user property "by", else the response topic. `ping` is exempt from the
-custody log by default (monitoring pings would flood an fsync-per-entry evidence log).
+R/cmd/{name}/reply: {"ok": true, "result": {...}} or {"ok": false, "error": "..."}. `by` is the
+v5 user property "by", else the response topic. `ping` is answered by the worker thread and
+exempt from the custody log (monitoring pings would flood an fsync-per-entry evidence log).
 Retained messages are ignored: a retained command would run again on every resubscribe.
 """
 
@@ -25,10 +22,11 @@ from __future__ import annotations
 
 import json
 import logging
-import re
+import math
+import threading
+import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -36,27 +34,24 @@ from paho.mqtt.properties import Properties
 
 from agent import __version__
 from agent.daemon.events import now_iso
+from agent.mqtt.command_policy import (
+    MAX_PAYLOAD,
+    Command,
+    CommandError,
+    Known,
+    admit,
+    check_possible,
+)
+from agent.mqtt.command_queue import CommandQueue, Queued, RateLimit
 from agent.mqtt.connection import MqttConnection
+
+__all__ = ["MAX_PAYLOAD", "CommandError", "CommandServer", "Handler", "sender_of"]
 
 logger = logging.getLogger(__name__)
 
-MAX_PAYLOAD = 64 * 1024
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
-SHA256_RE = re.compile(r"[0-9a-f]{64}")
-
-# name -> field -> (type, required)
-SCHEMAS: dict[str, dict[str, tuple[type, bool]]] = {
-    "note": {"note_id": (str, True), "author": (str, True), "text": (str, True)},
-    "resync": {"clip_id": (str, True)},
-    "hold": {"clip_id": (str, True), "reason": (str, True), "release": (bool, False)},
-    "assign": {
-        "bay": (int, True),
-        "officer": (str, True),
-        "name": (str, False),
-        "unit": (str, False),
-    },
-    "ping": {},
-}
+QUEUE_BOUND = 32  # commands waiting at most; a burst of the full rate mostly fits
+REPORT_EVERY_S = 60.0
 
 
 class Custody(Protocol):
@@ -67,57 +62,12 @@ class Custody(Protocol):
         ...
 
 
-class CommandError(Exception):
-    """A command refused, with the message its sender reads."""
+class ReplyTo(NamedTuple):
+    """Where one sender wants its reply."""
 
-
-def parse_payload(raw: bytes) -> dict[str, Any]:
-    """The command's JSON object, or CommandError saying what is wrong."""
-    if len(raw) > MAX_PAYLOAD:
-        raise CommandError(f"payload of {len(raw)} bytes exceeds the limit of {MAX_PAYLOAD}")
-    if not raw.strip():
-        return {}
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CommandError(f"payload is not UTF-8 JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise CommandError(f"payload must be a JSON object, not {type(data).__name__}")
-    return data
-
-
-def validate(name: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """Check `payload` against the command's fields; return it or raise CommandError."""
-    schema = SCHEMAS.get(name)
-    if schema is None:
-        raise CommandError(f"unknown command {name!r}; known: {', '.join(sorted(SCHEMAS))}")
-    unknown = sorted(set(payload) - set(schema))
-    if unknown:
-        raise CommandError(f"{name}: unexpected field(s) {', '.join(unknown)}")
-    for key, (kind, required) in schema.items():
-        if key not in payload:
-            if required:
-                raise CommandError(f"{name}: missing field {key!r} ({kind.__name__})")
-            continue
-        value = payload[key]
-        if not isinstance(value, kind):
-            raise CommandError(f"{name}: field {key!r} must be {kind.__name__}, not {value!r:.40}")
-        if isinstance(value, str) and not value.strip():
-            raise CommandError(f"{name}: field {key!r} must not be empty")
-    if "clip_id" in payload and not SHA256_RE.fullmatch(payload["clip_id"]):
-        raise CommandError(f"{name}: clip_id must be the clip's SHA-256 (64 lowercase hex)")
-    return payload
-
-
-def _check(name: str, handler: Handler, payload: dict[str, Any]) -> None:
-    """The handler's own validation, when it has one: nothing is logged before it passes."""
-    check = getattr(handler, "check", None)
-    if check is None:
-        return
-    try:
-        check(payload)
-    except ValueError as exc:
-        raise CommandError(f"{name}: {exc}") from None
+    name: str
+    topic: str | None  # the v5 response topic
+    correlation: bytes | None
 
 
 def sender_of(msg: mqtt.MQTTMessage) -> str | None:
@@ -130,6 +80,28 @@ def sender_of(msg: mqtt.MQTTMessage) -> str | None:
     return str(response) if response else None
 
 
+def reply_to(msg: mqtt.MQTTMessage) -> ReplyTo:
+    """The reply address of a command message."""
+    props = getattr(msg, "properties", None)
+    correlation = getattr(props, "CorrelationData", None)
+    return ReplyTo(
+        msg.topic.rsplit("/", 1)[-1],
+        getattr(props, "ResponseTopic", None) or None,
+        bytes(correlation) if correlation is not None else None,
+    )
+
+
+def _check(cmd: Command, handler: Handler) -> None:
+    """The handler's own validation, when it has one: nothing is logged before it passes."""
+    check = getattr(handler, "check", None)
+    if check is None:
+        return
+    try:
+        check(cmd.payload)
+    except ValueError as exc:
+        raise CommandError(f"{cmd.name}: {exc}") from None
+
+
 class CommandServer:
     """Serves R/cmd/+ on one worker thread, so a slow handler never stalls the network loop."""
 
@@ -139,7 +111,10 @@ class CommandServer:
         root: str,
         handlers: Mapping[str, Handler],
         custody: Custody,
+        known: Known,
         *,
+        rate_per_min: int = 60,
+        queue_bound: int = QUEUE_BOUND,
         version: str = __version__,
         custody_exempt: frozenset[str] = frozenset({"ping"}),
     ) -> None:
@@ -147,78 +122,147 @@ class CommandServer:
         self._root = root
         self._handlers = {"ping": self._ping, **handlers}
         self._custody = custody
+        self._known = known
         self._version = version
         self._exempt = custody_exempt
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mqtt-cmd")
+        self.rate_per_min = rate_per_min
+        self._rate = RateLimit(rate_per_min)
+        self._refusals = RateLimit(rate_per_min)  # replies to commands refused unread
+        self.queue: CommandQueue[Command, ReplyTo] = CommandQueue(queue_bound)
+        self._limited = [0, 0]  # refused unread since the last report: answered, dropped
+        self._report_at = time.monotonic() + REPORT_EVERY_S
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="mqtt-cmd", daemon=True)
 
     def start(self) -> None:
-        """Subscribe to R/cmd/+ (renewed on every reconnect)."""
+        """Subscribe to R/cmd/+ (renewed on every reconnect) and start the worker."""
+        self._thread.start()
         self._conn.subscribe(f"{self._root}/cmd/+", 1, self._on_message)
 
     def stop(self) -> None:
-        """Finish the command in progress and stop."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Finish the command in progress and stop; commands still queued are dropped."""
+        self._stop.set()
+        self.queue.close()
+        if self._thread.is_alive():
+            self._thread.join(30)
+
+    # ---- network thread ---------------------------------------------------------------------
 
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
         if msg.retain:
             logger.warning("ignored retained command on %s", msg.topic)
             return
-        self._pool.submit(self._serve, msg)
-
-    def _serve(self, msg: mqtt.MQTTMessage) -> None:
-        name = msg.topic.rsplit("/", 1)[-1]
+        to = reply_to(msg)
+        wait = self._rate.take()
+        if wait > 0:
+            self._refuse_unread(
+                to,
+                f"rate limited: more than {self.rate_per_min} commands a minute; "
+                f"retry in {math.ceil(wait)} s",
+            )
+            return
+        by = sender_of(msg)
         try:
-            reply = self.execute(name, bytes(msg.payload), sender_of(msg))
+            cmd = admit(to.name, bytes(msg.payload), by)
+        except CommandError as exc:
+            self._refused(to.name, by, exc)
+            self._reply(to, {"ok": False, "error": str(exc)})
+            return
+        if self.queue.put(cmd.key, cmd, to) == "full":
+            self._refuse_unread(to, f"busy: {self.queue.bound} commands are waiting; try later")
+
+    def _refuse_unread(self, to: ReplyTo, error: str) -> None:
+        """Refuse a command without reading it; the replies to these are rate-limited too."""
+        answered = self._refusals.take() == 0.0
+        self._limited[0 if answered else 1] += 1
+        if answered:
+            self._reply(to, {"ok": False, "error": error})
+        now = time.monotonic()
+        if now >= self._report_at:
+            self._report_at = now + REPORT_EVERY_S
+            logger.warning(
+                "%d remote commands refused over the rate limit or with the queue full "
+                "(%d answered, %d dropped without a reply)",
+                sum(self._limited),
+                *self._limited,
+            )
+            self._limited = [0, 0]
+
+    # ---- worker thread ----------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            queued = self.queue.get(0.5)
+            if queued is not None and not self._stop.is_set():
+                self._serve(queued)
+
+    def _serve(self, queued: Queued[Command, ReplyTo]) -> None:
+        cmd = queued.item
+        try:
+            reply = self._execute(cmd)
         except Exception:  # never let a command take the worker down
-            logger.exception("command %s failed unexpectedly", name)
-            reply = {"ok": False, "error": f"{name}: internal error"}
-        self._reply(name, msg, reply)
+            logger.exception("command %s failed unexpectedly", cmd.name)
+            reply = {"ok": False, "error": f"{cmd.name}: internal error"}
+        for to in queued.waiters:
+            self._reply(to, reply)
 
     def execute(self, name: str, raw: bytes, by: str | None) -> dict[str, Any]:
-        """Run one command from its raw payload; the reply object (never raises CommandError)."""
+        """Run one command from its raw payload at once (no rate limit); the reply object."""
         try:
-            payload = validate(name, parse_payload(raw))
-            handler = self._handlers.get(name)
-            if handler is None:
-                raise CommandError(f"{name}: not available on this dock")
-            _check(name, handler, payload)
-            self._record(name, by, payload)
+            cmd = admit(name, raw, by)
         except CommandError as exc:
-            logger.warning("refused command %s from %s: %s", name, by, exc)
+            self._refused(name, by, exc)
             return {"ok": False, "error": str(exc)}
-        return self._run(name, handler, payload)
+        return self._execute(cmd)
 
-    def _record(self, name: str, by: str | None, payload: dict[str, Any]) -> None:
-        if name in self._exempt:
+    def _execute(self, cmd: Command) -> dict[str, Any]:
+        handler = self._handlers.get(cmd.name)
+        try:
+            if handler is None:
+                raise CommandError(f"{cmd.name}: not available on this dock")
+            check_possible(cmd, self._known)
+            _check(cmd, handler)
+            self._record(cmd)
+        except CommandError as exc:
+            self._refused(cmd.name, cmd.by, exc)
+            return {"ok": False, "error": str(exc)}
+        return self._run(cmd, handler)
+
+    def _refused(self, name: str, by: str | None, exc: CommandError) -> None:
+        logger.warning("refused command %.64r from %.200r: %s", name, by, exc)
+
+    def _record(self, cmd: Command) -> None:
+        if cmd.name in self._exempt:
             return
         try:
-            self._custody.append("command", name=name, by=by, payload=payload)
+            self._custody.append("command", name=cmd.name, by=cmd.by, payload=cmd.payload)
         except Exception as exc:
-            logger.exception("could not record command %s in the custody log", name)
-            raise CommandError(f"{name}: not run, the custody log could not record it") from exc
+            logger.exception("could not record command %s in the custody log", cmd.name)
+            raise CommandError(f"{cmd.name}: not run, the custody log could not record it") from exc
 
-    def _run(self, name: str, handler: Handler, payload: dict[str, Any]) -> dict[str, Any]:
+    def _run(self, cmd: Command, handler: Handler) -> dict[str, Any]:
         try:
-            result = handler(payload)
+            result = handler(cmd.payload)
+        except CommandError as exc:
+            logger.warning("command %s failed: %s", cmd.name, exc)
+            return {"ok": False, "error": f"{cmd.name} failed: {exc}"}
         except Exception as exc:
-            logger.exception("command %s failed", name)
-            return {"ok": False, "error": f"{name} failed: {exc}"}
-        logger.info("command %s done", name)
+            logger.exception("command %s failed", cmd.name)
+            return {"ok": False, "error": f"{cmd.name} failed: {exc}"}
+        logger.info("command %s done", cmd.name)
         return {"ok": True, "result": dict(result or {})}
 
     def _ping(self, _payload: dict[str, Any]) -> dict[str, Any]:
         return {"pong": True, "ts": now_iso(), "version": self._version}
 
-    def _reply(self, name: str, msg: mqtt.MQTTMessage, reply: dict[str, Any]) -> None:
-        props = getattr(msg, "properties", None)
-        topic = getattr(props, "ResponseTopic", None) or f"{self._root}/cmd/{name}/reply"
+    def _reply(self, to: ReplyTo, reply: dict[str, Any]) -> None:
+        default = f"{self._root}/cmd/{to.name}/reply"
         out = Properties(PacketTypes.PUBLISH)
-        correlation = getattr(props, "CorrelationData", None)
-        if correlation is not None:
-            out.CorrelationData = correlation
+        if to.correlation is not None:
+            out.CorrelationData = to.correlation
         data = json.dumps(reply, ensure_ascii=False).encode()
         try:
-            self._conn.publish(topic, data, qos=1, properties=out)
+            self._conn.publish(to.topic or default, data, qos=1, properties=out)
         except ValueError:  # a response topic with wildcards
-            logger.warning("invalid response topic %r; replying on the default topic", topic)
-            self._conn.publish(f"{self._root}/cmd/{name}/reply", data, qos=1, properties=out)
+            logger.warning("invalid response topic %.200r; replying on the default topic", to.topic)
+            self._conn.publish(default, data, qos=1, properties=out)

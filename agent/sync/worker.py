@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 RETRY_AFTER_S = 30.0  # after a clip's first failure; doubled at each failure in a row
 RETRY_MAX_S = 900.0
 IDLE_WAIT_S = 1.0
+RESYNC_MAX = 256  # clips waiting to be resent at most (the `resync` command is refused beyond)
 
 
 def retry_delay(failures: int, first: float, cap: float) -> float:
@@ -111,7 +112,8 @@ class Sync:
         self.failures: dict[str, int] = {}  # failures in a row, per clip
         self.receiver_full = 0  # "no space" answers in a row: the whole queue waits
         self.paused_until = 0.0
-        self.resync: list[str] = []
+        self.resync: dict[str, None] = {}  # clips to resend first, in order asked, no repeats
+        self._resync_lock = threading.Lock()
         self.heartbeat = time.monotonic()
         self.busy = False
         self._wake = threading.Event()
@@ -141,6 +143,11 @@ class Sync:
         """Pick up explanations added by other processes (`dock-agent notes add`)."""
         self.notes.refresh()
 
+    def resync_room(self, clip_id: str) -> bool:
+        """True when a resync of `clip_id` can be queued (or is queued already)."""
+        with self._resync_lock:
+            return clip_id in self.resync or len(self.resync) < RESYNC_MAX
+
     def request_resync(self, payload: dict[str, Any]) -> dict[str, Any]:
         """The `resync` command: send a clip again (central lost it)."""
         record = self.s.index.get(payload["clip_id"])
@@ -148,9 +155,20 @@ class Sync:
             raise KeyError(f"unknown clip {payload['clip_id']}")
         if record["state"] == "purged" or not Path(record["local_path"]).exists():
             raise ValueError("the local copy was purged after its upstream ack; nothing to resend")
-        self.resync.append(record["clip_id"])
+        with self._resync_lock:
+            if record["clip_id"] not in self.resync and len(self.resync) >= RESYNC_MAX:
+                raise ValueError(f"{RESYNC_MAX} clips are already waiting to be resent")
+            self.resync[record["clip_id"]] = None
         self.wake()
         return {"queued": record["clip_id"], "file_name": record["file_name"]}
+
+    def _next_resync(self) -> str | None:
+        with self._resync_lock:
+            if not self.resync:
+                return None
+            clip_id = next(iter(self.resync))
+            del self.resync[clip_id]
+            return clip_id
 
     # ---- loop -----------------------------------------------------------------------------
 
@@ -172,8 +190,8 @@ class Sync:
                 self.busy = False
 
     def _next(self) -> dict[str, Any] | None:
-        while self.resync:
-            record = self.s.index.get(self.resync.pop(0))
+        while (clip_id := self._next_resync()) is not None:
+            record = self.s.index.get(clip_id)
             if record is not None and record["state"] != "purged":
                 self.parcels.done(record["clip_id"])  # central lost it: today's manifest goes
                 return record
