@@ -18,8 +18,10 @@ or load the ready fixture, `pytest_plugins = ["tests.emqx.fixture"]` (needs a `b
 and set options per test: `@pytest.mark.parametrize("emqx_ft", [{"assembly_delay": 200,
 "time_scale": 0.01}], indirect=True)`; `emqx_ft.options` may also be changed while running.
 
-Options (times in EMQX seconds; `time_scale` = real seconds per EMQX second, read at start):
-  assembly_delay    how long a fin waits for assembly and export before its answer (0)
+Options (times in EMQX seconds; `time_scale` = real seconds per EMQX second; it and the ttl
+bounds are read at construction, the others whenever they apply):
+  assembly_delay    how long a fin waits for assembly and export before its answer (0); an
+                    `incomplete` or disk-error fin is answered at once, as EMQX finds it early
   assemble_timeout  EMQX's assemble_timeout: a fin not assembled by then gets `timeout` (300);
                     the assembly goes on, and a later fin gets success once it has exported
   min_segments_ttl, max_segments_ttl   EMQX's gc bounds (300, 86400): a transfer's fragments
@@ -30,7 +32,7 @@ Options (times in EMQX seconds; `time_scale` = real seconds per EMQX second, rea
   max_packet_size   EMQX's default 1 MB: a larger command is recorded, never answered
                     (EMQX disconnects the client instead); None = no limit
   s3_metadata_limit bytes of S3 user metadata (EMQX's S3 exporter puts the filemeta, user_data
-                    included, in a header): a larger one fails fin with 0x80 `internal_error`
+                    included, in a header; S3 allows 2048): more fails fin, 0x80 `internal_error`
 
 How it knows the client: a subscriber on Mosquitto cannot see the publisher's client id, so the
 client is the tail of a `$file-response/{clientid}` Response Topic, any other Response Topic
@@ -40,8 +42,10 @@ every QoS 1 publish with 0 before the fixture sees it), so EMQX before 5.3.2, wh
 by PUBACK (`ack_mode = "puback"`), cannot be imitated and is not.
 
 Records (lists, append-only): `inits` (every init payload seen, InitSeen), `answers` (Answer),
-`exports` (Export: file on disk, sha256, filemeta, user_data, S3 headers), `unheard`
-(commands not acted on); `conflicts` = the inits answered `filemeta_conflict`.
+`exports` (Export: the file at `{root}/exports/{client}/{file_id}/{name}`, ids escaped as
+EMQX does, its sha256, filemeta, user_data, S3 headers), `unheard`
+(commands not acted on); `conflicts` = the inits answered `filemeta_conflict`. Its own MQTT
+client (`client_id`) ends its session on `stop()`, so no dead subscriber queues commands.
 """
 
 from __future__ import annotations
@@ -136,9 +140,10 @@ class EmqxFileTransfer:
         self._timers: list[threading.Timer] = []
         self._lock = threading.RLock()
         self._subscribed = threading.Event()
+        self.client_id = f"emqx-ft-{uuid.uuid4().hex[:8]}"
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"emqx-ft-{uuid.uuid4().hex[:8]}",
+            client_id=self.client_id,
             protocol=mqtt.MQTTv5,
         )
         self.client.on_connect = self._on_connect
@@ -162,7 +167,9 @@ class EmqxFileTransfer:
         with self._lock:
             for timer in self._timers:
                 timer.cancel()
-        self.client.disconnect()
+        props = Properties(PacketTypes.DISCONNECT)
+        props.SessionExpiryInterval = 0  # else Mosquitto queues every later command for it
+        self.client.disconnect(properties=props)
         self.client.loop_stop()
 
     def __enter__(self) -> EmqxFileTransfer:

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import queue
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -52,10 +53,12 @@ class Requester:
         self.client.on_message = lambda _c, _u, m: self.answers.put(
             (getattr(m.properties, "CorrelationData", b""), json.loads(m.payload), time.monotonic())
         )
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_a: subscribed.set()
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
-        self.client.subscribe(reply_to, 1)[1]
-        time.sleep(0.2)  # SUBACK before the first command
+        self.client.subscribe(reply_to, 1)
+        assert subscribed.wait(5), "requester did not subscribe"
 
     def send(self, topic: str, payload: bytes = b"") -> bytes:
         """Publish one command; returns its correlation data."""
@@ -307,3 +310,38 @@ def test_examples_sample_client_completes(broker: Broker, tmp_path: Path) -> Non
     assert sent.topics[1:5] == [f"$file/my-file-001/{o}" for o in (0, 1024, 2048, 3072)]
     assert sent.topics[-1] == f"$file/my-file-001/fin/3500/{sent.sha256}"
     assert export.path.read_bytes() == path.read_bytes()
+
+
+def test_stopped_fixture_leaves_no_session(broker: Broker, tmp_path: Path) -> None:
+    emqx = EmqxFileTransfer(broker, tmp_path / "emqx").start()
+    emqx.stop()
+    flags: queue.Queue[bool] = queue.Queue()
+    probe = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=emqx.client_id, protocol=mqtt.MQTTv5)
+    probe.on_connect = lambda _c, _u, f, _rc, _p: flags.put(f.session_present)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 60
+    probe.connect(broker.host, broker.port, clean_start=False, properties=props)
+    probe.loop_start()
+    try:
+        assert flags.get(timeout=5) is False, "a dead subscriber would queue every later command"
+    finally:
+        probe.disconnect()
+        probe.loop_stop()
+
+
+@pytest.mark.parametrize("emqx_ft", [{"s3_metadata_limit": 2048}], indirect=True)
+def test_s3_metadata_limit(emqx_ft: EmqxFileTransfer, req: Requester) -> None:
+    data = b"clip"
+    notes = {"notes": ["a long explained note " * 5] * 20}
+    assert req.request("$file/fat/init", meta(data, user_data=notes))["reason_code"] == 0
+    assert req.request("$file/fat/0", data)["reason_code"] == 0
+    fin = req.request("$file/fat/fin/4")
+    assert (fin["reason_code"], fin["reason_description"]) == (0x80, "internal_error")
+    assert (
+        req.request("$file/lean/init", meta(data, user_data={"dock_id": "d1"}))["reason_code"] == 0
+    )
+    assert req.request("$file/lean/0", data)["reason_code"] == 0
+    assert req.request("$file/lean/fin/4")["reason_code"] == 0
+    lean = emqx_ft.wait_export(CLIENT, "lean")
+    assert 0 < lean.s3_metadata_bytes <= 2048 and emqx_ft.export(CLIENT, "fat") is None
+    assert json.loads(lean.s3_metadata["filemeta"])["user_data"] == {"dock_id": "d1"}
