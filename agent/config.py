@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,9 @@ from agent.transfer.emqx import MAX_SEGMENT_BYTES
 
 DEFAULT_CONFIG_PATH = "/etc/dock-agent/dock-agent.toml"
 ID_RE = r"[A-Za-z0-9_-]{1,64}"
+# an LED class name is one directory entry of leds_dir (e.g. "bay1:green", "ACT"): no "/", no ".."
+LED_RE = r"(?![.]{1,2}$)[A-Za-z0-9_:.+@-]{0,64}"
+LED_CHECK = pattern(LED_RE, "an LED class name such as 'bay1:green' (no '/'), or empty")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,12 @@ class BaySection:
     driver: str = setting(
         "", doc="recorder driver", choices=("", "simulated", "mass_storage", "zfy")
     )
+    led_green: str = setting(
+        "", doc="Linux LED class name of the bay's green light (SPEC 12)", check=LED_CHECK
+    )
+    led_red: str = setting(
+        "", doc="Linux LED class name of the bay's red light (SPEC 12)", check=LED_CHECK
+    )
 
     @property
     def kind(self) -> str:
@@ -56,6 +66,7 @@ class RecordersSection:
     zfy_library: str = setting("", doc="path of the GA/T 947 SDK shared library")
     zfy_password_file: str = setting("", doc="file holding the recorders' SDK password")
     zfy_id_code: str = setting("", doc="device type identification code for Init_Device")
+    leds_dir: str = setting("/sys/class/leds", doc="where the bays' led_green/led_red live")
 
 
 @dataclass(frozen=True)
@@ -150,6 +161,35 @@ class MqttSection:
         "'rate limited' reply (SPEC 11)",
         check=in_range(1, 60000),
     )
+    ha_discovery_prefix: str = setting(
+        "homeassistant",
+        doc="Home Assistant MQTT discovery prefix; empty disables (SPEC 12)",
+        check=pattern(r"([^#+/\s]+(/[^#+/\s]+)*)?", "a topic without wildcards, or empty"),
+    )
+
+
+LISTEN_EXPECTED = "expected HOST:PORT with a port 0-65535 (e.g. 127.0.0.1:8080), or empty"
+
+
+def split_listen(value: str) -> tuple[str, int] | None:
+    """(host, port) of a `[ui] listen` value such as 127.0.0.1:8080 or [::1]:8080; None if bad."""
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not re.fullmatch(r"[A-Za-z0-9.:-]+", host) or not re.fullmatch(r"\d{1,5}", port):
+        return None
+    return (host, int(port)) if int(port) <= 65535 else None
+
+
+@dataclass(frozen=True)
+class UiSection:
+    """[ui]: the dock's status page for its touchscreen (SPEC 12)."""
+
+    listen: str = setting(
+        "127.0.0.1:8080",
+        doc="HOST:PORT the status page listens on; empty disables it",
+        check=lambda value: None if value == "" or split_listen(value) else LISTEN_EXPECTED,
+    )
+    language: str = setting("zh-CN", doc="language of the status page", choices=("zh-CN", "en"))
 
 
 @dataclass(frozen=True)
@@ -242,6 +282,7 @@ class DockConfig:
     policy: PolicySection = setting(default_factory=PolicySection, doc="[policy]")
     mqtt: MqttSection = setting(default_factory=MqttSection, doc="[mqtt]")
     central: CentralSection = setting(default_factory=CentralSection, doc="[central]")
+    ui: UiSection = setting(default_factory=UiSection, doc="[ui]: the status page")
     retention: RetentionSection = setting(
         default_factory=RetentionSection, doc="[retention]: classes, rules, purging"
     )
