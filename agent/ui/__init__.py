@@ -1,0 +1,1 @@
+"""What people see: bay lights, the status page, Home Assistant discovery (SPEC 12)."""
