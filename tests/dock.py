@@ -25,6 +25,7 @@ def dock_config(
         "bay": [{"number": n, "sim_dir": str(tmp / f"bay{n}")} for n in range(1, bays + 1)],
         "policy": {"require_synced_clock": False, "disk_reserve_bytes": 0, **policy},
         "mqtt": mqtt or {"port": CLOSED_PORT},
+        "ui": {"listen": ""},  # tests run side by side: no daemon of theirs takes port 8080
     }
     return parse_config(data)
 
@@ -40,6 +41,7 @@ def config_toml(cfg: DockConfig) -> str:
         f'delete_from_recorder = "{p.delete_from_recorder}"\n'
     )
     lines.append(f'[mqtt]\nhost = "{cfg.mqtt.host}"\nport = {cfg.mqtt.port}\n')
+    lines.append(f'[ui]\nlisten = "{cfg.ui.listen}"\n')
     return "".join(lines)
 
 

@@ -27,6 +27,7 @@ def write_config(tmp: Path) -> Path:
         "[policy]\nrequire_synced_clock = false\ndisk_reserve_bytes = 0\n"
         'delete_from_recorder = "after_local_verify"\n'
         "[mqtt]\nport = 1\n"  # no broker: the dock works offline
+        '[ui]\nlisten = ""\n'
     )
     return cfg
 

@@ -34,6 +34,7 @@ def config(tmp: Path, device: str, driver: str, **recorders: str) -> DockConfig:
                 "delete_from_recorder": "never",
             },
             "mqtt": {"port": CLOSED_PORT},
+            "ui": {"listen": ""},
         }
     )
 

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from agent.cli import add_config_arg
 from agent.config import DockConfig, load_config
-from agent.evidence.custody import CustodyLog
-from agent.evidence.index import ClipIndex
+from agent.ui.status import read_status
 
 
 def add_parser(subparsers: Any) -> None:
@@ -24,54 +20,7 @@ def add_parser(subparsers: Any) -> None:
 
 def collect(cfg: DockConfig) -> dict[str, Any]:
     """The dock's status from the files the daemon keeps (works while it runs)."""
-    state_file = cfg.data_dir / "state" / "bays.json"
-    state = _read_json(state_file)
-    index = ClipIndex(cfg.data_dir)
-    try:
-        stats = index.stats()
-    finally:
-        index.close()
-    custody = CustodyLog(cfg.data_dir / "custody.jsonl")
-    seq, head = custody.head()
-    custody.close()
-    oldest = stats.get("oldest_unsynced_offloaded_at")
-    age = (datetime.now(UTC) - datetime.fromisoformat(oldest)).total_seconds() if oldest else None
-    bays = state.get("bays", {})
-    return {
-        "dock_id": cfg.dock.id,
-        "daemon_started_at": state.get("started_at"),
-        "daemon_running": _alive(state.get("pid")),
-        "bays": {str(b.number): bays.get(str(b.number), {"state": "unknown"}) for b in cfg.bay},
-        "queue": {
-            "clips": stats["unsynced_clips"],
-            "bytes": stats["unsynced_bytes"],
-            "oldest_unsynced_age_s": round(age, 1) if age is not None else None,
-        },
-        "active_clips": stats["active_clips"],
-        "alerts": state.get("alerts", []),
-        "custody_head": {"seq": seq, "hash": head},
-    }
-
-
-def _alive(pid: Any) -> bool:
-    """Whether the daemon that wrote the state file still runs."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_status(cfg)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -122,7 +122,27 @@ def assemble(cfg: DockConfig, refresh_s: float = 5.0) -> Daemon:
     s.extra["notes_reconciler"] = reconciler
     daemon.plugins.append(reconciler)
     _custody_plugins(daemon)
+    _ui_plugins(daemon)
     return daemon
+
+
+def _ui_plugins(daemon: Daemon) -> None:
+    """The bays' lights and the status page (SPEC 12), when configured."""
+    from agent.ui.lights import bay_lights
+    from agent.ui.page import render_page
+    from agent.ui.server import PageServer
+    from agent.ui.status import dock_status
+
+    s = daemon.services
+    lights = bay_lights(s.cfg, s.bus)
+    if lights is not None:
+        s.bus.subscribe(lights)
+        daemon.plugins.append(lights)
+    if s.cfg.ui.listen:
+        page = render_page(s.cfg.dock.id, s.cfg.ui.language)
+        daemon.plugins.append(
+            PageServer(s.cfg.ui.listen, page, lambda: dock_status(s.cfg, s.index, s.custody))
+        )
 
 
 def _custody_plugins(daemon: Daemon) -> None:
