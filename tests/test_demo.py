@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import re
+import signal
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
@@ -11,14 +15,39 @@ from tests.broker import mosquitto_binary
 
 
 @pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
-def test_demo_runs_end_to_end() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "agent", "demo"], capture_output=True, text=True, timeout=300
+def test_demo_runs_end_to_end_and_keeps_its_page_until_ctrl_c() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "agent", "demo", "--keep"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    out = proc.stdout
+    try:
+        lines = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("--keep: the dock serves"):
+                break
+        out = "".join(lines)
+        kept = re.search(r"--keep: the dock serves (http://127\.0\.0\.1:\d+/)", out)
+        assert kept, out[-3000:] + (proc.stderr.read() if proc.stderr else "")
+        with urllib.request.urlopen(kept.group(1), timeout=10) as resp:
+            page = resp.read().decode()
+        with urllib.request.urlopen(kept.group(1) + "api/status", timeout=10) as resp:
+            status = json.loads(resp.read())
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, rest[-3000:] + err[-3000:]
+    assert f"status page         : {kept.group(1)}" in out
     assert "RESULT: every clip is at central, byte for byte" in out
     assert "custody chain: intact" in out
     assert out.count("at central, hash ok") == 8
     assert "cause low_battery" in out and "late_offload" in out
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in err
+    assert "就绪" in page and status["dock_id"] == "demo-dock"
+    assert {b["state"] for b in status["bays"].values()} <= {"ready", "fault"}

@@ -9,9 +9,14 @@ from typing import Any
 
 
 def add_parser(subparsers: Any) -> None:
-    """Register `demo` (no arguments)."""
-    subparsers.add_parser(
+    """Register `demo` (and --keep)."""
+    parser = subparsers.add_parser(
         "demo", help="run a broker, the central receiver and a dock with two simulated recorders"
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the dock, its status page, the receiver and the broker running until Ctrl-C",
     )
 
 
@@ -21,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return main()
+        return main(keep=args.keep)
     except (RuntimeError, TimeoutError) as exc:
         print(f"dock-agent demo: {exc}", file=sys.stderr)
         return 1

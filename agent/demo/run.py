@@ -132,7 +132,24 @@ def officer_b(now: datetime) -> simkit.SimRecorder:
     )
 
 
-def dock_config(scene: Scene, port: int) -> DockConfig:
+def page_port() -> int:
+    """8080 (the dock's default) when free, else any free loopback port."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", 8080))
+        except OSError:
+            return free_port()
+    return 8080
+
+
+def page_url(daemon: Daemon) -> str | None:
+    """The status page's address, once the daemon serves it."""
+    from agent.ui.server import PageServer
+
+    return next((p.url for p in daemon.plugins if isinstance(p, PageServer)), None)
+
+
+def dock_config(scene: Scene, port: int, ui_port: int = 0) -> DockConfig:
     """The demo dock: two simulated bays, the private broker, clocks set though NTP is absent.
 
     Also written to {root}/dock.toml so that the other commands can be tried on the result.
@@ -145,7 +162,8 @@ def dock_config(scene: Scene, port: int) -> DockConfig:
         f'data_dir = "{scene.root / "dock"}"\n\n{bays}'
         "[policy]\n# a demo machine may have no NTP: set recorder clocks anyway\n"
         "require_synced_clock = false\ndisk_reserve_bytes = 0\n\n"
-        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\n\n'
+        f'[ui]\nlisten = "127.0.0.1:{ui_port}"\n'
     )
     (scene.root / "dock.toml").write_text(text, encoding="utf-8")
     return parse_config(tomllib.loads(text))
@@ -164,6 +182,7 @@ def run_dock(scene: Scene, cfg: DockConfig, say: Callable[[str], None]) -> Daemo
     """Dock both recorders and run until every clip is at the receiver and bays settle."""
     daemon = assemble(cfg, refresh_s=1.0)
     daemon.start()
+    say(f"status page: {page_url(daemon) or 'not served (see the log)'} (open it now)")
     for number, rec in scene.recorders.items():
         say(f"docking {rec.device_id} (officer {rec.officer_name}) in bay {number}")
         simkit.dock(scene.root / f"bay{number}", rec)
@@ -175,6 +194,15 @@ def run_dock(scene: Scene, cfg: DockConfig, say: Callable[[str], None]) -> Daemo
         "bays to settle",
     )
     return daemon
+
+
+def _serve_until_interrupted(daemon: Daemon, say: Callable[[str], None]) -> None:
+    """--keep: everything keeps running (the page too) until Ctrl-C."""
+    say(f"--keep: the dock serves {page_url(daemon) or 'no page'}; Ctrl-C stops everything")
+    try:
+        daemon.stopping.wait()
+    except KeyboardInterrupt:
+        say("stopping")
 
 
 def _synced(daemon: Daemon) -> int:
@@ -190,8 +218,12 @@ def receiver_holds(store: Path, record: dict[str, Any]) -> Path | None:
     return path if digest == record["sha256"] else None
 
 
-def main(say: Callable[[str], None] = print) -> int:
-    """Run the demo in a fresh directory; print the summary; 0 when everything arrived intact."""
+def main(say: Callable[[str], None] = print, keep: bool = False) -> int:
+    """Run the demo in a fresh directory; print the summary; 0 when everything arrived intact.
+
+    With `keep`, the dock, its page, the receiver and the broker run on after the summary
+    until Ctrl-C.
+    """
     from agent.demo.summary import summary
     from agent.transfer.receiver.server import Receiver
 
@@ -204,17 +236,19 @@ def main(say: Callable[[str], None] = print) -> int:
         say(f"private Mosquitto on 127.0.0.1:{port}; central receiver started")
         receiver = Receiver(scene.store, MqttSection(host="127.0.0.1", port=port))
         receiver.start()
-        cfg = dock_config(scene, port)
+        cfg = dock_config(scene, port, page_port())
         try:
             daemon = run_dock(scene, cfg, say)
             records = sorted(daemon.services.index.iter_all(), key=lambda r: r["recorded_start"])
-            text, ok = summary(scene, daemon, records, receiver_holds)
+            text, ok = summary(scene, daemon, records, receiver_holds, page_url(daemon))
+            chain = verify_chain(cfg.data_dir / "custody.jsonl")
+            say(text)
+            say(f"custody chain: {'intact' if not chain else 'BROKEN: ' + '; '.join(chain)}")
+            if keep:
+                _serve_until_interrupted(daemon, say)
             daemon.stop()
         finally:
             receiver.stop()
-    chain = verify_chain(cfg.data_dir / "custody.jsonl")
-    say(text)
-    say(f"custody chain: {'intact' if not chain else 'BROKEN: ' + '; '.join(chain)}")
     (root / "summary.json").write_text(
         json.dumps([dict(r) for r in records], ensure_ascii=False, indent=1)
     )

@@ -15,7 +15,11 @@ Holder = Callable[[Path, dict[str, Any]], Path | None]
 
 
 def summary(
-    scene: Any, daemon: Daemon, records: list[dict[str, Any]], holds: Holder
+    scene: Any,
+    daemon: Daemon,
+    records: list[dict[str, Any]],
+    holds: Holder,
+    page: str | None = None,
 ) -> tuple[str, bool]:
     """The summary text, and whether every clip arrived at central intact."""
     lines = ["", "=" * 78, "dock-agent demo: what happened", "=" * 78, "", "BAYS"]
@@ -34,6 +38,8 @@ def summary(
         f"  custody log         : {daemon.cfg.data_dir / 'custody.jsonl'} ({seq} entries, head {head[:16]}...)",
         f"  central receiver    : {scene.store / 'demo-dock'}",
         f"  dock configuration  : {scene.root / 'dock.toml'}",
+        f"  status page         : {page or 'not served'}"
+        + ("  (--keep serves it after this summary)" if page else ""),
         "",
         "TRY",
         f"  {_exe()} status -c {scene.root / 'dock.toml'}",
