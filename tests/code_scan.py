@@ -22,19 +22,24 @@ def _name(call: ast.Call) -> str | None:
     return None
 
 
-def _code(call: ast.Call, consts: dict[str, str]) -> str | None:
+def _codes(call: ast.Call, consts: dict[str, str]) -> set[str]:
     """The code argument (the first; BayFault/BayWaiting take the bay first), literal or constant."""
     position = 1 if _name(call) in ("BayFault", "BayWaiting") else 0
     arg = next((kw.value for kw in call.keywords if kw.arg == "code"), None)
     if arg is None and len(call.args) > position:
         arg = call.args[position]
+    return {c for c in _values(arg, consts) if CODE_RE.fullmatch(c)}
+
+
+def _values(arg: ast.expr | None, consts: dict[str, str]) -> set[str]:
+    """The strings an argument can be: a literal, a module constant, either branch of an if."""
     if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-        value: str | None = arg.value
-    elif isinstance(arg, ast.Name):
-        value = consts.get(arg.id)
-    else:
-        value = None  # forwarded (exc.code, item.code): its origin is scanned where it is made
-    return value if value and CODE_RE.fullmatch(value) else None
+        return {arg.value}
+    if isinstance(arg, ast.Name) and arg.id in consts:
+        return {consts[arg.id]}
+    if isinstance(arg, ast.IfExp):
+        return _values(arg.body, consts) | _values(arg.orelse, consts)
+    return set()  # forwarded (exc.code, item.code): its origin is scanned where it is made
 
 
 def _constants(tree: ast.Module) -> dict[str, str]:
@@ -91,7 +96,5 @@ def emitted_codes(
             found["finding"] |= _table_codes(tree)
             for node in ast.walk(tree):
                 if isinstance(node, ast.Call) and (kind := _kind(node)):
-                    code = _code(node, consts)
-                    if code:
-                        found[kind].add(code)
+                    found[kind] |= _codes(node, consts)
     return found

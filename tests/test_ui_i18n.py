@@ -22,6 +22,7 @@ def test_the_scan_finds_codes_made_every_way_the_code_base_makes_them() -> None:
     assert "zfy_wrong_password" in found["finding"]  # a table of SDK return codes
     # bus.alert("code", ...) and alert(CONSTANT, ...)
     assert {"sync_failed", "late_offload", "mqtt_auth_failed"} <= found["alert"]
+    assert "receipt_invalid" in found["alert"]  # "receipt_invalid" if invalid else ...
     assert "fault" not in found["alert"]  # a severity is not a code
 
 

@@ -185,6 +185,10 @@ TEXT: dict[str, tuple[str, str]] = {
         "采集站无法登录中心服务器",
         "The dock cannot log in to the central server",
     ),
+    "code.receipt_invalid": (
+        "中心回执无效，视频未确认",
+        "The central server's receipt is invalid; the clip is not confirmed",
+    ),
     "code.sync_backlog": ("上传积压", "Uploads are backing up"),
     "code.sync_failed": ("上传失败，稍后重试", "An upload failed; it will be retried"),
     # page labels
