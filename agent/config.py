@@ -28,6 +28,9 @@ class DockSection:
     )
     department: str = setting("", doc="department, a classification field of every clip")
     data_dir: str = setting("/var/lib/dock-agent", doc="evidence store, index and custody log")
+    log_level: str = setting(
+        "info", doc="journal detail (SIGHUP applies a change)", choices=("debug", "info", "warning")
+    )
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,12 @@ class PolicySection:
     offload_window_hours: float = setting(24.0, doc="hours after recording", check=in_range(0))
     clock_tolerance_s: float = setting(2.0, doc="allowed recorder clock drift", check=in_range(0))
     require_synced_clock: bool = setting(True, doc="set recorder clocks only when ours is synced")
+    clock_sync_source: str = setting(
+        "auto",
+        doc="how 'our clock is synced' is known: auto (timesyncd, then chrony), timesyncd, "
+        "chrony, or none (never known: recorder clocks set only without require_synced_clock)",
+        choices=("auto", "timesyncd", "chrony", "none"),
+    )
     timezone: str = setting("", doc="recorder local time zone (IANA); default the dock's")
     ready_battery_pct: float = setting(90.0, doc="battery needed for ready", check=in_range(0, 100))
     ready_free_storage_pct: float = setting(

@@ -12,6 +12,7 @@ from agent.config import DockConfig, parse_config
 from agent.daemon.events import Alert, BayView
 from agent.daemon.runtime import Daemon
 from agent.daemon.wiring import assemble
+from agent.dock.clock import ClockSource
 
 CLOSED_PORT = 1  # nothing listens: the dock works offline and never meets a stray broker
 
@@ -83,9 +84,11 @@ def wait_for(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condit
 
 
 @contextmanager
-def running(cfg: DockConfig, refresh_s: float = 0.3) -> Iterator[tuple[Daemon, Views]]:
+def running(
+    cfg: DockConfig, refresh_s: float = 0.3, clock: ClockSource | None = None
+) -> Iterator[tuple[Daemon, Views]]:
     """The daemon started with views recorded; stopped afterwards."""
-    daemon = assemble(cfg, refresh_s=refresh_s)
+    daemon = assemble(cfg, refresh_s=refresh_s, clock=clock)
     views = Views()
     daemon.services.bus.subscribe(views)
     daemon.start()

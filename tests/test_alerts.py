@@ -14,9 +14,12 @@ from agent.daemon.alerts import (
     sync_backlog,
     transitions,
 )
-from agent.dock.clock import kernel_clock_synced
+from agent.dock.clock import ClockState
 
 POLICY = PolicySection(disk_low_pct=10.0, sync_backlog_alert_s=3600.0, require_synced_clock=True)
+SYNCED = ClockState(True, "timesyncd", "timesyncd: flag present")
+UNSYNCED = ClockState(False, "timesyncd", "timesyncd: /run/x is absent (not synchronised)")
+UNKNOWN = ClockState(None, "none", "clock_sync_source = none: no time service is asked")
 
 
 def test_disk_low_below_threshold_only() -> None:
@@ -35,26 +38,23 @@ def test_sync_backlog_by_age_of_oldest_unsynced() -> None:
 
 
 def test_clock_unsynced_respects_policy() -> None:
-    assert clock_unsynced(True, POLICY) == []
-    assert clock_unsynced(False, POLICY)[0][0] == CLOCK_UNSYNCED
-    assert "cannot be checked" in clock_unsynced(None, POLICY)[0][2]
+    assert clock_unsynced(SYNCED, POLICY) == []
+    assert clock_unsynced(UNSYNCED, POLICY)[0][0] == CLOCK_UNSYNCED
+    assert "/run/x is absent" in clock_unsynced(UNSYNCED, POLICY)[0][2]
+    assert "cannot be confirmed (clock_sync_source = none" in clock_unsynced(UNKNOWN, POLICY)[0][2]
     relaxed = PolicySection(require_synced_clock=False)
-    assert clock_unsynced(False, relaxed) == []
+    assert clock_unsynced(UNSYNCED, relaxed) == []
 
 
 def test_evaluate_collects_all_conditions() -> None:
-    codes = [c[0] for c in evaluate(1, 100, 9999.0, False, POLICY)]
+    codes = [c[0] for c in evaluate(1, 100, 9999.0, UNSYNCED, POLICY)]
     assert codes == [DISK_LOW, SYNC_BACKLOG, CLOCK_UNSYNCED]
-    assert evaluate(90, 100, 10.0, True, POLICY) == []
+    assert evaluate(90, 100, 10.0, SYNCED, POLICY) == []
 
 
 def test_transitions_raise_new_and_clear_ended() -> None:
-    now = evaluate(1, 100, None, True, POLICY)
+    now = evaluate(1, 100, None, SYNCED, POLICY)
     assert [c[0] for c in transitions([], now)] == [DISK_LOW]
     assert transitions([DISK_LOW], now) == []  # already active: nothing to repeat
     cleared = transitions([DISK_LOW, "recorder_fault"], [])
     assert cleared == [(DISK_LOW, CLEAR, "disk_low no longer holds")]  # foreign codes untouched
-
-
-def test_kernel_clock_synced_answers() -> None:
-    assert kernel_clock_synced() in (True, False, None)

@@ -92,6 +92,7 @@ def test_status_bays_and_events_through_offload_to_ready(tmp_path: Path, broker:
         "started_at",
         "ts",
         "clock_synced",
+        "clock_sync_source",
         "disk_free_bytes",
         "queue",
         "alerts",
@@ -99,6 +100,7 @@ def test_status_bays_and_events_through_offload_to_ready(tmp_path: Path, broker:
     ):
         assert key in online[-1], key
     assert max(s["custody_head"]["seq"] for s in online) > 0
+    assert online[-1]["clock_sync_source"] in ("timesyncd", "chrony", "none")
     assert "late_offload" not in online[-1]["alerts"], "a one-off notice is not a lasting alert"
     assert statuses[-1] == {"online": False}, "a clean stop leaves the dock marked offline"
     retained = Recorder(broker, "it-late", "dock/dock-test/bay/1")

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from agent.dock.clock import ClockSource
 from agent.evidence.custody import iter_entries, verify_chain
 from firmware_interface import simkit
 from firmware_interface.base import ClipEntry
@@ -100,18 +101,40 @@ def test_clock_drift_of_47s_measured_corrected_and_logged(tmp_path: Path) -> Non
     assert all(abs(r["clock_offset_s"] - 47.0) < 1.0 for r in records)
 
 
-def test_clock_measured_but_not_set_when_dock_clock_unsynced(tmp_path: Path) -> None:
-    cfg = dock_config(tmp_path, require_synced_clock=True)
+def test_clock_corrected_when_timesyncd_says_synchronised(tmp_path: Path) -> None:
+    flag = tmp_path / "run" / "timesync" / "synchronized"
+    flag.parent.mkdir(parents=True)
+    flag.touch()  # what systemd-timesyncd does on each successful synchronisation
+    cfg = dock_config(tmp_path, require_synced_clock=True, clock_sync_source="timesyncd")
     rec = shift_recorder(clock_offset_s=47.0)
     simkit.build(tmp_path / "bay1", rec)
-    with running(cfg) as (daemon, views):
-        daemon.services.kernel_synced = lambda: False
+    with running(cfg, clock=ClockSource("timesyncd", flag=flag)) as (daemon, views):
         wait_for(lambda: settled(daemon, views, 1), 60, "bay 1 to finish")
         view = views.latest(1)
+    assert len(custody(cfg.data_dir, "clock_set")) == 1
+    assert json.loads((tmp_path / "bay1" / "recorder.json").read_text())["clock_offset_s"] == 0.0
+    assert view is not None and "clock_corrected" in {f.code for f in view.findings}
+    assert "clock_unsynced" not in {f.code for f in view.findings}
+
+
+def test_clock_measured_but_not_set_when_dock_clock_unsynced(tmp_path: Path) -> None:
+    flag = tmp_path / "run" / "timesync" / "synchronized"  # absent: never synchronised
+    cfg = dock_config(tmp_path, require_synced_clock=True, clock_sync_source="timesyncd")
+    rec = shift_recorder(clock_offset_s=47.0)
+    simkit.build(tmp_path / "bay1", rec)
+    with running(cfg, clock=ClockSource("timesyncd", flag=flag)) as (daemon, views):
+        wait_for(lambda: settled(daemon, views, 1), 60, "bay 1 to finish")
+        view = views.latest(1)
+        alerts = [a for a in views.alerts if a.code == "clock_unsynced"]
     assert custody(cfg.data_dir, "clock_set") == []
+    assert abs(custody(cfg.data_dir, "clock_checked")[0]["offset_s"] - 47.0) < 1.0  # measured
     assert json.loads((tmp_path / "bay1" / "recorder.json").read_text())["clock_offset_s"] == 47.0
     assert view is not None and view.state == "fault"
     assert {"clock_unsynced", "clock_drift"} <= {f.code for f in view.findings}
+    (unsynced,) = [f for f in view.findings if f.code == "clock_unsynced"]
+    assert unsynced.detail["source"] == "timesyncd"
+    assert f"{flag} is absent" in unsynced.message
+    assert alerts and f"{flag} is absent" in alerts[0].message
 
 
 def test_30_hour_old_clip_flagged_late_and_on_time_one_not(tmp_path: Path) -> None:

@@ -8,12 +8,15 @@ from zoneinfo import ZoneInfo
 from agent.analysis.late_offload import is_late
 from agent.config import PolicySection
 from agent.dock.checks import bay_state, check_battery, check_clock, check_storage
+from agent.dock.clock import ClockState
 from agent.evidence.naming import parse_name
 from firmware_interface.base import Capabilities, Status
 
 TZ = ZoneInfo("Asia/Shanghai")
 NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 POLICY = PolicySection()
+SYNCED = ClockState(True, "timesyncd", "timesyncd: flag present")
+UNSYNCED = ClockState(False, "chrony", "chrony: leap status 'Not synchronised'")
 
 
 def local(offset_s: float) -> datetime:
@@ -21,31 +24,34 @@ def local(offset_s: float) -> datetime:
 
 
 def test_drift_of_47_s_is_measured_and_set_when_clock_synced() -> None:
-    v = check_clock(Status(clock=local(47)), Capabilities(), NOW, TZ, POLICY, kernel_synced=True)
+    v = check_clock(Status(clock=local(47)), Capabilities(), NOW, TZ, POLICY, dock_clock=SYNCED)
     assert v.offset_s == 47.0 and v.set_clock
     assert [f.code for f in v.findings] == ["clock_drift"]
 
 
 def test_drift_not_set_when_dock_clock_unsynced() -> None:
-    v = check_clock(Status(clock=local(-30)), Capabilities(), NOW, TZ, POLICY, kernel_synced=False)
+    v = check_clock(Status(clock=local(-30)), Capabilities(), NOW, TZ, POLICY, dock_clock=UNSYNCED)
     assert v.offset_s == -30.0 and not v.set_clock
     assert {f.code for f in v.findings} == {"clock_drift", "clock_unsynced"}
+    (unsynced,) = [f for f in v.findings if f.code == "clock_unsynced"]
+    assert unsynced.detail == {"source": "chrony", "reason": UNSYNCED.reason}
+    assert "leap status 'Not synchronised'" in unsynced.message
 
 
 def test_small_drift_within_tolerance_is_left_alone() -> None:
-    v = check_clock(Status(clock=local(1.5)), Capabilities(), NOW, TZ, POLICY, kernel_synced=True)
+    v = check_clock(Status(clock=local(1.5)), Capabilities(), NOW, TZ, POLICY, dock_clock=SYNCED)
     assert v.offset_s == 1.5 and not v.set_clock and v.findings == []
 
 
 def test_clock_in_1970_is_a_fault_not_a_crash() -> None:
-    v = check_clock(Status(clock=datetime(1970, 1, 1)), Capabilities(), NOW, TZ, POLICY, True)
+    v = check_clock(Status(clock=datetime(1970, 1, 1)), Capabilities(), NOW, TZ, POLICY, SYNCED)
     assert v.offset_s is None
     assert v.findings[0].code == "clock_impossible" and v.findings[0].severity == "fault"
 
 
 def test_unreadable_clock_is_set_but_unverifiable() -> None:
     caps = Capabilities(read_clock=False)
-    v = check_clock(Status(clock=None), caps, NOW, TZ, POLICY, kernel_synced=True)
+    v = check_clock(Status(clock=None), caps, NOW, TZ, POLICY, dock_clock=SYNCED)
     assert v.set_clock and v.offset_s is None and v.findings[0].code == "clock_unverifiable"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from agent.config import PolicySection
+from agent.dock.clock import ClockState
 
 Condition = tuple[str, str, str]  # (code, severity, message)
 
@@ -51,16 +52,17 @@ def sync_backlog(oldest_unsynced_age_s: float | None, policy: PolicySection) -> 
     ]
 
 
-def clock_unsynced(synced: bool | None, policy: PolicySection) -> list[Condition]:
-    """clock_unsynced when the kernel clock is not (known to be) synchronised and policy requires it."""
-    if synced or not policy.require_synced_clock:
+def clock_unsynced(clock: ClockState, policy: PolicySection) -> list[Condition]:
+    """clock_unsynced when the dock's clock is not (known to be) synchronised and policy requires it."""
+    if clock.synced or not policy.require_synced_clock:
         return []
-    state = "is not synchronised" if synced is False else "cannot be checked (adjtimex)"
+    state = "is not synchronised" if clock.synced is False else "cannot be confirmed"
     return [
         (
             CLOCK_UNSYNCED,
             "warning",
-            f"the dock's clock {state}: recorder clocks are measured and noted, not corrected",
+            f"the dock's clock {state} ({clock.reason}): recorder clocks are measured and "
+            "noted, not corrected",
         )
     ]
 
@@ -69,14 +71,14 @@ def evaluate(
     free_bytes: int,
     total_bytes: int,
     oldest_unsynced_age_s: float | None,
-    clock_synced: bool | None,
+    clock: ClockState,
     policy: PolicySection,
 ) -> list[Condition]:
     """Every dock condition that holds now."""
     return (
         disk_low(free_bytes, total_bytes, policy)
         + sync_backlog(oldest_unsynced_age_s, policy)
-        + clock_unsynced(clock_synced, policy)
+        + clock_unsynced(clock, policy)
     )
 
 

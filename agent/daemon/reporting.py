@@ -91,7 +91,7 @@ class Reporting:
         s = self.daemon.services
         usage = shutil.disk_usage(s.store.root)
         age = self._oldest_unsynced_age()
-        now = evaluate(usage.free, usage.total, age, s.kernel_synced(), s.cfg.policy)
+        now = evaluate(usage.free, usage.total, age, s.clock(), s.cfg.policy)
         for code, severity, message in transitions(self.publisher.active_alerts, now):
             s.bus.alert(code, severity, message)
 
@@ -107,11 +107,13 @@ class Reporting:
         stats = s.index.stats()
         age = self._oldest_unsynced_age()
         seq, head = s.custody.head()
+        clock = s.clock()
         return {
             "version": __version__,
             "dock_id": s.cfg.dock.id,
             "started_at": self.daemon.started_at.isoformat(timespec="seconds"),
-            "clock_synced": s.kernel_synced(),
+            "clock_synced": clock.synced,
+            "clock_sync_source": clock.source,
             "disk_free_bytes": s.store.free_bytes(),
             "queue": {
                 "clips": stats["unsynced_clips"],

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from agent.config import DockConfig
 from agent.daemon.events import EventBus
+from agent.dock.clock import ClockState
 from agent.evidence.store import EvidenceStore
 
 if TYPE_CHECKING:
@@ -34,6 +35,6 @@ class Services:
     index: ClipIndex
     custody: CustodyLog
     bus: EventBus
-    kernel_synced: Callable[[], bool | None]
+    clock: Callable[[], ClockState]  # is the dock's own clock synchronised, and says who
     analyser: Analyser | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -14,6 +14,7 @@ from agent.config import DockConfig
 from agent.daemon.remote import DockFacts, hold_handler, note_handler
 from agent.daemon.reporting import Reporting
 from agent.daemon.runtime import Daemon
+from agent.dock.clock import ClockSource
 from agent.evidence.custody import iter_entries
 from agent.mqtt.connection import MqttConnection
 from agent.mqtt.status import status_will
@@ -95,9 +96,9 @@ class NotesReconciler:
         )
 
 
-def assemble(cfg: DockConfig, refresh_s: float = 5.0) -> Daemon:
-    """A daemon for `cfg` with every plugin wired."""
-    daemon = Daemon(cfg, refresh_s)
+def assemble(cfg: DockConfig, refresh_s: float = 5.0, clock: ClockSource | None = None) -> Daemon:
+    """A daemon for `cfg` with every plugin wired (`clock`: default from the policy)."""
+    daemon = Daemon(cfg, refresh_s, clock)
     s = daemon.services
     notes = NotesStore(cfg.data_dir, s.custody)
     analysis = Analysis(s, notes)

@@ -201,7 +201,7 @@ class BayWorker:
         status = recorder.status()
         now = utcnow()
         verdict = check_clock(
-            status, recorder.capabilities, now, self.s.tz, self.s.cfg.policy, self.s.kernel_synced()
+            status, recorder.capabilities, now, self.s.tz, self.s.cfg.policy, self.s.clock()
         )
         self.s.custody.append(
             "clock_checked",
@@ -211,13 +211,16 @@ class BayWorker:
             recorder_clock=status.clock.isoformat() if status.clock else None,
         )
         self.findings.extend(verdict.findings)
-        if any(f.code == "clock_unsynced" for f in verdict.findings):
+        unsynced = next((f for f in verdict.findings if f.code == "clock_unsynced"), None)
+        if unsynced is not None:
             self.s.bus.alert(
                 "clock_unsynced",
                 "warning",
-                "dock clock not synchronised: recorder clocks are not set",
+                f"dock clock not synchronised ({unsynced.detail['reason']}): "
+                "recorder clocks are not set",
                 bay=self.number,
                 device_id=device_id,
+                source=unsynced.detail["source"],
             )
         if verdict.set_clock:
             self._set_clock(recorder, device_id, verdict.offset_s)

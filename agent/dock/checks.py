@@ -7,6 +7,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from agent.config import PolicySection
+from agent.dock.clock import ClockState
 from agent.findings import FAULT, Finding, fault, info, warning
 from agent.timebase import clock_offset_s
 from firmware_interface.base import Capabilities, Status
@@ -30,19 +31,11 @@ def check_clock(
     now: datetime,
     tz: ZoneInfo,
     policy: PolicySection,
-    kernel_synced: bool | None,
+    dock_clock: ClockState,
 ) -> ClockVerdict:
     """Measure the recorder's drift and decide whether its clock may be corrected."""
-    allowed = caps.set_clock and (kernel_synced is True or not policy.require_synced_clock)
-    unsynced = (
-        []
-        if allowed or not caps.set_clock
-        else [
-            warning(
-                "clock_unsynced", "dock clock is not synchronised; recorder clock measured, not set"
-            )
-        ]
-    )
+    allowed = caps.set_clock and (dock_clock.synced is True or not policy.require_synced_clock)
+    unsynced = [] if allowed or not caps.set_clock else [unsynced_finding(dock_clock)]
     if status.clock is None:
         note = info("clock_unverifiable", "recorder cannot report its clock; drift unknown")
         return ClockVerdict(None, allowed, [note, *unsynced])
@@ -58,6 +51,17 @@ def check_clock(
         return ClockVerdict(offset, False, [])
     drift = warning("clock_drift", f"recorder clock is {offset:+.1f} s off", offset_s=offset)
     return ClockVerdict(offset, allowed, [drift, *unsynced])
+
+
+def unsynced_finding(dock_clock: ClockState) -> Finding:
+    """clock_unsynced, naming the source asked and its answer."""
+    state = "is not synchronised" if dock_clock.synced is False else "cannot be confirmed"
+    return warning(
+        "clock_unsynced",
+        f"dock clock {state} ({dock_clock.reason}); recorder clock measured, not set",
+        source=dock_clock.source,
+        reason=dock_clock.reason,
+    )
 
 
 def _plausible(clock: datetime, now: datetime, tz: ZoneInfo) -> bool:

@@ -3,7 +3,8 @@
 `StatusPublisher` is an EventBus listener (`bus.subscribe(publisher)`).
 
 - R/status (retained, QoS 1): `{"online": true, **provider(), "ts", "alerts"}`; the provider
-  callable supplies version, started_at, clock_synced, disk_free_bytes, queue and custody_head.
+  callable supplies version, started_at, clock_synced, clock_sync_source (who answered:
+  timesyncd, chrony or none), disk_free_bytes, queue and custody_head.
   Published on every (re)connect, every `interval_s`, and when it changes (checked every
   `poll_s`, and at once when the set of active alerts changes).
 - R/bay/{n} (retained, QoS 1): BayView.to_json(). A change of `state` goes out at once; other
