@@ -13,8 +13,10 @@ from typing import Any
 from agent import __version__
 from agent.config import DockConfig
 from agent.daemon.events import Alert, BayView, DockEvent, EventBus
+from agent.daemon.reload import ReloadPlan, plan_reload, set_log_level
 from agent.daemon.services import Services
 from agent.dock.bay import BayWorker, ClipSynced
+from agent.dock.clock import ClockSource
 from agent.durable import write_json
 from agent.evidence.custody import CustodyLog
 from agent.evidence.index import ClipIndex
@@ -27,15 +29,6 @@ from firmware_interface.discovery import DockEvent as HwEvent
 logger = logging.getLogger(__name__)
 
 STATE_WRITE_INTERVAL_S = 0.5
-
-
-def kernel_synced() -> bool | None:
-    """Whether the kernel clock is synchronised (None when it cannot be told)."""
-    try:
-        from agent.dock.clock import kernel_clock_synced
-    except ImportError:
-        return None
-    return kernel_clock_synced()
 
 
 def build_watchers(cfg: DockConfig, services: Services) -> list[BayWatcher]:
@@ -90,7 +83,9 @@ class LocalState:
 class Daemon:
     """One dock: its bays, its store, its reporting."""
 
-    def __init__(self, cfg: DockConfig, refresh_s: float = 5.0) -> None:
+    def __init__(
+        self, cfg: DockConfig, refresh_s: float = 5.0, clock: ClockSource | None = None
+    ) -> None:
         self.cfg = cfg
         self.started_at = datetime.now(UTC)
         data = cfg.data_dir
@@ -104,7 +99,7 @@ class Daemon:
             index=ClipIndex(data),
             custody=CustodyLog(data / "custody.jsonl"),
             bus=EventBus(),
-            kernel_synced=kernel_synced,
+            clock=(clock or ClockSource(cfg.policy.clock_sync_source)).state,
         )
         self.bays = {b.number: BayWorker(b.number, self.services, refresh_s) for b in cfg.bay}
         self.state = LocalState(data)
@@ -121,6 +116,7 @@ class Daemon:
         if worker is None:
             logger.warning("event for unknown bay %s ignored", ev.bay)
             return
+        logger.debug("bay %s: %s", ev.bay, type(ev).__name__)
         worker.post(ev)
 
     def clip_synced(self, clip_id: str) -> None:
@@ -153,6 +149,21 @@ class Daemon:
             plugin.stop()
         self.flush_state()
         self.services.index.close()
+
+    def reload(self, new: DockConfig) -> ReloadPlan:
+        """Run on `new` where it may change in flight (see agent.daemon.reload)."""
+        plan = plan_reload(self.cfg, new)
+        cfg, s = plan.effective, self.services
+        if cfg.policy.clock_sync_source != self.cfg.policy.clock_sync_source:
+            s.clock = ClockSource(cfg.policy.clock_sync_source).state
+        s.store.reserve_bytes = cfg.policy.disk_reserve_bytes
+        if (purger := s.extra.get("purger")) is not None:
+            purger.interval_s = cfg.retention.purge_interval_s
+        if (sync := s.extra.get("sync")) is not None:
+            sync.sender.set_rate_limit(cfg.mqtt.rate_limit_bytes_per_s)
+        self.cfg = s.cfg = cfg  # one assignment: every reader sees the old or the new whole
+        set_log_level(cfg.dock.log_level)
+        return plan
 
     def flush_state(self) -> None:
         """Persist the local state file for `dock-agent status`."""

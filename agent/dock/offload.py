@@ -274,6 +274,7 @@ class Offloader:
 
     def _copy(self, clip: ClipEntry) -> StoredCopy:
         tag = f"bay{self.docking.bay}"
+        logger.debug("copying %s (%d bytes)", clip.path, clip.size, extra=self.log_extra)
         try:
             with self.recorder.open_clip(clip) as src:
                 return self.s.store.acquire(

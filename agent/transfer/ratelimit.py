@@ -15,6 +15,12 @@ class TokenBucket:
         self._tokens = self.burst
         self._stamp = time.monotonic()
 
+    def set_rate(self, rate: float, burst: float) -> None:
+        """Change the rate and burst; tokens saved so far stay (up to the new burst)."""
+        self.rate = rate
+        self.burst = max(burst, 1.0)
+        self._tokens = min(self._tokens, self.burst)
+
     def take(self, amount: int, cancel: threading.Event | None = None) -> bool:
         """Wait until `amount` bytes may go; False if cancelled first. Unlimited when rate <= 0."""
         if self.rate <= 0:

@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,11 @@ class FileSender:
             settings.rate_limit_bytes_per_s,
             max(settings.rate_limit_bytes_per_s, settings.segment_bytes),
         )
+
+    def set_rate_limit(self, bytes_per_s: int) -> None:
+        """A new upload rate limit (0 = unlimited), from the next segment on."""
+        self.settings = replace(self.settings, rate_limit_bytes_per_s=bytes_per_s)
+        self._bucket.set_rate(bytes_per_s, max(bytes_per_s, self.settings.segment_bytes))
 
     def send(
         self,
