@@ -19,6 +19,9 @@ pkg-config --exists libsystemd 2>/dev/null || need+=(libsystemd-dev)
 if [ "${1:-}" = "--dev" ]; then
   # tests/powercut: a FUSE layer (mfusepy over libfuse3; fusermount3 comes with fuse3)
   have_cmd fusermount3 || need+=(fuse3)
+  # The unit-sandbox test traces a docking (strace) and expands SystemCallFilter= groups.
+  have_cmd strace          || need+=(strace)
+  have_cmd systemd-analyze || need+=(systemd)
 fi
 
 PY=${PYTHON:-python3}

@@ -67,3 +67,37 @@ def test_udev_rule_hides_recorders_from_automounters() -> None:
     rules = (UNITS / "99-dock-agent.rules").read_text()
     assert 'ENV{UDISKS_IGNORE}="1"' in rules and 'ENV{UDISKS_AUTO}="0"' in rules
     assert 'GROUP="dock-agent", MODE="0640"' in rules
+
+
+def unit_values(name: str, key: str) -> list[str]:
+    """Every value of `key=` in a shipped unit (words of each line, in order)."""
+    lines = (UNITS / name).read_text().splitlines()
+    return [w for line in lines if line.startswith(f"{key}=") for w in line[len(key) + 1 :].split()]
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_documentation_is_a_file_the_install_steps_create(name: str) -> None:
+    install = (UNITS.parent / "docs" / "INSTALL.md").read_text()
+    docs = unit_values(name, "Documentation")
+    assert docs, "a unit names its documentation"
+    for url in docs:
+        assert url.startswith(("file:///", "man:")), f"{url}: not readable offline"
+        if url.startswith("file://"):
+            path = url.removeprefix("file://")
+            created = [
+                ln for ln in install.splitlines() if ln.startswith("install ") and path in ln
+            ]
+            assert created, f"{path}: no INSTALL.md step installs it"
+            source = created[0].split("#")[0].split()[-2]
+            assert (UNITS.parent / source).is_file(), f"{source}: the installed file is missing"
+
+
+def test_dock_unit_orders_after_time_sync_without_pulling_it_in() -> None:
+    assert "time-sync.target" in unit_values("dock-agent.service", "After")
+    assert "time-sync.target" not in unit_values("dock-agent.service", "Wants")
+
+
+def test_dock_unit_reloads_with_sighup_and_comes_back_after_any_end() -> None:
+    assert unit_values("dock-agent.service", "ExecReload") == ["/bin/kill", "-HUP", "$MAINPID"]
+    assert unit_values("dock-agent.service", "Restart") == ["always"]
+    assert unit_values("dock-agent.service", "RestartPreventExitStatus") == ["2"]
