@@ -12,7 +12,18 @@ from types import ModuleType
 from agent import __version__
 from agent.schema import ConfigError
 
-COMMANDS = ("run", "status", "clips", "notes", "verify", "export", "hold", "receive", "demo")
+COMMANDS = (
+    "run",
+    "status",
+    "clips",
+    "notes",
+    "verify",
+    "export",
+    "hold",
+    "assign",
+    "receive",
+    "demo",
+)
 
 
 def command_modules() -> dict[str, ModuleType]:

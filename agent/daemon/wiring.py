@@ -13,7 +13,9 @@ from agent.analysis.worker import Analysis
 from agent.config import DockConfig
 from agent.daemon.remote import DockFacts, hold_handler, note_handler
 from agent.daemon.reporting import Reporting
+from agent.daemon.requests import RequestQueue
 from agent.daemon.runtime import Daemon
+from agent.dock.assign import Assigner
 from agent.dock.clock import ClockSource
 from agent.evidence.custody import iter_entries
 from agent.mqtt.connection import MqttConnection
@@ -112,13 +114,16 @@ def assemble(cfg: DockConfig, refresh_s: float = 5.0, clock: ClockSource | None 
     outbox = Outbox(cfg.data_dir / "outbox" / "notes", conn, f"{cfg.topic}/notes")
     sync = Sync(s, conn, notes, daemon.clip_synced, outbox)
     s.extra["sync"] = sync
+    assigner = Assigner(daemon.bays, {b.number: b.kind for b in cfg.bay}, s.custody)
     handlers = {
         "note": note_handler(notes),
         "hold": hold_handler(s.index, s.custody),
         "resync": sync.request_resync,
+        "assign": assigner,
     }
     reporting = Reporting(daemon, conn, handlers, DockFacts(notes, s.index, sync.resync_room))
-    daemon.plugins += [analysis, reporting, outbox, sync, ConnectionPlugin(conn)]
+    requests = RequestQueue(cfg.data_dir, {"assign": assigner})
+    daemon.plugins += [analysis, reporting, outbox, sync, requests, ConnectionPlugin(conn)]
     reconciler = NotesReconciler(notes, s.custody.path)
     s.extra["notes_reconciler"] = reconciler
     daemon.plugins.append(reconciler)
