@@ -18,6 +18,7 @@ from agent.daemon.runtime import Daemon
 from agent.dock.assign import Assigner
 from agent.dock.clock import ClockSource
 from agent.evidence.custody import iter_entries
+from agent.mqtt.commands import Handler
 from agent.mqtt.connection import MqttConnection
 from agent.mqtt.status import status_will
 from agent.notes.store import NotesStore
@@ -115,7 +116,7 @@ def assemble(cfg: DockConfig, refresh_s: float = 5.0, clock: ClockSource | None 
     sync = Sync(s, conn, notes, daemon.clip_synced, outbox)
     s.extra["sync"] = sync
     assigner = Assigner(daemon.bays, {b.number: b.kind for b in cfg.bay}, s.custody)
-    handlers = {
+    handlers: dict[str, Handler] = {
         "note": note_handler(notes),
         "hold": hold_handler(s.index, s.custody),
         "resync": sync.request_resync,
