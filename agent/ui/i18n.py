@@ -17,6 +17,10 @@ TEXT: dict[str, tuple[str, str]] = {
     "state.fault": ("故障", "Fault"),
     "state.unknown": ("未知", "Unknown"),
     # recorder and bay findings
+    "code.assign_timeout": (
+        "警员分配未在限定时间内完成",
+        "The officer assignment did not run in time",
+    ),
     "code.awaiting_ack": (
         "视频已导出，等待中心确认后从记录仪删除",
         "Clips offloaded; waiting for the central server before deleting them from the recorder",
