@@ -213,7 +213,14 @@ class ZfyRecorder:
                     f"the recorder in bay {busy[0]} is in SDK mode: the SDK cannot tell the "
                     "two apart; assign again once it is offloading",
                 )
-            self.sdk.connect()
+            try:
+                self.sdk.connect()
+            except ZfyError as exc:
+                raise RecorderError(
+                    "zfy_not_reachable",
+                    f"nothing written: the recorder does not answer the SDK since it switched to "
+                    f"mass storage ({exc.code}: {exc})",
+                ) from exc
         current = self.sdk.info()
         serial, _ = decode_gbk(current.cSerial)
         if serial != self._identity.device_id:

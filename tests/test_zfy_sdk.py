@@ -119,7 +119,12 @@ def test_write_officer_after_the_switch_proves_the_serial_first(
         rec.write_officer("654321", "李四", None)
     assert other.value.code == "zfy_other_recorder" and "ZFY67890" in str(other.value)
     assert not any(c.startswith("WriteZFYInfo") for c in control.calls())
-    control.set(serial="ZFY12345")
+    control.set(serial="ZFY12345", fail_Init_Device="2")  # in mass storage, deaf to the SDK
+    with pytest.raises(RecorderError) as deaf:
+        rec.write_officer("654321", "", None)
+    assert deaf.value.code == "zfy_not_reachable" and "nothing written" in str(deaf.value)
+    del control.values["fail_Init_Device"]
+    control.set()  # answers the SDK again
     assert rec.write_officer("654321", "", None).officer_id == "654321"
     assert [c.split()[0] for c in control.calls()][-4:] == [
         "Init_Device",  # connected again before anything was written

@@ -150,6 +150,10 @@ TEXT: dict[str, tuple[str, str]] = {
         "记录仪无法切换到存储模式",
         "The recorder could not switch to storage mode",
     ),
+    "code.zfy_not_reachable": (
+        "记录仪已切换为移动磁盘，无法写入警员信息",
+        "The recorder no longer answers the SDK; the officer was not written",
+    ),
     "code.zfy_officer_text": (
         "警员信息含无法写入的文字",
         "The officer details contain text that cannot be written",
