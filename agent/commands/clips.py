@@ -8,7 +8,7 @@ from typing import Any
 
 from agent.cli import add_config_arg
 from agent.config import load_config
-from agent.evidence.index import ClipIndex
+from agent.evidence.index_snapshot import IndexSnapshot
 from agent.evidence.record import MANIFEST_FIELDS
 
 STATES = ("offloaded", "synced", "purged")
@@ -16,11 +16,21 @@ STATES = ("offloaded", "synced", "purged")
 
 def add_parser(subparsers: Any) -> None:
     """Register `clips`."""
-    parser = subparsers.add_parser("clips", help="clips in the local index")
+    parser = subparsers.add_parser(
+        "clips",
+        help="list the clips this dock holds or has held",
+        description="List the clips in the dock's index, oldest recording first: id (sha256),\n"
+        "state (offloaded: on the dock, not yet at central; synced: central has it; purged:\n"
+        "the local copy is gone), recorder, start time, size, flags and file name. Read-only:\n"
+        "an empty or missing data directory lists 0 clips and creates nothing.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_config_arg(parser)
-    parser.add_argument("--device", metavar="ID", help="only clips of this recorder")
-    parser.add_argument("--state", choices=STATES, help="only clips in this state")
-    parser.add_argument("--json", action="store_true", help="print a JSON array")
+    parser.add_argument("--device", metavar="ID", help="only clips of this recorder (device id)")
+    parser.add_argument("--state", choices=STATES, help="only clips in this state (default: all)")
+    parser.add_argument(
+        "--json", action="store_true", help="print a JSON array with every MANIFEST field"
+    )
 
 
 def public(record: dict[str, Any]) -> dict[str, Any]:
@@ -32,16 +42,12 @@ def public(record: dict[str, Any]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Print matching clips, oldest first."""
     cfg = load_config(args.config)
-    index = ClipIndex(cfg.data_dir)
-    try:
-        rows = [
-            public(r)
-            for r in index.iter_all()
-            if (not args.device or r.get("device_id") == args.device)
-            and (not args.state or r.get("state") == args.state)
-        ]
-    finally:
-        index.close()
+    rows = [
+        public(r)
+        for r in IndexSnapshot.read(cfg.data_dir).iter_all()
+        if (not args.device or r.get("device_id") == args.device)
+        and (not args.state or r.get("state") == args.state)
+    ]
     rows.sort(key=lambda r: (r.get("recorded_start") or "", r.get("file_name") or ""))
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=1))

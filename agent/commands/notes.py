@@ -9,39 +9,52 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from agent.config import DockConfig, load_config
-from agent.notes.store import Note, NotesCorrupt, NotesStore
+from agent.notes.store import Note, NotesCorrupt, NotesStore, read_notes
 from agent.schema import ConfigError
 
 COLUMNS = ("NOTE", "TYPE", "DEVICE", "WHEN", "DURATION", "CAUSE", "EXPLAINED")
 
 
-class _NoCustody:
-    """Listing never writes custody entries; this refuses if it ever tried."""
-
-    def append(self, event: str, **fields: Any) -> dict[str, Any]:
-        """Refuse: a read-only command has nothing to log."""
-        raise RuntimeError(f"notes list must not log custody event {event}")
-
-
 def add_parser(subparsers: Any) -> None:
     """Add `notes list [--json]` and `notes add NOTE_ID --author A --text T`."""
-    parser = subparsers.add_parser("notes", help="gap and interruption notes")
+    parser = subparsers.add_parser(
+        "notes",
+        help="gaps, interruptions and other notes on recordings, and their explanations",
+        description="The dock notes what a supervisor should look at: gaps between clips,\n"
+        "interruptions, late offloads, corrected clocks, truncated clips. `notes list` shows\n"
+        "them (read-only); `notes add` appends a person's explanation, which is kept with the\n"
+        "note and logged in the custody log (nothing is ever rewritten).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _config_option(parser)
     actions = parser.add_subparsers(dest="notes_action", metavar="{list,add}", required=True)
-    listing = actions.add_parser("list", help="list notes (a table, or --json)")
+    listing = actions.add_parser(
+        "list", help="list notes as a table, or --json", description="List the notes, oldest first."
+    )
     _config_option(listing)
     listing.add_argument("--json", action="store_true", help="print a JSON array")
-    listing.add_argument("--device", help="only notes of this device")
-    add = actions.add_parser("add", help="append an explanation to a note (never rewrites)")
+    listing.add_argument("--device", metavar="ID", help="only notes of this recorder")
+    add = actions.add_parser(
+        "add",
+        help="append an explanation to a note (never rewrites)",
+        description="Append an explanation to note NOTE_ID (see `notes list`); logged in custody.",
+    )
     _config_option(add)
-    add.add_argument("note_id", metavar="NOTE_ID")
-    add.add_argument("--author", required=True, help="who explains")
-    add.add_argument("--text", required=True, help="the explanation")
+    add.add_argument("note_id", metavar="NOTE_ID", help="the note, e.g. N-0d3d25c1302d")
+    add.add_argument("--author", required=True, help="who explains (name or officer id)")
+    add.add_argument("--text", required=True, help="the explanation, in your words")
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
     """-c CONFIG at any level, without clobbering a value the dispatcher already parsed."""
-    parser.add_argument("-c", "--config", default=argparse.SUPPRESS, help="configuration file")
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="CONFIG",
+        default=argparse.SUPPRESS,
+        help="configuration file (default: $DOCK_AGENT_CONFIG, else "
+        "/etc/dock-agent/dock-agent.toml)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,7 +76,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _list(cfg: DockConfig, as_json: bool, device: str | None) -> int:
     """Print the notes as JSON or as a table for a supervisor."""
-    notes = NotesStore(cfg.data_dir, _NoCustody()).list(device)
+    notes = sorted(
+        (n for n in read_notes(cfg.data_dir) if device in (None, n.device_id)),
+        key=lambda n: (n.start, n.note_id),
+    )
     if as_json:
         print(json.dumps([n.to_json() for n in notes], ensure_ascii=False, indent=1))
         return 0

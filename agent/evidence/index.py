@@ -253,6 +253,19 @@ def _parse_time(value: Any) -> datetime | None:
         return None
 
 
+def active_stats(records: list[Record]) -> dict[str, Any]:
+    """Active count and bytes, and the sync backlog, of active records."""
+    unsynced = [r for r in records if r.get("state") == "offloaded"]
+    times = [t for t in (_parse_time(r.get("offloaded_at")) for r in unsynced) if t]
+    return {
+        "active_clips": len(records),
+        "active_bytes": sum(int(r.get("size") or 0) for r in records),
+        "unsynced_clips": len(unsynced),
+        "unsynced_bytes": sum(int(r.get("size") or 0) for r in unsynced),
+        "oldest_unsynced_offloaded_at": min(times).isoformat() if times else None,
+    }
+
+
 class ClipIndex:
     """Clip records: active ones in TinyDB (journaled), finished ones in append-only shards."""
 
@@ -319,16 +332,7 @@ class ClipIndex:
 
     def stats(self) -> dict[str, Any]:
         """Active count and bytes, and the sync backlog, for status reporting."""
-        records = self.active()
-        unsynced = [r for r in records if r.get("state") == "offloaded"]
-        times = [t for t in (_parse_time(r.get("offloaded_at")) for r in unsynced) if t]
-        return {
-            "active_clips": len(records),
-            "active_bytes": sum(int(r.get("size") or 0) for r in records),
-            "unsynced_clips": len(unsynced),
-            "unsynced_bytes": sum(int(r.get("size") or 0) for r in unsynced),
-            "oldest_unsynced_offloaded_at": min(times).isoformat() if times else None,
-        }
+        return active_stats(self.active())
 
     # -- writing ---------------------------------------------------------------
 

@@ -6,14 +6,28 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from agent.config import DockConfig
-from agent.evidence.custody import CustodyLog
-from agent.evidence.index import ClipIndex
+from agent.evidence.custody import read_head
+from agent.evidence.index_snapshot import IndexSnapshot
 
 
-def dock_status(cfg: DockConfig, index: ClipIndex, custody: CustodyLog) -> dict[str, Any]:
+class IndexView(Protocol):
+    """What the status needs of an index: ClipIndex in the daemon, IndexSnapshot in a command."""
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def active(self) -> list[dict[str, Any]]: ...
+
+
+class CustodyHead(Protocol):
+    """What the status needs of the custody log."""
+
+    def head(self) -> tuple[int, str]: ...
+
+
+def dock_status(cfg: DockConfig, index: IndexView, custody: CustodyHead) -> dict[str, Any]:
     """The status from the daemon's state file, the clip index and the custody log."""
     state = _read_json(cfg.data_dir / "state" / "bays.json")
     stats = index.stats()
@@ -38,18 +52,23 @@ def dock_status(cfg: DockConfig, index: ClipIndex, custody: CustodyLog) -> dict[
     }
 
 
+class _HeadOnDisk:
+    """The custody head read from the file (nothing opened for writing, nothing created)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def head(self) -> tuple[int, str]:
+        return read_head(self.path)
+
+
 def read_status(cfg: DockConfig) -> dict[str, Any]:
-    """The status read from disk by another process (works while the daemon runs)."""
-    index = ClipIndex(cfg.data_dir)
-    custody = CustodyLog(cfg.data_dir / "custody.jsonl")
-    try:
-        return dock_status(cfg, index, custody)
-    finally:
-        custody.close()
-        index.close()
+    """The status read from disk by another process (works while the daemon runs; read-only)."""
+    index = IndexSnapshot.read(cfg.data_dir)
+    return dock_status(cfg, index, _HeadOnDisk(cfg.data_dir / "custody.jsonl"))
 
 
-def _last_synced(index: ClipIndex) -> str | None:
+def _last_synced(index: IndexView) -> str | None:
     """When central last acknowledged a clip (synced records stay active until purged)."""
     times = [str(r["synced_at"]) for r in index.active() if r.get("synced_at")]
     return max(times, key=datetime.fromisoformat) if times else None
