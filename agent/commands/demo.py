@@ -11,7 +11,14 @@ from typing import Any
 def add_parser(subparsers: Any) -> None:
     """Register `demo` (and --keep)."""
     parser = subparsers.add_parser(
-        "demo", help="run a broker, the central receiver and a dock with two simulated recorders"
+        "demo",
+        help="see it work: a broker, the central receiver and a dock with two simulated recorders",
+        description="Run everything on this machine, no hardware and no arguments needed: a\n"
+        "Mosquitto broker, the central receiver and a dock whose two simulated recorders are\n"
+        "offloaded and synced; prints a summary and the status page's address. Needs the\n"
+        "mosquitto and ffmpeg programs installed (Debian: apt install mosquitto ffmpeg); writes\n"
+        "only to a temporary directory.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--keep",

@@ -24,14 +24,29 @@ from agent.evidence.index import ClipIndex
 def add_parser(subparsers: Any) -> None:
     """Register `export CLIP_ID --out DIR --operator NAME --approval REF --reason TEXT`."""
     parser = subparsers.add_parser(
-        "export", help="evidence copy of a clip with a statement (logged in custody)"
+        "export",
+        help="an evidence copy of a clip with its statement (logged in custody)",
+        description="Copy one clip out of the dock for a case: the copy is verified against its\n"
+        "SHA-256, a statement (who made the recording, who extracts it, when, the hash) is\n"
+        "written beside it as .txt and .json, and the export is logged in the custody log.\n"
+        "All four options are required: an export needs an approval and a reason.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_arg(parser)
-    parser.add_argument("clip_id", metavar="CLIP_ID", help="sha256, or a unique prefix (>= 8)")
-    parser.add_argument("--out", metavar="DIR", default="", help="directory to write the copy to")
-    parser.add_argument("--operator", default="", help="who extracts the copy")
-    parser.add_argument("--approval", default="", help="reference of the approval to view/copy")
-    parser.add_argument("--reason", default="", help="why the copy is made")
+    parser.add_argument(
+        "clip_id", metavar="CLIP_ID", help="the clip's sha256, or a unique prefix of 8 or more"
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        required=True,
+        help="directory to write the copy to (made if needed)",
+    )
+    parser.add_argument("--operator", metavar="NAME", required=True, help="who extracts the copy")
+    parser.add_argument(
+        "--approval", metavar="REF", required=True, help="reference of the approval to copy"
+    )
+    parser.add_argument("--reason", metavar="TEXT", required=True, help="why the copy is made")
 
 
 def _request(args: argparse.Namespace) -> Request:

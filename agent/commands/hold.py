@@ -18,11 +18,20 @@ from agent.evidence.retention import HoldError, set_hold
 def add_parser(subparsers: Any) -> None:
     """Register `hold CLIP_ID --reason TEXT [--release]`."""
     parser = subparsers.add_parser(
-        "hold", help="keep (or --release) a local copy past local retention"
+        "hold",
+        help="keep (or --release) a clip's local copy past local retention",
+        description="Keep the dock's copy of a clip after central has it and its retention\n"
+        "ran out (e.g. for a complaint), until released with --release. Logged in the custody\n"
+        "log with the reason.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_arg(parser)
-    parser.add_argument("clip_id", metavar="CLIP_ID", help="sha256, or a unique prefix (>= 8)")
-    parser.add_argument("--reason", default="", help="why (e.g. the case or complaint number)")
+    parser.add_argument(
+        "clip_id", metavar="CLIP_ID", help="the clip's sha256, or a unique prefix of 8 or more"
+    )
+    parser.add_argument(
+        "--reason", metavar="TEXT", required=True, help="why (e.g. the case or complaint number)"
+    )
     parser.add_argument("--release", action="store_true", help="stop holding the copy")
 
 

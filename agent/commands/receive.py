@@ -20,7 +20,13 @@ logger = logging.getLogger(__name__)
 def add_parser(subparsers: Any) -> None:
     """Register `receive`."""
     parser = subparsers.add_parser(
-        "receive", help="the reference central receiver (broker side of EMQX file transfer)"
+        "receive",
+        help="the central receiver of evidence, for brokers without EMQX file transfer",
+        description="Run on the central server: receive the clips docks send over MQTT (EMQX's\n"
+        "file-transfer protocol, served here for Mosquitto and other brokers), check each\n"
+        "segment and the whole file by SHA-256 and store it with its manifest. Config:\n"
+        "[mqtt] and [receiver] store_dir (see config/receiver.toml); runs until SIGTERM.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_arg(parser)
 

@@ -13,9 +13,19 @@ from agent.ui.status import read_status
 
 def add_parser(subparsers: Any) -> None:
     """Register `status`."""
-    parser = subparsers.add_parser("status", help="dock, bays, queue, alerts")
+    parser = subparsers.add_parser(
+        "status",
+        help="what the dock is doing: bays, sync queue, alerts",
+        description="Show each bay (empty, offloading, charging, ready, fault and why), the\n"
+        "clips still waiting to reach the central server, active alerts and the custody log's\n"
+        "head. Reads the files the daemon keeps, so it works while the daemon runs, and writes\n"
+        "nothing; without a daemon it shows the last known state.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_config_arg(parser)
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument(
+        "--json", action="store_true", help="print the status as JSON (for scripts)"
+    )
 
 
 def collect(cfg: DockConfig) -> dict[str, Any]:
