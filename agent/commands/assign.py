@@ -16,7 +16,13 @@ from agent.dock.assign import AssignRefused, parse_assignment
 def add_parser(subparsers: Any) -> None:
     """Register `assign BAY --officer ID [--name NAME] [--unit NO]`."""
     parser = subparsers.add_parser(
-        "assign", help="write an officer into the zfy recorder docked in a bay (WriteZFYInfo)"
+        "assign",
+        help="issue the recorder docked in BAY to an officer (zfy recorders)",
+        description="Write an officer's id (and name, unit) into the GA/T 947 (zfy) recorder\n"
+        "docked in bay BAY, so its next clips are filed under that officer. The running\n"
+        "daemon does it (it owns the recorder's SDK): refused while the recorder still has\n"
+        "clips to offload, logged in the custody log as recorder_assigned.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_arg(parser)
     parser.add_argument("bay", metavar="BAY", type=int, help="bay number")
