@@ -124,3 +124,17 @@ def test_a_malformed_request_file_gets_an_error_reply(tmp_path: Path) -> None:
     assert queue.poll() == 1
     reply = (tmp_path / REQUEST_DIR / f"{rid}.reply.json").read_text()
     assert '"ok": false' in reply
+
+
+def test_a_request_taken_by_a_daemon_that_stopped_is_answered_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / REQUEST_DIR
+    folder.mkdir()
+    rid = "1" * 32
+    (folder / f"{rid}.taken").write_text('{"command": "assign", "payload": {}}')
+    handler = Handler()
+    queue = RequestQueue(tmp_path, {"assign": handler})
+    assert queue.orphans() == 1 and handler.calls == [], "never run twice"
+    reply = (folder / f"{rid}.reply.json").read_text()
+    assert "stopped before answering" in reply and not (folder / f"{rid}.taken").exists()

@@ -81,7 +81,22 @@ class RequestQueue:
     def start(self) -> None:
         """Create the directory (the CLI needs it to exist) and start serving."""
         self.dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+        self.orphans()
         self._thread.start()
+
+    def orphans(self) -> int:
+        """Answer requests a previous daemon took and never answered (it stopped meanwhile)."""
+        found = 0
+        for taken in self.dir.glob("*.taken"):
+            reply = {
+                "ok": False,
+                "error": "the daemon stopped before answering; whether it was done shows in "
+                "the custody log and `dock-agent status`",
+            }
+            write_json(self.dir / f"{taken.stem}.reply.json", reply, mode=0o644)
+            taken.unlink(missing_ok=True)
+            found += 1
+        return found
 
     def stop(self) -> None:
         """Finish the request in progress and stop."""
