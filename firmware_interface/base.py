@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
-from agent.findings import Finding
+from firmware_interface.findings import Finding
 
 VIDEO_EXTS = frozenset({".mp4", ".mov", ".avi"})
 AUDIO_EXTS = frozenset({".wav", ".aac", ".mp3"})
@@ -32,6 +32,13 @@ class RecorderError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class ClipMissing(RecorderError):
+    """The file asked for is not on the recorder (any more)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("clip_missing", message)
 
 
 class RecorderGone(RecorderError):

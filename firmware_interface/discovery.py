@@ -43,13 +43,13 @@ class BayWaiting:
     message: str
 
 
-DockEvent = Docked | Undocked | BayFault | BayWaiting
+DiscoveryEvent = Docked | Undocked | BayFault | BayWaiting
 
 
 class BayWatcher(Protocol):
     """Something that notices recorders coming and going and emits DockEvents."""
 
-    def start(self, emit: Callable[[DockEvent], None]) -> None:
+    def start(self, emit: Callable[[DiscoveryEvent], None]) -> None:
         """Begin watching; `emit` is called from the watcher's own thread."""
         ...
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
 
-from agent.findings import Finding
 from firmware_interface import mount
 from firmware_interface.base import (
     Capabilities,
@@ -30,6 +29,7 @@ from firmware_interface.base import (
     RecorderGone,
     Status,
 )
+from firmware_interface.findings import Finding
 from firmware_interface.volume import (
     Volume,
     gone_or_raise,

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.durable import write_json
+from firmware_interface.simulated import write_json
 
 
 def ffmpeg() -> str:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
 
-from agent.durable import append_line, write_json
-from agent.findings import Finding
 from firmware_interface.base import (
     Capabilities,
     ClipEntry,
@@ -23,7 +22,8 @@ from firmware_interface.base import (
     RecorderGone,
     Status,
 )
-from firmware_interface.discovery import Docked, DockEvent, Undocked
+from firmware_interface.discovery import DiscoveryEvent, Docked, Undocked
+from firmware_interface.findings import Finding
 from firmware_interface.volume import (
     EVENT_LOG,
     Volume,
@@ -91,7 +91,8 @@ class SimulatedRecorder:
         log = self.volume.root / EVENT_LOG
         log.parent.mkdir(exist_ok=True)
         line = {"ts": now.replace(microsecond=0).isoformat(), "event": "clock_set"}
-        append_line(log, json.dumps(line))
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(line) + "\n")
 
     def list_clips(self) -> Listing:
         """Every media file under DCIM/."""
@@ -124,7 +125,7 @@ class SimBayWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self, emit: Callable[[DockEvent], None]) -> None:
+    def start(self, emit: Callable[[DiscoveryEvent], None]) -> None:
         """Poll the bays' directories in a thread, emitting Docked/Undocked."""
         self._thread = threading.Thread(
             target=self._run, args=(emit,), name="sim-watch", daemon=True
@@ -137,12 +138,12 @@ class SimBayWatcher:
         if self._thread:
             self._thread.join(5)
 
-    def _run(self, emit: Callable[[DockEvent], None]) -> None:
+    def _run(self, emit: Callable[[DiscoveryEvent], None]) -> None:
         while not self._stop.is_set():
             self.poll(emit)
             self._stop.wait(self.interval_s)
 
-    def poll(self, emit: Callable[[DockEvent], None]) -> None:
+    def poll(self, emit: Callable[[DiscoveryEvent], None]) -> None:
         """One look at every simulated bay."""
         for number, root in self.bays.items():
             present = (root / "recorder.json").is_file()
@@ -152,3 +153,11 @@ class SimBayWatcher:
             elif not present and number in self._present:
                 self._present.discard(number)
                 emit(Undocked(number))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Replace a volume file whole (temp file and rename), as the watcher may read it any time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
+    os.replace(tmp, path)

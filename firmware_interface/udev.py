@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from agent.config import BaySection, RecordersSection, read_secret
 from firmware_interface import mount
 from firmware_interface.base import Recorder, RecorderError
-from firmware_interface.discovery import BayFault, BayWaiting, Docked, DockEvent, Undocked
+from firmware_interface.discovery import BayFault, BayWaiting, DiscoveryEvent, Docked, Undocked
 from firmware_interface.mass_storage import MassStorageRecorder
+from firmware_interface.specs import BaySpec, RecorderAccess
 from firmware_interface.zfy import ZfyRecorder, ZfySdk
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class DeviceState:
         return self.action != "remove" and self.size > 0
 
 
-def bay_matches(bay: BaySection, props: Mapping[str, str]) -> bool:
+def bay_matches(bay: BaySpec, props: Mapping[str, str]) -> bool:
     """Whether udev properties identify `bay` (ID_PATH of its port, or every udev_match)."""
     if bay.usb_path:
         path = props.get("ID_PATH", "")
@@ -60,7 +60,7 @@ def bay_matches(bay: BaySection, props: Mapping[str, str]) -> bool:
     return False
 
 
-def match_bay(bays: list[BaySection], dev: DeviceState) -> BaySection | None:
+def match_bay(bays: list[BaySpec], dev: DeviceState) -> BaySpec | None:
     """The bay a device belongs to: by its own properties, or for a partition, its disk's."""
     for bay in bays:
         if bay_matches(bay, dev.props):
@@ -104,7 +104,7 @@ def device_state(device: Any, action: str) -> DeviceState:
 class BaySlot:
     """What one bay holds now."""
 
-    bay: BaySection
+    bay: BaySpec
     recorder: Recorder | None = None
     keys: set[str] = field(default_factory=set)  # devices whose loss means the recorder left
     sdk_key: str = ""
@@ -122,8 +122,8 @@ class UdevBayWatcher:
 
     def __init__(
         self,
-        bays: list[BaySection],
-        recorders: RecordersSection,
+        bays: list[BaySpec],
+        recorders: RecorderAccess,
         tz: ZoneInfo,
         storage_timeout_s: float = 30.0,
         poll_s: float = 0.5,
@@ -146,7 +146,7 @@ class UdevBayWatcher:
         zfy = any(bay.kind == "zfy" for bay in self.bays)
         return ["block", "usb"] if zfy else ["block"]
 
-    def start(self, emit: Callable[[DockEvent], None]) -> None:
+    def start(self, emit: Callable[[DiscoveryEvent], None]) -> None:
         """Start the netlink monitor, then handle present devices and events in a thread."""
         import pyudev
 
@@ -170,7 +170,7 @@ class UdevBayWatcher:
                 slot.recorder.close()
                 slot.recorder = None
 
-    def _run(self, context: Any, monitor: Any, emit: Callable[[DockEvent], None]) -> None:
+    def _run(self, context: Any, monitor: Any, emit: Callable[[DiscoveryEvent], None]) -> None:
         for subsystem in self.subsystems():
             for device in context.list_devices(subsystem=subsystem):
                 self.handle(device_state(device, "add"), emit)
@@ -180,14 +180,14 @@ class UdevBayWatcher:
                 self.handle(device_state(device, device.action or "change"), emit)
             self.retry_waiting(emit)
 
-    def retry_waiting(self, emit: Callable[[DockEvent], None]) -> None:
+    def retry_waiting(self, emit: Callable[[DiscoveryEvent], None]) -> None:
         """Bring up a zfy recorder that waited, once no other is in SDK mode."""
         for slot in self.slots.values():
             if slot.waiting is not None and self._in_sdk_mode(slot) is None:
                 dev, slot.waiting = slot.waiting, None
                 self._present(slot, dev, emit)
 
-    def handle(self, dev: DeviceState, emit: Callable[[DockEvent], None]) -> None:
+    def handle(self, dev: DeviceState, emit: Callable[[DiscoveryEvent], None]) -> None:
         """Reconcile the bays with one device's current state."""
         try:
             if not dev.present:
@@ -199,7 +199,7 @@ class UdevBayWatcher:
         except Exception:  # one bad device must not end discovery for every bay
             logger.exception("udev: unexpected error handling %s", dev.key)
 
-    def _absent(self, dev: DeviceState, emit: Callable[[DockEvent], None]) -> None:
+    def _absent(self, dev: DeviceState, emit: Callable[[DiscoveryEvent], None]) -> None:
         for slot in self.slots.values():
             if slot.waiting is not None and dev.key == slot.waiting.key:
                 slot.waiting = None  # taken out before its turn
@@ -214,7 +214,9 @@ class UdevBayWatcher:
                 else:
                     self._undock(slot, emit)
 
-    def _present(self, slot: BaySlot, dev: DeviceState, emit: Callable[[DockEvent], None]) -> None:
+    def _present(
+        self, slot: BaySlot, dev: DeviceState, emit: Callable[[DiscoveryEvent], None]
+    ) -> None:
         if slot.faulted_key:
             return  # until the faulty device leaves the bay
         try:
@@ -234,7 +236,7 @@ class UdevBayWatcher:
             emit(BayFault(slot.bay.number, exc.code, str(exc)))
 
     def _storage_present(
-        self, slot: BaySlot, dev: DeviceState, emit: Callable[[DockEvent], None]
+        self, slot: BaySlot, dev: DeviceState, emit: Callable[[DiscoveryEvent], None]
     ) -> None:
         storage = self._mount(slot, dev)
         if storage is not None:
@@ -258,7 +260,7 @@ class UdevBayWatcher:
         )
 
     def _zfy_present(
-        self, slot: BaySlot, dev: DeviceState, emit: Callable[[DockEvent], None]
+        self, slot: BaySlot, dev: DeviceState, emit: Callable[[DiscoveryEvent], None]
     ) -> None:
         recorder = slot.recorder
         if recorder is None:
@@ -312,16 +314,15 @@ class UdevBayWatcher:
 
     def _sdk(self) -> ZfySdk:
         try:
-            password = read_secret(self.recorders.zfy_password_file)
+            password = self.recorders.zfy_password()
         except OSError as exc:
             raise RecorderError(
                 "zfy_password_unreadable",
-                f"recorders.zfy_password_file = {self.recorders.zfy_password_file!r}: "
-                f"{exc.strerror}",
+                f"{self.recorders.zfy_password_source}: {exc.strerror}",
             ) from exc
         return ZfySdk(self.recorders.zfy_library, password, self.recorders.zfy_id_code)
 
-    def _undock(self, slot: BaySlot, emit: Callable[[DockEvent], None]) -> None:
+    def _undock(self, slot: BaySlot, emit: Callable[[DiscoveryEvent], None]) -> None:
         recorder, slot.recorder = slot.recorder, None
         slot.keys = set()
         if recorder is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -11,9 +12,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from agent.findings import Finding, fault, warning
 from firmware_interface.base import (
     ClipEntry,
+    ClipMissing,
     EventLog,
     Identity,
     Listing,
@@ -23,6 +24,7 @@ from firmware_interface.base import (
     Status,
     media_type_of,
 )
+from firmware_interface.findings import Finding, fault, warning
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,8 @@ def gone_or_raise(exc: OSError) -> RecorderError:
     """Map an OSError on the volume to RecorderGone (device vanished) or a RecorderError."""
     if exc.errno in GONE_ERRNOS:
         return RecorderGone(f"recorder volume vanished: {exc.strerror}")
+    if exc.errno == errno.ENOENT:
+        return ClipMissing(f"recorder volume: {exc}")
     return RecorderError("io_error", f"recorder volume: {exc}")
 
 

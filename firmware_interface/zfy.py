@@ -24,7 +24,6 @@ from datetime import datetime
 from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
 
-from agent.findings import Finding, info, warning
 from firmware_interface.base import (
     Capabilities,
     ClipEntry,
@@ -35,6 +34,7 @@ from firmware_interface.base import (
     RecorderGone,
     Status,
 )
+from firmware_interface.findings import Finding, info, warning
 from firmware_interface.mass_storage import MassStorageRecorder
 from firmware_interface.volume import identity_from, read_recorder_json
 from firmware_interface.zfy_officer import officer_info

@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from agent.config import BaySection, RecordersSection
+from agent.dock import hardware
 from firmware_interface.discovery import BayFault
 from firmware_interface.udev import UdevBayWatcher
 from tests.media import make_photo, make_video, make_wav
@@ -252,7 +253,9 @@ def start_watcher(tmp_path: Path, loops: Loops) -> Iterator[WatcherFactory]:
 
     def start(bays: list[BaySection], recorders: RecordersSection | None = None, **kw: Any) -> Any:
         recorders = recorders or RecordersSection(mount_dir=str(tmp_path / "media"))
-        watcher = UdevBayWatcher(bays, recorders, ZoneInfo("Asia/Shanghai"), **kw)
+        specs = [hardware.bay_spec(bay) for bay in bays]
+        access = hardware.recorder_access(recorders)
+        watcher = UdevBayWatcher(specs, access, ZoneInfo("Asia/Shanghai"), **kw)
         sink = EventSink()
         watcher.start(sink)
         started.append(watcher)

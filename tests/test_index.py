@@ -318,7 +318,7 @@ def test_crash_between_snapshot_and_truncate_replays_harmlessly(
 def test_compaction_when_the_journal_grows(
     tmp_path: Path, index: ClipIndex, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("agent.evidence.index.COMPACT_BYTES", 2000)
+    monkeypatch.setattr("agent.evidence.index.clip_index.COMPACT_BYTES", 2000)
     reader = ClipIndex(tmp_path)  # another process following along
     for n in range(20):
         index.put(rec(n))
@@ -347,7 +347,7 @@ def test_a_failed_journal_write_changes_nothing(
     def full(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("agent.evidence.index.os.fsync", full)
+    monkeypatch.setattr("agent.durable.os.fsync", full)
     with pytest.raises(OSError):
         index.put(rec(2))
     monkeypatch.undo()

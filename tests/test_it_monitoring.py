@@ -58,7 +58,7 @@ def test_status_bays_and_events_through_offload_to_ready(tmp_path: Path, broker:
     rec = simkit.SimRecorder(battery_pct=95, clips=simkit.shift(now - timedelta(hours=30), [2, 2]))
     simkit.build(tmp_path / "bay1", rec, docked=False)
     with running(cfg) as (daemon, views):
-        wait_for(lambda: daemon.services.extra["mqtt"].connected, 10, "dock connected")
+        wait_for(lambda: daemon.parts.mqtt.connected, 10, "dock connected")
         simkit.dock(tmp_path / "bay1", rec)
         wait_for(lambda: bay_ready(daemon, views), 60, "bay ready")
         got: list[tuple[str, dict]] = []
@@ -146,7 +146,7 @@ def test_ping_and_error_replies_with_correlation_data(tmp_path: Path, broker: Br
     cfg = dock_config(tmp_path, mqtt={"host": broker.host, "port": broker.port})
     it = Recorder(broker, "it-cmd", "it/replies")
     with running(cfg) as (daemon, _views):
-        wait_for(lambda: daemon.services.extra["mqtt"].connected, 10, "dock connected")
+        wait_for(lambda: daemon.parts.mqtt.connected, 10, "dock connected")
         time.sleep(0.3)
         cases = [
             ("ping", b"{}", True),

@@ -16,7 +16,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.daemon.remote import DockFacts, hold_handler, note_handler
-from agent.evidence.retention import set_hold
+from agent.evidence.retention.holds import set_hold
 from agent.mqtt.command_policy import ClipFacts
 from agent.mqtt.commands import MAX_PAYLOAD, CommandServer, Custody, Handler
 from agent.mqtt.connection import MqttConnection

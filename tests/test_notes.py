@@ -13,7 +13,8 @@ import pytest
 
 from agent.commands import notes as notes_cmd
 from agent.evidence.custody import CustodyLog, iter_entries, verify_chain
-from agent.notes.store import Note, NoteDraft, NotesCorrupt, NotesStore
+from agent.notes.model import Note, NoteDraft
+from agent.notes.store import NotesCorrupt, NotesStore
 from tests.fakes import MemoryCustody
 
 START = datetime(2026, 11, 21, 1, 0, 2, tzinfo=UTC)

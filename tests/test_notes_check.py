@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.notes.check import note_log, notes_cross_check, unlogged
-from agent.notes.store import Explanation, Note
+from agent.notes.model import Explanation, Note
 
 
 def note(note_id: str, *explained: tuple[str, str]) -> Note:

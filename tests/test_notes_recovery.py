@@ -71,7 +71,7 @@ def test_a_note_saved_but_never_logged_is_reported_then_recovered_at_start(
     )
 
     with running(cfg) as (daemon, _views):
-        reconciler = daemon.services.extra["notes_reconciler"]
+        reconciler = daemon.parts.notes_reconciler
         wait_for(reconciler.done.is_set, 10, "notes reconciled with custody")
         assert reconciler.appended == 1
 
@@ -166,7 +166,7 @@ def test_notes_wait_while_reconcile_reads_the_log(cfg: DockConfig, log: CustodyL
 def test_a_stopped_daemon_appends_nothing(
     cfg: DockConfig, log: CustodyLog, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from agent.daemon.wiring import NotesReconciler
+    from agent.notes.reconcile import NotesReconciler
 
     with pytest.raises(OSError, match="power cut"):
         NotesStore(cfg.data_dir, PowerCut(log, "note_created")).create(GAP)

@@ -150,7 +150,7 @@ def test_30_hour_old_clip_flagged_late_and_on_time_one_not(tmp_path: Path) -> No
     with running(cfg) as (daemon, views):
         wait_for(lambda: settled(daemon, views, 1), 60, "bay 1 to finish")
         records = sorted(daemon.services.index.iter_all(), key=lambda r: r["file_name"])
-        notes = daemon.services.extra["notes"].list()
+        notes = daemon.parts.notes.list()
     old, recent = records
     assert "late_offload" in old["flags"] and "late_offload" not in recent["flags"]
     late_notes = [n for n in notes if n.type == "late_offload"]
@@ -530,3 +530,24 @@ def test_cable_pulled_in_a_later_batch_keeps_the_batches_copied_before(tmp_path:
     assert list((cfg.data_dir / "evidence" / ".incoming").iterdir()) == []
     assert len(custody(cfg.data_dir, "clip_offloaded")) == 32
     assert all(p.exists() for p in photos[32:]), "nothing unstored leaves the recorder"
+
+
+def test_unparsed_name_gets_one_start_time_that_its_date_folder_agrees_with(
+    tmp_path: Path,
+) -> None:
+    """The start of a clip whose name does not parse is decided once: folder = recorded_start."""
+    cfg = dock_config(tmp_path, timezone="Asia/Shanghai")
+    tz = ZoneInfo("Asia/Shanghai")
+    rec = simkit.SimRecorder(clips=[simkit.SimClip(datetime.now(), 3, "MP4", name="odd clip.MP4")])
+    (path,) = simkit.build(tmp_path / "bay1", rec, docked=False)
+    written = datetime(2026, 11, 21, 0, 0, 1, tzinfo=tz)  # last written just after midnight
+    os.utime(path, (written.timestamp(), written.timestamp()))
+    with running(cfg) as (daemon, views):
+        simkit.dock(tmp_path / "bay1", rec)
+        wait_for(lambda: settled(daemon, views, 1), 60, "bay 1 to finish")
+        (record,) = list(daemon.services.index.iter_all())
+    start = datetime.fromisoformat(record["recorded_start"]).astimezone(tz)
+    assert "name_unparsed" in record["flags"]
+    if record["start_source"] == "mtime":  # the 3 s recording began the day before
+        assert start.date().isoformat() == "2026-11-20"
+    assert Path(record["local_path"]).parent.name == start.date().isoformat()

@@ -26,17 +26,11 @@ from agent.daemon.events import EventBus
 from agent.daemon.services import Services
 from agent.evidence.custody import iter_entries
 from agent.evidence.index import ArchiveFollower, ClipIndex
-from agent.evidence.retention import (
-    DISK_PRESSURE,
-    RETENTION_EXPIRED,
-    HoldError,
-    Purger,
-    archive_if_finished,
-    classify,
-    finished,
-    select_purges,
-    set_hold,
-)
+from agent.evidence.lifecycle import archive_if_finished, finished
+from agent.evidence.retention.classes import classify
+from agent.evidence.retention.holds import HoldError, set_hold
+from agent.evidence.retention.purger import Purger
+from agent.evidence.retention.rules import DISK_PRESSURE, RETENTION_EXPIRED, select_purges
 from agent.evidence.store import EvidenceStore
 from agent.schema import ConfigError
 from firmware_interface import simkit
@@ -373,7 +367,7 @@ def test_a_hold_taken_before_start_up_is_seen_by_the_scan(dock: Dock) -> None:
 def fixed_disk(monkeypatch: pytest.MonkeyPatch, free: int, total: int) -> None:
     """The purger sees a disk of `total` bytes with `free` free."""
     usage = SimpleNamespace(total=total, used=total - free, free=free)
-    monkeypatch.setattr("agent.evidence.retention.shutil.disk_usage", lambda _path: usage)
+    monkeypatch.setattr("agent.evidence.retention.purger.shutil.disk_usage", lambda _path: usage)
 
 
 def test_disk_pressure_purges_archived_acked_oldest_first_never_unacked(

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from agent.findings import Finding, warning
-from agent.notes.store import NoteDraft
+from agent.notes.model import NoteDraft
 from firmware_interface.base import RecorderEvent
 
 STOP_REASONS = frozenset({"low_battery", "storage_full", "manual", "fault", "overheat"})

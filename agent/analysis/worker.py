@@ -7,16 +7,17 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
 from agent.analysis.late_offload import hours_late, is_late
 from agent.analysis.timeline import TimelineClip, TimelinePolicy, analyse, recorder_to_true
 from agent.daemon.services import Services
+from agent.evidence.clip_time import span
 from agent.evidence.record import Docking
-from agent.notes.store import NoteDraft, NotesStore
-from agent.timebase import iso, parse_iso, utcnow
+from agent.notes.model import NoteDraft
+from agent.notes.store import NotesStore
+from agent.timebase import parse_iso, utcnow
 from firmware_interface.base import Identity, RecorderEvent
 
 logger = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ class Analysis:
             "flags": sorted(set(record["flags"]) | result.flags),
             "interruptions": result.interruptions,
         }
-        changes.update(_times(record, result.duration_s))
+        changes.update(span(record, result.duration_s))
         if record["media_type"] == "video" and result.decode_ok:
             thumb = path.with_name(f"{path.stem}.thumb.jpg")
             if make_thumbnail(path, thumb):
@@ -229,15 +230,3 @@ class Analysis:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
-
-
-def _times(record: dict[str, Any], duration: float | None) -> dict[str, Any]:
-    """Recorded start/end once the duration is known (mtime marks the end of a recording)."""
-    if not duration:
-        return {}
-    start = parse_iso(record["recorded_start"])
-    tz = start.tzinfo or UTC
-    if record["start_source"] == "mtime":
-        start -= timedelta(seconds=duration)
-    end = start + timedelta(seconds=duration)
-    return {"recorded_start": iso(start.astimezone(tz)), "recorded_end": iso(end.astimezone(tz))}

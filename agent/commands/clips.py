@@ -8,7 +8,7 @@ from typing import Any
 
 from agent.cli import add_config_arg
 from agent.config import load_config
-from agent.evidence.index_snapshot import IndexSnapshot
+from agent.evidence.index.snapshot import IndexSnapshot
 from agent.evidence.record import MANIFEST_FIELDS
 
 STATES = ("offloaded", "synced", "purged")

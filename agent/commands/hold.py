@@ -12,7 +12,7 @@ from agent.config import load_config
 from agent.evidence.custody import CustodyLog
 from agent.evidence.export import ExportFailed, ExportRefused, resolve_clip
 from agent.evidence.index import ClipIndex
-from agent.evidence.retention import HoldError, set_hold
+from agent.evidence.retention.holds import HoldError, set_hold
 
 
 def add_parser(subparsers: Any) -> None:

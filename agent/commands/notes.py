@@ -9,7 +9,8 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from agent.config import DockConfig, load_config
-from agent.notes.store import Note, NotesCorrupt, NotesStore, read_notes
+from agent.notes.model import Note
+from agent.notes.store import NotesCorrupt, NotesStore, read_notes
 from agent.schema import ConfigError
 
 COLUMNS = ("NOTE", "TYPE", "DEVICE", "WHEN", "DURATION", "CAUSE", "EXPLAINED")

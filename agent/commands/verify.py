@@ -10,7 +10,7 @@ from agent.cli import add_config_arg
 from agent.config import DockConfig, load_config
 from agent.evidence.custody import iter_entries, verify_chain
 from agent.evidence.custody_check import cross_check
-from agent.evidence.index_snapshot import IndexSnapshot
+from agent.evidence.index.snapshot import IndexSnapshot
 from agent.evidence.store import sha256_file
 from agent.notes.check import notes_cross_check
 from agent.notes.store import NotesCorrupt, read_notes

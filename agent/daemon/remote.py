@@ -8,7 +8,7 @@ from typing import Any
 
 from agent.evidence.custody import CustodyLog
 from agent.evidence.index import ClipIndex
-from agent.evidence.retention import HoldError, set_hold
+from agent.evidence.retention.holds import HoldError, set_hold
 from agent.mqtt.command_policy import ClipFacts, CommandError
 from agent.mqtt.commands import Handler
 from agent.notes.store import NotesStore

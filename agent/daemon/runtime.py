@@ -14,28 +14,21 @@ from agent import __version__
 from agent.config import DockConfig
 from agent.daemon.events import Alert, BayView, DockEvent, EventBus
 from agent.daemon.reload import ReloadPlan, plan_reload, set_log_level
-from agent.daemon.services import Services
+from agent.daemon.services import Parts, Services
 from agent.dock.bay import BayWorker, ClipSynced
 from agent.dock.clock import ClockSource
+from agent.dock.hardware import build_watchers
 from agent.durable import write_json
 from agent.evidence.custody import CustodyLog
 from agent.evidence.index import ClipIndex
 from agent.evidence.store import EvidenceStore
 from agent.mqtt.status import alert_is_clear, alert_is_one_off
 from agent.timebase import recorder_zone
-from firmware_interface.discovery import BayWatcher
-from firmware_interface.discovery import DockEvent as HwEvent
+from firmware_interface.discovery import BayWatcher, DiscoveryEvent
 
 logger = logging.getLogger(__name__)
 
 STATE_WRITE_INTERVAL_S = 0.5
-
-
-def build_watchers(cfg: DockConfig, services: Services) -> list[BayWatcher]:
-    """The discovery watchers for the configured bays."""
-    from firmware_interface.watchers import build_watchers as build
-
-    return build(cfg, services.tz)
 
 
 class LocalState:
@@ -107,10 +100,11 @@ class Daemon:
         self.watchers: list[BayWatcher] = []
         self.stopping = threading.Event()
         self.plugins: list[Any] = []
+        self.parts: Parts | None = None  # set by agent.daemon.wiring.assemble
         self.heartbeat = time.monotonic()
         self._keeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
 
-    def dispatch(self, ev: HwEvent) -> None:
+    def dispatch(self, ev: DiscoveryEvent) -> None:
         """Route a discovery event to its bay's worker."""
         worker = self.bays.get(ev.bay)
         if worker is None:
@@ -130,7 +124,7 @@ class Daemon:
             worker.start()
         for plugin in self.plugins:
             plugin.start()
-        self.watchers = build_watchers(self.cfg, self.services)
+        self.watchers = build_watchers(self.cfg, self.services.tz)
         for watcher in self.watchers:
             watcher.start(self.dispatch)
         self._keeper.start()
@@ -157,10 +151,9 @@ class Daemon:
         if cfg.policy.clock_sync_source != self.cfg.policy.clock_sync_source:
             s.clock = ClockSource(cfg.policy.clock_sync_source).state
         s.store.reserve_bytes = cfg.policy.disk_reserve_bytes
-        if (purger := s.extra.get("purger")) is not None:
-            purger.interval_s = cfg.retention.purge_interval_s
-        if (sync := s.extra.get("sync")) is not None:
-            sync.sender.set_rate_limit(cfg.mqtt.rate_limit_bytes_per_s)
+        if self.parts is not None:
+            self.parts.purger.interval_s = cfg.retention.purge_interval_s
+            self.parts.sync.sender.set_rate_limit(cfg.mqtt.rate_limit_bytes_per_s)
         self.cfg = s.cfg = cfg  # one assignment: every reader sees the old or the new whole
         set_log_level(cfg.dock.log_level)
         return plan

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -13,8 +13,22 @@ from agent.dock.clock import ClockState
 from agent.evidence.store import EvidenceStore
 
 if TYPE_CHECKING:
+    from agent.dock.roster import Roster
     from agent.evidence.custody import CustodyLog
     from agent.evidence.index import ClipIndex
+    from agent.evidence.retention.purger import Purger
+    from agent.mqtt.connection import MqttConnection
+    from agent.notes.reconcile import NotesReconciler
+    from agent.notes.store import NotesStore
+    from agent.sync.worker import Sync
+
+
+class ClockNotes(Protocol):
+    """Who notes a recorder clock the dock corrected (the timeline analysis)."""
+
+    def clock_corrected(self, device_id: str, offset_s: float | None) -> None:
+        """Note that `device_id`'s clock was off by `offset_s` and set."""
+        ...
 
 
 class Analyser(Protocol):
@@ -37,4 +51,17 @@ class Services:
     bus: EventBus
     clock: Callable[[], ClockState]  # is the dock's own clock synchronised, and says who
     analyser: Analyser | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    clock_notes: ClockNotes | None = None
+    roster: Roster | None = None
+
+
+@dataclass
+class Parts:
+    """The plugins `assemble` wired, by name and type (the demo summary and tests read them)."""
+
+    notes: NotesStore
+    mqtt: MqttConnection
+    sync: Sync
+    notes_reconciler: NotesReconciler
+    purger: Purger
+    roster: Roster | None = None

@@ -27,7 +27,8 @@ def summary(
     lines += ["", f"CLIPS ({len(records)}): offloaded, hashed, verified, sent upstream"]
     arrived = [holds(scene.store, r) for r in records]
     lines += [_clip(r, a) for r, a in zip(records, arrived, strict=True)]
-    notes = daemon.services.extra["notes"].list()
+    assert daemon.parts is not None
+    notes = daemon.parts.notes.list()
     lines += ["", f"NOTES ({len(notes)}): for people to explain"]
     lines += [_note(n.to_json()) for n in notes]
     seq, head = daemon.services.custody.head()

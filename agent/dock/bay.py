@@ -16,18 +16,17 @@ from agent.daemon.services import Services
 from agent.dock.checks import (
     bay_state,
     check_battery,
-    check_clock,
     check_faults,
     check_storage,
     storage_free_pct,
 )
+from agent.dock.clock_check import ClockCheck
+from agent.dock.deletion import Outcome, RecorderDeleter
 from agent.dock.offload import Offloader
 from agent.evidence.record import Docking
-from agent.evidence.retention import archive_if_finished
-from agent.findings import Finding, fault, info, warning
-from agent.timebase import local_now, utcnow
-from firmware_interface.base import ClipEntry, Recorder, RecorderError, RecorderGone, Status
-from firmware_interface.discovery import BayFault, BayWaiting, Docked, DockEvent, Undocked
+from agent.findings import Finding, fault, info
+from firmware_interface.base import Recorder, RecorderError, RecorderGone, Status
+from firmware_interface.discovery import BayFault, BayWaiting, DiscoveryEvent, Docked, Undocked
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +82,7 @@ class BayWorker:
         self.inbox.put(_Stop())
         self._thread.join(timeout)
 
-    def post(self, item: DockEvent | ClipSynced | BayTask) -> None:
+    def post(self, item: DiscoveryEvent | ClipSynced | BayTask) -> None:
         """Hand the worker an event; an undock cancels a running copy at once."""
         if isinstance(item, Undocked):
             self.cancel.set()
@@ -199,73 +198,9 @@ class BayWorker:
     ) -> tuple[float | None, tuple[int, int] | None]:
         """Check and set the clock; the measured offset and the recording resolution."""
         status = recorder.status()
-        now = utcnow()
-        verdict = check_clock(
-            status, recorder.capabilities, now, self.s.tz, self.s.cfg.policy, self.s.clock()
-        )
-        self.s.custody.append(
-            "clock_checked",
-            device_id=device_id,
-            offset_s=verdict.offset_s,
-            tolerance_s=self.s.cfg.policy.clock_tolerance_s,
-            recorder_clock=status.clock.isoformat() if status.clock else None,
-        )
-        self.findings.extend(verdict.findings)
-        unsynced = next((f for f in verdict.findings if f.code == "clock_unsynced"), None)
-        if unsynced is not None:
-            self.s.bus.alert(
-                "clock_unsynced",
-                "warning",
-                f"dock clock not synchronised ({unsynced.detail['reason']}): "
-                "recorder clocks are not set",
-                bay=self.number,
-                device_id=device_id,
-                source=unsynced.detail["source"],
-            )
-        if verdict.set_clock:
-            self._set_clock(recorder, device_id, verdict.offset_s)
-        elif any(f.code == "clock_drift" for f in self.findings):
-            self._escalate_drift()
+        offset = ClockCheck(self.s, self.number, recorder, device_id).run(status, self.findings)
         self._apply_status(recorder, status)
-        return verdict.offset_s, status.resolution
-
-    def _set_clock(self, recorder: Recorder, device_id: str, offset: float | None) -> None:
-        try:
-            recorder.set_clock(local_now(self.s.tz))
-        except RecorderGone:
-            raise
-        except RecorderError as exc:
-            self.findings.append(
-                fault("clock_set_failed", f"setting the recorder clock failed: {exc}")
-            )
-            return
-        self.s.custody.append(
-            "clock_set",
-            device_id=device_id,
-            offset_before_s=offset,
-            set_to=utcnow().isoformat(timespec="seconds"),
-        )
-        self.findings = [f for f in self.findings if f.code != "clock_drift"]
-        self.findings.append(
-            info(
-                "clock_corrected",
-                f"recorder clock corrected by {-(offset or 0):+.1f} s"
-                if offset is not None
-                else "recorder clock set",
-                offset_s=offset,
-            )
-        )
-        self.s.bus.event("clock_corrected", bay=self.number, device_id=device_id, offset_s=offset)
-        notes = self.s.extra.get("notes_hook")
-        if notes is not None:
-            notes.clock_corrected(device_id, offset)
-
-    def _escalate_drift(self) -> None:
-        drift = next(f for f in self.findings if f.code == "clock_drift")
-        self.findings.remove(drift)
-        self.findings.append(
-            fault("clock_drift", f"{drift.message}; not corrected", **drift.detail)
-        )
+        return offset, status.resolution
 
     # ---- offload --------------------------------------------------------------------------
 
@@ -316,7 +251,12 @@ class BayWorker:
                 clip_ids,
                 {"docking": docking, "events": events.events if events else []},
             )
-        for clip_id in clip_ids:
+        # This pass's clips and any earlier ones whose recorder copy is still to be handled
+        # (acked while the recorder was away, or a deletion a crash interrupted).
+        waiting = [
+            r["clip_id"] for r in self.s.index.find(device_id=device, recorder_deleted=False)
+        ]
+        for clip_id in dict.fromkeys([*clip_ids, *waiting]):
             self._maybe_delete(clip_id)
         self._refresh()
 
@@ -328,32 +268,15 @@ class BayWorker:
             self._refresh()
 
     def _maybe_delete(self, clip_id: str) -> None:
-        """Delete the recorder's copy once the policy's condition holds (SPEC 9)."""
-        record = self.s.index.get(clip_id)
-        if record is None or self.recorder is None or self.docking is None:
+        """Delete the recorder's copy once the policy's condition holds and it is proved (SPEC 9)."""
+        if self.recorder is None or self.docking is None:
             return
-        if record["recorder_deleted"] or record["device_id"] != self.docking.identity.device_id:
-            return
-        if not deletable(record, self.s.cfg.policy.delete_from_recorder):
-            return
-        entry = ClipEntry(
-            record["recorder_path"],
-            record["size"],
-            record.get("recorder_mtime", 0.0),
-            record["media_type"],
-        )
-        try:
-            self.recorder.delete_clip(entry)
-        except RecorderGone:
-            raise
-        except RecorderError as exc:
-            self.findings.append(warning("delete_failed", f"{entry.path}: {exc}"))
-            return
-        self.s.custody.append(
-            "recorder_clip_deleted", device_id=record["device_id"], file=entry.path, sha256=clip_id
-        )
-        updated = self.s.index.update(clip_id, recorder_deleted=True)
-        archive_if_finished(self.s.index, updated, self.s.cfg.policy.delete_from_recorder)
+        deleter = RecorderDeleter(self.s, self.recorder, self.docking.identity.device_id)
+        result = deleter.delete(clip_id)
+        if result.finding is not None:
+            self.findings.append(result.finding)
+        if result.outcome is Outcome.REPLACED:
+            self._offload(self.recorder, self.docking)  # the new bytes are a new clip
 
     # ---- status ---------------------------------------------------------------------------
 
@@ -473,12 +396,3 @@ STATUS_CODES = frozenset(
         "awaiting_ack",
     }
 )
-
-
-def deletable(record: dict[str, Any], policy: str) -> bool:
-    """Whether the recorder's copy of this clip may be deleted under `policy` (SPEC 9)."""
-    if policy == "never":
-        return False
-    if policy == "after_local_verify":
-        return record["state"] in ("offloaded", "synced", "purged")
-    return record["state"] in ("synced", "purged")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
@@ -14,10 +13,13 @@ from typing import Any, BinaryIO
 
 from agent.daemon.services import Services
 from agent.dock import roster
-from agent.evidence import retention
-from agent.evidence.record import Docking, dest_rel, new_record, start_time
+from agent.dock.batches import batches
+from agent.dock.proof import recorder_sha256
+from agent.evidence.clip_time import StartTime, start_time
+from agent.evidence.lifecycle import has_local_copy
+from agent.evidence.record import Docking, dest_rel, new_record
+from agent.evidence.retention.classes import classify
 from agent.evidence.store import (
-    CHUNK,
     SMALL,
     DiskFull,
     SourceReadError,
@@ -30,10 +32,6 @@ from agent.findings import Finding, fault, warning
 from firmware_interface.base import ClipEntry, Recorder, RecorderError, RecorderGone
 
 logger = logging.getLogger(__name__)
-
-# A batch of small files shares its fsyncs: custody (one), index (one), directories (once each).
-BATCH_FILES = 32
-BATCH_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -66,6 +64,7 @@ class Offloader:
         # Rows indexed before this pass; the pass's own rows have other recorder paths.
         self._prior: dict[tuple[str, int], list[dict[str, Any]]] = {}
         self._handled = 0  # clips of this pass done with: the rest are pending at a stop
+        self._starts: dict[str, StartTime] = {}  # by recorder path, from staging to the record
         self._prover: Executor
         self._pending: tuple[list[tuple[ClipEntry, Staged]], Future[None]] | None = None
         self.log_extra = {
@@ -269,8 +268,11 @@ class Offloader:
         staged.append((clip, item))
 
     def _dest(self, clip: ClipEntry) -> Path:
-        provisional = start_time(clip, self.s.store.root / "nonexistent", self.docking)
-        return dest_rel(self.docking, provisional.start, clip)
+        """Where the clip goes, by its start time (decided here, once, and kept for its record)."""
+        d = self.docking
+        start = start_time(clip, d.tz, d.clock_offset_s, partial(self.recorder.open_clip, clip))
+        self._starts[clip.path] = start
+        return dest_rel(d, start.start, clip)
 
     def _copy(self, clip: ClipEntry) -> StoredCopy:
         tag = f"bay{self.docking.bay}"
@@ -301,18 +303,12 @@ class Offloader:
         rows = self._prior.get((clip.path, clip.size))
         if not rows:
             return None
-        h = hashlib.sha256()
-        try:
-            with self.recorder.open_clip(clip) as src:
-                while chunk := src.read(CHUNK):
-                    h.update(chunk)
-        except OSError as exc:
-            raise RecorderGone(f"reading the recorder failed: {exc}") from exc
-        return next((r for r in rows if r["sha256"] == h.hexdigest()), None)
+        _, sha = recorder_sha256(self.recorder, clip)
+        return next((r for r in rows if r["sha256"] == sha), None)
 
     def _drop_duplicate(self, copy: StoredCopy, existing: dict[str, Any]) -> None:
         """Same bytes already indexed (maybe archived): keep one copy, never the record's own."""
-        own = str(copy.path) == existing.get("local_path") and existing.get("state") != "purged"
+        own = str(copy.path) == existing.get("local_path") and has_local_copy(existing)
         if not copy.reused and not own:
             copy.path.unlink(missing_ok=True)  # a purged clip's old path is no copy of its own
         logger.info(
@@ -373,10 +369,10 @@ class Offloader:
     def _new_record(
         self, clip: ClipEntry, copy: StoredCopy, entry: dict[str, Any]
     ) -> dict[str, Any]:
-        start = start_time(clip, copy.path, self.docking)
+        start = self._starts.pop(clip.path)
         record = new_record(self.docking, clip, copy.sha256, copy.size, copy.path, start, entry)
-        roster.annotate(record, self.s.extra.get("roster"))
-        record["retention_class"] = retention.classify(record, self.s.cfg.retention)
+        roster.annotate(record, self.s.roster)
+        record["retention_class"] = classify(record, self.s.cfg.retention)
         return record
 
     def _announce(self, clip: ClipEntry, copy: StoredCopy) -> None:
@@ -399,25 +395,3 @@ class Offloader:
 def _check_room(has_room: bool) -> None:
     if not has_room:
         raise DiskFull("not enough room for the next clip and the reserve")
-
-
-def batches(
-    clips: list[ClipEntry], files: int = BATCH_FILES, size: int = BATCH_BYTES
-) -> Iterator[list[ClipEntry]]:
-    """Clips in order: each large one alone, runs of small ones in bounded batches."""
-    batch: list[ClipEntry] = []
-    for clip in clips:
-        if (
-            clip.size >= SMALL
-            or len(batch) >= files
-            or sum(c.size for c in batch) + clip.size > size
-        ):
-            if batch:
-                yield batch
-            batch = []
-        if clip.size >= SMALL:
-            yield [clip]
-        else:
-            batch.append(clip)
-    if batch:
-        yield batch

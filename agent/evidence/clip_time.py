@@ -1,67 +1,68 @@
-"""Recording start from container metadata: the MP4/MOV `mvhd` creation time."""
+"""When a clip started and ended, in true time: the one place that answers it.
+
+The start is decided once, before the clip is stored (its date folder comes from it):
+from the file name (SPEC 5), else the container's movie header, else the file's mtime
+(the moment the recorder last wrote it: the end of the recording, so the container's
+duration is taken off where the header gives one). All are the recorder's clock, so the
+measured clock offset is taken off too. Analysis later only adds the end.
+"""
 
 from __future__ import annotations
 
-import struct
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+from zoneinfo import ZoneInfo
 
-MP4_EPOCH = datetime(1904, 1, 1, tzinfo=UTC)
-MAX_BOXES = 4096
+from agent.evidence.naming import parse_name
+from agent.media.container import MovieHeader, movie_header
+from agent.timebase import iso, parse_iso, to_true
+from firmware_interface.base import ClipEntry
 
-
-def _boxes(fh: BinaryIO, start: int, end: int) -> list[tuple[bytes, int, int]]:
-    """(type, payload offset, payload end) of the boxes between start and end."""
-    found: list[tuple[bytes, int, int]] = []
-    pos = start
-    while pos + 8 <= end and len(found) < MAX_BOXES:
-        fh.seek(pos)
-        header = fh.read(16)
-        if len(header) < 8:
-            break
-        size, kind = struct.unpack(">I4s", header[:8])
-        body = pos + 8
-        if size == 1 and len(header) >= 16:
-            size = struct.unpack(">Q", header[8:16])[0]
-            body = pos + 16
-        elif size == 0:
-            size = end - pos
-        if size < 8:
-            break
-        found.append((kind, body, min(pos + size, end)))
-        pos += size
-    return found
+MIN_PLAUSIBLE_YEAR = 2000  # recorders with a flat clock battery write 1904 or 1970
 
 
-def mp4_creation_time(path: Path) -> datetime | None:
-    """The movie header's creation time (UTC per the MP4 spec), None when absent or zero."""
-    try:
-        with open(path, "rb") as fh:
-            size = fh.seek(0, 2)
-            for kind, body, end in _boxes(fh, 0, size):
-                if kind == b"moov":
-                    return _mvhd_time(fh, body, end)
-    except OSError:
-        return None
+@dataclass(frozen=True)
+class StartTime:
+    """When a clip started, in true time, and where that came from."""
+
+    start: datetime
+    source: str  # "name", "container" or "mtime"
+
+
+def start_time(
+    clip: ClipEntry,
+    tz: ZoneInfo,
+    clock_offset_s: float | None,
+    open_source: Callable[[], BinaryIO],
+) -> StartTime:
+    """The clip's start in true time; `open_source` opens its bytes, only when the name fails."""
+    parsed = parse_name(clip.name)
+    if parsed:
+        return StartTime(to_true(parsed.start_local, tz, clock_offset_s), "name")
+    header = _header(open_source) if clip.media_type == "video" else None
+    drift = timedelta(seconds=clock_offset_s or 0.0)
+    created = header.created if header else None
+    if created and created.year >= MIN_PLAUSIBLE_YEAR:
+        return StartTime(created.astimezone(UTC) - drift, "container")
+    written = datetime.fromtimestamp(clip.mtime, UTC) - drift
+    length = header.duration_s if header else None
+    return StartTime(written - timedelta(seconds=length or 0.0), "mtime")
+
+
+def _header(open_source: Callable[[], BinaryIO]) -> MovieHeader | None:
+    """The movie header of the clip's bytes; None when unreadable or absent."""
+    with suppress(OSError, ValueError), open_source() as fh:
+        return movie_header(fh)
     return None
 
 
-def _mvhd_time(fh: BinaryIO, start: int, end: int) -> datetime | None:
-    for kind, body, _ in _boxes(fh, start, end):
-        if kind != b"mvhd":
-            continue
-        fh.seek(body)
-        head = fh.read(12)
-        if len(head) < 12:
-            return None
-        version = head[0]
-        seconds = (
-            struct.unpack(">Q", head[4:12])[0]
-            if version == 1
-            else struct.unpack(">I", head[4:8])[0]
-        )
-        if seconds == 0:
-            return None
-        return MP4_EPOCH + timedelta(seconds=seconds)
-    return None
+def span(record: dict[str, Any], duration_s: float | None) -> dict[str, Any]:
+    """`recorded_end` once the duration is known (the start stays as decided at offload)."""
+    if not duration_s:
+        return {}
+    start = parse_iso(record["recorded_start"])
+    end = start + timedelta(seconds=duration_s)
+    return {"recorded_end": iso(end.astimezone(start.tzinfo or UTC))}

@@ -13,8 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent import durable
-from agent.durable import flocked
+from agent.durable import TORN_MOVE_ASIDE, AppendLog, flocked
 
 logger = logging.getLogger(__name__)
 
@@ -85,14 +84,15 @@ class CustodyLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+        self._log = AppendLog(self.path, torn=TORN_MOVE_ASIDE)
+        self._fd = self._log.fd
         self._head: tuple[int, str] = (0, ZERO_HASH)
         self._size = -1
         try:
             with self._lock, flocked(self._fd, fcntl.LOCK_EX):
                 self._refresh(repair=True)
         except BaseException:
-            os.close(self._fd)
+            self._log.close()
             raise
 
     def append(self, event: str, **fields: Any) -> dict[str, Any]:
@@ -109,14 +109,12 @@ class CustodyLog:
                 self._refresh(repair=True)
             entries = self._chain(items)
             data = "".join(canonical(entry) + "\n" for entry in entries).encode("utf-8")
-            if os.write(self._fd, data) != len(data):
-                # The partial line is torn; the next append repairs it before writing.
+            try:
+                self._size = self._log.append(data)
+            except OSError as exc:
                 self._size = -1
-                raise OSError(f"{self.path}: short write of a custody entry (disk full?)")
-            os.fsync(self._fd)
-            if entries:
-                self._head = (entries[-1]["seq"], entries[-1]["hash"])
-            self._size += len(data)
+                raise OSError(f"{self.path}: custody entry not written: {exc}") from exc
+            self._head = (entries[-1]["seq"], entries[-1]["hash"])
             return entries
 
     def _chain(self, items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -141,36 +139,17 @@ class CustodyLog:
     def close(self) -> None:
         """Close the log file."""
         with self._lock:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
+            self._log.close()
+            self._fd = -1
 
     def _refresh(self, repair: bool) -> None:
-        """Re-read the head from the end of the file; move a torn tail aside when repairing."""
-        size = os.fstat(self._fd).st_size
+        """Re-read the head from the end of the file; a torn tail is cut (kept aside) when repairing."""
+        size = self._log.repair() if repair else self._log.size()
         start, buf = _tail(self._fd, size)
         line, torn_at = _split_tail(start, buf)
-        if torn_at < size and repair:
-            self._move_torn(torn_at, size)
-            size = torn_at
         self._head = _head_of(line, self.path)
         # A torn tail left in place forces the next append to look again (and repair).
-        self._size = size if torn_at == size or repair else -1
-
-    def _move_torn(self, torn_at: int, size: int) -> None:
-        """Keep the bytes of an unacknowledged, torn append beside the log, then cut them off."""
-        torn = os.pread(self._fd, size - torn_at, torn_at)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        aside = self.path.with_name(f"{self.path.name}.torn-{stamp}")
-        durable.write_bytes(aside, torn)
-        os.ftruncate(self._fd, torn_at)
-        os.fsync(self._fd)
-        logger.warning(
-            "custody log %s: torn last line (%d bytes, never acknowledged) moved to %s",
-            self.path,
-            len(torn),
-            aside,
-        )
+        self._size = size if torn_at == size else -1
 
 
 def _head_of(line: bytes, path: Path) -> tuple[int, str]:

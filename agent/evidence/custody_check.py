@@ -66,7 +66,7 @@ class _Facts:
 
     offloaded: dict[int, tuple[str, str]] = field(default_factory=dict)  # seq -> (hash, sha256)
     purged: dict[str, int] = field(default_factory=dict)  # clip -> seq
-    deleted: dict[str, int] = field(default_factory=dict)
+    deleted: dict[str, tuple[int, str]] = field(default_factory=dict)  # or found missing
     exports: list[tuple[int, str]] = field(default_factory=list)  # (seq, clip)
 
 
@@ -85,8 +85,8 @@ def custody_facts(entries: Iterable[Mapping[str, Any]]) -> _Facts:
             facts.offloaded[seq] = (str(e.get("hash")), str(e.get("sha256")))
         elif event == "local_copy_purged":
             facts.purged.setdefault(_clip_of(e), seq)
-        elif event == "recorder_clip_deleted":
-            facts.deleted.setdefault(_clip_of(e), seq)
+        elif event in ("recorder_clip_deleted", "recorder_clip_missing"):
+            facts.deleted.setdefault(_clip_of(e), (seq, str(event)))
         elif event == "exported":
             facts.exports.append((seq, _clip_of(e)))
     return facts
@@ -132,7 +132,10 @@ def _row_problems(clip: str, row: _Row, facts: _Facts) -> list[str]:
     if row.state == "purged" and clip not in facts.purged:
         problems.append(f"{name}: purged in the index but no local_copy_purged custody entry")
     if row.recorder_deleted and clip not in facts.deleted:
-        problems.append(f"{name}: recorder_deleted in the index but no recorder_clip_deleted entry")
+        problems.append(
+            f"{name}: recorder_deleted in the index but no recorder_clip_deleted "
+            "(or recorder_clip_missing) entry"
+        )
     return problems
 
 
@@ -143,11 +146,11 @@ def _log_problems(rows: dict[str, _Row], facts: _Facts) -> list[str]:
         if row is None or row.state != "purged":
             what = "unknown to the index" if row is None else f"index state {row.state!r}"
             problems.append(f"custody seq {seq}: local_copy_purged for clip {clip[:12]}, {what}")
-    for clip, seq in facts.deleted.items():
+    for clip, (seq, event) in facts.deleted.items():
         row = rows.get(clip)
         if row is None or not row.recorder_deleted:
             what = "unknown to the index" if row is None else "index says not deleted"
-            problems.append(f"custody seq {seq}: recorder_clip_deleted of {clip[:12]}, {what}")
+            problems.append(f"custody seq {seq}: {event} of {clip[:12]}, {what}")
     for seq, clip in facts.exports:
         if clip not in rows:
             problems.append(f"custody seq {seq}: exported clip {clip[:12]} unknown to the index")

@@ -15,6 +15,7 @@ from agent.config import DockConfig
 from agent.durable import fsync_dir, write_bytes, write_json
 from agent.evidence.custody import CustodyLog
 from agent.evidence.index import ClipIndex, shard_name
+from agent.evidence.lifecycle import has_local_copy
 from agent.evidence.store import CHUNK, sha256_file
 
 logger = logging.getLogger(__name__)
@@ -216,7 +217,7 @@ def _targets(record: Record, out_dir: Path) -> tuple[Path, Path, Path]:
 
 
 def _source(record: Record) -> Path:
-    if record.get("state") == "purged":
+    if not has_local_copy(record):
         raise ExportFailed(
             f"clip {record['clip_id'][:12]}: the local copy was purged (purged_at "
             f"{record.get('purged_at')}); request it from the central evidence server"

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from agent.evidence.clip_time import mp4_creation_time
-from agent.evidence.naming import parse_name
-from agent.timebase import iso, to_true
+from agent.evidence.clip_time import StartTime
+from agent.timebase import iso
 from firmware_interface.base import ClipEntry, Identity
 
 MANIFEST_FIELDS = (
@@ -53,31 +52,6 @@ class Docking:
     dock_id: str
     department: str
     recorder_resolution: str | None = None  # "1920x1080" where the recorder reports it
-
-
-@dataclass(frozen=True)
-class StartTime:
-    """When a clip started, in true time, and where that came from."""
-
-    start: datetime
-    source: str  # "name", "container" or "mtime"
-
-
-def start_time(clip: ClipEntry, stored: Path, docking: Docking) -> StartTime:
-    """Start from the file name, else container metadata, else mtime; corrected for drift."""
-    parsed = parse_name(clip.name)
-    offset = docking.clock_offset_s
-    if parsed:
-        return StartTime(to_true(parsed.start_local, docking.tz, offset), "name")
-    created = mp4_creation_time(stored) if clip.media_type == "video" else None
-    if created and created.year >= 2000:
-        return StartTime(created.astimezone(UTC) - _delta(offset), "container")
-    mtime = datetime.fromtimestamp(clip.mtime, UTC)
-    return StartTime(mtime - _delta(offset), "mtime")
-
-
-def _delta(offset: float | None) -> timedelta:
-    return timedelta(seconds=offset or 0.0)
 
 
 def dest_rel(docking: Docking, start: datetime, clip: ClipEntry) -> Path:

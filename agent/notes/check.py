@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agent.notes.store import Explanation, Note
+    from agent.notes.model import Explanation, Note
 
 NOTE_EVENTS = frozenset({"note_created", "note_explained"})
 

@@ -3,34 +3,31 @@
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from agent import durable
 from agent.notes.check import Unlogged, note_log, unlogged
+from agent.notes.model import (
+    Explanation,
+    Note,
+    NoteDraft,
+    check_draft,
+    iso_utc,
+    note_from,
+    required,
+)
 
 logger = logging.getLogger(__name__)
 
-NOTE_TYPES = frozenset(
-    {
-        "gap",
-        "interruption",
-        "overlap",
-        "late_offload",
-        "clock_corrected",
-        "truncated",
-        "device_fault",
-    }
-)
 NOTES_FILE = "notes.json"
 FORMAT_VERSION = 1
 
@@ -47,87 +44,6 @@ class NotesCorrupt(Exception):
     """notes.json exists but cannot be read; it is left untouched for a person to look at."""
 
 
-@dataclass(frozen=True)
-class NoteDraft:
-    """A note as policy proposes it, before it is stored."""
-
-    type: str
-    device_id: str
-    start: datetime  # aware, true time
-    end: datetime
-    cause: str = "unknown"
-    clips: tuple[str, ...] = ()
-
-    @property
-    def duration_s(self) -> float:
-        """Seconds from start to end."""
-        return round((self.end - self.start).total_seconds(), 3)
-
-    @property
-    def note_id(self) -> str:
-        """The stable id: the same draft always gets the same id."""
-        key = "|".join([self.type, self.device_id, _iso(self.start), ",".join(self.clips)])
-        return "N-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """One person's explanation of a note."""
-
-    author: str
-    text: str
-    ts: str
-
-
-@dataclass(frozen=True)
-class Note:
-    """A stored note (SPEC 3 `notes list --json`)."""
-
-    note_id: str
-    type: str
-    device_id: str
-    start: str
-    end: str
-    duration_s: float
-    cause: str
-    clips: tuple[str, ...]
-    created_at: str
-    explanations: tuple[Explanation, ...] = field(default_factory=tuple)
-
-    def to_json(self) -> dict[str, Any]:
-        """The note as SPEC 3 prints it."""
-        return {
-            "note_id": self.note_id,
-            "type": self.type,
-            "device_id": self.device_id,
-            "start": self.start,
-            "end": self.end,
-            "duration_s": self.duration_s,
-            "cause": self.cause,
-            "clips": list(self.clips),
-            "created_at": self.created_at,
-            "explanations": [vars(e).copy() for e in self.explanations],
-        }
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Note:
-        """A note from its JSON form."""
-        explanations = tuple(Explanation(**e) for e in obj.get("explanations", []))
-        fields = {k: obj[k] for k in ("note_id", "type", "device_id", "start", "end", "cause")}
-        return cls(
-            **fields,
-            duration_s=float(obj["duration_s"]),
-            clips=tuple(obj["clips"]),
-            created_at=obj["created_at"],
-            explanations=explanations,
-        )
-
-
-def _iso(ts: datetime) -> str:
-    """ISO 8601 with offset, UTC."""
-    return ts.astimezone(UTC).isoformat(timespec="milliseconds")
-
-
 def _now() -> datetime:
     """The current true time."""
     return datetime.now(UTC)
@@ -135,13 +51,6 @@ def _now() -> datetime:
 
 ChangeCallback = Callable[[str, Note], None]
 NoteList = list[Note]
-
-
-def _required(name: str, value: object) -> str:
-    """A non-empty string, else ValueError naming the field."""
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name}: must not be empty")
-    return value.strip()
 
 
 class NotesStore:
@@ -164,12 +73,12 @@ class NotesStore:
 
     def create(self, draft: NoteDraft) -> Note:
         """Store a note from a draft; the same draft twice returns the note already stored."""
-        _check_draft(draft)
+        check_draft(draft)
         with self._mutating():
             existing = self._notes.get(draft.note_id)
             if existing is not None:
                 return existing
-            note = _note_from(draft, _iso(self._now()))
+            note = note_from(draft, iso_utc(self._now()))
             self._notes[note.note_id] = note
             self._save()
             self._custody.append("note_created", **_created_fields(note))
@@ -180,12 +89,12 @@ class NotesStore:
 
     def explain(self, note_id: str, author: str, text: str) -> Note:
         """Append an explanation by `author`; earlier explanations are never touched."""
-        author, text = _required("author", author), _required("text", text)
+        author, text = required("author", author), required("text", text)
         with self._mutating():
             note = self._notes.get(note_id)
             if note is None:
                 raise KeyError(note_id)
-            entry = Explanation(author=author, text=text, ts=_iso(self._now()))
+            entry = Explanation(author=author, text=text, ts=iso_utc(self._now()))
             note = replace(note, explanations=(*note.explanations, entry))
             self._notes[note_id] = note
             self._save()
@@ -324,33 +233,6 @@ def read_notes(data_dir: Path) -> NoteList:
     if not path.exists():
         return []
     return sorted(_read_notes(path).values(), key=lambda n: (n.created_at, n.note_id))
-
-
-def _check_draft(draft: NoteDraft) -> None:
-    """Refuse drafts that would make a note nobody can read."""
-    if draft.type not in NOTE_TYPES:
-        raise ValueError(f"type: {draft.type!r} is not one of {', '.join(sorted(NOTE_TYPES))}")
-    _required("device_id", draft.device_id)
-    for name in ("start", "end"):
-        if getattr(draft, name).tzinfo is None:
-            raise ValueError(f"{name}: expected an aware datetime (true time)")
-    if draft.end < draft.start:
-        raise ValueError("end: expected a time not before start")
-
-
-def _note_from(draft: NoteDraft, created_at: str) -> Note:
-    """The stored form of a draft."""
-    return Note(
-        note_id=draft.note_id,
-        type=draft.type,
-        device_id=draft.device_id,
-        start=_iso(draft.start),
-        end=_iso(draft.end),
-        duration_s=draft.duration_s,
-        cause=draft.cause or "unknown",
-        clips=tuple(draft.clips),
-        created_at=created_at,
-    )
 
 
 def _read_notes(path: Path) -> dict[str, Note]:

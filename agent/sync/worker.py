@@ -12,10 +12,12 @@ from typing import Any
 from paho.mqtt.properties import Properties
 
 from agent.daemon.services import Services
+from agent.evidence.lifecycle import acked_upstream, archive_if_finished
 from agent.evidence.record import manifest
-from agent.evidence.retention import archive_if_finished, classify
+from agent.evidence.retention.classes import classify
 from agent.mqtt.connection import MqttConnection
-from agent.notes.store import Note, NotesStore
+from agent.notes.model import Note
+from agent.notes.store import NotesStore
 from agent.sync.outbox import Outbox
 from agent.sync.parcel import Parcels, load_transfer_key, manifest_name, manifest_user_data
 from agent.timebase import utcnow
@@ -326,8 +328,8 @@ class Sync:
 
     def _note_changed(self, kind: str, note: Note) -> None:
         """A note created or explained after its clip was sent goes on R/notes (QoS 1)."""
-        states = [(self.s.index.get(c) or {}).get("state") for c in note.clips]
-        synced = [s for s in states if s in ("synced", "purged")]
+        records = [self.s.index.get(c) or {} for c in note.clips]
+        synced = [r for r in records if acked_upstream(r)]
         if not synced:
             return  # not sent yet: the manifest will carry it
         self.outbox.put(note.note_id, note.to_json() | {"change": kind})

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from agent.config import DockConfig
 from agent.evidence.custody import read_head
-from agent.evidence.index_snapshot import IndexSnapshot
+from agent.evidence.index.snapshot import IndexSnapshot
 
 
 class IndexView(Protocol):

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from agent.evidence.custody import ZERO_HASH, canonical, seal
 from agent.evidence.index import ClipIndex
-from agent.evidence.retention import LocalCopies, archive_if_finished
+from agent.evidence.lifecycle import archive_if_finished
+from agent.evidence.retention.copies import LocalCopies
 from tests.bench import Row, percentile
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,11 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from tinydb import Query, TinyDB
-from tinydb.storages import Storage
 from tinydb.table import Table
 
 from agent import durable
 from agent.durable import flocked
+from agent.evidence.index.archive import (
+    ArchiveFollower,
+    append_shard,
+    complete_records,
+    latest_in,
+    shard_name,
+)
+from agent.evidence.index.journal import IndexCorrupt, Journal, MemoryStorage, dumps, plain
+from agent.evidence.lifecycle import acked_upstream
 
 logger = logging.getLogger(__name__)
 
@@ -33,219 +41,6 @@ STALE_TEMP_S = 600.0
 Record = dict[str, Any]
 
 
-class IndexCorrupt(Exception):
-    """The active index file cannot be read (it is never half-written, so this is damage)."""
-
-
-def _dumps(obj: Any) -> str:
-    """Compact JSON, UTF-8 kept, NaN refused."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-def _plain(record: Record) -> Record:
-    """A deep, JSON-clean copy: refuses what JSON cannot hold before any state changes."""
-    copied: Record = json.loads(_dumps(record))
-    return copied
-
-
-class MemoryStorage(Storage):
-    """TinyDB storage held in memory; ClipIndex makes it durable (journal plus snapshots)."""
-
-    def __init__(self) -> None:
-        """Start empty; ClipIndex loads the snapshot into it."""
-        self.data: dict[str, dict[str, Any]] = {}
-
-    def read(self) -> dict[str, dict[str, Any]] | None:
-        """The in-memory document."""
-        return self.data
-
-    def write(self, data: dict[str, dict[str, Any]]) -> None:
-        """Keep `data` (ClipIndex never writes through TinyDB: it journals first)."""
-        self.data = data
-
-
-class Journal:
-    """The active set's append-only journal: one JSON transaction per line, fsynced per append."""
-
-    def __init__(self, path: Path) -> None:
-        """Open (creating, with the directory entry made durable) the journal file."""
-        self.path = path
-        created = not path.exists()
-        self.fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        if created:
-            durable.fsync_dir(path.parent)
-        self.offset = 0  # bytes consumed: whole lines only
-
-    def size(self) -> int:
-        """The file's current size (another process may have appended)."""
-        return os.fstat(self.fd).st_size
-
-    def read_new(self) -> list[Record]:
-        """The complete lines appended since the last read; a torn last line is left unread."""
-        data = os.pread(self.fd, max(self.size() - self.offset, 0), self.offset)
-        end = data.rfind(b"\n") + 1
-        ops = []
-        for number, raw in enumerate(data[:end].splitlines()):
-            try:
-                ops.append(json.loads(raw))
-            except ValueError:
-                raise IndexCorrupt(
-                    f"{self.path}: line {number + 1} after byte {self.offset} is not JSON"
-                ) from None
-        self.offset += end
-        return ops
-
-    def append(self, line: bytes) -> None:
-        """Append one whole line and fsync it; a torn tail of a crashed writer is cut first."""
-        if self.size() != self.offset:
-            os.ftruncate(self.fd, self.offset)  # after read_new: only never-acknowledged bytes
-            logger.warning("index journal %s: torn last line cut off", self.path)
-        try:
-            if os.write(self.fd, line) != len(line):
-                raise OSError(f"{self.path}: short write (disk full?)")
-            os.fsync(self.fd)
-        except BaseException:
-            os.ftruncate(self.fd, self.offset)  # not acknowledged: must not be replayed later
-            raise
-        self.offset += len(line)
-
-    def truncate(self) -> None:
-        """Empty the journal (its content is in a durable snapshot now)."""
-        os.ftruncate(self.fd, 0)
-        os.fsync(self.fd)
-        self.offset = 0
-
-    def close(self) -> None:
-        """Close the file."""
-        os.close(self.fd)
-
-
-def shard_name(clip_id: str) -> str:
-    """The archive shard file name of a clip: the first two hex digits of its id."""
-    return f"{clip_id[:2].lower()}.jsonl"
-
-
-def _complete_records(data: bytes) -> Iterator[Record]:
-    """Records of a shard's complete lines; a torn last line (no newline) is ignored."""
-    end = data.rfind(b"\n") + 1
-    for raw in data[:end].splitlines():
-        try:
-            record = json.loads(raw)
-        except ValueError:
-            logger.warning("archive shard: unreadable line skipped")
-            continue
-        if isinstance(record, dict) and "clip_id" in record:
-            yield record
-
-
-def _latest_in(data: bytes, clip_id: str) -> Record | None:
-    """The last complete version of `clip_id` in a shard's bytes, scanning from the end."""
-    key = f'"clip_id":{json.dumps(clip_id)}'.encode()
-    stop = data.rfind(b"\n") + 1  # bytes after the last newline are a torn append
-    while (hit := data.rfind(key, 0, stop)) >= 0:
-        begin = data.rfind(b"\n", 0, hit) + 1
-        end = data.find(b"\n", hit)
-        try:
-            record = json.loads(data[begin:end])
-        except ValueError:
-            record = None
-        if isinstance(record, dict) and record.get("clip_id") == clip_id:
-            return record
-        stop = begin
-    return None
-
-
-def _append_shard(path: Path, lines: bytes) -> None:
-    """Append whole lines to a shard with fsync, first cutting off any torn last line."""
-    created = not path.exists()
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
-    try:
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            _cut_torn(fd, size, path)
-        if os.write(fd, lines) != len(lines):
-            raise OSError(f"{path}: short write (disk full?)")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if created:
-        durable.fsync_dir(path.parent)
-
-
-def _cut_torn(fd: int, size: int, path: Path) -> None:
-    """Truncate a shard back to its last newline (the torn bytes were never acknowledged)."""
-    data = os.pread(fd, size, 0)
-    keep = data.rfind(b"\n") + 1
-    os.ftruncate(fd, keep)
-    logger.warning("archive shard %s: torn last line (%d bytes) cut off", path, size - keep)
-
-
-def line_clip_id(line: bytes) -> str | None:
-    """The clip id of one archive line, found without parsing the record (None: unreadable)."""
-    key = b'"clip_id":"'
-    at = line.find(key)
-    close = line.find(b'"', at + len(key))
-    if at >= 0 and close > 0 and line.count(key) == 1:
-        return line[at + len(key) : close].decode("utf-8", "replace")
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return None
-    return str(record["clip_id"]) if isinstance(record, dict) and "clip_id" in record else None
-
-
-class ArchiveFollower:
-    """Reads the archive shards incrementally, as (clip_id, JSON line) pairs, records unparsed."""
-
-    def __init__(self, archive_dir: Path, block: int = 1 << 20) -> None:
-        """Follow the shards in `archive_dir`; appended lines are read `block` bytes at a time."""
-        self.archive_dir = archive_dir
-        self.block = block
-        self._offsets: dict[str, int] = {}  # shard name -> bytes consumed (whole lines only)
-
-    def poll(self, stop: threading.Event | None = None) -> Iterator[tuple[str, bytes]]:
-        """Per shard: first the latest version of each clip, later only lines appended since."""
-        for shard in sorted(self.archive_dir.glob("*.jsonl")):
-            if stop is not None and stop.is_set():
-                return
-            if shard.name in self._offsets:
-                yield from self._tail(shard)
-            else:
-                yield from self._first(shard)
-
-    def _first(self, shard: Path) -> Iterator[tuple[str, bytes]]:
-        """One shard read whole (1/256 of the history), newest line first, each clip once."""
-        data = shard.read_bytes()
-        end = data.rfind(b"\n") + 1  # bytes after the last newline are a torn append
-        seen: set[str] = set()
-        for line in reversed(data[:end].splitlines()):
-            clip_id = line_clip_id(line)
-            if clip_id is not None and clip_id not in seen:
-                seen.add(clip_id)
-                yield clip_id, line
-        self._offsets[shard.name] = end
-
-    def _tail(self, shard: Path) -> Iterator[tuple[str, bytes]]:
-        """The complete lines appended to a shard since the last look, in order."""
-        offset = self._offsets[shard.name]
-        size = shard.stat().st_size
-        if size == offset:
-            return
-        if size < offset:
-            offset = 0  # replaced by hand (the agent only appends): read it all again
-        with open(shard, "rb") as fh:
-            fh.seek(offset)
-            rest = b""
-            while chunk := fh.read(self.block):
-                data = rest + chunk
-                end = data.rfind(b"\n") + 1
-                for line in data[:end].splitlines():
-                    if (clip_id := line_clip_id(line)) is not None:
-                        yield clip_id, line
-                offset, rest = offset + end, data[end:]
-                self._offsets[shard.name] = offset
-
-
 def _parse_time(value: Any) -> datetime | None:
     try:
         return datetime.fromisoformat(str(value))
@@ -255,7 +50,7 @@ def _parse_time(value: Any) -> datetime | None:
 
 def active_stats(records: list[Record]) -> dict[str, Any]:
     """Active count and bytes, and the sync backlog, of active records."""
-    unsynced = [r for r in records if r.get("state") == "offloaded"]
+    unsynced = [r for r in records if not acked_upstream(r)]
     times = [t for t in (_parse_time(r.get("offloaded_at")) for r in unsynced) if t]
     return {
         "active_clips": len(records),
@@ -323,7 +118,7 @@ class ClipIndex:
         seen = {r["clip_id"] for r in current}
         yield from current
         for shard in sorted(self.archive_dir.glob("*.jsonl")):
-            latest = {r["clip_id"]: r for r in _complete_records(shard.read_bytes())}
+            latest = {r["clip_id"]: r for r in complete_records(shard.read_bytes())}
             yield from (r for cid, r in latest.items() if cid not in seen)
 
     def follow_archive(self) -> ArchiveFollower:
@@ -342,7 +137,7 @@ class ClipIndex:
 
     def put_many(self, records: list[Record]) -> None:
         """Insert or replace several records as one durable transaction (all or none)."""
-        ops = [{"op": "put", "r": _plain(record)} for record in records]
+        ops = [{"op": "put", "r": plain(record)} for record in records]
         if not ops:
             return
         with self._mutating():
@@ -352,7 +147,7 @@ class ClipIndex:
         """Change fields of an active or archived clip and return the new record."""
         if "clip_id" in changes:
             raise ValueError("a clip's clip_id cannot change")
-        clean = _plain(changes)
+        clean = plain(changes)
         with self._mutating():
             doc_id = self._ids.get(clip_id)
             if doc_id is None:
@@ -370,17 +165,17 @@ class ClipIndex:
                 return
             record = self._raw()[str(doc_id)]
             # Shard first: a crash in between leaves the clip in both places, never in neither.
-            _append_shard(self._shard(clip_id), (_dumps(record) + "\n").encode("utf-8"))
+            append_shard(self._shard(clip_id), (dumps(record) + "\n").encode("utf-8"))
             self._commit({"op": "remove", "id": clip_id})
 
     def import_archived(self, records: Iterable[Record]) -> int:
         """Append finished records straight to their shards in bulk (migration, benchmarks)."""
         by_shard: dict[str, list[str]] = {}
         for record in records:
-            by_shard.setdefault(shard_name(record["clip_id"]), []).append(_dumps(record) + "\n")
+            by_shard.setdefault(shard_name(record["clip_id"]), []).append(dumps(record) + "\n")
         with self._mutating():
             for name, lines in by_shard.items():
-                _append_shard(self.archive_dir / name, "".join(lines).encode("utf-8"))
+                append_shard(self.archive_dir / name, "".join(lines).encode("utf-8"))
         return sum(len(lines) for lines in by_shard.values())
 
     def compact(self) -> None:
@@ -413,7 +208,7 @@ class ClipIndex:
     def _commit(self, op: Record) -> None:
         """Journal `op` durably, then apply it in memory (called with the flock held)."""
         journal = self._live_journal()
-        journal.append((_dumps(op) + "\n").encode("utf-8"))
+        journal.append((dumps(op) + "\n").encode("utf-8"))
         self._apply(op)
         if journal.offset > COMPACT_BYTES:
             self._compact()
@@ -424,7 +219,7 @@ class ClipIndex:
         A crash between the two leaves a journal already in the snapshot: replaying it
         again is harmless, as every operation sets a state rather than changing one.
         """
-        durable.write_bytes(self._snapshot, _dumps(self._storage.data).encode("utf-8"))
+        durable.write_bytes(self._snapshot, dumps(self._storage.data).encode("utf-8"))
         self._live_journal().truncate()
         self._signature = self._snapshot_signature()
 
@@ -518,7 +313,7 @@ class ClipIndex:
             data = self._shard(clip_id).read_bytes()
         except FileNotFoundError:
             return None
-        return _latest_in(data, clip_id)
+        return latest_in(data, clip_id)
 
     def _update_archived(self, clip_id: str, changes: Record) -> Record:
         """Append a new version of an archived clip (called with the mutation lock held)."""
@@ -526,7 +321,7 @@ class ClipIndex:
         if record is None:
             raise KeyError(clip_id)
         record.update(changes)
-        _append_shard(self._shard(clip_id), (_dumps(record) + "\n").encode("utf-8"))
+        append_shard(self._shard(clip_id), (dumps(record) + "\n").encode("utf-8"))
         return record
 
     def _remove_stale_temps(self) -> None:

@@ -19,15 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.durable import flocked
-from agent.evidence.index import (
-    JOURNAL,
-    SNAPSHOT,
-    TABLE,
-    IndexCorrupt,
-    Record,
-    _complete_records,
-    active_stats,
-)
+from agent.evidence.index.archive import complete_records
+from agent.evidence.index.clip_index import JOURNAL, SNAPSHOT, TABLE, Record, active_stats
+from agent.evidence.index.journal import IndexCorrupt
 
 
 class IndexSnapshot:
@@ -64,7 +58,7 @@ class IndexSnapshot:
         if not self.archive_dir.is_dir():
             return
         for shard in sorted(self.archive_dir.glob("*.jsonl")):
-            latest = {r["clip_id"]: r for r in _complete_records(shard.read_bytes())}
+            latest = {r["clip_id"]: r for r in complete_records(shard.read_bytes())}
             yield from (r for cid, r in latest.items() if cid not in self._active)
 
 
