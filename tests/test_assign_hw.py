@@ -101,7 +101,7 @@ def test_assign_writes_the_officer_and_the_next_docking_files_under_them(
     with running(cfg) as (daemon, _views):
         loops.attach(blank_image(tmp_path / "sdk-mode.img"), device)  # the recorder, SDK mode
         wait_for(lambda: idle(daemon, len(media_files)), 60, "the first docking offloaded")
-        wait_for(lambda: daemon.services.extra["mqtt"].wait_connected(0.1), 10, "the broker")
+        wait_for(lambda: daemon.parts.mqtt.wait_connected(0.1), 10, "the broker")
 
         too_long = command(it, {"bay": 1, "officer": "654321", "name": "名" * 17})
         assert too_long["ok"] is False and "userName holds at most 32" in too_long["error"]
