@@ -1,0 +1,116 @@
+"""SPEC 11 on the dock: a broker client that answers for the receiver cannot make a clip synced."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.evidence.custody import iter_entries
+from firmware_interface import simkit
+from tests.broker import Broker, mosquitto_binary, running_broker
+from tests.dock import Views, dock_config, running, wait_for
+
+pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    with running_broker(tmp_path / "broker") as b:
+        yield b
+
+
+class Sniffer:
+    """An attacker on the broker: reads `$file/#` and answers "success" to every command at once."""
+
+    def __init__(self, broker: Broker, receipt: str | None = None) -> None:
+        self.receipt = receipt
+        self.fins = 0
+        self._ready = threading.Event()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id="sniffer", protocol=mqtt.MQTTv5
+        )
+        self.client.on_connect = lambda c, *_a: c.subscribe("$file/#", 1)
+        self.client.on_subscribe = lambda *_a: self._ready.set()
+        self.client.on_message = self._answer
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        assert self._ready.wait(10)
+
+    def _answer(self, client: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        reply_to = getattr(msg.properties, "ResponseTopic", None)
+        if not reply_to:
+            return
+        self.fins += "/fin/" in msg.topic
+        body: dict[str, object] = {
+            "vsn": "0.1",
+            "topic": msg.topic,
+            "packet_id": msg.mid,
+            "reason_code": 0,
+            "reason_description": "success",
+        }
+        if self.receipt is not None:
+            body["receipt"] = self.receipt
+        props = Properties(PacketTypes.PUBLISH)
+        props.CorrelationData = msg.properties.CorrelationData
+        client.publish(reply_to, json.dumps(body), qos=1, properties=props)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def keyed_dock(tmp_path: Path, broker: Broker) -> tuple[object, list[Path]]:
+    key_file = tmp_path / "dock-test.key"
+    key_file.write_text(os.urandom(32).hex() + "\n")
+    key_file.chmod(0o600)
+    mqtt_cfg = {
+        "host": broker.host,
+        "port": broker.port,
+        "transfer_key_file": str(key_file),
+        "fin_timeout_s": 0.5,
+    }
+    cfg = dock_config(tmp_path, mqtt=mqtt_cfg)
+    start = datetime.now() - timedelta(hours=1)
+    originals = simkit.build(
+        tmp_path / "bay1", simkit.SimRecorder(clips=simkit.shift(start, [1, 1]))
+    )
+    return cfg, originals
+
+
+def receipt_alerts(views: Views) -> list[str]:
+    return [a.message for a in views.alerts if a.code == "receipt_invalid"]
+
+
+@pytest.mark.parametrize("receipt", [None, "0" * 64])
+def test_forged_success_without_a_receiver_syncs_and_deletes_nothing(
+    tmp_path: Path, broker: Broker, receipt: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    sniffer = Sniffer(broker, receipt)
+    cfg, originals = keyed_dock(tmp_path, broker)
+    try:
+        with running(cfg) as (daemon, views):  # type: ignore[arg-type]
+            index = daemon.services.index
+            wait_for(lambda: len(receipt_alerts(views)) >= 2, 60, "receipt_invalid alerts")
+            assert sniffer.fins >= 2, "the forger answered fins"
+            assert {r["state"] for r in index.iter_all()} == {"offloaded"}
+            assert all(p.exists() for p in originals), "nothing left the recorder"
+            assert all("no valid receipt" in m for m in receipt_alerts(views))
+            assert not any(a.code == "sync_failed" for a in views.alerts)
+    finally:
+        sniffer.close()
+    events = {e["event"] for e in iter_entries(cfg.data_dir / "custody.jsonl")}  # type: ignore[attr-defined]
+    assert not events & {"clip_synced", "recorder_clip_deleted"}
+    key_text = (tmp_path / "dock-test.key").read_text().strip()
+    assert all(key_text not in str(a.message) for a in views.alerts)
+    assert key_text not in caplog.text, "the transfer key is never logged"
