@@ -116,4 +116,10 @@ class Exchange:
 
 
 def _puback_response(topic: str, mid: int, code: int) -> p.Response:
-    return p.Response(topic=topic, packet_id=mid, reason_code=code, reason_description="puback")
+    """A PUBACK as an answer; MQTT 5 codes below 0x80 are success (e.g. 0x10 no subscribers)."""
+    return p.Response(
+        topic=topic,
+        packet_id=mid,
+        reason_code=p.SUCCESS if code < 0x80 else code,
+        reason_description=f"PUBACK 0x{code:02x}",
+    )
