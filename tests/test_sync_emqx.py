@@ -163,11 +163,11 @@ def test_kill9_mid_clip_and_restart_completes_every_clip_without_conflict(
     expected = {sha(p) for p in originals}
     cfg = dock_config(tmp_path, mqtt={"host": broker.host, "port": broker.port})
     config = tmp_path / "dock.toml"
-    config.write_text(
-        config_toml(cfg)
-        + f"fin_timeout_s = {FIN_TIMEOUT_S}\nsegment_bytes = 131072\n"
-        + "rate_limit_bytes_per_s = 8388608\n"  # ~1 s per clip: kills land mid-clip
+    extra = (
+        f"fin_timeout_s = {FIN_TIMEOUT_S}\nsegment_bytes = 131072\n"
+        "rate_limit_bytes_per_s = 8388608\n"  # ~1 s per clip: kills land mid-clip
     )
+    config.write_text(config_toml(cfg).replace("[mqtt]\n", "[mqtt]\n" + extra, 1))
     log = tmp_path / "run.log"
     options = Options(time_scale=SCALE, assembly_delay=50)
     with EmqxFileTransfer(broker, tmp_path / "emqx", options) as emqx:
