@@ -69,6 +69,11 @@ def test_create_writes_spec_json_and_a_custody_entry(
             "type": "gap",
             "device_id": "ZFY0012345",
             "clips": ["a" * 64, "b" * 64],
+            "start": "2026-11-21T01:00:02.000+00:00",
+            "end": "2026-11-21T01:01:32.000+00:00",
+            "duration_s": 90.0,
+            "cause": "low_battery",
+            "created_at": note.created_at,
         }
     ]
 
@@ -106,6 +111,7 @@ def test_explanations_append_and_never_rewrite(
         "note_id": note_id,
         "author": "Insp. Wang",
         "text": "confirmed; spare battery issued",
+        "explained_at": explanations[1]["ts"],
     }
 
 

@@ -82,6 +82,11 @@ def test_a_note_saved_but_never_logged_is_reported_then_recovered_at_start(
         "type": "gap",
         "device_id": GAP.device_id,
         "clips": list(GAP.clips),
+        "start": "2026-11-21T01:00:02.000+00:00",
+        "end": "2026-11-21T01:01:32.000+00:00",
+        "duration_s": 90.0,
+        "cause": GAP.cause,
+        "created_at": recovered["created_at"],
         "recovered": True,
     }
     assert verify_chain(cfg.data_dir / "custody.jsonl") == []
@@ -128,22 +133,40 @@ def test_a_lost_explanation_is_recovered_with_its_author_and_text_once(
     assert verify(cfg, capsys) == (0, [])
 
 
-def test_an_entry_for_a_note_notes_json_lacks_is_reported_not_repaired(
+def test_a_note_notes_json_lost_is_reported_then_restored_from_custody(
     cfg: DockConfig, log: CustodyLog, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Custody is the record: a note (and explanation) a power cut took from notes.json returns."""
     store = NotesStore(cfg.data_dir, log)
     store.create(GAP)
+    note = store.explain(GAP.note_id, "李四", "battery swapped at 09:14")
     (cfg.data_dir / "notes.json").unlink()
 
     assert verify(cfg, capsys) == (
         1,
         [
             f"MISMATCH notes vs custody: custody seq 2: note_created for note {GAP.note_id}, "
-            "which notes.json does not hold"
+            "which notes.json does not hold",
+            f"MISMATCH notes vs custody: custody seq 3: note_explained for note {GAP.note_id}, "
+            "which notes.json does not hold",
         ],
     )
+    again = NotesStore(cfg.data_dir, log)
+    assert again.reconcile(iter_entries(cfg.data_dir / "custody.jsonl")) == 1
+    assert len(entries(cfg)) == 3, "restoring appends nothing to custody"
+    restored = again.get(GAP.note_id)
+    assert restored is not None and restored.to_json() == note.to_json()
+    assert verify(cfg, capsys) == (0, [])
+
+
+def test_an_old_entry_without_the_note_fields_is_reported_not_repaired(
+    cfg: DockConfig, log: CustodyLog, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log.append("note_created", note_id=GAP.note_id, type="gap", device_id="ZFY0012345", clips=[])
+    store = NotesStore(cfg.data_dir, log)
     assert store.reconcile(iter_entries(cfg.data_dir / "custody.jsonl")) == 0
-    assert len(entries(cfg)) == 2
+    code, lines = verify(cfg, capsys)
+    assert code == 1 and "which notes.json does not hold" in lines[0]
 
 
 def test_notes_wait_while_reconcile_reads_the_log(cfg: DockConfig, log: CustodyLog) -> None:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from agent.dock.roster import Roster
     from agent.evidence.custody import CustodyLog
     from agent.evidence.index import ClipIndex
+    from agent.evidence.recovery import IndexRecovery
     from agent.evidence.retention.purger import Purger
     from agent.mqtt.connection import MqttConnection
     from agent.notes.reconcile import NotesReconciler
@@ -64,4 +65,5 @@ class Parts:
     sync: Sync
     notes_reconciler: NotesReconciler
     purger: Purger
+    index_recovery: IndexRecovery
     roster: Roster | None = None

@@ -14,6 +14,7 @@ from agent.daemon.services import Parts
 from agent.dock.assign import Assigner
 from agent.dock.clock import ClockSource
 from agent.dock.roster import Roster
+from agent.evidence.recovery import IndexRecovery
 from agent.evidence.retention.purger import Purger
 from agent.mqtt.commands import Handler
 from agent.mqtt.connection import MqttConnection
@@ -67,7 +68,9 @@ def assemble(cfg: DockConfig, refresh_s: float = 5.0, clock: ClockSource | None 
     reconciler = NotesReconciler(notes, s.custody.path)
     daemon.plugins.append(reconciler)
     roster, purger = _custody_plugins(daemon)
-    daemon.parts = Parts(notes, conn, sync, reconciler, purger, roster)
+    recovery = IndexRecovery(s.index, s.custody.path, cfg.data_dir, cfg.policy.delete_from_recorder)
+    daemon.plugins.insert(0, recovery)  # stops last: its mark is written when all else is still
+    daemon.parts = Parts(notes, conn, sync, reconciler, purger, recovery, roster)
     _ui_plugins(daemon)
     return daemon
 

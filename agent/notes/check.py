@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agent.notes.model import Explanation, Note
 
 NOTE_EVENTS = frozenset({"note_created", "note_explained"})
+# What a note_created entry carries so that a note notes.json lost can be restored from it.
+RESTORE_FIELDS = frozenset(
+    {"note_id", "type", "device_id", "clips", "start", "end", "duration_s", "cause", "created_at"}
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,8 @@ class Logged:
     note_id: str
     author: str = ""
     text: str = ""
+    ts: str = ""
+    fields: tuple[tuple[str, Any], ...] = ()  # a note_created entry's fields, to restore from
 
 
 @dataclass
@@ -71,6 +77,8 @@ def note_log(entries: Iterable[Mapping[str, Any]]) -> NoteLog:
             note_id,
             str(entry.get("author", "")),
             str(entry.get("text", "")),
+            str(entry.get("explained_at") or entry.get("ts", "")),
+            tuple((k, v) for k, v in entry.items() if k in RESTORE_FIELDS),
         )
         target = log.created if event == "note_created" else log.explained
         target.setdefault(note_id, []).append(found)
@@ -152,3 +160,27 @@ def notes_cross_check(entries: Iterable[Mapping[str, Any]], notes: Iterable[Note
     stored = {note.note_id: note for note in notes}
     problems = [p for gap in unlogged(log, stored.values()) for p in _gap_problems(gap)]
     return problems + _entry_problems(log, stored)
+
+
+def restorable(log: NoteLog, notes: Mapping[str, Note]) -> list[Note]:
+    """Notes as custody recorded them where notes.json lost them (or lost explanations).
+
+    A note whose `note_created` entry carries every field is rebuilt; explanations that
+    custody logged and the stored note lacks are appended in log order. Older entries
+    without the fields cannot be restored (verify keeps reporting them).
+    """
+    from agent.notes.model import Explanation, Note
+
+    found = []
+    for note_id in sorted(log.note_ids()):
+        note = notes.get(note_id)
+        if note is None:
+            fields = dict(log.created.get(note_id, [Logged(None, "", note_id)])[0].fields)
+            if not RESTORE_FIELDS <= set(fields):
+                continue
+            note = Note.from_json({**fields, "explanations": []})
+        _, extra = _match(note, log.explained.get(note_id, []))
+        added = tuple(Explanation(e.author, e.text, e.ts) for e in extra)
+        if added or note_id not in notes:
+            found.append(replace(note, explanations=(*note.explanations, *added)))
+    return found

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent import durable
-from agent.notes.check import Unlogged, note_log, unlogged
+from agent.notes.check import Unlogged, note_log, restorable, unlogged
 from agent.notes.model import (
     Explanation,
     Note,
@@ -112,9 +112,25 @@ class NotesStore:
         An entry for a note notes.json lacks cannot be repaired (only verify reports it).
         """
         with self._mutating():
+            log = note_log(entries)
+            restored = self._restore(restorable(log, self._notes))
             notes = sorted(self._notes.values(), key=lambda n: (n.created_at, n.note_id))
-            gaps = unlogged(note_log(entries), notes)
-            return sum(self._recover(gap) for gap in gaps)
+            gaps = unlogged(log, notes)
+            return restored + sum(self._recover(gap) for gap in gaps)
+
+    def _restore(self, notes: list[Note]) -> int:
+        """Put back what custody logged and notes.json lost (a power cut after the log)."""
+        for note in notes:
+            self._notes[note.note_id] = note
+            self._seen[note.note_id] = len(note.explanations)
+            logger.warning(
+                "note %s: custody logged it but notes.json lost it (or its explanations); "
+                "restored from the custody log",
+                note.note_id,
+            )
+        if notes:
+            self._save()
+        return len(notes)
 
     def _recover(self, gap: Unlogged) -> int:
         """Log what custody lacks of one note, as create()/explain() would have; how many."""
@@ -213,18 +229,28 @@ class NotesStore:
 
 
 def _created_fields(note: Note) -> dict[str, Any]:
-    """The fields of a note's `note_created` custody entry."""
+    """The fields of a note's `note_created` custody entry: enough to restore the note."""
     return {
         "note_id": note.note_id,
         "type": note.type,
         "device_id": note.device_id,
         "clips": list(note.clips),
+        "start": note.start,
+        "end": note.end,
+        "duration_s": note.duration_s,
+        "cause": note.cause,
+        "created_at": note.created_at,
     }
 
 
 def _explained_fields(note_id: str, explanation: Explanation) -> dict[str, Any]:
-    """The fields of an explanation's `note_explained` custody entry."""
-    return {"note_id": note_id, "author": explanation.author, "text": explanation.text}
+    """The fields of an explanation's `note_explained` custody entry (with its own time)."""
+    return {
+        "note_id": note_id,
+        "author": explanation.author,
+        "text": explanation.text,
+        "explained_at": explanation.ts,
+    }
 
 
 def read_notes(data_dir: Path) -> NoteList:
