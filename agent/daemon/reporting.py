@@ -17,6 +17,7 @@ from agent.mqtt.command_policy import Known
 from agent.mqtt.commands import CommandServer
 from agent.mqtt.connection import MqttConnection
 from agent.mqtt.status import StatusPublisher
+from agent.ui.ha_discovery import HaDiscovery, retained_publisher
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class Reporting:
         self.daemon = daemon
         s = daemon.services
         self.publisher = StatusPublisher(conn, s.cfg.topic, provider=self.status_payload)
+        self.discovery = HaDiscovery(s.cfg, retained_publisher(conn))
+        self._conn = conn
         s.bus.subscribe(self.publisher)
         self.commands = CommandServer(
             conn,
@@ -57,6 +60,7 @@ class Reporting:
 
     def start(self) -> None:
         """Start publishing and serving commands; tell systemd we are ready."""
+        self._conn.add_on_connect(self.discovery.on_connect)
         self.publisher.start()
         self.commands.start()
         self.watchdog.start()
