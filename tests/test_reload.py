@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from agent.daemon.reload import changed_keys, plan_reload, reloadable
 from agent.evidence.custody import iter_entries, verify_chain
 from agent.evidence.index import ClipIndex
 from firmware_interface import simkit
-from tests.dock import wait_for
+from tests.dock import CLOSED_PORT, dock_config, running, wait_for
 
 BASE = {
     "dock": {"id": "dock-hup", "data_dir": "/tmp/x"},
@@ -176,3 +177,25 @@ def test_broken_config_is_refused_line_by_line_and_the_old_one_kept(tmp_path: Pa
     finally:
         assert stop(proc) == 0
     assert "Traceback" not in log.read_text()
+
+
+def test_a_reload_reaches_every_running_part(tmp_path: Path) -> None:
+    cfg = dock_config(tmp_path)
+    with running(cfg) as (daemon, _views):
+        new = dock_config(
+            tmp_path,
+            mqtt={"port": CLOSED_PORT, "rate_limit_bytes_per_s": 4096},
+            ready_battery_pct=50.0,
+            clock_sync_source="none",
+            disk_reserve_bytes=12345,
+        )
+        new = replace(new, retention=replace(new.retention, purge_interval_s=7.0))
+        plan = daemon.reload(new)
+        parts = daemon.parts
+        assert parts is not None
+        assert daemon.services.cfg.policy.ready_battery_pct == 50.0
+        assert daemon.services.clock().source == "none"
+        assert daemon.services.store.reserve_bytes == 12345
+        assert parts.purger.interval_s == 7.0
+        assert parts.sync.sender.settings.rate_limit_bytes_per_s == 4096
+        assert plan.need_restart == []
