@@ -3,7 +3,7 @@
 One docking runs end to end under `strace -f` (every thread and child): a simulated recorder
 and, as root, a mass-storage recorder on a loop device (mount, remount, umount), offload,
 sync through a real Mosquitto to the receiver (traced too), and the recorders' copies
-deleted after the receiver's ack. Every system call made is checked against the shipped
+deleted after the receiver's ack, then a reload the way ExecReload= does it. Every system call made is checked against the shipped
 unit's SystemCallFilter= lines, groups expanded by `systemd-analyze syscall-filter`.
 """
 
@@ -53,7 +53,7 @@ pytestmark = [
 class TracedRun:
     """The system calls (name -> count) of the dock's and the receiver's processes."""
 
-    dock: dict[str, int]
+    dock: dict[str, int]  # the daemon and the ExecReload= command
     receiver: dict[str, int]
     mounted: bool
     log: str
@@ -165,11 +165,33 @@ def run(
         wait_for(lambda: deleted_from_recorders(tmp / "data") == expected, 60, "deletions")
         with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/api/status", timeout=10) as r:
             assert json.load(r)
+        # systemctl reload: ExecReload= runs /bin/kill -HUP $MAINPID inside the unit too.
+        cfg.write_text(cfg.read_text().replace("[dock]\n", '[dock]\nlog_level = "debug"\n'))
+        subprocess.run(
+            [
+                STRACE or "strace",
+                "-f",
+                "-qq",
+                "-e",
+                "trace=all",
+                "-o",
+                str(tmp / "reload.trace"),
+                "/bin/kill",
+                "-HUP",
+                str(tracee(dock)),
+            ],
+            check=True,
+            timeout=30,
+        )
+        wait_for(lambda: "reload: " in log.read_text(errors="replace"), 15, "the reload")
         stop(dock)
         stop(receiver)
         assert not any(p.exists() for p in originals)
+        dock_calls = traced_calls(tmp / "dock.trace")
+        for call, count in traced_calls(tmp / "reload.trace").items():
+            dock_calls[call] = dock_calls.get(call, 0) + count
         yield TracedRun(
-            traced_calls(tmp / "dock.trace"),
+            dock_calls,
             traced_calls(tmp / "receiver.trace"),
             loops is not None,
             log.read_text(errors="replace"),
