@@ -9,6 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.evidence.retention.settings import (
+    RetentionSection,
+    retention_problems,
+)
 from agent.schema import ConfigError, in_range, parse, pattern, setting
 from agent.transfer.emqx import MAX_SEGMENT_BYTES
 
@@ -221,66 +225,6 @@ class CentralSection:
     )
 
 
-CLASS_RE = r"[a-z][a-z0-9_-]{0,31}"
-
-
-@dataclass(frozen=True)
-class RetentionClass:
-    """[[retention.classes]]: a retention class and how long its local copy stays."""
-
-    name: str = setting(doc="class name, e.g. evidence", check=pattern(CLASS_RE, CLASS_RE))
-    keep_days: float = setting(
-        0.0,
-        doc="days the local copy is kept after upstream ack; never less than "
-        "policy.local_retention_days",
-        check=in_range(0),
-    )
-
-
-@dataclass(frozen=True)
-class RetentionRule:
-    """[[retention.rule]]: clips carrying `flag` (and of `media_type`, if set) get a class."""
-
-    flag: str = setting(doc="a clip flag, e.g. marked", check=pattern(r"\S+", "a flag name"))
-    retention_class: str = setting(doc="the class given, one of retention.classes")
-    media_type: str = setting(
-        "", doc="only clips of this media type", choices=("", "video", "audio", "photo")
-    )
-
-
-def _default_classes() -> list[RetentionClass]:
-    return [
-        RetentionClass("routine", 0.0),
-        RetentionClass("evidence", 90.0),
-        RetentionClass("long_term", 90.0),
-    ]
-
-
-def _default_rules() -> list[RetentionRule]:
-    return [RetentionRule("marked", "evidence")]
-
-
-@dataclass(frozen=True)
-class RetentionSection:
-    """[retention]: retention classes of clips (MANIFEST retention_class) and local purging."""
-
-    default_class: str = setting("routine", doc="class of a clip no rule matches")
-    classes: list[RetentionClass] = setting(
-        default_factory=_default_classes, doc="the retention classes and their local keep days"
-    )
-    rule: list[RetentionRule] = setting(
-        default_factory=_default_rules,
-        doc="flag -> class rules; of all matching rules the longest-kept class wins",
-    )
-    purge_interval_s: float = setting(
-        60.0, doc="seconds between passes of the local-copy purger", check=in_range(0.1)
-    )
-
-    def keep_days(self, name: str) -> float:
-        """The configured local keep days of class `name` (0 when unknown)."""
-        return next((c.keep_days for c in self.classes if c.name == name), 0.0)
-
-
 @dataclass(frozen=True)
 class DockConfig:
     """The whole dock configuration."""
@@ -350,7 +294,7 @@ def _cross_problems(cfg: DockConfig) -> list[str]:
         problems.append("mqtt.tls_ca = '': expected a CA bundle when tls_cert is set")
     if cfg.policy.timezone:
         problems.extend(_timezone_problem(cfg.policy.timezone))
-    problems.extend(_retention_problems(cfg.retention))
+    problems.extend(retention_problems(cfg.retention))
     if cfg.policy.session_break_s <= cfg.policy.gap_threshold_s:
         problems.append(
             f"policy.session_break_s = {cfg.policy.session_break_s}: expected more than "
@@ -376,25 +320,6 @@ def _zfy_problems(rec: RecordersSection) -> list[str]:
         problems.append(
             f"recorders.zfy_id_code = {code!r}: expected printable text of at most 32 bytes"
         )
-    return problems
-
-
-def _retention_problems(ret: RetentionSection) -> list[str]:
-    names = [c.name for c in ret.classes]
-    problems = [
-        f"retention.classes: class {n!r} defined twice"
-        for n in sorted(set(names))
-        if names.count(n) > 1
-    ]
-    known = ", ".join(names) or "(none)"
-    if ret.default_class not in names:
-        problems.append(f"retention.default_class = {ret.default_class!r}: expected one of {known}")
-    for i, rule in enumerate(ret.rule):
-        if rule.retention_class not in names:
-            problems.append(
-                f"retention.rule[{i}].retention_class = {rule.retention_class!r}: "
-                f"expected one of {known}"
-            )
     return problems
 
 

@@ -15,13 +15,7 @@ from typing import Any
 import pytest
 
 from agent.cli import main
-from agent.config import (
-    PolicySection,
-    RetentionClass,
-    RetentionRule,
-    RetentionSection,
-    parse_config,
-)
+from agent.config import PolicySection, parse_config
 from agent.daemon.events import EventBus
 from agent.daemon.services import Services
 from agent.evidence.custody import iter_entries
@@ -31,6 +25,7 @@ from agent.evidence.retention.classes import classify
 from agent.evidence.retention.holds import HoldError, set_hold
 from agent.evidence.retention.purger import Purger
 from agent.evidence.retention.rules import DISK_PRESSURE, RETENTION_EXPIRED, select_purges
+from agent.evidence.retention.settings import RetentionClass, RetentionRule, RetentionSection
 from agent.evidence.store import EvidenceStore
 from agent.schema import ConfigError
 from firmware_interface import simkit

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.config import PolicySection, RetentionSection
+from agent.config import PolicySection
+from agent.evidence.retention.settings import RetentionSection
 
 Record = dict[str, Any]
 

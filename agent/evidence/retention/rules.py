@@ -7,9 +7,10 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from agent.config import PolicySection, RetentionSection
+from agent.config import PolicySection
 from agent.evidence.lifecycle import purgeable
 from agent.evidence.retention.classes import keep_days
+from agent.evidence.retention.settings import RetentionSection
 from agent.timebase import parse_iso
 
 RETENTION_EXPIRED = "retention_expired"
