@@ -29,12 +29,12 @@ from firmware_interface.base import (
     RecorderGone,
     Status,
 )
+from firmware_interface.event_log import read_event_log
 from firmware_interface.findings import Finding
 from firmware_interface.volume import (
     Volume,
     gone_or_raise,
     identity_from,
-    read_event_log,
     read_recorder_json,
     status_from,
 )

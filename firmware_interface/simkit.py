@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -81,6 +82,8 @@ class SimRecorder:
     charge_pct_per_min: float = 1.0
     clips: list[SimClip] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    events_raw: bytes = b""  # appended to LOG/events.jsonl as is (hostile logs)
+    json_extra: str = ""  # members spliced into recorder.json as is, e.g. '"x": [[[...]]]'
 
     def file_name(self, clip: SimClip, seq: int) -> str:
         """The SPEC 5 file name of a clip."""
@@ -96,10 +99,11 @@ def build(root: Path, rec: SimRecorder, docked: bool = True) -> list[Path]:
         path = root / "DCIM" / "100MEDIA" / rec.file_name(clip, seq)
         _make_media(path, clip)
         paths.append(path)
-    if rec.events:
+    if rec.events or rec.events_raw:
         log = root / "LOG" / "events.jsonl"
         log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in rec.events))
+        lines = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in rec.events)
+        log.write_bytes(lines.encode() + rec.events_raw)
     if docked:
         dock(root, rec)
     return paths
@@ -117,22 +121,26 @@ def _make_media(path: Path, clip: SimClip) -> None:
 
 def dock(root: Path, rec: SimRecorder) -> None:
     """Put the recorder into its bay: write recorder.json last, as the watcher keys on it."""
-    write_json(
-        root / "recorder.json",
-        {
-            "device_id": rec.device_id,
-            "model": "DSJ-SIM1",
-            "firmware": "1.0.0",
-            "officer_id": rec.officer_id,
-            "officer_name": rec.officer_name,
-            "unit_no": "410000",
-            "unit_name": "水政监察大队",
-            "battery_pct": rec.battery_pct,
-            "storage_total_bytes": rec.storage_total_bytes,
-            "clock_offset_s": rec.clock_offset_s,
-            "charge_pct_per_min": rec.charge_pct_per_min,
-        },
-    )
+    data = {
+        "device_id": rec.device_id,
+        "model": "DSJ-SIM1",
+        "firmware": "1.0.0",
+        "officer_id": rec.officer_id,
+        "officer_name": rec.officer_name,
+        "unit_no": "410000",
+        "unit_name": "水政监察大队",
+        "battery_pct": rec.battery_pct,
+        "storage_total_bytes": rec.storage_total_bytes,
+        "clock_offset_s": rec.clock_offset_s,
+        "charge_pct_per_min": rec.charge_pct_per_min,
+    }
+    if not rec.json_extra:
+        write_json(root / "recorder.json", data)
+        return
+    text = json.dumps(data, ensure_ascii=False)[:-1] + ", " + rec.json_extra + "}"
+    tmp = root / ".recorder.json.tmp"
+    tmp.write_text(text, encoding="utf-8", errors="surrogatepass")
+    os.replace(tmp, root / "recorder.json")  # whole, at once: the watcher keys on it
 
 
 def undock(root: Path) -> None:

@@ -23,13 +23,13 @@ from firmware_interface.base import (
     Status,
 )
 from firmware_interface.discovery import DiscoveryEvent, Docked, Undocked
+from firmware_interface.event_log import read_event_log
 from firmware_interface.findings import Finding
 from firmware_interface.volume import (
     EVENT_LOG,
     Volume,
     identity_from,
     number_or_none,
-    read_event_log,
     read_recorder_json,
     status_from,
 )
@@ -66,7 +66,11 @@ class SimulatedRecorder:
         """Battery (charging since docking), storage and clock."""
         data = self._data()
         offset = number_or_none(data, "clock_offset_s") or 0.0
-        clock = datetime.now(self.tz).replace(tzinfo=None) + timedelta(seconds=offset)
+        clock: datetime | None
+        try:
+            clock = datetime.now(self.tz).replace(tzinfo=None) + timedelta(seconds=offset)
+        except OverflowError:  # an offset of millennia: no clock reading at all
+            clock = None
         used = sum(c.size for c in self.volume.list_media().clips)
         status = status_from(data, clock, used)
         battery = status.battery_pct

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import errno
-import json
 import logging
+import math
 import os
 import stat
 from dataclasses import dataclass
@@ -15,21 +15,19 @@ from typing import Any, BinaryIO
 from firmware_interface.base import (
     ClipEntry,
     ClipMissing,
-    EventLog,
     Identity,
     Listing,
     RecorderError,
-    RecorderEvent,
     RecorderGone,
     Status,
     media_type_of,
 )
 from firmware_interface.findings import Finding, fault, warning
+from firmware_interface.untrusted_json import UnreadableJson, loads
 
 logger = logging.getLogger(__name__)
 
 MAX_JSON_BYTES = 64 * 1024
-MAX_EVENT_LOG_BYTES = 16 * 1024 * 1024
 MAX_ENTRIES = 100_000
 MAX_DEPTH = 8
 MAX_CLIP_BYTES = 64 * 1024**3
@@ -248,12 +246,13 @@ def read_recorder_json(volume: Volume) -> tuple[dict[str, Any], list[Finding]]:
     if raw is None:
         return {}, [fault("no_recorder_json", "recorder.json is missing")]
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data, repairs = loads(raw, salvage=True)
+    except UnreadableJson as exc:
         return {}, [fault("bad_recorder_json", f"recorder.json is not valid JSON: {exc}")]
     if not isinstance(data, dict):
         return {}, [fault("bad_recorder_json", "recorder.json is not a JSON object")]
-    return data, []
+    findings = [warning("recorder_json_repaired", f"recorder.json: {r}") for r in repairs]
+    return data, findings
 
 
 def identity_from(data: dict[str, Any]) -> Identity:
@@ -274,7 +273,8 @@ def number_or_none(data: dict[str, Any], key: str) -> float | None:
     value = data.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    number = float(value)  # an int beyond a double is infinite here
+    return number if math.isfinite(number) else None
 
 
 def status_from(data: dict[str, Any], clock: datetime | None, used_bytes: int) -> Status:
@@ -291,40 +291,3 @@ def status_from(data: dict[str, Any], clock: datetime | None, used_bytes: int) -
         clock=clock,
         faults=tuple(str(f)[:128] for f in faults[:32]) if isinstance(faults, list) else (),
     )
-
-
-# ---- LOG/events.jsonl ------------------------------------------------------------------------
-
-
-def read_event_log(volume: Volume) -> EventLog:
-    """The recorder's event log; malformed lines become findings, never errors."""
-    log = EventLog()
-    try:
-        raw = volume.read_small(EVENT_LOG, MAX_EVENT_LOG_BYTES)
-    except RecorderGone:
-        raise
-    except RecorderError as exc:
-        log.findings.append(warning("bad_event_log", f"{EVENT_LOG}: {exc}"))
-        return log
-    if raw is None:
-        return log
-    for lineno, line in enumerate(raw.decode("utf-8", "replace").splitlines(), 1):
-        if line.strip():
-            _parse_event_line(line, lineno, log)
-    return log
-
-
-def _parse_event_line(line: str, lineno: int, log: EventLog) -> None:
-    try:
-        obj = json.loads(line)
-        ts = datetime.fromisoformat(obj["ts"]).replace(tzinfo=None)
-        event = obj["event"]
-        if not isinstance(event, str):
-            raise TypeError("event is not a string")
-    except (ValueError, KeyError, TypeError) as exc:
-        log.findings.append(
-            warning("bad_event_line", f"{EVENT_LOG} line {lineno} skipped: {exc}", line=lineno)
-        )
-        return
-    fields = {k: v for k, v in obj.items() if k not in ("ts", "event")}
-    log.events.append(RecorderEvent(ts, event, fields))

@@ -27,6 +27,7 @@ from agent.evidence.record import Docking
 from agent.findings import Finding, fault, info
 from firmware_interface.base import Recorder, RecorderError, RecorderGone, Status
 from firmware_interface.discovery import BayFault, BayWaiting, DiscoveryEvent, Docked, Undocked
+from firmware_interface.event_log import read_events_of
 
 logger = logging.getLogger(__name__)
 
@@ -242,14 +243,13 @@ class BayWorker:
             clips=len(clip_ids),
             pending=pending,
         )
-        events = recorder.read_events() if recorder.capabilities.event_log else None
-        if events is not None:
-            self.findings.extend(events.findings)
+        events = read_events_of(recorder)
+        self.findings.extend(events.findings)
         if self.s.analyser is not None and clip_ids:
             self.s.analyser.submit(
                 docking.docking_id,
                 clip_ids,
-                {"docking": docking, "events": events.events if events else []},
+                {"docking": docking, "events": events.events},
             )
         # This pass's clips and any earlier ones whose recorder copy is still to be handled
         # (acked while the recorder was away, or a deletion a crash interrupted).
