@@ -33,6 +33,14 @@ TEXT: dict[str, tuple[str, str]] = {
     "code.bad_event_log": ("记录仪日志无法读取", "The recorder's log could not be read"),
     "code.bad_file_name": ("有文件名不符合规范", "A file name does not follow the naming rule"),
     "code.bad_recorder_json": ("记录仪信息文件损坏", "The recorder's information file is damaged"),
+    "code.recorder_json_repaired": (
+        "记录仪信息文件中有异常数值，已忽略",
+        "The recorder's information file holds impossible values; they were ignored",
+    ),
+    "code.event_line_repaired": (
+        "记录仪日志有一行含异常数值，已忽略这些数值",
+        "A line of the recorder's log holds impossible values; they were ignored",
+    ),
     "code.battery_charging": ("电池电量不足，正在充电", "Battery low; charging"),
     "code.battery_impossible": (
         "电池电量读数异常，请检修记录仪",
