@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from firmware_interface import simkit
-from firmware_interface.base import ClipEntry, RecorderError
+from firmware_interface.base import ClipEntry, EventLog, RecorderError, RecorderGone
+from firmware_interface.event_log import read_events_of
 from firmware_interface.simulated import SimulatedRecorder
 from firmware_interface.volume import Volume
 from tests.dock import dock_config, running, settled, wait_for
@@ -252,3 +253,24 @@ def test_a_recorder_with_hostile_json_docks_and_its_clips_are_analysed(tmp_path:
         assert record["duration_s"] == pytest.approx(2.0, abs=0.2)
     assert "marked" in records[0]["flags"] and "marked" not in records[1]["flags"]
     assert "gap_after" in records[0]["flags"]
+
+
+class BrokenLogRecorder(SimulatedRecorder):
+    """A driver whose event-log reader fails in a way no driver should."""
+
+    def __init__(self, root: Path, error: Exception) -> None:
+        super().__init__(root, UTC)
+        self.error = error
+
+    def read_events(self) -> EventLog:
+        raise self.error
+
+
+def test_a_driver_failing_on_its_event_log_is_a_finding_unless_the_recorder_is_gone(
+    tmp_path: Path,
+) -> None:
+    root = recorder_dir(tmp_path, GOOD)
+    log = read_events_of(BrokenLogRecorder(root, RecursionError("deep")))
+    assert log.events == [] and [f.code for f in log.findings] == ["bad_event_log"]
+    with pytest.raises(RecorderGone):
+        read_events_of(BrokenLogRecorder(root, RecorderGone("unplugged")))
