@@ -13,12 +13,14 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.config import MqttSection
 from agent.evidence.custody import iter_entries
 from agent.evidence.index import ClipIndex
+from agent.transfer import protocol as p
 from agent.transfer.receiver.server import Receiver
 from firmware_interface import simkit
 from tests.broker import Broker, free_port, mosquitto_binary, running_broker
@@ -335,3 +337,65 @@ def test_resync_command_sends_a_clip_again_and_refuses_unknown(
     finally:
         receiver.stop()
     assert refused == {"ok": False, "error": f"resync: no clip {'f' * 64} on this dock"}
+
+
+class RefusingManifests(Receiver):
+    """The reference receiver, except that while `refusing` it answers a manifest's fin 0x80."""
+
+    refusing = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fins: list[str] = []  # file ids whose fin was answered success
+
+    def send_response(self, topic: str, correlation: bytes | None, resp: p.Response) -> None:
+        parts = resp.topic.split("/")
+        if resp.ok and len(parts) >= 3 and parts[2] == "fin":
+            held = list((self.store_dir / "dock-test" / parts[1]).glob("*.manifest.json"))
+            if held and self.refusing:
+                resp = p.Response(resp.topic, resp.packet_id, 0x80, "test: manifest refused")
+            else:
+                self.fins.append(parts[1])
+        super().send_response(topic, correlation, resp)
+
+
+def test_a_clip_is_acked_only_with_its_manifest_and_not_sent_again_for_it(
+    tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.sync import worker as sync
+
+    monkeypatch.setattr(sync, "RETRY_AFTER_S", 1.0)
+    store = tmp_path / "central"
+    receiver = RefusingManifests(
+        store, MqttSection(host=broker.host, port=broker.port), RECEIVER_ID
+    )
+    receiver.start()
+    assert receiver.wait_subscribed(10)
+    cfg = dock_config(tmp_path, mqtt={"host": broker.host, "port": broker.port})
+    start = datetime.now() - timedelta(hours=1)
+    originals = simkit.build(
+        tmp_path / "bay1", simkit.SimRecorder(clips=simkit.shift(start, [1, 1]))
+    )
+    try:
+        with running(cfg) as (daemon, views):
+            index = daemon.services.index
+            wait_for(
+                lambda: (
+                    len({a.fields.get("sha256") for a in views.alerts if a.code == "sync_failed"})
+                    == len(originals)
+                ),
+                60,
+                "every clip failed on its manifest",
+            )
+            assert sorted(receiver.fins) == sorted(sha(p) for p in originals), "clips held"
+            assert {r["state"] for r in index.iter_all()} == {"offloaded"}
+            assert all(p.exists() for p in originals), "not acked without the manifest"
+            receiver.refusing = False
+            wait_for(lambda: {r["state"] for r in index.iter_all()} == {"synced"}, 60, "synced")
+            wait_for(lambda: not any(p.exists() for p in originals), 30, "recorder freed")
+    finally:
+        receiver.stop()
+    clip_fins = [f for f in receiver.fins if f in {sha(p) for p in received(store).values()}]
+    assert sorted(clip_fins) == sorted(received(store)), (
+        "each clip sent once, only its manifest again"
+    )
