@@ -110,9 +110,11 @@ def test_files_arrive_identical_with_manifest(setup: Any, tmp_path: Path) -> Non
         assert result.segments_sent == -(-size // 65536) and result.resends == 0
         assert held(store, fid).read_bytes() == src.read_bytes()
         assert json.loads(held(store, fid, "manifest.json").read_text()) == manifest
-    assert list((tmp_path / "state").iterdir()) == [], "finished transfers leave no resume state"
-    again = sender.send(src, fid, "clip.MP4", 300_001, {})
-    assert again.rounds == 1, "sending the same clip twice is idempotent"
+    assert list((tmp_path / "state").glob("*.json")) == [], "finished: no offsets kept"
+    assert len(list((tmp_path / "state" / "done").glob("*.json"))) == 4, "only each init"
+    again = sender.send(src, fid, "clip.MP4", 300_001, {"other": "user_data"})
+    assert again.rounds == 1, "sending the same clip twice is idempotent: the first init again"
+    assert json.loads(held(store, fid, "manifest.json").read_text()) == manifest
 
 
 def _kill_script(port: int, src: Path, fid: str, state: Path) -> str:

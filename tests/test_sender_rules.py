@@ -10,10 +10,10 @@ import pytest
 
 from agent.config import parse_config
 from agent.schema import ConfigError
-from agent.sync.parcel import compact_user_data, encoded_size, manifest_bytes
+from agent.sync.parcel import Parcels, compact_user_data, encoded_size, manifest_bytes
 from agent.transfer import emqx
 from agent.transfer import protocol as p
-from agent.transfer.resume import ResumeState
+from agent.transfer.resume import ResumeState, prune_done
 from agent.transfer.sender import SendSettings
 from tests.emqx.commands import encode_filemeta, filename_problem, packet_size, s3_headers
 
@@ -154,3 +154,41 @@ def test_acknowledged_offsets_older_than_segments_ttl_are_dropped(tmp_path: Path
     old = ResumeState.load(tmp_path, KEY, 0.0, 3600)
     assert old.acked == set(), "EMQX may have collected them: resend all"
     assert old.init == b"{}"
+
+
+def test_a_finished_transfer_keeps_only_its_init_until_it_expires(tmp_path: Path) -> None:
+    state = ResumeState.load(tmp_path, KEY, 0.0, 3600)
+    payload = json.dumps({"name": "c", "expire_at": int(time.time()) + 60}).encode()
+    state.fix_init(payload)
+    state.ack(0)
+    state.finish()
+    assert list(tmp_path.glob("*.json")) == []
+    again = ResumeState.load(tmp_path, KEY | {"segment_bytes": 8}, 0.0, 3600)
+    assert again.init == payload and again.acked == set(), "sent again: same init, all segments"
+    assert prune_done(tmp_path) == 0
+    assert prune_done(tmp_path, now=time.time() + 61) == 1
+    assert ResumeState.load(tmp_path, KEY, 0.0, 3600).init is None
+
+
+def test_a_damaged_saved_init_is_not_sent(tmp_path: Path) -> None:
+    state = ResumeState.load(tmp_path, KEY, 0.0, 3600)
+    state.fix_init(b"{}")
+    body = json.loads(state.path.read_text())
+    body["init"] = "{not json"
+    state.path.write_text(json.dumps(body))
+    assert ResumeState.load(tmp_path, KEY, 0.0, 3600).init is None
+
+
+def test_a_clip_sent_again_goes_with_its_first_manifest(tmp_path: Path) -> None:
+    parcels = Parcels(tmp_path)
+    first = parcels.prepare("c" * 64, lambda: {"notes": ["first"]})
+    parcels.clip_acked("c" * 64)
+    parcels.done("c" * 64)
+    again = parcels.prepare("c" * 64, lambda: {"notes": ["first", "explained later"]})
+    assert again.manifest_sha256 == first.manifest_sha256 and again.user_data == first.user_data
+    assert not again.clip_acked, "the clip itself goes again"
+    parcels.done("c" * 64)
+    assert parcels.prune(now=time.time() + 29 * 86400) == 0
+    assert parcels.prune(now=time.time() + 31 * 86400) == 1
+    fresh = parcels.prepare("c" * 64, lambda: {"notes": ["first", "explained later"]})
+    assert fresh.manifest_sha256 != first.manifest_sha256

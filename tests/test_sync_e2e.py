@@ -53,7 +53,11 @@ def _held(store: Path, client_id: str) -> dict[str, Path]:
     """file_id -> the one file the receiver holds under it (with its user_data)."""
     out = {}
     for d in (store / client_id).glob("*"):
-        files = [f for f in d.iterdir() if f.is_file() and f.name != "manifest.json"]
+        files = [
+            f
+            for f in d.iterdir()
+            if f.is_file() and f.name != "manifest.json" and not f.name.startswith(".")
+        ]
         if (d / "manifest.json").exists() and len(files) == 1:
             out[d.name] = files[0]
     return out

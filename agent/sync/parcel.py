@@ -7,8 +7,11 @@ explained later go on R/notes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ COMPACT_KEYS = (
     "custody_seq",
     "custody_hash",
 )
+DONE_DIR = "done"
 _CUT_KEYS = ("officer_id", "device_id", "dock_id", "recorded_start")  # free text from outside
 
 
@@ -78,14 +82,25 @@ class Parcel:
 
 
 class Parcels:
-    """The persisted manifests of clips being sent, in `directory`."""
+    """The persisted manifests of clips being sent, in `directory`.
 
-    def __init__(self, directory: Path) -> None:
+    A sent clip's manifest moves to `done/` and stays as long as the sender keeps the clip's
+    init (`keep_s`, the init's expire_after_s): sending the clip again (resync, or a crash
+    before its ack was recorded) repeats the same init, whose `manifest_sha256` names it.
+    """
+
+    def __init__(self, directory: Path, keep_s: float = 30 * 86400) -> None:
         self.dir = directory
+        self.keep_s = keep_s
+        self._pruned_at = 0.0
 
     def prepare(self, clip_id: str, build: Any) -> Parcel:
-        """The clip's parcel: the saved manifest, else `build()` saved now."""
+        """The clip's parcel: the saved manifest (also of an earlier send), else `build()` saved."""
         path = self.dir / f"{clip_id}.manifest.json"
+        sent = self.dir / DONE_DIR / path.name
+        if not path.exists() and sent.exists():
+            os.replace(sent, path)
+            durable.fsync_dir(self.dir)
         if not path.exists():
             self.dir.mkdir(parents=True, exist_ok=True)
             durable.write_bytes(path, manifest_bytes(build()))
@@ -104,9 +119,27 @@ class Parcels:
         durable.write_bytes(self._marker(clip_id), b"")
 
     def done(self, clip_id: str) -> None:
-        """Both transfers are acked: forget the parcel."""
+        """Both transfers are acked: the manifest moves to `done/`; old ones there are removed."""
         self._marker(clip_id).unlink(missing_ok=True)
-        (self.dir / f"{clip_id}.manifest.json").unlink(missing_ok=True)
+        path = self.dir / f"{clip_id}.manifest.json"
+        if path.exists():
+            (self.dir / DONE_DIR).mkdir(exist_ok=True)
+            os.replace(path, self.dir / DONE_DIR / path.name)
+            durable.fsync_dir(self.dir)
+        if time.time() - self._pruned_at >= 3600:
+            self._pruned_at = time.time()
+            self.prune()
+
+    def prune(self, now: float | None = None) -> int:
+        """Remove sent manifests first written more than `keep_s` ago; returns how many."""
+        now = time.time() if now is None else now
+        removed = 0
+        for path in (self.dir / DONE_DIR).glob("*.manifest.json"):
+            with contextlib.suppress(OSError):
+                if now - path.stat().st_mtime > self.keep_s:
+                    path.unlink()
+                    removed += 1
+        return removed
 
     def _marker(self, clip_id: str) -> Path:
         return self.dir / f"{clip_id}.clip-acked"

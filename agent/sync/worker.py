@@ -195,7 +195,6 @@ class Sync:
         while (clip_id := self._next_resync()) is not None:
             record = self.s.index.get(clip_id)
             if record is not None and record["state"] != "purged":
-                self.parcels.done(record["clip_id"])  # central lost it: today's manifest goes
                 return record
         found = candidates(self.s.index.active(), time.monotonic(), self.retry_at)
         return found[0] if found else None

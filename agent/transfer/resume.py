@@ -17,9 +17,12 @@ logger = logging.getLogger(__name__)
 class ResumeState:
     """What (client id, file id) was sent as, and which offsets the receiver acknowledged.
 
-    The init payload is fixed at the first attempt and kept until the transfer is done: EMQX
-    refuses a differing re-init (`filemeta_conflict`, SPEC 7.1). Acknowledged offsets older than
-    `ttl_s` (the init's `segments_ttl`) are forgotten: the broker may have collected them.
+    The init payload is fixed at the first attempt: EMQX refuses a differing re-init
+    (`filemeta_conflict`, SPEC 7.1), and so does `dock-agent receive` for a file it holds. Once
+    the transfer is done only the init stays, in `{state_dir}/done/`, so that sending the file
+    again (a crash before the ack was recorded, a resync) sends the same payload; `prune_done`
+    removes it when its `expire_at` has passed. Acknowledged offsets older than `ttl_s` (the
+    init's `segments_ttl`) are forgotten: the broker may have collected them.
     """
 
     def __init__(
@@ -42,15 +45,16 @@ class ResumeState:
         """The saved state for `key`, or an empty one when none matches."""
         tag = hashlib.sha256(str(key["client_id"]).encode()).hexdigest()[:12]
         state = cls(state_dir / f"{key['file_id']}.{tag}.json", key, interval_s, ttl_s)
-        try:
-            saved = json.loads(state.path.read_bytes())
-        except (OSError, ValueError):
+        saved = _read(state.path)
+        if saved is None:  # not in progress: sent before, perhaps
+            done = _read(state.done_path)
+            if isinstance(done, dict) and done.get("key") == _identity(key):
+                state.init = _init(done.get("init"))
             return state
         saved_key = saved.get("key") if isinstance(saved, dict) else None
         if not isinstance(saved_key, dict) or _differs(saved_key, key, "segment_bytes"):
             return state
-        if isinstance(saved.get("init"), str):
-            state.init = saved["init"].encode("utf-8")
+        state.init = _init(saved.get("init"))
         since = saved.get("acked_since")
         offsets = saved.get("acked", [])
         if saved_key != key or not isinstance(since, int | float) or not isinstance(offsets, list):
@@ -105,9 +109,65 @@ class ResumeState:
         self._dirty = True
         self.save()
 
-    def discard(self) -> None:
-        """Remove the saved state (the transfer is complete)."""
+    @property
+    def done_path(self) -> Path:
+        """Where the init of a finished transfer is kept."""
+        return self.path.parent / DONE_DIR / self.path.name
+
+    def finish(self) -> None:
+        """The transfer is complete: keep only its init payload (in `done/`)."""
+        if self.init is not None:
+            self.done_path.parent.mkdir(exist_ok=True)
+            body = {"key": _identity(self.key), "init": self.init.decode("utf-8")}
+            durable.write_json(self.done_path, body)
         self.path.unlink(missing_ok=True)
+
+
+DONE_DIR = "done"
+
+
+def prune_done(state_dir: Path, now: float | None = None) -> int:
+    """Remove the kept inits whose `expire_at` has passed; returns how many."""
+    now = time.time() if now is None else now
+    removed = 0
+    for path in (state_dir / DONE_DIR).glob("*.json"):
+        body = _read(path)
+        try:
+            expire_at = (
+                json.loads(body["init"]).get("expire_at") if isinstance(body, dict) else None
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            expire_at = None
+        if not isinstance(expire_at, int | float) or expire_at < now:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _read(path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+def _init(text: Any) -> bytes | None:
+    """A saved init payload, if it is a JSON object (a damaged one would be refused forever)."""
+    if not isinstance(text, str) or not isinstance(_loads(text), dict):
+        return None
+    return text.encode("utf-8")
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _identity(key: dict[str, Any]) -> dict[str, Any]:
+    """The part of a key that names the transfer (not how it is cut into segments)."""
+    return {k: v for k, v in key.items() if k != "segment_bytes"}
 
 
 def _differs(a: dict[str, Any], b: dict[str, Any], but: str) -> bool:

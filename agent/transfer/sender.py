@@ -7,7 +7,6 @@ with a transfer key (SPEC 11) a fin counts only with the receiver's valid receip
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -31,7 +30,7 @@ from agent.transfer.outcome import (
     TransferInterrupted,
 )
 from agent.transfer.ratelimit import TokenBucket
-from agent.transfer.resume import ResumeState
+from agent.transfer.resume import ResumeState, prune_done
 
 logger = logging.getLogger(__name__)
 __all__ = [
@@ -84,6 +83,8 @@ class FileSender:
         self.settings = settings
         self._key = key
         self.exchange = Exchange(transport, client_id, settings.ack_mode)
+        self._pruned_at = time.monotonic()
+        prune_done(self.state_dir)
         self._bucket = TokenBucket(
             settings.rate_limit_bytes_per_s,
             max(settings.rate_limit_bytes_per_s, settings.segment_bytes),
@@ -152,7 +153,8 @@ class FileSender:
                 state.save()
             answer = self._fin(job)
             if answer is not None and answer.ok:
-                state.discard()
+                state.finish()
+                self._prune()
                 logger.info("sent %s (%s bytes): fin acknowledged", job.file_id, job.meta.size)
                 return job.result
             if answer is None and job.result.forged:
@@ -206,6 +208,12 @@ class FileSender:
         )
         return False
 
+    def _prune(self) -> None:
+        """Drop kept inits past their expire_at, at most hourly."""
+        if time.monotonic() - self._pruned_at >= 3600:
+            self._pruned_at = time.monotonic()
+            prune_done(self.state_dir)
+
     def _ensure_link(self, job: _Job) -> bool:
         """Wait for the link if it is down; True when it was."""
         if self.transport.wait_connected(0):
@@ -224,10 +232,6 @@ class FileSender:
         state = ResumeState.load(
             self.state_dir, key, self.settings.persist_interval_s, self.settings.segments_ttl_s
         )
-        if state.init is not None and _expires_within(state.init, self.settings.segments_ttl_s):
-            logger.info("%s: the saved transfer expires soon; starting over", job.file_id)
-            state.init = None
-            state.reset()
         return state
 
     def _offsets(self, size: int) -> range:
@@ -382,12 +386,3 @@ def _why(answer: p.Response | None) -> str:
     if answer is None:
         return "no answer in time"
     return f"reason code {answer.reason_code}: {answer.reason_description}"
-
-
-def _expires_within(init: bytes, seconds: float) -> bool:
-    """True when a saved init payload's `expire_at` is less than `seconds` away (or unreadable)."""
-    try:
-        expire_at = json.loads(init).get("expire_at")
-    except (ValueError, AttributeError):
-        return True
-    return not isinstance(expire_at, int) or expire_at - time.time() < seconds
