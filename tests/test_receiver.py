@@ -40,6 +40,7 @@ def test_file_arrives_with_manifest(dock: RawSender, store: Path) -> None:
     assert (held / "clip.MP4").read_bytes() == data
     assert json.loads((held / "manifest.json").read_text()) == {"sha256": fid}
     assert files_under(store) == [f"raw-dock/{fid}/clip.MP4", f"raw-dock/{fid}/manifest.json"]
+    assert (held / ".init.json").is_file(), "the first init, against which a re-init is checked"
     again = dock.fin(fid, len(data))
     assert again is not None and again.ok, "a fin for a file already held is idempotent"
 
@@ -62,12 +63,20 @@ def test_escaping_names_refused(dock: RawSender, store: Path, name: str) -> None
     assert files_under(store.parent) == []
 
 
-def test_bad_file_ids_and_client_ids_refused(dock: RawSender, store: Path) -> None:
-    for bad in ("ABCD" * 16, "..", "x" * 64):
-        resp = dock.command(
-            f"$file/{bad}/init", b'{"name":"a","size":1,"checksum":"%s"}' % (b"ab" * 32)
-        )
-        assert resp is not None and not resp.ok
+def test_free_form_file_ids_stay_inside_the_store_and_bad_client_ids_are_refused(
+    dock: RawSender, store: Path
+) -> None:
+    """SPEC 7.1: any file id of at most 255 bytes, under an escaped name that cannot escape."""
+    for fid, dirname in (("..", "%2E."), ("my-file-001", "my-file-001"), ("a:b%c", "a%3Ab%25c")):
+        data = fid.encode()
+        assert dock.command(
+            f"$file/{fid}/init", p.init_payload(p.FileMeta("f.txt", len(data), ""))
+        ).ok  # type: ignore[union-attr]
+        assert dock.command(f"$file/{fid}/0", data).ok  # type: ignore[union-attr]
+        assert dock.command(f"$file/{fid}/fin/{len(data)}").ok  # type: ignore[union-attr]
+        assert (store / "raw-dock" / dirname / "f.txt").read_bytes() == data
+    too_long = dock.command("$file/" + "x" * 256 + "/init", p.init_payload(p.FileMeta("a", 1, "")))
+    assert too_long is not None and not too_long.ok
     fid = p.sha256_hex(b"x")
     escape = dock.command(
         p.init_topic("$file", fid),
@@ -76,7 +85,12 @@ def test_bad_file_ids_and_client_ids_refused(dock: RawSender, store: Path) -> No
         timeout=1.0,
     )
     assert escape is None, "a response topic that is not $file-response/{client_id} is not served"
-    assert files_under(store.parent) == []
+    assert sorted(d.name for d in (store / "raw-dock").iterdir()) == [
+        "%2E.",
+        "a%3Ab%25c",
+        "my-file-001",
+    ]
+    assert sorted(d.name for d in store.iterdir()) == ["raw-dock"]
 
 
 def test_bad_segments_and_fins_refused(dock: RawSender, store: Path) -> None:

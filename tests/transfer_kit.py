@@ -23,6 +23,7 @@ from paho.mqtt.properties import Properties
 from agent.config import MqttSection
 from agent.transfer import protocol as p
 from agent.transfer.link import PahoLink
+from agent.transfer.receiver.partfile import DONE_INIT
 from agent.transfer.receiver.server import Receiver
 from tests.broker import Broker, running_broker
 
@@ -111,8 +112,10 @@ class RawSender:
 
 
 def files_under(root: Path) -> list[str]:
-    """Every regular file under `root`, relative, sorted."""
-    return sorted(str(f.relative_to(root)) for f in root.rglob("*") if f.is_file())
+    """Every regular file under `root`, relative, sorted; a complete transfer's .init.json aside."""
+    return sorted(
+        str(f.relative_to(root)) for f in root.rglob("*") if f.is_file() and f.name != DONE_INIT
+    )
 
 
 # ---- fixtures (used through pytest_plugins) ------------------------------------------------

@@ -7,11 +7,13 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from agent.cli import add_config_arg
+from agent.daemon import sdnotify
 from agent.schema import ConfigError
-from agent.transfer.receiver.config import load_receiver_config
+from agent.transfer.receiver.config import ReceiverConfig, load_receiver_config
 from agent.transfer.receiver.server import Receiver
 
 logger = logging.getLogger(__name__)
@@ -46,12 +48,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    receiver = Receiver(
-        cfg.store_dir,
-        cfg.mqtt,
-        cfg.receiver.client_id,
-        partial_ttl_s=cfg.receiver.partial_ttl_s,
-    )
+    receiver = receiver_from_config(cfg)
     stop = threading.Event()
     _stop_on_signals(stop)
     try:
@@ -60,8 +57,32 @@ def run(args: argparse.Namespace) -> int:
         print(f"dock-agent: receive: cannot use {cfg.store_dir}: {exc}", file=sys.stderr)
         return 1
     logger.info("receiving into %s as %s", cfg.store_dir, cfg.receiver.client_id)
-    while not stop.wait(1.0):
+    watchdog = sdnotify.Watchdog()
+    watchdog.add_check("receiver workers", receiver.healthy)
+    watchdog.start()
+    sdnotify.ready(f"receiving into {cfg.store_dir}")
+    while not stop.wait(0.5) and not receiver.failed.is_set():
         pass
+    sdnotify.stopping()
+    watchdog.stop()
     receiver.stop()
+    if receiver.failed.is_set():
+        logger.critical("receiver stopped: %s failed (see above); exit 1", receiver.failure)
+        return 1
     logger.info("receiver stopped")
     return 0
+
+
+def receiver_from_config(cfg: ReceiverConfig) -> Receiver:
+    """A receiver as `cfg` says (not started)."""
+    section = cfg.receiver
+    return Receiver(
+        cfg.store_dir,
+        cfg.mqtt,
+        section.client_id,
+        partial_ttl_s=section.partial_ttl_s,
+        unidentified=section.unidentified,
+        dock_keys_dir=Path(section.dock_keys_dir) if section.dock_keys_dir else None,
+        max_file_bytes=section.max_file_bytes,
+        max_partials_per_client=section.max_partials_per_client,
+    )

@@ -11,6 +11,9 @@ from agent.config import MqttSection, read_toml, resolve_path
 from agent.schema import in_range, parse, pattern, setting
 from agent.transfer.receiver.expiry import DEFAULT_PARTIAL_TTL_S, MIN_PARTIAL_TTL_S
 
+DEFAULT_MAX_FILE_BYTES = 64 << 30
+MAX_FILE_BYTES_LIMIT = 1 << 62  # far below what os.pwrite can address (2**63 - 1)
+
 
 @dataclass(frozen=True)
 class ReceiverSection:
@@ -26,6 +29,28 @@ class ReceiverSection:
         DEFAULT_PARTIAL_TTL_S,
         doc="seconds without activity after which a transfer never finished is removed",
         check=in_range(MIN_PARTIAL_TTL_S),
+    )
+    unidentified: str = setting(
+        "refuse",
+        doc="a command with no Response Topic: refuse (dropped, one log line per transfer) or "
+        "store (kept under {store}/_unidentified/, answered nowhere); always refused with "
+        "dock_keys_dir",
+        choices=("refuse", "store"),
+    )
+    dock_keys_dir: str = setting(
+        "",
+        doc="directory of every dock's transfer key, {client_id}.key (SPEC 11); when set, "
+        "unsigned or badly signed inits are refused (0x87) and successful fins carry a receipt",
+    )
+    max_file_bytes: int = setting(
+        DEFAULT_MAX_FILE_BYTES,
+        doc="largest file an init may declare (bytes)",
+        check=in_range(1, MAX_FILE_BYTES_LIMIT),
+    )
+    max_partials_per_client: int = setting(
+        16,
+        doc="transfers in progress per client; a new init beyond this is refused (0x97)",
+        check=in_range(1, 100_000),
     )
 
 

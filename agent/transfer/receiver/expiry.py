@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.transfer import protocol as p
+from agent.transfer.receiver.escape import is_transfer_dir
 
 PARTIAL_DIR = ".partial"
 MANIFEST = "manifest.json"
@@ -25,7 +26,7 @@ class PartialEntry:
     """What the expiry decision needs to know about one partial transfer."""
 
     client_id: str
-    file_id: str
+    file_id: str  # the transfer's directory name (the escaped file id)
     last_activity: float  # epoch seconds: newest mtime among the partial's directory and files
     size: int  # bytes of its files (what removing it frees, sparse holes aside)
     segments_ttl: int | None = None  # as declared by the sender's init, if readable
@@ -50,14 +51,14 @@ def stale_partials(entries: Iterable[PartialEntry], now: float, ttl: float) -> l
 def scan_partials(root: Path, owns: Callable[[str], bool]) -> Iterator[PartialEntry]:
     """Every partial under `root` whose file id `owns` accepts, complete files excluded.
 
-    Directories that are not a valid client id / file id are skipped, as are entries that vanish
+    Directories that are not a valid client id / escaped file id are skipped, as are entries that vanish
     while they are read.
     """
     for client_dir in _subdirs(root):
         if p.path_component_problem(client_dir.name, p.MAX_CLIENT_ID_BYTES):
             continue
         for fdir in _subdirs(client_dir):
-            if not _valid_file_id(fdir.name) or not owns(fdir.name):
+            if not is_transfer_dir(fdir.name) or not owns(fdir.name):
                 continue
             entry = read_partial(fdir, client_dir.name)
             if entry is not None:
@@ -94,7 +95,7 @@ def is_complete_dir(fdir: Path) -> bool:
 def _declared_ttl(init_json: Path) -> int | None:
     """The `segments_ttl` recorded with the partial's init, or None."""
     try:
-        return p.parse_init(init_json.read_bytes()).segments_ttl
+        return p.parse_init(init_json.read_bytes(), checksum_required=False).segments_ttl
     except (OSError, ValueError, p.ProtocolError):
         return None
 
@@ -107,11 +108,3 @@ def _subdirs(path: Path) -> list[Path]:
     except OSError:
         return []
     return [path / n for n in sorted(names) if not n.startswith(".")]
-
-
-def _valid_file_id(name: str) -> bool:
-    try:
-        p.check_file_id(name)
-    except p.ProtocolError:
-        return False
-    return True

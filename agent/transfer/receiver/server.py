@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -20,8 +21,19 @@ from paho.mqtt.properties import Properties
 from agent.config import MqttSection
 from agent.mqtt.connection import set_credentials
 from agent.transfer import protocol as p
+from agent.transfer import trust
+from agent.transfer.receiver.escape import UNIDENTIFIED_DIR, escape_file_id
 from agent.transfer.receiver.expiry import DEFAULT_PARTIAL_TTL_S
-from agent.transfer.receiver.partials import StorageError, TransferStore, check_segment
+from agent.transfer.receiver.oncelog import OnceLog
+from agent.transfer.receiver.partials import (
+    DEFAULT_MAX_FILE_BYTES,
+    StorageError,
+    TransferStore,
+    check_segment,
+    storage_error,
+)
+from agent.transfer.receiver.quota import InProgress
+from agent.transfer.receiver.trustdir import DockKeys
 
 logger = logging.getLogger(__name__)
 
@@ -30,20 +42,24 @@ _IDLE_S = 0.2
 EXPIRE_EVERY_S = 3600.0  # abandoned partials are looked for at start-up and this often
 
 
-Route = tuple[str, str, bytes | None]  # (client id, response topic, correlation data)
+# (client id, response topic, correlation data); no response topic: an unidentified transfer
+# kept with unidentified = "store", answered nowhere.
+Route = tuple[str, str | None, bytes | None]
 # A command for a worker; a Segment in the last place means: checked and answered, just store it.
 Job = tuple[mqtt.MQTTMessage, Route, p.Segment | None]
 
 
 class Receiver:
-    """Subscribes `{prefix}/#`, assembles files into the store and answers every command.
+    """Subscribes `{prefix}/#` and `{prefix}-async/#`, assembles files and answers every command.
 
     Segments of a file already open are checked (bounds, SHA-256) and answered on the network
     thread, then written by the file's worker; every other command (init, fin, anything refused
     or unknown) is handled and answered by the worker, in order behind the writes it follows.
-    Once a write of a file failed (disk full), its segments are answered after the write, and
-    its fin reports the error. Each worker also expires the abandoned partials of the files it
-    owns (no activity for `partial_ttl_s`), at start-up and every `expire_every_s`.
+    A command with no Response Topic is dropped (one log line per transfer), or with
+    `unidentified = "store"` kept under `{store}/_unidentified/`. With `dock_keys_dir`, inits
+    must carry a valid `dock_sig` and successful fins carry a `receipt` (SPEC 11). An
+    unexpected error in a worker or the network thread sets `failed`: the process then ends
+    non-zero, so that systemd restarts it; `healthy()` feeds the watchdog.
     """
 
     def __init__(
@@ -54,6 +70,10 @@ class Receiver:
         workers: int = 2,
         partial_ttl_s: float = DEFAULT_PARTIAL_TTL_S,
         expire_every_s: float = EXPIRE_EVERY_S,
+        unidentified: str = "refuse",
+        dock_keys_dir: Path | None = None,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        max_partials_per_client: int = 16,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.mqtt_cfg = mqtt_cfg
@@ -63,14 +83,22 @@ class Receiver:
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self.subscribed = threading.Event()
+        self.failed = threading.Event()
+        self.failure = ""
+        self.keys = DockKeys(Path(dock_keys_dir)) if dock_keys_dir else None
+        self.store_unidentified = unidentified == "store" and self.keys is None
         count = max(1, workers)
         self._queues: list[queue.Queue[Job | None]] = [
             queue.Queue(_QUEUE_DEPTH) for _ in range(count)
         ]
-        self._stores = [TransferStore(self.store_dir) for _ in range(count)]
+        in_progress = InProgress(self.store_dir, max_partials_per_client)
+        self._stores = [
+            TransferStore(self.store_dir, in_progress, max_file_bytes) for _ in range(count)
+        ]
         self._threads: list[threading.Thread] = []
         self.partial_ttl_s = partial_ttl_s
         self.expire_every_s = expire_every_s
+        self._once = OnceLog(logger)
 
     def start(self) -> None:
         """Start the workers and connect (paho reconnects on its own afterwards)."""
@@ -89,13 +117,18 @@ class Receiver:
         self.client.disconnect()
         self.client.loop_stop()
         for q in self._queues:
-            q.put(None)
+            with contextlib.suppress(queue.Full):  # a dead worker's queue may be full
+                q.put(None, timeout=1.0)
         for t in self._threads:
-            t.join()
+            t.join(30)
         self._threads.clear()
 
+    def healthy(self) -> bool:
+        """True while nothing failed and every worker is alive (what feeds the watchdog)."""
+        return not self.failed.is_set() and all(t.is_alive() for t in self._threads)
+
     def wait_subscribed(self, timeout: float) -> bool:
-        """Block until the command subscription is acknowledged."""
+        """Block until the command subscriptions are acknowledged."""
         return self.subscribed.wait(timeout)
 
     def send_response(self, topic: str, correlation: bytes | None, resp: p.Response) -> None:
@@ -105,13 +138,18 @@ class Receiver:
             props.CorrelationData = correlation
         self.client.publish(topic, p.response_payload(resp), qos=1, properties=props)
 
+    def _fail(self, what: str) -> None:
+        self.failure = self.failure or what
+        self.failed.set()
+
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
         if rc.is_failure:
             logger.error("receiver: broker refused the connection: %s", rc)
             return
         self.subscribed.clear()
-        client.subscribe(f"{self.prefix}/#", qos=1)
-        logger.info("receiver connected; subscribing %s/#", self.prefix)
+        prefixes = [self.prefix, p.async_prefix(self.prefix)]
+        client.subscribe([(f"{prefix}/#", 1) for prefix in prefixes])
+        logger.info("receiver connected; subscribing %s", ", ".join(f"{x}/#" for x in prefixes))
 
     def _on_subscribe(
         self, _c: mqtt.Client, _u: Any, _mid: int, codes: Any, _p: Any = None
@@ -123,24 +161,77 @@ class Receiver:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
+            self._dispatch(msg)
+        except Exception:  # paho's thread would die and the receiver go deaf: fail loudly
+            logger.critical("receiver: network thread failed; stopping", exc_info=True)
+            self._fail("network thread")
+
+    def _dispatch(self, msg: mqtt.MQTTMessage) -> None:
+        if self.failed.is_set():
+            return
+        try:
             topic = msg.topic
         except UnicodeDecodeError:
             logger.warning("receiver: dropped a command whose topic is not UTF-8")
             return
-        route = _reply_route(msg, topic)
-        if route is None:
+        token = self._file_token(topic)
+        route = None if token is None else self._route(msg, token)
+        if token is None or route is None:
             return
-        i = _worker_of(topic[len(self.prefix) + 1 :].split("/", 1)[0], len(self._queues))
-        self._queues[i].put((msg, route, self._fast_segment(self._stores[i], msg, topic, route)))
+        i = _worker_of(escape_file_id(token) if token else "", len(self._queues))
+        checked = None if route[1] is None else self._fast_segment(i, msg, topic, route)
+        self._queues[i].put((msg, route, checked))
+
+    def _file_token(self, topic: str) -> str | None:
+        """The file id level of a command topic (unchecked), or None for a topic not ours."""
+        for prefix in (self.prefix, p.async_prefix(self.prefix)):
+            if topic.startswith(prefix + "/"):
+                return topic[len(prefix) + 1 :].split("/", 1)[0]
+        return None
+
+    def _route(self, msg: mqtt.MQTTMessage, token: str) -> Route | None:
+        """Who sent a command and where to answer; None (logged once per transfer) to drop it."""
+        props = getattr(msg, "properties", None)
+        reply_to = getattr(props, "ResponseTopic", None)
+        if reply_to is None:
+            if self.store_unidentified:
+                return UNIDENTIFIED_DIR, None, None
+            why = (
+                "with dock_keys_dir set, only signed transfers of known docks are taken"
+                if self.keys
+                else 'set [receiver] unidentified = "store" to keep such files'
+            )
+            self._once.warning(
+                ("unidentified", token),
+                "dropped transfer %r: its commands carry no Response Topic, so no client to "
+                "answer or file it under (%s)",
+                token[:80],
+                why,
+            )
+            return None
+        client_id = p.client_id_from_response_topic(reply_to)
+        if client_id is None or client_id == UNIDENTIFIED_DIR:
+            self._once.warning(
+                ("bad reply", reply_to, token),
+                "dropped transfer %r: response topic %r is not $file-response/{client_id}",
+                token[:80],
+                reply_to[:120],
+            )
+            return None
+        return client_id, reply_to, getattr(props, "CorrelationData", None)
 
     def _fast_segment(
-        self, store: TransferStore, msg: mqtt.MQTTMessage, topic: str, route: Route
+        self, worker: int, msg: mqtt.MQTTMessage, topic: str, route: Route
     ) -> p.Segment | None:
         """Check and answer a segment of an open file here; None leaves the command to the worker."""
+        if topic.endswith("/init") or route[1] is None:
+            return None
         try:
-            cmd = p.parse_segment(self.prefix, topic)
-            size = None if cmd is None else store.declared_size(route[0], cmd.file_id)
-            if cmd is None or size is None:
+            cmd = p.parse_request(self.prefix, topic, b"")[1]
+            if not isinstance(cmd, p.Segment):
+                return None
+            size = self._stores[worker].declared_size(route[0], cmd.file_id)
+            if size is None:
                 return None
             check_segment(size, cmd, msg.payload)
         except p.ProtocolError:
@@ -149,29 +240,38 @@ class Receiver:
         return cmd
 
     def _work(self, index: int, q: queue.Queue[Job | None], store: TransferStore) -> None:
+        try:
+            self._serve(index, q, store)
+        except BaseException:  # no worker may die silently: the process ends, systemd restarts it
+            logger.critical("receiver worker %d failed; stopping", index, exc_info=True)
+            self._fail(f"worker {index}")
+        finally:
+            try:
+                store.close()
+            except Exception:  # closing after a failure: already reported
+                logger.exception("receiver worker %d: closing its files failed", index)
+
+    def _serve(self, index: int, q: queue.Queue[Job | None], store: TransferStore) -> None:
         owns = partial(_owned_by, index, len(self._queues))
         expire_due = 0.0
-        try:
-            while True:
-                if time.monotonic() >= expire_due:
-                    self._expire(store, owns)
-                    expire_due = time.monotonic() + self.expire_every_s
-                try:
-                    job = q.get(timeout=_IDLE_S)
-                except queue.Empty:
-                    self._commit(store, force=True)
-                    continue
-                if job is None:
-                    break
-                self._handle(store, *job)
-                self._commit(store, force=False)
-        finally:
-            store.close()
+        while True:
+            if time.monotonic() >= expire_due:
+                self._expire(store, owns)
+                expire_due = time.monotonic() + self.expire_every_s
+            try:
+                job = q.get(timeout=_IDLE_S)
+            except queue.Empty:
+                self._commit(store, force=True)
+                continue
+            if job is None:
+                return
+            self._handle(store, *job)
+            self._commit(store, force=False)
 
     def _handle(
         self, store: TransferStore, msg: mqtt.MQTTMessage, route: Route, checked: p.Segment | None
     ) -> None:
-        client_id, topic, correlation = route
+        client_id, reply_to, correlation = route
         payload = bytes(msg.payload)
         if checked is not None:
             try:  # already answered: the store remembers a write error, and the fin reports it
@@ -180,16 +280,48 @@ class Receiver:
                 logger.error("receiver: could not write %s: %s", msg.topic, exc)
             return
         try:
-            _apply(store, client_id, p.parse_command(self.prefix, msg.topic, payload), payload)
-            resp = _answer(msg, p.SUCCESS, "success")
+            req = p.parse_request(self.prefix, msg.topic, payload)[1]
+            resp = _answer(msg, p.SUCCESS, "success", self._apply(store, client_id, req, payload))
         except p.ProtocolError as exc:
             if not isinstance(exc, StorageError):  # the store logs those, once per file
-                logger.warning("refused %s from %s: %s", msg.topic, client_id, exc.description)
+                self._once.warning(
+                    ("refused", client_id, self._file_token(msg.topic), exc.reason_code),
+                    "refused %s from %s: %s (further refusals of this transfer not logged)",
+                    msg.topic[:160],
+                    client_id,
+                    exc.description,
+                )
             resp = _answer(msg, exc.reason_code, exc.description)
-        except Exception:  # a bad command must never stop the receiver
-            logger.exception("error handling %s from %s", msg.topic, client_id)
-            resp = _answer(msg, p.IMPLEMENTATION_SPECIFIC_ERROR, "receiver error")
-        self.send_response(topic, correlation, resp)
+        except OSError as exc:  # the store's disk, not the command: refused, the worker lives on
+            err = storage_error(exc)
+            logger.error("receiver: %s from %s: %s", msg.topic[:160], client_id, err.description)
+            resp = _answer(msg, err.reason_code, err.description)
+        except Exception:
+            if reply_to is not None:  # the sender learns at once; the process then ends
+                self.send_response(
+                    reply_to, correlation, _answer(msg, p.IMPLEMENTATION_SPECIFIC_ERROR, "error")
+                )
+            raise
+        if reply_to is not None:
+            self.send_response(reply_to, correlation, resp)
+
+    def _apply(
+        self, store: TransferStore, client_id: str, req: p.Request, data: bytes
+    ) -> str | None:
+        """Carry out one command; the fin's receipt when the client has a key, else None."""
+        if isinstance(req, p.Segment):
+            store.write_segment(client_id, req, data)
+        elif isinstance(req, p.Init):
+            if self.keys is not None:
+                self.keys.check_init(client_id, req)  # refused before anything is stored
+            store.begin(client_id, req)
+        elif isinstance(req, p.Fin):
+            sha = store.finish(client_id, req, signed=self.keys is not None)
+            key = None if self.keys is None else self.keys.key(client_id)
+            if key is not None:
+                return trust.fin_receipt(key, client_id, req.file_id, req.size, sha)
+        # abort: acknowledged, nothing dropped (as EMQX; an abort is not signed)
+        return None
 
     def _expire(self, store: TransferStore, owns: Callable[[str], bool]) -> None:
         """Remove the abandoned partials this worker owns; an error is logged, never raised."""
@@ -206,41 +338,24 @@ class Receiver:
             logger.error("receiver: could not make segments durable: %s", exc)
 
 
-def _worker_of(file_id: str, workers: int) -> int:
-    """The worker that handles every command of a file (and expires its partial)."""
-    return zlib.crc32(file_id.encode()) % workers
+def _worker_of(dirname: str, workers: int) -> int:
+    """The worker that handles every command of a transfer (and expires its partial)."""
+    return zlib.crc32(dirname.encode("utf-8", "surrogatepass")) % workers
 
 
-def _owned_by(index: int, workers: int, file_id: str) -> bool:
-    return _worker_of(file_id, workers) == index
+def _owned_by(index: int, workers: int, dirname: str) -> bool:
+    return _worker_of(dirname, workers) == index
 
 
-def _apply(store: TransferStore, client_id: str, cmd: p.Command, payload: bytes) -> None:
-    if isinstance(cmd, p.Segment):
-        store.write_segment(client_id, cmd, payload)
-    elif isinstance(cmd, p.Init):
-        store.begin(client_id, cmd)
-    else:
-        store.finish(client_id, cmd)
-
-
-def _reply_route(msg: mqtt.MQTTMessage, command: str) -> Route | None:
-    """(client id, response topic, correlation data), or None when the command cannot be answered."""
-    props = getattr(msg, "properties", None)
-    topic = getattr(props, "ResponseTopic", None)
-    client_id = p.client_id_from_response_topic(topic)
-    if client_id is None or topic is None:
-        logger.warning(
-            "dropped %r: response topic %r is not $file-response/{client_id}", command, topic
-        )
-        return None
-    correlation = getattr(props, "CorrelationData", None)
-    return client_id, topic, correlation
-
-
-def _answer(msg: mqtt.MQTTMessage, code: int, description: str) -> p.Response:
+def _answer(
+    msg: mqtt.MQTTMessage, code: int, description: str, receipt: str | None = None
+) -> p.Response:
     return p.Response(
-        topic=msg.topic, packet_id=msg.mid, reason_code=code, reason_description=description
+        topic=msg.topic,
+        packet_id=msg.mid,
+        reason_code=code,
+        reason_description=description,
+        receipt=receipt,
     )
 
 
