@@ -46,9 +46,10 @@ def start_receiver(
     return rx
 
 
-def connect(broker: Broker, client_id: str) -> tuple[mqtt.Client, PahoLink]:
+def connect(broker: Broker, client_id: str, max_inflight: int = 20) -> tuple[mqtt.Client, PahoLink]:
     """A plain paho v5 client wrapped as a Transport, connected and looping."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(max_inflight)
     client.reconnect_delay_set(0.1, 0.5)
     link = PahoLink(client)
     client.connect(broker.host, broker.port)
@@ -66,8 +67,8 @@ def close(client: mqtt.Client) -> None:
 class RawSender:
     """Publishes hand-made commands and waits for each answer (what a hostile dock could send)."""
 
-    def __init__(self, broker: Broker, client_id: str = "raw-dock") -> None:
-        self.client, self.link = connect(broker, client_id)
+    def __init__(self, broker: Broker, client_id: str = "raw-dock", max_inflight: int = 20) -> None:
+        self.client, self.link = connect(broker, client_id, max_inflight)
         self.reply_topic = p.response_topic(client_id)
         self.answers: queue.Queue[tuple[bytes, p.Response]] = queue.Queue()
         self.link.subscribe(self.reply_topic, 1, self._on_answer)

@@ -7,7 +7,6 @@ import logging
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 from agent.cli import add_config_arg
@@ -82,7 +81,7 @@ def receiver_from_config(cfg: ReceiverConfig) -> Receiver:
         section.client_id,
         partial_ttl_s=section.partial_ttl_s,
         unidentified=section.unidentified,
-        dock_keys_dir=Path(section.dock_keys_dir) if section.dock_keys_dir else None,
+        dock_keys_dir=section.dock_keys_dir or None,
         max_file_bytes=section.max_file_bytes,
         max_partials_per_client=section.max_partials_per_client,
     )

@@ -22,6 +22,7 @@ UNIDENTIFIED_DIR = "_unidentified"  # {store}/_unidentified/{escaped file id}/ (
 _UNSAFE = frozenset("%/\\:~")
 _HASHED_RE = re.compile(r"~[0-9a-f]{64}")
 _PERCENT_RE = re.compile(r"%([0-9A-F]{2})")
+_PLAIN_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}")  # its own name (a SHA-256 hex)
 
 
 def _printable(ch: str) -> bool:
@@ -36,6 +37,8 @@ def _percent(ch: str) -> str:
 
 def escape_file_id(file_id: str) -> str:
     """The directory name of `file_id` (see the module docstring)."""
+    if _PLAIN_RE.fullmatch(file_id):
+        return file_id
     out = [_percent(ch) if ch in _UNSAFE or not _printable(ch) else ch for ch in file_id]
     if out and out[0] == ".":
         out[0] = "%2E"

@@ -71,7 +71,7 @@ class Receiver:
         partial_ttl_s: float = DEFAULT_PARTIAL_TTL_S,
         expire_every_s: float = EXPIRE_EVERY_S,
         unidentified: str = "refuse",
-        dock_keys_dir: Path | None = None,
+        dock_keys_dir: Path | str | None = None,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         max_partials_per_client: int = 16,
     ) -> None:
@@ -85,7 +85,7 @@ class Receiver:
         self.subscribed = threading.Event()
         self.failed = threading.Event()
         self.failure = ""
-        self.keys = DockKeys(Path(dock_keys_dir)) if dock_keys_dir else None
+        self.keys = DockKeys(dock_keys_dir) if dock_keys_dir else None
         self.store_unidentified = unidentified == "store" and self.keys is None
         count = max(1, workers)
         self._queues: list[queue.Queue[Job | None]] = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from agent.transfer import protocol as p
@@ -12,16 +13,24 @@ logger = logging.getLogger(__name__)
 
 
 class DockKeys:
-    """`{dock_keys_dir}/{client_id}.key`, read when needed (a dock added needs no restart)."""
+    """`{dock_keys_dir}/{client_id}.key`, read when needed (a dock added needs no restart).
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
+    `dock_keys_dir` given as a bare name (no `/`) under systemd is a credential name: the unit's
+    `LoadCredential=NAME:/etc/dock-agent/dock-keys` loads each `{client_id}.key` of that
+    directory as `$CREDENTIALS_DIRECTORY/NAME_{client_id}.key`.
+    """
+
+    def __init__(self, directory: Path | str) -> None:
+        text = str(directory)
+        cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+        self.directory = Path(cred_dir) if cred_dir and "/" not in text else Path(text)
+        self.prefix = f"{text}_" if cred_dir and "/" not in text else ""
 
     def key(self, client_id: str) -> bytes | None:
         """The key of `client_id`, or None when it has none (an unreadable key is logged)."""
         if p.path_component_problem(client_id, p.MAX_CLIENT_ID_BYTES):
             return None
-        path = self.directory / f"{client_id}.key"
+        path = self.directory / f"{self.prefix}{client_id}.key"
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
