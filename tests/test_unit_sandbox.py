@@ -89,7 +89,9 @@ def clips_received(store: Path, client_id: str) -> int:
     return sum(
         1
         for f in store.glob(f"{client_id}/*/*")
-        if f.is_file() and f.name != "manifest.json" and not f.name.endswith(".manifest.json")
+        if f.is_file()
+        and f.name not in ("manifest.json", ".init.json")
+        and not f.name.endswith(".manifest.json")
     )
 
 
