@@ -205,3 +205,22 @@ def test_kill9_mid_clip_and_restart_completes_every_clip_without_conflict(
     ]
     assert sorted(e["sha256"] for e in synced) == sorted(expected), "each clip synced once"
     assert "Traceback" not in log.read_text()
+
+
+def test_a_long_fin_wait_keeps_the_sync_thread_healthy(tmp_path: Path, broker: Broker) -> None:
+    options = Options(time_scale=SCALE, assembly_delay=300)  # 3 s of assembly per fin
+    mqtt = {"host": broker.host, "port": broker.port, "fin_timeout_s": FIN_TIMEOUT_S}
+    cfg = dock_config(tmp_path, mqtt=mqtt)
+    start = datetime.now() - timedelta(hours=1)
+    originals = simkit.build(tmp_path / "bay1", simkit.SimRecorder(clips=simkit.shift(start, [1])))
+    with EmqxFileTransfer(broker, tmp_path / "emqx", options) as emqx, running(cfg) as (daemon, _v):
+        assert daemon.parts is not None
+        sync = daemon.parts.sync
+        samples: list[bool] = []
+        deadline = time.monotonic() + 60
+        while len(exported_clips(emqx)) < len(originals) and time.monotonic() < deadline:
+            if sync.busy:
+                samples.append(sync.healthy(1.0))  # the watchdog's check, with a 1 s stall limit
+            time.sleep(0.05)
+    assert len(exported_clips(emqx)) == len(originals)
+    assert len(samples) > 40 and all(samples), "busy for seconds in fins, never called hung"

@@ -138,8 +138,13 @@ class Sync:
         self._wake.set()
 
     def healthy(self, stall_s: float) -> bool:
-        """False when a transfer has made no progress for `stall_s`."""
-        return not self.busy or time.monotonic() - self.heartbeat < stall_s
+        """False when the sync thread showed no sign of life for `stall_s`.
+
+        A send waits in bounded steps (an answer, the link, a fin EMQX answers after assembly,
+        up to fin_timeout_s): each step counts as life, so a long clip or a slow fin is healthy.
+        """
+        alive = max(self.heartbeat, self.sender.active_at)
+        return not self.busy or time.monotonic() - alive < stall_s
 
     def tick(self) -> None:
         """Pick up explanations added by other processes (`dock-agent notes add`)."""

@@ -84,6 +84,7 @@ class FileSender:
         self._key = key
         self.exchange = Exchange(transport, client_id, settings.ack_mode)
         self._pruned_at = time.monotonic()
+        self.active_at = time.monotonic()  # the sending thread's last sign of life (watchdog)
         prune_done(self.state_dir)
         self._bucket = TokenBucket(
             settings.rate_limit_bytes_per_s,
@@ -309,6 +310,7 @@ class FileSender:
     def _send_segment(self, job: _Job, offset: int) -> bytes:
         length = min(self.settings.segment_bytes, job.meta.size - offset)
         data = os.pread(job.fd, length, offset)
+        self.active_at = time.monotonic()
         if not self._bucket.take(len(data), job.cancel):
             raise TransferInterrupted(f"{job.file_id}: cancelled")
         topic = p.segment_topic(self.settings.prefix, job.file_id, offset, p.sha256_hex(data))
@@ -353,6 +355,7 @@ class FileSender:
         deadline = time.monotonic() + self.settings.reconnect_wait_s
         logger.warning("connection lost while sending %s; waiting for it", job.file_id)
         while not self.transport.wait_connected(0.2):
+            self.active_at = time.monotonic()
             if job.cancel.is_set():
                 raise TransferInterrupted(f"{job.file_id}: cancelled")
             if time.monotonic() > deadline:
@@ -361,6 +364,7 @@ class FileSender:
     def _next_answer(self, job: _Job, deadline: float) -> Answer | None:
         """The next answer for this job before `deadline`; raises if cancelled."""
         while True:
+            self.active_at = time.monotonic()
             if job.cancel.is_set():
                 raise TransferInterrupted(f"{job.file_id}: cancelled")
             wait = min(deadline - time.monotonic(), 0.25)
