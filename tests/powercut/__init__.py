@@ -20,13 +20,16 @@ What survives a cut:
   directory has none until then, and needs its own entry in its parent synced;
   a rename across directories needs both synced (only the new one: two names);
 - metadata (mode, owner, times) as it is: not modelled.
+With journal=True the layer behaves like ext4's journal instead: any fsync or
+fsyncdir also commits every directory-entry change made before it, anywhere
+(data stays per file: an unsynced file renamed into place is still empty).
 syncfs(2)/sync(2) never reach a FUSE server (the kernel forwards syncfs only
 to virtiofs), so the layer cannot see them: `PowerCutFS.sync()` is the way
 to make everything durable from a test (for example after preparing files).
 
 API (tests.powercut):
     fuse_unavailable() -> str | None    why not here (not root, no /dev/fuse, no fusermount3/libfuse3)
-    fs = PowerCutFS(backing_dir, mountpoint)
+    fs = PowerCutFS(backing_dir, mountpoint, journal=False)
     fs.mount()        everything in backing_dir counts as durable from now on
     fs.sync()         everything written so far becomes durable
     fs.cut()          power cut: backing_dir keeps exactly what survived, the mount is gone

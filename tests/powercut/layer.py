@@ -43,8 +43,12 @@ class PowerCutFS:
     """A FUSE mount of `backing_dir` at `mountpoint` whose power can be cut (see the package doc)."""
 
     def __init__(
-        self, backing_dir: str | os.PathLike[str], mountpoint: str | os.PathLike[str]
+        self,
+        backing_dir: str | os.PathLike[str],
+        mountpoint: str | os.PathLike[str],
+        journal: bool = False,
     ) -> None:
+        self.journal = journal
         self.backing = Path(backing_dir).resolve()
         self.mountpoint = Path(mountpoint).resolve()
         # Beside the backing tree: pinned inodes are hard links, so it must be the same file system.
@@ -67,7 +71,8 @@ class PowerCutFS:
         self._buf = b""
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "tests.powercut.server"]
-            + [str(self.backing), str(self.mountpoint), str(self.state_dir)],
+            + [str(self.backing), str(self.mountpoint), str(self.state_dir)]
+            + (["--journal"] if self.journal else []),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=_REPO,

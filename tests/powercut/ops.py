@@ -52,8 +52,11 @@ class PowerCutOps(mfusepy.Operations):
 
     use_ns = True
 
-    def __init__(self, root: Path, state_dir: Path, on_ready: Callable[[], None]) -> None:
+    def __init__(
+        self, root: Path, state_dir: Path, on_ready: Callable[[], None], journal: bool = False
+    ) -> None:
         self.root = str(root)
+        self.journal = journal
         self.ledger = Ledger(state_dir)
         self.mutex = threading.Lock()
         self.dead = False
@@ -168,8 +171,15 @@ class PowerCutOps(mfusepy.Operations):
 
     @_op
     def fsyncdir(self, path: str | None, datasync: int, fh: int) -> int:
+        self._commit_names()
         self.ledger.entries_durable(os.fstat(fh).st_ino)
         return 0
+
+    def _commit_names(self) -> None:
+        """With a journal (ext4), any fsync commits every name change made before it."""
+        if self.journal:
+            for ino in list(self.ledger.dirs):
+                self.ledger.entries_durable(ino)
 
     @_op
     def mkdir(self, path: str, mode: int) -> int:
@@ -320,5 +330,6 @@ class PowerCutOps(mfusepy.Operations):
 
     @_op
     def fsync(self, path: str | None, datasync: int, fh: int) -> int:
+        self._commit_names()
         self.ledger.data_durable(self.fh_ino[fh])
         return 0

@@ -1,4 +1,4 @@
-"""The FUSE server process: `python -m tests.powercut.server BACKING MOUNTPOINT STATE_DIR`.
+"""The FUSE server process: `python -m tests.powercut.server BACKING MOUNTPOINT STATE_DIR [--journal]`.
 
 Commands arrive one per line on stdin (freeze, cut, sync, unmount); each answer
 is one JSON line on stdout. End of stdin (the test process died) unmounts.
@@ -114,9 +114,10 @@ class _Control:
 
 
 def main(argv: list[str]) -> None:
-    backing, mountpoint, state_dir = argv
+    journal = "--journal" in argv
+    backing, mountpoint, state_dir = [a for a in argv if a != "--journal"]
     holder: list[_Control] = []
-    ops = PowerCutOps(Path(backing), Path(state_dir), on_ready=lambda: holder[0].say(event="ready"))
+    ops = PowerCutOps(Path(backing), Path(state_dir), lambda: holder[0].say(event="ready"), journal)
     control = _Control(ops, mountpoint)
     holder.append(control)
     threading.Thread(target=control.serve, name="control", daemon=True).start()
