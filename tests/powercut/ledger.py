@@ -29,13 +29,11 @@ def lookup(path: str) -> Entry | None:
 
 @dataclass
 class FileState:
-    """A regular file whose data changed since it was last made durable.
+    """A regular file whose data changed since it was last made durable."""
 
-    The durable data is the shadow copy when there is one, else the first
-    `durable_size` bytes of the live file: until a change touches those bytes
-    (an overwrite, a truncate below them) they are still the durable ones, so
-    an append-only file never needs a copy.
-    """
+    # The durable data is the shadow copy when there is one, else the first `durable_size`
+    # bytes of the live file: until a change touches those bytes (an overwrite, a truncate
+    # below them) they are still the durable ones, so an append-only file never needs a copy.
 
     durable_size: int
     shadow: str | None = None
@@ -43,24 +41,22 @@ class FileState:
 
 @dataclass
 class DirState:
-    """A directory whose entries changed since its last fsync.
+    """A directory whose entries changed since its last fsync."""
 
-    `orig` holds, for each name changed since, the entry a cut returns to
-    (None: the name did not exist durably); names not in it are unchanged.
-    A directory made since the last cut has no durable entries at all.
-    """
+    # `orig` holds, for each name changed since, the entry a cut returns to (None: the name
+    # did not exist durably); names not in it are unchanged. A directory made since the
+    # mount has no durable entries at all (`new`).
 
     new: bool = False
     orig: dict[str, Entry | None] = field(default_factory=dict)
 
 
 class Ledger:
-    """The durable state of a mounted tree, kept as differences from the live backing tree.
+    """The durable state of a mounted tree, kept as differences from the live backing tree."""
 
-    Inodes the live tree drops while a durable entry still names them are kept
-    alive in `graveyard` (a hard link, or the emptied directory moved there), so
-    a cut can put them back; they are released once no durable entry names them.
-    """
+    # Inodes the live tree drops while a durable entry still names them are kept alive in
+    # `graveyard` (a hard link, or the emptied directory moved there), so a cut can put them
+    # back; they are released once no durable entry names them.
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir

@@ -10,6 +10,7 @@ skips it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -220,7 +221,10 @@ def test_power_cuts_during_offload_lose_nothing(tmp_path: Path, zygote: Zygote, 
                 found += [f"cut {n - 1}: {p}" for p in after_cut_problems(data, rec)]
                 found += [f"cut {n - 1}, restarted: {p}" for p in restarted(zygote, cfg, data, rec)]
             pid = zygote.start(["run", "-c", str(cfg)], log)
-            time.sleep(rng.uniform(0.05, 1.6))
+            if rng.random() < 0.8:  # mostly while it works; else during its start-up repairs
+                started = functools.partial(lambda p: daemon_pid(data) == p, pid)
+                wait_for(started, 60, f"the daemon to start (seed {seed})")
+            time.sleep(rng.uniform(0.0, 1.2))
             try:
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
