@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -165,3 +166,16 @@ def test_a_worker_that_raises_ends_the_process_non_zero(broker: Broker, tmp_path
     assert "forced failure in a worker" in log
     assert "receiver worker 0 failed" in log or "receiver worker 1 failed" in log
     assert not (store / "raw-dock").exists()
+
+
+def test_a_stray_sighup_does_not_end_receiving(broker: Broker, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    with receive_process(broker, store) as proc:
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert proc.poll() is None, "SIGHUP ended the receiver"
+        legitimate_transfer_works(broker, store)
+        proc.terminate()
+        assert proc.wait(30) == 0
+    log = (tmp_path / "receiver.log").read_text()
+    assert "SIGHUP: the receiver reads its configuration only at start" in log

@@ -99,5 +99,6 @@ def test_dock_unit_orders_after_time_sync_without_pulling_it_in() -> None:
 
 def test_dock_unit_reloads_with_sighup_and_comes_back_after_any_end() -> None:
     assert unit_values("dock-agent.service", "ExecReload") == ["/bin/kill", "-HUP", "$MAINPID"]
-    assert unit_values("dock-agent.service", "Restart") == ["always"]
-    assert unit_values("dock-agent.service", "RestartPreventExitStatus") == ["2"]
+    for name in SERVICES:
+        assert unit_values(name, "Restart") == ["always"], name
+        assert unit_values(name, "RestartPreventExitStatus") == ["2"], name

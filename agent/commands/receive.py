@@ -32,9 +32,10 @@ def add_parser(subparsers: Any) -> None:
     add_config_arg(parser)
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
+def _stop_on_signals(stop: threading.Event, hup: threading.Event) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _n, _f: stop.set())
+    signal.signal(signal.SIGHUP, lambda _n, _f: hup.set())  # a stray HUP never ends receiving
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     receiver = receiver_from_config(cfg)
-    stop = threading.Event()
-    _stop_on_signals(stop)
+    stop, hup = threading.Event(), threading.Event()
+    _stop_on_signals(stop, hup)
     try:
         receiver.start()
     except OSError as exc:
@@ -61,7 +62,12 @@ def run(args: argparse.Namespace) -> int:
     watchdog.start()
     sdnotify.ready(f"receiving into {cfg.store_dir}")
     while not stop.wait(0.5) and not receiver.failed.is_set():
-        pass
+        if hup.is_set():
+            hup.clear()
+            logger.warning(
+                "SIGHUP: the receiver reads its configuration only at start; "
+                "restart it to apply a change (systemctl restart dock-agent-receiver)"
+            )
     sdnotify.stopping()
     watchdog.stop()
     receiver.stop()
