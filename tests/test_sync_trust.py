@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -15,7 +16,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent.config import MqttSection
 from agent.evidence.custody import iter_entries
+from agent.transfer.receiver.server import Receiver
 from firmware_interface import simkit
 from tests.broker import Broker, mosquitto_binary, running_broker
 from tests.dock import Views, dock_config, running, wait_for
@@ -114,3 +117,59 @@ def test_forged_success_without_a_receiver_syncs_and_deletes_nothing(
     key_text = (tmp_path / "dock-test.key").read_text().strip()
     assert all(key_text not in str(a.message) for a in views.alerts)
     assert key_text not in caplog.text, "the transfer key is never logged"
+
+
+def held_by(store: Path) -> dict[str, str]:
+    """file id -> SHA-256 of the one file the receiver holds under it."""
+    out = {}
+    for d in (store / "dock-test").glob("*"):
+        files = [
+            f
+            for f in d.iterdir()
+            if f.is_file() and f.name != "manifest.json" and not f.name.startswith(".")
+        ]
+        if len(files) == 1:
+            out[d.name] = hashlib.sha256(files[0].read_bytes()).hexdigest()
+    return out
+
+
+@pytest.mark.parametrize("receiver_knows_the_key", [True, False])
+def test_forged_success_beside_the_real_receiver_counts_for_nothing(
+    tmp_path: Path, broker: Broker, receiver_knows_the_key: bool
+) -> None:
+    cfg, originals = keyed_dock(tmp_path, broker)
+    keys = tmp_path / "dock-keys"
+    keys.mkdir()
+    dock_key = (tmp_path / "dock-test.key").read_text()
+    (keys / "dock-test.key").write_text(
+        dock_key if receiver_knows_the_key else os.urandom(32).hex()
+    )
+    store = tmp_path / "central"
+    receiver = Receiver(store, MqttSection(host=broker.host, port=broker.port), dock_keys_dir=keys)
+    receiver.start()
+    assert receiver.wait_subscribed(10)
+    sniffer = Sniffer(broker)
+    try:
+        with running(cfg) as (daemon, views):  # type: ignore[arg-type]
+            index = daemon.services.index
+            if receiver_knows_the_key:
+                wait_for(lambda: {r["state"] for r in index.iter_all()} == {"synced"}, 60, "synced")
+                wait_for(lambda: not any(p.exists() for p in originals), 30, "recorder freed")
+            else:
+                wait_for(lambda: len(views.alerts) >= 2, 60, "failures")
+                assert sniffer.fins >= 1
+            records = list(index.iter_all())
+    finally:
+        sniffer.close()
+        receiver.stop()
+    held = held_by(store)
+    synced = [r for r in records if r["state"] == "synced"]
+    assert all(held.get(r["sha256"]) == r["sha256"] for r in synced), "synced means held intact"
+    if receiver_knows_the_key:
+        assert len(synced) == len(originals)
+        assert receipt_alerts(views), "the forged answers were noticed"
+    else:
+        assert synced == [] and held == {}, "a receiver without the dock's key stores nothing"
+        assert all(p.exists() for p in originals)
+        events = {e["event"] for e in iter_entries(cfg.data_dir / "custody.jsonl")}  # type: ignore[attr-defined]
+        assert not events & {"clip_synced", "recorder_clip_deleted"}
