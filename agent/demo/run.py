@@ -17,13 +17,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.config import DockConfig, MqttSection, parse_config
+from agent.config import DockConfig, parse_config
 from agent.daemon.runtime import Daemon
 from agent.daemon.wiring import assemble
+from agent.demo.site import Site, make_site
 from agent.evidence.custody import verify_chain
+from agent.transfer.receiver.config import parse_receiver_config
 from firmware_interface import simkit
 
 TIMEOUT_S = 180.0
+DOCK_ID = "demo-dock"
 
 
 @dataclass
@@ -57,22 +60,24 @@ def mosquitto() -> str:
 
 
 @contextmanager
-def broker(workdir: Path) -> Iterator[int]:
-    """A private Mosquitto on a free loopback port (never the system's)."""
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-        "max_inflight_messages 0\nmax_queued_messages 100000\n"
-    )
-    with open(workdir / "mosquitto.log", "wb") as log:
-        proc = subprocess.Popen([mosquitto(), "-c", str(conf)], stdout=log, stderr=log)
+def broker(site: Site) -> Iterator[int]:
+    """A private Mosquitto started from the site configuration (SPEC 11), never the system's."""
+    with open(site.root / "mosquitto.log", "wb") as log:
+        proc = subprocess.Popen([mosquitto(), "-c", str(site.conf)], stdout=log, stderr=log)
     try:
-        _wait(lambda: _listening(port), 10, "mosquitto to listen")
-        yield port
+        _wait(lambda: _listening(site.port), 10, "mosquitto to listen")
+        yield site.port
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def site_mqtt(site: Site, user: str) -> str:
+    """The `[mqtt]` lines of a client of the site: TLS to its CA, its user name and password."""
+    return (
+        f'host = "127.0.0.1"\nport = {site.port}\ntls_ca = "{site.ca}"\n'
+        f'username = "{user}"\npassword_file = "{site.password_files[user]}"\n'
+    )
 
 
 def _listening(port: int) -> bool:
@@ -149,8 +154,8 @@ def page_url(daemon: Daemon) -> str | None:
     return next((p.url for p in daemon.plugins if isinstance(p, PageServer)), None)
 
 
-def dock_config(scene: Scene, port: int, ui_port: int = 0) -> DockConfig:
-    """The demo dock: two simulated bays, the private broker, clocks set though NTP is absent.
+def dock_config(scene: Scene, site: Site, ui_port: int = 0) -> DockConfig:
+    """The demo dock: two simulated bays, the site broker (TLS, password, transfer key), no NTP.
 
     Also written to {root}/dock.toml so that the other commands can be tried on the result.
     """
@@ -158,11 +163,12 @@ def dock_config(scene: Scene, port: int, ui_port: int = 0) -> DockConfig:
         f'[[bay]]\nnumber = {n}\nsim_dir = "{scene.root / f"bay{n}"}"\n\n' for n in scene.recorders
     )
     text = (
-        f'[dock]\nid = "demo-dock"\ndepartment = "水政监察大队"\n'
+        f'[dock]\nid = "{DOCK_ID}"\ndepartment = "水政监察大队"\n'
         f'data_dir = "{scene.root / "dock"}"\n\n{bays}'
         "[policy]\n# a demo machine may have no NTP: set recorder clocks anyway\n"
         "require_synced_clock = false\ndisk_reserve_bytes = 0\n\n"
-        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\n\n'
+        f"[mqtt]\n{site_mqtt(site, DOCK_ID)}"
+        f'transfer_key_file = "{site.dock_key_files[DOCK_ID]}"\n\n'
         f'[ui]\nlisten = "127.0.0.1:{ui_port}"\n'
     )
     (scene.root / "dock.toml").write_text(text, encoding="utf-8")
@@ -211,7 +217,7 @@ def _synced(daemon: Daemon) -> int:
 
 def receiver_holds(store: Path, record: dict[str, Any]) -> Path | None:
     """The receiver's copy of a clip when its bytes hash to the clip's SHA-256."""
-    path = store / "demo-dock" / record["sha256"] / record["file_name"]
+    path = store / DOCK_ID / record["sha256"] / record["file_name"]
     if not path.is_file():
         return None
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -231,12 +237,22 @@ def main(say: Callable[[str], None] = print, keep: bool = False) -> int:
     say(f"demo directory: {root}")
     say("making two simulated recorders with real H.264 clips (ffmpeg)...")
     scene = build_scene(root)
-    (root / "broker").mkdir()
-    with broker(root / "broker") as port:
-        say(f"private Mosquitto on 127.0.0.1:{port}; central receiver started")
-        receiver = Receiver(scene.store, MqttSection(host="127.0.0.1", port=port))
+    site = make_site(root / "broker", free_port(), [DOCK_ID])
+    with broker(site) as port:
+        say(
+            f"private Mosquitto on 127.0.0.1:{port} from config/mosquitto/ (TLS, passwords, ACL; "
+            f"made on the spot in {site.root}); central receiver started with the dock's "
+            "transfer key"
+        )
+        mqtt = parse_receiver_config(
+            tomllib.loads(
+                f'[receiver]\nstore_dir = "{scene.store}"\n[mqtt]\n'
+                + site_mqtt(site, site.receiver)
+            )
+        ).mqtt
+        receiver = Receiver(scene.store, mqtt, site.receiver, dock_keys_dir=site.dock_keys_dir)
         receiver.start()
-        cfg = dock_config(scene, port, page_port())
+        cfg = dock_config(scene, site, page_port())
         try:
             daemon = run_dock(scene, cfg, say)
             records = sorted(daemon.services.index.iter_all(), key=lambda r: r["recorded_start"])
