@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -197,3 +198,14 @@ def test_led_names_that_leave_leds_dir_are_refused(
     with pytest.raises(ConfigError) as err:
         parse_config(data)
     assert any(p.startswith(needle) for p in err.value.problems), err.value.problems
+
+
+def test_blinking_leaves_the_kernels_default_delays_alone(tmp_path: Path) -> None:
+    """The timer trigger's delay files are root's: they are written only when they differ."""
+    path = led_dir(tmp_path, "bay1:green")
+    for name in ("delay_on", "delay_off"):
+        (path / name).write_text("500\n")
+        os.utime(path / name, (1_000_000, 1_000_000))
+    Led(tmp_path, "bay1:green").show("blink")
+    assert read(path, "trigger") == "timer"
+    assert [(path / n).stat().st_mtime for n in ("delay_on", "delay_off")] == [1_000_000] * 2

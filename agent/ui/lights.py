@@ -45,10 +45,11 @@ class Led:
         if not self.path.is_dir():
             raise FileNotFoundError(f"no LED {self.name!r} in {self.path.parent}")
         if pattern == "blink":
-            # The timer trigger creates delay_on/delay_off, so it is written first.
+            # The timer trigger creates delay_on/delay_off (root's, 500 ms by default), so it
+            # is written first and the delays only when they differ.
             self._write("trigger", "timer")
-            self._write("delay_on", str(BLINK_MS))
-            self._write("delay_off", str(BLINK_MS))
+            self._write_unless("delay_on", str(BLINK_MS))
+            self._write_unless("delay_off", str(BLINK_MS))
             return
         self._write("trigger", "none")
         self._write("brightness", str(self._max() if pattern == "on" else 0))
@@ -58,6 +59,14 @@ class Led:
             return int((self.path / "max_brightness").read_text().strip() or 1)
         except (OSError, ValueError):
             return 1
+
+    def _write_unless(self, attribute: str, value: str) -> None:
+        try:
+            if (self.path / attribute).read_text().strip() == value:
+                return
+        except OSError:
+            pass
+        self._write(attribute, value)
 
     def _write(self, attribute: str, value: str) -> None:
         with open(self.path / attribute, "w", encoding="ascii") as fh:
