@@ -17,6 +17,13 @@ have_cmd losetup     || need+=(mount)
 have_cmd setpriv     || need+=(util-linux)
 pkg-config --exists libsystemd 2>/dev/null || need+=(libsystemd-dev)
 if [ "${1:-}" = "--dev" ]; then
+  # The status page test drives a real headless Chromium; without a CJK font every Chinese
+  # character renders as an empty box (docs/INSTALL.md installs the same font on the dock).
+  have_cmd chromium || need+=(chromium)
+  have_cmd fc-list  || need+=(fontconfig)
+  { have_cmd fc-list && fc-list :lang=zh | grep -q .; } || need+=(fonts-wqy-microhei)
+fi
+if [ "${1:-}" = "--dev" ]; then
   # tests/powercut: a FUSE layer (mfusepy over libfuse3; fusermount3 comes with fuse3)
   have_cmd fusermount3 || need+=(fuse3)
   # The unit-sandbox test traces a docking (strace) and expands SystemCallFilter= groups.
