@@ -47,6 +47,7 @@ TEXT: dict[str, tuple[str, str]] = {
         "The battery reading is impossible; have the recorder checked",
     ),
     "code.battery_unknown": ("记录仪未报告电池电量", "The recorder did not report its battery"),
+    "code.clip_missing": ("记录仪上的文件已不在", "A file is no longer on the recorder"),
     "code.clock_corrected": ("记录仪时间已校准", "The recorder's clock was corrected"),
     "code.clock_drift": ("记录仪时间有偏差", "The recorder's clock is off"),
     "code.clock_impossible": (
@@ -98,6 +99,10 @@ TEXT: dict[str, tuple[str, str]] = {
     "code.probe_skipped": ("该文件不是音视频，未检查", "Not a media file; not checked"),
     "code.probe_unsupported": ("该音频格式未检查", "This audio format was not checked"),
     "code.recorder_fault": ("记录仪报告故障", "The recorder reports a fault"),
+    "code.recorder_file_replaced": (
+        "记录仪上的文件已被替换，未删除，作为新文件导出",
+        "A file on the recorder was replaced: not deleted, offloaded as a new clip",
+    ),
     "code.recorder_gone": ("记录仪已拔出", "The recorder was removed"),
     "code.storage_impossible": (
         "记录仪存储读数异常",
