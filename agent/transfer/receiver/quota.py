@@ -9,6 +9,8 @@ from pathlib import Path
 from agent.transfer.receiver.escape import is_transfer_dir
 from agent.transfer.receiver.expiry import PARTIAL_DIR, is_complete_dir
 
+REMEMBERED_CLIENTS = 4096  # clients with nothing in progress kept counted (no rescan of their dir)
+
 
 class InProgress:
     """The partial transfers of each client, counted from the store the first time it is asked."""
@@ -36,8 +38,8 @@ class InProgress:
             held = self._by_client.get(client_id)
             if held is not None:
                 held.discard(dirname)
-                if not held:
-                    del self._by_client[client_id]
+                if not held and len(self._by_client) > REMEMBERED_CLIENTS:
+                    del self._by_client[client_id]  # counted from disk again when it returns
 
     def count(self, client_id: str) -> int:
         """Transfers in progress of `client_id`."""
