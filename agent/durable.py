@@ -23,10 +23,30 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def make_dirs(path: str | os.PathLike[str], mode: int = 0o750) -> list[Path]:
+    """Create `path` and its missing parents so that their names survive a power cut.
+
+    Each directory created is made durable by an fsync of its parent (a new name is only
+    as durable as its directory). Returns the directories created, outermost first.
+    """
+    missing: list[Path] = []
+    at = Path(path)
+    while not at.is_dir():
+        missing.append(at)
+        at = at.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode)
+        except FileExistsError:
+            pass
+        fsync_dir(directory.parent)
+    return list(reversed(missing))
+
+
 def write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o640) -> None:
     """Atomically replace `path` with `data`: temp file, fsync, rename, fsync dir."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(target.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:

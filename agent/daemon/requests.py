@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.durable import write_json
+from agent.durable import make_dirs, write_json
 from firmware_interface.base import RecorderError
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class RequestQueue:
 
     def start(self) -> None:
         """Create the directory (the CLI needs it to exist) and start serving."""
-        self.dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+        make_dirs(self.dir)
         self.orphans()
         self._thread.start()
 

@@ -18,7 +18,7 @@ from agent.daemon.services import Parts, Services
 from agent.dock.bay import BayWorker, ClipSynced
 from agent.dock.clock import ClockSource
 from agent.dock.hardware import build_watchers
-from agent.durable import write_json
+from agent.durable import make_dirs, write_json
 from agent.evidence.custody import CustodyLog
 from agent.evidence.index import ClipIndex
 from agent.evidence.store import EvidenceStore
@@ -82,7 +82,7 @@ class Daemon:
         self.cfg = cfg
         self.started_at = datetime.now(UTC)
         data = cfg.data_dir
-        data.mkdir(parents=True, exist_ok=True)
+        make_dirs(data)
         store = EvidenceStore(data, cfg.policy.disk_reserve_bytes)
         store.clean_incoming()
         self.services = Services(

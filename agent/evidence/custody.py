@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.durable import TORN_MOVE_ASIDE, AppendLog, flocked
+from agent.durable import TORN_MOVE_ASIDE, AppendLog, flocked, make_dirs
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class CustodyLog:
     def __init__(self, path: Path) -> None:
         """Open (creating) the log and read its head from the end of the file."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path.parent)
         self._lock = threading.Lock()
         self._log = AppendLog(self.path, torn=TORN_MOVE_ASIDE)
         self._fd = self._log.fd

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from agent.durable import fsync_dir
+from agent.durable import fsync_dir, make_dirs
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class EvidenceStore:
         self.root = data_dir / "evidence"
         self.incoming = self.root / INCOMING
         self.reserve_bytes = reserve_bytes
-        self.incoming.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.incoming)
         self._name_lock = threading.Lock()
         self._serial = itertools.count()  # unique temp names within one thread's batch
 
@@ -223,7 +223,7 @@ class EvidenceStore:
         The directories to fsync are added to `dirs` when given (a batch syncs each once).
         """
         with self._name_lock:
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(dest.parent)
             for candidate in (dest, dest.with_name(f"{dest.stem}_{sha[:12]}{dest.suffix}")):
                 try:
                     os.link(tmp, candidate)

@@ -192,7 +192,7 @@ class NotesStore:
     def _mutating(self) -> Iterator[None]:
         """Hold the thread lock and the file lock (the CLI writes too), on fresh contents."""
         with self._lock:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
+            durable.make_dirs(self._path.parent)
             with open(self._lock_path, "a+b") as lock_fh:
                 fcntl.flock(lock_fh.fileno(), fcntl.LOCK_EX)
                 self._reload()

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.durable import write_json
+from agent.durable import make_dirs, write_json
 from agent.mqtt.connection import MqttConnection
 
 logger = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ class Outbox:
 
     def __init__(self, directory: Path, conn: MqttConnection, topic: str) -> None:
         self.dir = directory
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.dir)
         self.conn = conn
         self.topic = topic
         self._wake = threading.Event()

@@ -102,7 +102,7 @@ class Parcels:
             os.replace(sent, path)
             durable.fsync_dir(self.dir)
         if not path.exists():
-            self.dir.mkdir(parents=True, exist_ok=True)
+            durable.make_dirs(self.dir)
             durable.write_bytes(path, manifest_bytes(build()))
         data = path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
@@ -123,7 +123,7 @@ class Parcels:
         self._marker(clip_id).unlink(missing_ok=True)
         path = self.dir / f"{clip_id}.manifest.json"
         if path.exists():
-            (self.dir / DONE_DIR).mkdir(exist_ok=True)
+            durable.make_dirs(self.dir / DONE_DIR)
             os.replace(path, self.dir / DONE_DIR / path.name)
             durable.fsync_dir(self.dir)
         if time.time() - self._pruned_at >= 3600:

@@ -117,7 +117,7 @@ class ResumeState:
     def finish(self) -> None:
         """The transfer is complete: keep only its init payload (in `done/`)."""
         if self.init is not None:
-            self.done_path.parent.mkdir(exist_ok=True)
+            durable.make_dirs(self.done_path.parent)
             body = {"key": _identity(self.key), "init": self.init.decode("utf-8")}
             durable.write_json(self.done_path, body)
         self.path.unlink(missing_ok=True)

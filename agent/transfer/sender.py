@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from agent.durable import make_dirs
 from agent.transfer import emqx, trust
 from agent.transfer import protocol as p
 from agent.transfer.exchange import Answer, Exchange
@@ -229,7 +230,7 @@ class FileSender:
             "size": job.meta.size,
             "segment_bytes": self.settings.segment_bytes,
         }
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.state_dir)
         state = ResumeState.load(
             self.state_dir, key, self.settings.persist_interval_s, self.settings.segments_ttl_s
         )

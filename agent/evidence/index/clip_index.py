@@ -19,7 +19,7 @@ from tinydb import Query, TinyDB
 from tinydb.table import Table
 
 from agent import durable
-from agent.durable import flocked
+from agent.durable import flocked, make_dirs
 from agent.evidence.index.archive import (
     ArchiveFollower,
     append_shard,
@@ -68,7 +68,7 @@ class ClipIndex:
         """Open the index under data_dir/index; archive shards are not read here."""
         self.root = Path(data_dir) / "index"
         self.archive_dir = self.root / "archive"
-        self.archive_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.archive_dir)
         self._snapshot = self.root / SNAPSHOT
         self._lock = threading.Lock()
         self._lock_fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)

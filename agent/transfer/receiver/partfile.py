@@ -148,7 +148,7 @@ def pwrite_all(fd: int, data: bytes, offset: int) -> None:
 def create_partial(fdir: Path, meta: p.FileMeta) -> Partial:
     """A new partial: its state files and an empty data file; no descriptor is kept open."""
     pdir = fdir / PARTIAL_DIR
-    pdir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    durable.make_dirs(pdir)
     durable.write_json(pdir / "coverage.json", [])
     write_init(fdir, meta)
     os.close(os.open(pdir / "data", os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640))

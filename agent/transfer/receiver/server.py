@@ -19,6 +19,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.config import MqttSection
+from agent.durable import make_dirs
 from agent.mqtt.connection import set_credentials
 from agent.transfer import protocol as p
 from agent.transfer import trust
@@ -102,7 +103,7 @@ class Receiver:
 
     def start(self) -> None:
         """Start the workers and connect (paho reconnects on its own afterwards)."""
-        self.store_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.store_dir)
         for i, q in enumerate(self._queues):
             t = threading.Thread(
                 target=self._work, args=(i, q, self._stores[i]), name=f"receiver-{i}", daemon=True
