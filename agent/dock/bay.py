@@ -22,6 +22,7 @@ from agent.dock.checks import (
 )
 from agent.dock.clock_check import ClockCheck
 from agent.dock.deletion import Outcome, RecorderDeleter
+from agent.dock.emit import ThrottledSend
 from agent.dock.offload import Offloader
 from agent.evidence.record import Docking
 from agent.findings import Finding, fault, info
@@ -67,7 +68,7 @@ class BayWorker:
         self.recorder: Recorder | None = None
         self.docking: Docking | None = None
         self.findings: list[Finding] = []
-        self._last_emit = 0.0
+        self._emit = ThrottledSend(self._send_view, EMIT_INTERVAL_S)
         self._thread = threading.Thread(target=self._run, name=f"bay-{number}", daemon=True)
 
     # ---- public ---------------------------------------------------------------------------
@@ -82,6 +83,7 @@ class BayWorker:
         self.cancel.set()
         self.inbox.put(_Stop())
         self._thread.join(timeout)
+        self._emit.close()
 
     def post(self, item: DiscoveryEvent | ClipSynced | BayTask) -> None:
         """Hand the worker an event; an undock cancels a running copy at once."""
@@ -364,11 +366,7 @@ class BayWorker:
         self.recorder = None
         self.docking = None
 
-    def _emit(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_emit < EMIT_INTERVAL_S:
-            return
-        self._last_emit = now
+    def _send_view(self) -> None:
         self.view.ts = now_iso()
         self.s.bus.emit(
             replace(
