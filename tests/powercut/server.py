@@ -6,6 +6,7 @@ is one JSON line on stdout. End of stdin (the test process died) unmounts.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -74,11 +75,21 @@ class _Control:
         self._out = threading.Lock()
 
     def say(self, **msg: Any) -> None:
-        with self._out:
+        with self._out, contextlib.suppress(OSError):  # the test process may be gone
             sys.stdout.write(json.dumps(msg) + "\n")
             sys.stdout.flush()
 
     def serve(self) -> None:
+        """Answer commands; whatever ends the loop (cut, unmount, end of stdin) ends the mount."""
+        try:
+            self._loop()
+        finally:
+            with self.ops.mutex:
+                self.ops.dead = True
+            self._detach()
+            os._exit(0)
+
+    def _loop(self) -> None:
         for line in sys.stdin:
             cmd = line.strip()
             try:
@@ -92,20 +103,15 @@ class _Control:
                 elif cmd == "cut":
                     report = self.ops.cut()
                     self.say(event="cut", report=dataclasses.asdict(report))
-                    self._detach()
-                    os._exit(0)
+                    return
                 elif cmd == "unmount":
-                    break
+                    # a clean shutdown: the backing tree already holds the live state
+                    self.say(event="unmounted")
+                    return
                 else:
                     self.say(event="error", message=f"unknown command {cmd!r}")
             except Exception as exc:  # the test must hear of it, not wait for a timeout
                 self.say(event="error", message=f"{cmd}: {exc!r}")
-        # unmount (or the test process is gone): the backing tree already holds the live state
-        with self.ops.mutex:
-            self.ops.dead = True
-        self.say(event="unmounted")
-        self._detach()
-        os._exit(0)
 
     def _detach(self) -> None:
         """Take the mount away now, even while a killed process still holds files open on it."""

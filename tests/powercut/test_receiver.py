@@ -124,23 +124,24 @@ def test_a_fin_answered_success_survives_a_power_cut(
         return {fid: data for d in docks for fid, data in list(d.acked.items())}
 
     with Zygote() as zygote:
-        for n in range(1, cuts + 1):
-            fs.mount()
-            found += [f"cut {n - 1}: {m}" for m in missing(store, acked())]
-            pid = zygote.start(["receive", "-c", str(cfg)], log)
-            docks.append(Dock(broker, random.Random(rng.random())))
-            docks[-1].start()
-            assert docks[-1].talking.wait(30), f"cut {n}: the receiver never answered"
-            time.sleep(rng.uniform(0.2, 2.0))
-            os.killpg(pid, signal.SIGKILL)
-            fs.cut()
-            docks[-1].stop.set()  # it finds out when its next command times out
-            assert zygote.wait(pid) == -signal.SIGKILL
-        fs.mount()
         try:
+            for n in range(1, cuts + 1):
+                fs.mount()
+                found += [f"cut {n - 1}: {m}" for m in missing(store, acked())]
+                pid = zygote.start(["receive", "-c", str(cfg)], log)
+                docks.append(Dock(broker, random.Random(rng.random())))
+                docks[-1].start()
+                assert docks[-1].talking.wait(30), f"cut {n}: the receiver never answered"
+                time.sleep(rng.uniform(0.2, 2.0))
+                os.killpg(pid, signal.SIGKILL)
+                fs.cut()
+                docks[-1].stop.set()  # it finds out when its next command times out
+                assert zygote.wait(pid) == -signal.SIGKILL
+            fs.mount()
             found += [f"cut {cuts}: {m}" for m in missing(store, acked())]
         finally:
-            fs.unmount()
+            if fs.mounted:
+                fs.unmount()
     for d in docks:
         d.join(30)
         d.sender.close()

@@ -9,6 +9,7 @@ Server side: `python -m tests.powercut.zygote` reads `start LOG ARGV-JSON` and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -34,6 +35,7 @@ class Zygote:
             cwd=_REPO,
             env=env,
         )
+        self._running: set[int] = set()
         self._ask_ready()
 
     def _ask(self, line: str) -> str:
@@ -50,13 +52,23 @@ class Zygote:
 
     def start(self, argv: list[str], log: Path) -> int:
         """Fork `dock-agent ARGV` with stdout and stderr appended to `log`; its pid."""
-        return int(self._ask(f"start {log} {json.dumps(argv)}").split()[1])
+        pid = int(self._ask(f"start {log} {json.dumps(argv)}").split()[1])
+        self._running.add(pid)
+        return pid
 
     def wait(self, pid: int) -> int:
         """Reap a started process; its return code (SIGKILLed after 60 s: -9 says it hung)."""
-        return int(self._ask(f"wait {pid}").split()[1])
+        rc = int(self._ask(f"wait {pid}").split()[1])
+        self._running.discard(pid)
+        return rc
 
     def close(self) -> None:
+        """Kill what is still running (a failed test leaves no daemon behind), then stop."""
+        for pid in list(self._running):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(RuntimeError, OSError):
+                self.wait(pid)
         if self._proc.stdin is not None:
             self._proc.stdin.close()
         self._proc.wait(timeout=10)
@@ -128,6 +140,7 @@ def serve() -> None:
             answer = f"error {cmd!r}"
         sys.stdout.write(answer + "\n")
         sys.stdout.flush()
+    os._exit(0)  # the test process is gone or done; nothing here may keep this one alive
 
 
 if __name__ == "__main__":
