@@ -65,14 +65,6 @@ TEXT: dict[str, tuple[str, str]] = {
         "The dock's clock is not synchronised; recorder clocks are not set",
     ),
     "code.clock_unverifiable": ("记录仪无法报告时间", "The recorder cannot report its clock"),
-    "code.clip_missing": (
-        "记录仪上找不到该文件",
-        "The file is no longer on the recorder",
-    ),
-    "code.recorder_file_replaced": (
-        "记录仪上同名文件内容已变，未删除，已作为新文件导出",
-        "A file on the recorder was replaced by other content: kept, and offloaded as a new clip",
-    ),
     "code.delete_failed": (
         "记录仪上的文件删除失败",
         "A file could not be deleted from the recorder",
