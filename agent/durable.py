@@ -43,11 +43,21 @@ def make_dirs(path: str | os.PathLike[str], mode: int = 0o750) -> list[Path]:
     return list(reversed(missing))
 
 
-def write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o640) -> None:
-    """Atomically replace `path` with `data`: temp file, fsync, rename, fsync dir."""
+def write_bytes(
+    path: str | os.PathLike[str],
+    data: bytes,
+    mode: int = 0o640,
+    tmp_dir: str | os.PathLike[str] | None = None,
+) -> None:
+    """Atomically replace `path` with `data`: temp file, fsync, rename, fsync dir.
+
+    `tmp_dir` (same file system) holds the temp file instead of the target's directory,
+    so that a crash leaves its debris where start-up clears it (the store's `.incoming`).
+    """
     target = Path(path)
     make_dirs(target.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    where = target.parent if tmp_dir is None else Path(tmp_dir)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=where)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

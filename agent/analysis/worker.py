@@ -138,7 +138,7 @@ class Analysis:
         changes.update(span(record, result.duration_s))
         if record["media_type"] == "video" and result.decode_ok:
             thumb = path.with_name(f"{path.stem}.thumb.jpg")
-            if make_thumbnail(path, thumb):
+            if make_thumbnail(path, thumb, tmp_dir=self.s.store.incoming):
                 changes["thumbnail"] = str(thumb)
         self.s.index.update(record["clip_id"], **changes)
         if "truncated" in result.flags or "undecodable" in result.flags:

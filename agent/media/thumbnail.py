@@ -14,8 +14,11 @@ THUMB_AT_MS = 1000.0
 JPEG_QUALITY = 80
 
 
-def make_thumbnail(video: Path, out: Path, width: int = 320) -> bool:
-    """Write a JPEG of the frame ~1 s in (or the first) to `out`; False when there is none."""
+def make_thumbnail(video: Path, out: Path, width: int = 320, tmp_dir: Path | None = None) -> bool:
+    """Write a JPEG of the frame ~1 s in (or the first) to `out`; False when there is none.
+
+    Its temp file goes to `tmp_dir` when given (the store's `.incoming`, cleared at start-up).
+    """
     try:
         frame = _grab_frame(video)
         if frame is None:
@@ -26,7 +29,7 @@ def make_thumbnail(video: Path, out: Path, width: int = 320) -> bool:
         return False
     if data is None:
         return False
-    durable.write_bytes(out, data)
+    durable.write_bytes(out, data, tmp_dir=tmp_dir)
     return True
 
 
