@@ -215,7 +215,7 @@ def run(quick: bool) -> list[Row]:
         ) as mem:
             stores["tmpfs"] = Path(mem) / "store"
             got = measure(Path(tmp), size, stores)
-        uplink_size = (16 if quick else 64) * MIB
+        uplink_size = (16 if quick else 256) * MIB  # a real clip is 0.5 to 4 GB
         uplink_dir = Path(tmp) / "uplink"
         uplink_dir.mkdir()
         clip = uplink_dir / "clip.mp4"
