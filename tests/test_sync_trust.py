@@ -19,9 +19,11 @@ from paho.mqtt.properties import Properties
 from agent.config import MqttSection
 from agent.evidence.custody import iter_entries
 from agent.transfer.receiver.server import Receiver
+from agent.transfer.sender import FileSender, SendSettings, TransferFailed
 from firmware_interface import simkit
 from tests.broker import Broker, mosquitto_binary, running_broker
 from tests.dock import Views, dock_config, running, wait_for
+from tests.transfer_kit import close, connect, random_file
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
 
@@ -119,10 +121,10 @@ def test_forged_success_without_a_receiver_syncs_and_deletes_nothing(
     assert key_text not in caplog.text, "the transfer key is never logged"
 
 
-def held_by(store: Path) -> dict[str, str]:
+def held_by(store: Path, client_id: str = "dock-test") -> dict[str, str]:
     """file id -> SHA-256 of the one file the receiver holds under it."""
     out = {}
-    for d in (store / "dock-test").glob("*"):
+    for d in (store / client_id).glob("*"):
         files = [
             f
             for f in d.iterdir()
@@ -173,3 +175,32 @@ def test_forged_success_beside_the_real_receiver_counts_for_nothing(
         assert all(p.exists() for p in originals)
         events = {e["event"] for e in iter_entries(cfg.data_dir / "custody.jsonl")}  # type: ignore[attr-defined]
         assert not events & {"clip_synced", "recorder_clip_deleted"}
+
+
+def test_a_transfer_begun_under_an_old_key_is_signed_again_with_the_new(
+    tmp_path: Path, broker: Broker
+) -> None:
+    old, new = os.urandom(32), os.urandom(32)
+    keys = tmp_path / "dock-keys"
+    keys.mkdir()
+    (keys / "dock-01.key").write_text(new.hex())  # the key was rotated at the receiver first
+    store = tmp_path / "central"
+    receiver = Receiver(store, MqttSection(host=broker.host, port=broker.port), dock_keys_dir=keys)
+    receiver.start()
+    assert receiver.wait_subscribed(10)
+    client, link = connect(broker, "dock-01")
+    settings = SendSettings(segment_bytes=65536, ack_timeout_s=2.0, fin_timeout_s=5.0)
+    try:
+        src = tmp_path / "clip.MP4"
+        fid = random_file(src, 4 * 65536)
+        with pytest.raises(TransferFailed, match="reason code 135"):  # 0x87: not authorized
+            FileSender(link, "dock-01", tmp_path / "state", settings, old).send(
+                src, fid, "clip.MP4", 4 * 65536, {}
+            )
+        FileSender(link, "dock-01", tmp_path / "state", settings, new).send(
+            src, fid, "clip.MP4", 4 * 65536, {}
+        )
+    finally:
+        close(client)
+        receiver.stop()
+    assert held_by(store, "dock-01")[fid] == fid

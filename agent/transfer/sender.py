@@ -7,6 +7,7 @@ with a transfer key (SPEC 11) a fin counts only with the receiver's valid receip
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -139,6 +140,8 @@ class FileSender:
 
     def _deliver(self, job: _Job) -> SendResult:
         state = self._load_state(job)
+        if state.init is not None and _sig(state.init) != job.meta.user_data.get("dock_sig"):
+            state.init = None  # signed with an earlier key: the receiver would refuse it for good
         init = state.fix_init(p.init_payload(job.meta))
         answer: p.Response | None = None
         for round_no in range(1, self.settings.max_rounds + 1):
@@ -173,10 +176,7 @@ class FileSender:
         )
 
     def _fin(self, job: _Job) -> p.Response | None:
-        """Send `fin`, and on silence the fin alone again (EMQX answers after assembly).
-
-        A fin the link lost is sent again soon, backing off, rather than waited out.
-        """
+        """Send `fin`; on silence the fin alone again (EMQX answers after assembly), sooner if lost."""
         topic = p.fin_topic(self.settings.prefix, job.file_id, job.meta.size, job.meta.checksum)
         full = timeout = self.settings.fin_timeout_s
         for _ in range(self.settings.max_tries):
@@ -391,3 +391,9 @@ def _why(answer: p.Response | None) -> str:
     if answer is None:
         return "no answer in time"
     return f"reason code {answer.reason_code}: {answer.reason_description}"
+
+
+def _sig(init: bytes) -> Any:
+    """The `dock_sig` a saved init payload (a JSON object: ResumeState) carries, else None."""
+    data = json.loads(init).get("user_data")
+    return data.get("dock_sig") if isinstance(data, dict) else None
