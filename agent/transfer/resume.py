@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,10 @@ class ResumeState:
         self.acked_since: float | None = None  # wall time of the oldest acknowledgement kept
         self._saved_at = 0.0
         self._dirty = False
+        self._writing = threading.Lock()
+        self._taken = self._written = 0
+        self._thread: threading.Thread | None = None
+        self._finished = False  # no background write may bring back a finished state
 
     @classmethod
     def load(
@@ -87,20 +92,38 @@ class ResumeState:
             self.acked_since = time.time()
         self.acked.add(offset)
         self._dirty = True
-        if time.monotonic() - self._saved_at >= self.interval_s:
-            self.save()
+        if time.monotonic() - self._saved_at >= self.interval_s and not self._writing.locked():
+            # In the background: an fsync (0.1 s on a busy disk) must not stall the pipeline;
+            # acknowledgements not yet durable at a crash only mean those segments go again.
+            self._saved_at = time.monotonic()
+            self._dirty = False
+            self._thread = threading.Thread(target=self._write, args=self._body(), daemon=True)
+            self._thread.start()
 
     def save(self) -> None:
-        """Write the state durably if it changed."""
+        """Write the state durably if it changed; a background write is waited for."""
+        if self._thread is not None:
+            self._thread.join()
         if not self._dirty:
             return
+        self._write(*self._body())
+        self._saved_at = time.monotonic()
+        self._dirty = False
+
+    def _body(self) -> tuple[int, dict[str, Any]]:
+        """A snapshot to write, numbered: a slow background write never overwrites a newer one."""
+        self._taken += 1
         body: dict[str, Any] = {"key": self.key, "acked": sorted(self.acked)}
         body["acked_since"] = self.acked_since
         if self.init is not None:
             body["init"] = self.init.decode("utf-8")
-        durable.write_json(self.path, body)
-        self._saved_at = time.monotonic()
-        self._dirty = False
+        return self._taken, body
+
+    def _write(self, number: int, body: dict[str, Any]) -> None:
+        with self._writing:
+            if not self._finished and number > self._written:
+                durable.write_json(self.path, body)
+                self._written = number
 
     def reset(self) -> None:
         """Forget every acknowledgement (after a failed fin: resend all); the init stays."""
@@ -116,6 +139,8 @@ class ResumeState:
 
     def finish(self) -> None:
         """The transfer is complete: keep only its init payload (in `done/`)."""
+        with self._writing:
+            self._finished = True
         if self.init is not None:
             durable.make_dirs(self.done_path.parent)
             body = {"key": _identity(self.key), "init": self.init.decode("utf-8")}
