@@ -164,7 +164,7 @@ class CancelAfter:
             self.left -= 1
             if self.left <= 0:
                 self.cancel.set()
-        return self.link.publish(topic, payload, qos, properties)
+        return self.link.publish(topic, payload, qos=qos, properties=properties)
 
     def subscribe(self, topic_filter: str, qos: int, handler: Any) -> Any:
         return self.link.subscribe(topic_filter, qos, handler)

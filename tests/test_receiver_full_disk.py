@@ -73,7 +73,7 @@ class Counting:
         parts = topic.split("/")  # {prefix}/{file_id}/{offset}/{sha}, {prefix}/{file_id}/fin/..
         self.segments += len(parts) == 4
         self.fins += len(parts) == 5 and parts[2] == "fin"
-        return self.link.publish(topic, payload, qos, properties)
+        return self.link.publish(topic, payload, qos=qos, properties=properties)
 
     def subscribe(self, topic_filter: str, qos: int, handler: Any) -> Any:
         return self.link.subscribe(topic_filter, qos, handler)

@@ -72,7 +72,7 @@ class CorruptOnce:
         if not self.done and len(parts) == 4 and parts[2] == str(self.offset):
             self.done = True
             payload = bytes([payload[0] ^ 0xFF]) + payload[1:]
-        return self.link.publish(topic, payload, qos, properties)
+        return self.link.publish(topic, payload, qos=qos, properties=properties)
 
     def subscribe(self, topic_filter: str, qos: int, handler: Any) -> Any:
         return self.link.subscribe(topic_filter, qos, handler)

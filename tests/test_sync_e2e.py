@@ -403,3 +403,27 @@ def test_a_clip_is_acked_only_with_its_manifest_and_not_sent_again_for_it(
     assert sorted(clip_fins) == sorted(received(store)), (
         "each clip sent once, only its manifest again"
     )
+
+
+def test_the_daemon_connection_serves_puback_mode(tmp_path: Path, broker: Broker) -> None:
+    """ack_mode = "puback" (EMQX before 5.3.2) runs through the daemon's own MQTT connection.
+
+    On Mosquitto every PUBACK says success, even with nobody receiving: the clip is counted
+    as acked without any receiver, which is why SPEC 7.1 allows this mode on EMQX only.
+    """
+    cfg = dock_config(
+        tmp_path,
+        mqtt={"host": broker.host, "port": broker.port, "ack_mode": "puback"},
+        delete_from_recorder="never",
+    )
+    simkit.build(tmp_path / "bay1", recorder())
+    with running(cfg) as (daemon, _views):
+        wait_for(
+            lambda: (
+                (rows := list(daemon.services.index.iter_all()))
+                and all(r["state"] == "synced" for r in rows)
+            ),
+            60,
+            "every clip acked by PUBACK alone",
+        )
+    assert custody_seq(cfg.data_dir, "clip_synced")

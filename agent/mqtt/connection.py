@@ -153,6 +153,10 @@ class MqttConnection:
         with self._lock:
             self._on_publish.append(cb)
 
+    def on_puback(self, listener: PublishListener) -> None:
+        """The file-transfer Transport's PUBACK hook (ack_mode = "puback"): add_on_publish."""
+        self.add_on_publish(listener)
+
     def publish(
         self,
         topic: str,

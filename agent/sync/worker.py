@@ -9,8 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from paho.mqtt.properties import Properties
-
 from agent.daemon.services import Services
 from agent.evidence.lifecycle import acked_upstream, archive_if_finished
 from agent.evidence.record import manifest
@@ -64,27 +62,6 @@ def candidates(
     return sorted(ready, key=priority)
 
 
-class ConnectionLink:
-    """MqttConnection as the file-transfer Transport (positional `properties`)."""
-
-    def __init__(self, conn: MqttConnection) -> None:
-        self.conn = conn
-
-    def publish(
-        self, topic: str, payload: bytes, qos: int = 1, properties: Properties | None = None
-    ) -> Any:
-        """Queue one message."""
-        return self.conn.publish(topic, payload, qos=qos, properties=properties)
-
-    def subscribe(self, topic_filter: str, qos: int, handler: Callable[[Any], None]) -> None:
-        """Subscribe now and after every reconnect."""
-        self.conn.subscribe(topic_filter, qos, handler)
-
-    def wait_connected(self, timeout: float) -> bool:
-        """True once connected."""
-        return self.conn.wait_connected(timeout)
-
-
 class Sync:
     """Daemon plugin: one thread that sends clips and marks them synced on a successful fin."""
 
@@ -103,7 +80,7 @@ class Sync:
         self.on_synced = on_synced
         cfg = services.cfg
         self.sender = FileSender(
-            ConnectionLink(conn),
+            conn,
             cfg.client_id,
             cfg.data_dir / "transfer",
             SendSettings.from_mqtt(cfg.mqtt),

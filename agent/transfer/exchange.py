@@ -57,7 +57,7 @@ class Exchange:
         props.ResponseTopic = self.reply_topic
         props.CorrelationData = corr
         try:
-            info = self.transport.publish(topic, payload, 1, props)
+            info = self.transport.publish(topic, payload, qos=1, properties=props)
         except Exception as exc:  # silence is then handled by the answer timeout
             logger.warning("publish to %s failed: %s", topic, exc)
             return corr

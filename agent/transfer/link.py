@@ -19,7 +19,7 @@ class Transport(Protocol):
     """The slice of an MQTT v5 connection that file transfer uses."""
 
     def publish(
-        self, topic: str, payload: bytes, qos: int = 1, properties: Properties | None = None
+        self, topic: str, payload: bytes, *, qos: int = 1, properties: Properties | None = None
     ) -> Any:
         """Queue one message; delivery is judged by the file-transfer response, not here."""
 
@@ -55,7 +55,7 @@ class PahoLink:
         client.on_publish = self._on_publish
 
     def publish(
-        self, topic: str, payload: bytes, qos: int = 1, properties: Properties | None = None
+        self, topic: str, payload: bytes, *, qos: int = 1, properties: Properties | None = None
     ) -> mqtt.MQTTMessageInfo:
         """Publish through the paho client."""
         return self.client.publish(topic, payload, qos=qos, properties=properties)
