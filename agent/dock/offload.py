@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -14,13 +13,15 @@ from typing import Any, BinaryIO
 from agent.daemon.services import Services
 from agent.dock import roster
 from agent.dock.batches import batches
+from agent.dock.pipeline import Pipeline
 from agent.dock.proof import recorder_sha256
 from agent.evidence.clip_time import StartTime, start_time
 from agent.evidence.lifecycle import has_local_copy
-from agent.evidence.record import Docking, dest_rel, new_record
+from agent.evidence.record import Docking, custody_items, dest_rel, new_record
 from agent.evidence.retention.classes import classify
 from agent.evidence.store import (
     SMALL,
+    CopyCancelled,
     DiskFull,
     SourceReadError,
     Staged,
@@ -65,8 +66,7 @@ class Offloader:
         self._prior: dict[tuple[str, int], list[dict[str, Any]]] = {}
         self._handled = 0  # clips of this pass done with: the rest are pending at a stop
         self._starts: dict[str, StartTime] = {}  # by recorder path, from staging to the record
-        self._prover: Executor
-        self._pending: tuple[list[tuple[ClipEntry, Staged]], Future[None]] | None = None
+        self._pipeline: Pipeline[OffloadResult]
         self.log_extra = {
             "DOCK_ID": services.cfg.dock.id,
             "BAY": docking.bay,
@@ -76,15 +76,15 @@ class Offloader:
     def run(self, clips: list[ClipEntry]) -> OffloadResult:
         """Offload `clips` oldest first; stop at disk full, undock or cancel (RecorderGone raised).
 
-        Batches of small files go through a pipeline: while batch N is staged, batch N-1 is
-        proved (fsync, read back from disk, hash) by a helper thread, and each proved batch is
-        placed and recorded in order by this thread.
+        Groups (a batch of small files, or one large clip) go through a pipeline: while group N
+        is staged by this thread, helper threads prove group N-1 (made durable, read back from
+        disk, hashed) and place, log and index group N-2 (pipeline.py).
         """
         result = OffloadResult()
         self._prior = self._indexed_files()
         self._handled = 0
-        with ThreadPoolExecutor(1, thread_name_prefix=f"bay{self.docking.bay}-prove") as prover:
-            self._prover = prover
+        with Pipeline(f"bay{self.docking.bay}", self.s.store, self._record_group) as pipeline:
+            self._pipeline = pipeline
             try:
                 for group in batches(clips):
                     if self.cancel.is_set():
@@ -103,63 +103,48 @@ class Offloader:
                 except VerifyFailed as exc:
                     self._verify_failed(result, exc, len(clips) - self._handled)
                 raise
-            finally:
-                self._drop_pending()
         return result
 
     def _group(self, group: list[ClipEntry], result: OffloadResult) -> None:
-        """One large clip on its own, or a batch of small ones sharing their fsyncs."""
-        if len(group) == 1 and group[0].size >= SMALL:
-            self._finish_pending(result)
-            _check_room(self.s.store.has_room(group[0].size))
-            self._guarded(partial(self._one, group[0], result), group[0], result)
-            self._settle()
-            return
+        """Stage a group (one large clip, or a batch of small ones) and hand it on.
+
+        A large clip's last window is read back while the next clip is copied; a batch of
+        small ones shares one sync.
+        """
         staged: list[tuple[ClipEntry, Staged]] = []
         try:
             full = self._stage_all(group, result, staged)
         except BaseException:
             self.s.store.discard([item for _, item in staged])
             raise
-        proving = self._prover.submit(self.s.store.prove, [item for _, item in staged])
-        previous, self._pending = self._pending, (staged, proving)
-        self._finish(previous, result)  # proved while this batch was staged
+        self._pipeline.submit(staged)
+        while self._pipeline.full():
+            self._finish(result)
         if full is not None:
             self._finish_pending(result)
             raise full  # after the clips that fitted are stored and indexed, as one by one
 
-    def _finish_pending(self, result: OffloadResult) -> None:
-        """Finish the batch being proved, if any."""
-        pending, self._pending = self._pending, None
-        self._finish(pending, result)
+    def _record_group(
+        self, staged: list[tuple[ClipEntry, Staged]], copies: list[StoredCopy]
+    ) -> OffloadResult:
+        """In the pipeline's thread: log and index a placed group; what it did."""
+        done = OffloadResult()
+        self._record_batch([clip for clip, _ in staged], copies, done)
+        return done
 
-    def _finish(
-        self,
-        batch: tuple[list[tuple[ClipEntry, Staged]], Future[None]] | None,
-        result: OffloadResult,
-    ) -> None:
-        """Wait for a batch's proof, then place it, index it and log it."""
-        if batch is None:
-            return
-        staged, proving = batch
-        items = [item for _, item in staged]
-        try:
-            proving.result()
-        except BaseException:
-            self.s.store.discard(items)
-            raise
-        copies = self.s.store.place(items)
-        self._record_batch([clip for clip, _ in staged], copies, result)
+    def _finish_pending(self, result: OffloadResult) -> None:
+        """Finish every group in flight, in order."""
+        while self._pipeline.busy():
+            self._finish(result)
+
+    def _finish(self, result: OffloadResult) -> None:
+        """Wait for the oldest group to be committed (its failure raised here) and count it."""
+        staged, done = self._pipeline.next_done()
+        result.clip_ids.extend(done.clip_ids)
+        result.known += done.known
+        result.new += done.new
         for _ in staged:
             self._settle()
-
-    def _drop_pending(self) -> None:
-        """After a failure: wait for any proof still running and remove its temp files."""
-        if self._pending is not None:
-            staged, proving = self._pending
-            self._pending = None
-            wait([proving])
-            self.s.store.discard([item for _, item in staged])
 
     def _stage_all(
         self, group: list[ClipEntry], result: OffloadResult, staged: list[tuple[ClipEntry, Staged]]
@@ -188,6 +173,8 @@ class Offloader:
         """
         opened: dict[str, BinaryIO] = {}
         for clip in group:
+            if clip.size >= SMALL:
+                continue  # a large clip is read as it is copied; the disk streams it anyway
             try:
                 opened[clip.path] = src = self.recorder.open_clip(clip)
             except (RecorderError, OSError):
@@ -227,10 +214,6 @@ class Offloader:
         self.s.bus.alert("verify_failed", "critical", msg, bay=self.docking.bay)
         logger.error("%s", msg, extra=self.log_extra)
 
-    def _one(self, clip: ClipEntry, result: OffloadResult) -> None:
-        if not self._skip_known(clip, result):
-            self._record_batch([clip], [self._copy(clip)], result)
-
     def _skip_known(self, clip: ClipEntry, result: OffloadResult) -> bool:
         """Whether this recorder file is already indexed (then counted, not copied)."""
         known = self._known(clip)
@@ -248,7 +231,7 @@ class Offloader:
         staged: list[tuple[ClipEntry, Staged]],
         source: BinaryIO | None = None,
     ) -> None:
-        """Copy and hash one small clip into `.incoming`, unless it is already indexed."""
+        """Copy and hash one clip into `.incoming`, unless it is already indexed."""
         if self._skip_known(clip, result):
             if source is not None:
                 source.close()
@@ -262,8 +245,9 @@ class Offloader:
                     f"bay{self.docking.bay}",
                     lambda n: self.progress(0, n),
                     self.cancel,
+                    large=clip.size >= SMALL,
                 )
-        except SourceReadError as exc:
+        except (SourceReadError, CopyCancelled) as exc:  # what was proved before is kept
             raise RecorderGone(str(exc)) from exc
         staged.append((clip, item))
 
@@ -273,21 +257,6 @@ class Offloader:
         start = start_time(clip, d.tz, d.clock_offset_s, partial(self.recorder.open_clip, clip))
         self._starts[clip.path] = start
         return dest_rel(d, start.start, clip)
-
-    def _copy(self, clip: ClipEntry) -> StoredCopy:
-        tag = f"bay{self.docking.bay}"
-        logger.debug("copying %s (%d bytes)", clip.path, clip.size, extra=self.log_extra)
-        try:
-            with self.recorder.open_clip(clip) as src:
-                return self.s.store.acquire(
-                    src,
-                    self._dest(clip),
-                    tag,
-                    lambda n: self.progress(0, n),
-                    self.cancel,
-                )
-        except SourceReadError as exc:
-            raise RecorderGone(str(exc)) from exc
 
     def _indexed_files(self) -> dict[tuple[str, int], list[dict[str, Any]]]:
         """This recorder's active index rows by (recorder path, size), looked up once per pass."""
@@ -333,7 +302,11 @@ class Offloader:
         if not fresh:
             return
         entries = self.s.custody.append_many(
-            [item for clip, copy in fresh.values() for item in self._custody_items(clip, copy)]
+            [
+                item
+                for clip, copy in fresh.values()
+                for item in custody_items(self.docking, clip, copy.sha256, copy.size, copy.path)
+            ]
         )
         records = [
             self._new_record(clip, copy, entry)
@@ -351,20 +324,6 @@ class Offloader:
         if copy.sha256 in fresh:
             return {"local_path": str(fresh[copy.sha256][1].path), "state": "offloaded"}
         return self.s.index.get(copy.sha256)
-
-    def _custody_items(self, clip: ClipEntry, copy: StoredCopy) -> list[tuple[str, dict[str, Any]]]:
-        """The two custody entries of one stored clip: offloaded, then verified."""
-        device = self.docking.identity.device_id
-        offloaded = {
-            "device_id": device,
-            "file": clip.path,
-            "sha256": copy.sha256,
-            "size": copy.size,
-            "bay": self.docking.bay,
-            "local_path": str(copy.path),
-        }
-        verified = {"device_id": device, "sha256": copy.sha256, "size": copy.size}
-        return [("clip_offloaded", offloaded), ("clip_verified", verified)]
 
     def _new_record(
         self, clip: ClipEntry, copy: StoredCopy, entry: dict[str, Any]

@@ -115,6 +115,23 @@ def new_record(
     }
 
 
+def custody_items(
+    docking: Docking, clip: ClipEntry, sha256: str, size: int, local_path: Path
+) -> list[tuple[str, dict[str, Any]]]:
+    """The two custody entries of one stored clip: offloaded, then verified."""
+    device = docking.identity.device_id
+    offloaded = {
+        "device_id": device,
+        "file": clip.path,
+        "sha256": sha256,
+        "size": size,
+        "bay": docking.bay,
+        "local_path": str(local_path),
+    }
+    verified = {"device_id": device, "sha256": sha256, "size": size}
+    return [("clip_offloaded", offloaded), ("clip_verified", verified)]
+
+
 def manifest(record: dict[str, Any]) -> dict[str, Any]:
     """The SPEC 7 MANIFEST of a clip record, with recorder_resolution where it is known."""
     data = {k: record.get(k) for k in MANIFEST_FIELDS}

@@ -137,11 +137,17 @@ class ClipIndex:
 
     def put_many(self, records: list[Record]) -> None:
         """Insert or replace several records as one durable transaction (all or none)."""
-        ops = [{"op": "put", "r": plain(record)} for record in records]
-        if not ops:
+        if not records:
             return
+        # Each record is encoded once: the journal line is built from the same text that
+        # gives the plain copy (refused here, before any state changes, if JSON cannot hold it).
+        texts = [dumps(record) for record in records]
+        puts = [f'{{"op":"put","r":{text}}}' for text in texts]
+        ops = [{"op": "put", "r": json.loads(text)} for text in texts]
+        op = ops[0] if len(ops) == 1 else {"op": "batch", "ops": ops}
+        line = puts[0] if len(puts) == 1 else '{"op":"batch","ops":[' + ",".join(puts) + "]}"
         with self._mutating():
-            self._commit(ops[0] if len(ops) == 1 else {"op": "batch", "ops": ops})
+            self._commit(op, line)
 
     def update(self, clip_id: str, **changes: Any) -> Record:
         """Change fields of an active or archived clip and return the new record."""
@@ -205,10 +211,13 @@ class ClipIndex:
             self._follow_disk(held=True)
             yield
 
-    def _commit(self, op: Record) -> None:
-        """Journal `op` durably, then apply it in memory (called with the flock held)."""
+    def _commit(self, op: Record, line: str | None = None) -> None:
+        """Journal `op` (as `line` when already encoded) durably, then apply it in memory.
+
+        Called with the flock held.
+        """
         journal = self._live_journal()
-        journal.append((dumps(op) + "\n").encode("utf-8"))
+        journal.append(((dumps(op) if line is None else line) + "\n").encode("utf-8"))
         self._apply(op)
         if journal.offset > COMPACT_BYTES:
             self._compact()
