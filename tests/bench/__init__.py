@@ -28,3 +28,15 @@ def percentile(samples: list[float], pct: float) -> float:
 def median(samples: list[float]) -> float:
     """The median of samples."""
     return statistics.median(samples)
+
+
+def spread(samples: list[float], unit: str = "s", digits: int = 2) -> str:
+    """`median unit (min–max)` of samples, e.g. `0.91 s (0.88–0.97)`."""
+    lo, hi = min(samples), max(samples)
+    return f"{median(samples):.{digits}f} {unit} ({lo:.{digits}f}–{hi:.{digits}f})"
+
+
+def ratios(ours: list[float], base: list[float]) -> str:
+    """The spread of the per-run ratios of interleaved runs, e.g. `runs 1.21–1.40 ×`."""
+    each = [a / b for a, b in zip(ours, base, strict=True)]
+    return f"per-run ratio {min(each):.2f}–{max(each):.2f}"

@@ -18,7 +18,7 @@ from agent.daemon.runtime import Daemon
 from agent.evidence.store import EvidenceStore
 from firmware_interface import simkit
 from firmware_interface.volume import Volume
-from tests.bench import Row, median
+from tests.bench import Row, median, ratios, spread
 from tests.dock import Views, dock_config
 
 MiB = 2**20
@@ -27,6 +27,8 @@ WORK_DIR = "/var/tmp"  # on the store's disk, never tmpfs
 DEVICE, OFFICER = "ZFY0012345", "012345"
 T0 = datetime(2026, 11, 21, 9, 0, 0)
 DONE_STATES = ("charging", "ready", "fault")
+REPEATS = 5  # per row, interleaved with the baseline; the median counts, min–max shown
+QUICK_REPEATS = 3
 
 
 # ---- fairness helpers ---------------------------------------------------------------------
@@ -130,26 +132,30 @@ def large_clip_times(root: Path, size: int, repeats: int) -> dict[str, list[floa
 
 def large_clip_rows(root: Path, quick: bool) -> list[Row]:
     """Rows 1a/1b: acquire vs cp+sync (≤ 1.5×) and vs cp then sha256sum (faster)."""
-    size, repeats = (256 * MiB, 3) if quick else (GiB, 3)
-    t = {k: median(v) for k, v in large_clip_times(root, size, repeats).items()}
+    size, repeats = (256 * MiB, QUICK_REPEATS) if quick else (GiB, REPEATS)
+    runs = large_clip_times(root, size, repeats)
+    t = {k: median(v) for k, v in runs.items()}
     label = f"{size // MiB} MiB"
     what = f"offload of one {label} clip (read, SHA-256, write, fsync, verify)"
-    ours = f"EvidenceStore.acquire {t['acquire']:.2f} s ({size / t['acquire'] / MiB:.0f} MiB/s)"
-    note = f"median of {repeats}, page cache dropped before each run"
+    ours = (
+        f"EvidenceStore.acquire {spread(runs['acquire'])} = {size / t['acquire'] / MiB:.0f} MiB/s"
+    )
+    note = f"median of {repeats} (min–max), page cache dropped before each run"
+    disk = f"disk: cp + sync {size / t['cp'] / MiB:.0f} MiB/s"
     return [
         Row(
             what,
             "≤ 1.5 × cp + sync",
-            f"cp + sync {t['cp']:.2f} s ({note})",
-            ours,
+            f"cp + sync {spread(runs['cp'])} ({note}); {disk}",
+            f"{ours}; {ratios(runs['acquire'], runs['cp'])}",
             t["acquire"] / t["cp"],
             t["acquire"] <= 1.5 * t["cp"],
         ),
         Row(
             what,
             "faster than cp then sha256sum of both copies",
-            f"cp; sha256sum src dst {t['cp_sha']:.2f} s ({note})",
-            ours,
+            f"cp; sha256sum src dst {spread(runs['cp_sha'])} ({note})",
+            f"{ours}; {ratios(runs['acquire'], runs['cp_sha'])}",
             t["acquire"] / t["cp_sha"],
             t["acquire"] < t["cp_sha"],
         ),
@@ -207,13 +213,14 @@ def daemon_offload(root: Path, bays: list[int], timeout: float) -> float:
 
 def photo_rows(root: Path, quick: bool) -> list[Row]:
     """Row 2: many 200 KB photos through the daemon vs cp -r + sync."""
-    count = 300 if quick else 2000
+    count, repeats = (300, QUICK_REPEATS) if quick else (2000, REPEATS)
+    size = 200_000
     sim = root / "bay1"
     for seq in range(1, count + 1):
-        random_file(media_dir(sim) / clip_name(seq, "JPG", "ZFY0000001"), 200_000)
+        random_file(media_dir(sim) / clip_name(seq, "JPG", "ZFY0000001"), size)
     out = root / "copy"
     cp_runs, our_runs = [], []
-    for _ in range(3):  # interleaved, median: the disk is shared and noisy
+    for _ in range(repeats):  # interleaved, median: the disk is shared and noisy
         cp_runs.append(cold(commands(["cp", "-r", str(sim / "DCIM"), str(out)], ["sync"])))
         remove(out)
         our_runs.append(daemon_offload(root, [1], timeout=900))
@@ -222,10 +229,12 @@ def photo_rows(root: Path, quick: bool) -> list[Row]:
         Row(
             f"offload of {count:,} photos of 200 KB (per-file overhead)",
             "≤ 2 × cp -r + sync",
-            f"cp -r + sync {cp:.2f} s (median of 3, page cache dropped)",
-            f"daemon, simulated bay: dock → bay leaves offloading {ours:.2f} s (median of 3) "
-            f"({ours / count * 1000:.1f} ms per photo; index + custody writes included, "
-            "analysis not attached)",
+            f"cp -r + sync {spread(cp_runs)} (median of {repeats} (min–max), page cache "
+            f"dropped); disk: cp -r + sync {count * size / cp / MiB:.0f} MiB/s, "
+            f"{count / cp:.0f} files/s",
+            f"daemon, simulated bay: dock → bay leaves offloading {spread(our_runs)} "
+            f"({ours / count * 1000:.2f} ms per photo; index + custody writes included, "
+            f"analysis not attached); {ratios(our_runs, cp_runs)}",
             ours / cp,
             ours <= 2 * cp,
         )
@@ -248,17 +257,19 @@ def four_bay_times(root: Path, size: int, repeats: int) -> tuple[list[float], li
 
 def four_bay_rows(root: Path, quick: bool) -> list[Row]:
     """Row 3: aggregate throughput of four bays vs one bay's alone (≥ 0.8×)."""
-    size, repeats = (64 * MiB, 1) if quick else (512 * MiB, 3)
-    alone, together = (median(v) for v in four_bay_times(root, size, repeats))
+    size, repeats = (64 * MiB, QUICK_REPEATS) if quick else (512 * MiB, REPEATS)
+    alone_runs, together_runs = four_bay_times(root, size, repeats)
+    alone, together = median(alone_runs), median(together_runs)
     one, four = size / alone / MiB, 4 * size / together / MiB
+    each = [4 * a / t for a, t in zip(alone_runs, together_runs, strict=True)]
     return [
         Row(
             "four bays offloading at once onto one disk",
             "aggregate ≥ 0.8 × one bay alone",
-            f"one bay, one {size // MiB} MiB clip: {alone:.2f} s = {one:.0f} MiB/s "
-            f"(daemon, median of {repeats}, cold cache)",
-            f"four bays, one {size // MiB} MiB clip each: {together:.2f} s = {four:.0f} MiB/s "
-            "aggregate",
+            f"one bay, one {size // MiB} MiB clip: {spread(alone_runs)} = {one:.0f} MiB/s "
+            f"(daemon, median of {repeats} (min–max), cold cache)",
+            f"four bays, one {size // MiB} MiB clip each: {spread(together_runs)} = "
+            f"{four:.0f} MiB/s aggregate; per-run ratio {min(each):.2f}–{max(each):.2f}",
             four / one,
             four >= 0.8 * one,
         )
