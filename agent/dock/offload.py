@@ -237,6 +237,7 @@ class Offloader:
                 source.close()
             self._settle()
             return
+        logger.debug("copying %s (%d bytes)", clip.path, clip.size, extra=self.log_extra)
         try:
             with source if source is not None else self.recorder.open_clip(clip) as src:
                 item = self.s.store.stage(
