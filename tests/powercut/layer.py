@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -55,6 +56,7 @@ class PowerCutFS:
         self.state_dir = self.backing.parent / f".{self.backing.name}.powercut"
         self._proc: subprocess.Popen[bytes] | None = None
         self._buf = b""
+        self.server_pid: int | None = None  # the last server started, for a check that it is gone
 
     @property
     def mounted(self) -> bool:
@@ -77,7 +79,9 @@ class PowerCutFS:
             stdout=subprocess.PIPE,
             cwd=_REPO,
             env=env,
+            start_new_session=True,  # its own process group: close() can kill all of it
         )
+        self.server_pid = self._proc.pid
         try:
             self._expect("ready", timeout)
             deadline = time.monotonic() + timeout
@@ -110,13 +114,22 @@ class PowerCutFS:
         """SIGKILL the processes using the mount, then cut: the power went for all of them at once."""
         return power_cut([self], procs)[0]
 
-    def unmount(self) -> None:
+    def unmount(self, timeout: float = 30.0) -> None:
         """Clean shutdown: the backing tree keeps everything written, durable or not."""
         if self._proc is None:
             return
         self._send("unmount")
-        self._expect("unmounted")
+        self._expect("unmounted", timeout)
         self._reap()
+
+    def close(self) -> None:
+        """End of a test, passed or failed: no server process and no mount left, whatever state."""
+        try:
+            self.unmount(timeout=10)
+        except Exception:
+            self._kill_server()
+        if os.path.ismount(self.mountpoint):  # a server that died on its own leaves its mount
+            subprocess.run(["umount", "-l", str(self.mountpoint)], check=False, capture_output=True)
 
     def __enter__(self) -> PowerCutFS:
         self.mount()
@@ -132,7 +145,7 @@ class PowerCutFS:
             try:
                 self.unmount()
             except Exception:
-                self._kill_server()
+                self.close()
                 if exc is None:
                     raise
 
@@ -176,8 +189,13 @@ class PowerCutFS:
         if self._proc is None:
             return
         subprocess.run(["umount", "-l", str(self.mountpoint)], check=False, capture_output=True)
-        self._proc.kill()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
         self._proc.wait()
+        for f in (self._proc.stdin, self._proc.stdout):
+            if f is not None:
+                with contextlib.suppress(OSError):
+                    f.close()
         self._proc = None
 
 

@@ -10,7 +10,6 @@ skips it.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -19,7 +18,6 @@ import re
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,9 @@ from agent.notes.check import notes_cross_check
 from agent.notes.store import NotesCorrupt, read_notes
 from firmware_interface import simkit
 from tests.dock import wait_for
-from tests.powercut import PowerCutFS, fuse_unavailable
+from tests.powercut import fuse_unavailable
+from tests.powercut.conftest import MakeLayer, alive
+from tests.powercut.patience import patience
 from tests.powercut.zygote import Zygote
 
 pytestmark = [
@@ -81,6 +81,18 @@ class Recorder:
             path = self._name("MP4")
             os.rename(self.videos.pop(), path)
             self.originals[path] = sha(path)
+
+
+def dock_config(cfg: Path, data: Path, rec: Recorder) -> Path:
+    """One bay, no broker: local verification is the condition to delete from the recorder."""
+    cfg.write_text(
+        f'[dock]\nid = "dock-powercut"\ndata_dir = "{data}"\n'
+        f'[[bay]]\nnumber = 1\nsim_dir = "{rec.root}"\n'
+        "[policy]\nrequire_synced_clock = false\ndisk_reserve_bytes = 0\n"
+        'delete_from_recorder = "after_local_verify"\n'
+        '[mqtt]\nport = 1\n[ui]\nlisten = ""\n'  # no page: parallel runs would share a port
+    )
+    return cfg
 
 
 def load(data: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], Any, list[str]]:
@@ -155,12 +167,22 @@ def restarted(zygote: Zygote, cfg: Path, data: Path, rec: Recorder) -> list[str]
     simkit.undock(rec.root)
     pid = zygote.start(["run", "-c", str(cfg)], cfg.with_name("agent.log"))
     try:
-        wait_for(lambda: daemon_pid(data) == pid, 30, "the daemon to start")
+        wait_started(data, pid, cfg.with_name("agent.log"), "the restarted daemon")
     finally:
         os.kill(pid, signal.SIGTERM)
         rc = zygote.wait(pid)
     simkit.dock(rec.root, simkit.SimRecorder(device_id=DEVICE, officer_id=OFFICER))
     return [f"the daemon's clean stop returned {rc}"] * (rc != 0) + verify_problems(data)
+
+
+def wait_started(data: Path, pid: int, log: Path, what: str) -> None:
+    """Until the daemon `pid` wrote its bay state; fails at once, with its log, if it ended."""
+    deadline = time.monotonic() + patience(60)
+    while daemon_pid(data) != pid:
+        if not alive(pid) or time.monotonic() > deadline:
+            why = "ended" if not alive(pid) else f"not started after {patience(60):.0f} s"
+            raise AssertionError(f"{what} {why}; its log:\n{log.read_text()[-3000:]}")
+        time.sleep(0.05)
 
 
 def daemon_pid(data: Path) -> int | None:
@@ -170,94 +192,69 @@ def daemon_pid(data: Path) -> int | None:
         return None
 
 
-@pytest.fixture
-def zygote() -> Iterator[Zygote]:
-    with Zygote() as z:
-        yield z
-
-
 def kinds(found: list[str]) -> str:
     """How often each kind of problem occurred (names and hashes left out)."""
     counts = Counter(re.sub(r"[0-9a-f]{12,}|N-[0-9a-f]+|\S+\.(JPG|MP4)|\d+", "#", f) for f in found)
     return "\n".join(f"{n:4d} x {kind}" for kind, n in counts.most_common())
 
 
-# Known failures (issue 16), until the agent is fixed; then this mark goes:
-# - bay._maybe_delete unlinks the recorder file before its custody entry is durable (SPEC 9
-#   wants recorder_clip_deleting first): "deleted, but no recorder deletion custody entry";
-# - recorder_clip_deleted durable, the index's recorder_deleted lost, not reconciled at start-up;
-# - posix only: a fresh data_dir's entries (custody.jsonl, evidence/, index/) wait for an fsync
-#   of data_dir, so a cut in the first docking can lose all of it after recorder deletions.
-KNOWN = "issue 16: ordering bugs this test found in agent/, not fixed yet"
-
-
-@pytest.mark.xfail(reason=KNOWN, strict=False)
 @pytest.mark.parametrize("model", ["ext4", "posix"])
-def test_power_cuts_during_offload_lose_nothing(tmp_path: Path, zygote: Zygote, model: str) -> None:
-    cuts = int(os.environ.get("POWERCUT_CUTS", "20"))
+def test_power_cuts_during_offload_lose_nothing(
+    tmp_path: Path, zygote: Zygote, layers: MakeLayer, model: str
+) -> None:
+    cuts = int(os.environ.get("POWERCUT_CUTS", "20"))  # per model: 40 in all, also in CI
     seed = int(os.environ.get("POWERCUT_SEED") or random.randrange(1 << 30))
     print(f"power-cut test ({model}): {cuts} cuts, seed {seed} (replay: POWERCUT_SEED={seed})")
     rng = random.Random(seed)
     (tmp_path / "back").mkdir()
     data = tmp_path / "data"
-    fs = PowerCutFS(tmp_path / "back", data, journal=model == "ext4")
+    fs = layers(tmp_path / "back", data, journal=model == "ext4")
     rec = Recorder(tmp_path / "bay1", rng)
-    cfg = tmp_path / "dock.toml"
-    cfg.write_text(
-        f'[dock]\nid = "dock-powercut"\ndata_dir = "{data}"\n'
-        f'[[bay]]\nnumber = 1\nsim_dir = "{rec.root}"\n'
-        "[policy]\nrequire_synced_clock = false\ndisk_reserve_bytes = 0\n"
-        'delete_from_recorder = "after_local_verify"\n'
-        "[mqtt]\nport = 1\n"  # no broker: local verification is the deletion condition
-    )
+    cfg = dock_config(tmp_path / "dock.toml", data, rec)
     log = tmp_path / "agent.log"
     found: list[str] = []
     lost = 0
-    try:
-        for n in range(1, cuts + 1):
-            rec.refill(photos=12)
-            fs.mount()
-            if n > 1:
-                found += [f"cut {n - 1}: {p}" for p in after_cut_problems(data, rec)]
-                found += [f"cut {n - 1}, restarted: {p}" for p in restarted(zygote, cfg, data, rec)]
-            pid = zygote.start(["run", "-c", str(cfg)], log)
-            if rng.random() < 0.8:  # mostly while it works; else during its start-up repairs
-                started = functools.partial(lambda p: daemon_pid(data) == p, pid)
-                wait_for(started, 60, f"the daemon to start (seed {seed})")
-            time.sleep(rng.uniform(0.0, 1.2))
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass  # it exited by itself: its return code below says so
-            report = fs.cut()
-            rc = zygote.wait(pid)
-            if rc != -signal.SIGKILL:
-                found.append(f"cut {n}: the daemon had exited before the cut with {rc}")
-            assert not report.unrecoverable, f"cut {n}: the layer lost durable names"
-            lost += report.files_reverted + report.entries_removed
+    for n in range(1, cuts + 1):
+        rec.refill(photos=12)
         fs.mount()
-        found += [f"cut {cuts}: {p}" for p in after_cut_problems(data, rec)]
+        if n > 1:
+            found += [f"cut {n - 1}: {p}" for p in after_cut_problems(data, rec)]
+            found += [f"cut {n - 1}, restarted: {p}" for p in restarted(zygote, cfg, data, rec)]
         pid = zygote.start(["run", "-c", str(cfg)], log)
-        wait_for(
-            lambda: not any(rec.media.iterdir()) and bay_settled(data, pid),
-            120,
-            f"the dock to finish after the last cut (seed {seed})",
-        )
-        os.kill(pid, signal.SIGTERM)
-        assert zygote.wait(pid) == 0, log.read_text()[-3000:]
-        verify_log = tmp_path / "verify.log"
-        verified = zygote.wait(zygote.start(["verify", "-c", str(cfg)], verify_log))
-        index = ClipIndex(data)
-        records = {r["clip_id"]: r for r in index.iter_all()}
-        index.close()
-        stored = [
-            p
-            for p in (data / "evidence").rglob("*")
-            if p.is_file() and ".incoming" not in p.parts and not p.name.endswith(".thumb.jpg")
-        ]
-    finally:
-        if fs.mounted:
-            fs.unmount()
+        if rng.random() < 0.8:  # mostly while it works; else during its start-up repairs
+            wait_started(data, pid, log, f"seed {seed}, cut {n}: the daemon")
+        time.sleep(rng.uniform(0.0, 1.2))
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # it exited by itself: its return code below says so
+        report = fs.cut()
+        rc = zygote.wait(pid)
+        if rc != -signal.SIGKILL:
+            found.append(f"cut {n}: the daemon had exited before the cut with {rc}")
+        assert not report.unrecoverable, f"cut {n}: the layer lost durable names"
+        lost += report.files_reverted + report.entries_removed
+    fs.mount()
+    found += [f"cut {cuts}: {p}" for p in after_cut_problems(data, rec)]
+    pid = zygote.start(["run", "-c", str(cfg)], log)
+    wait_for(
+        lambda: not any(rec.media.iterdir()) and bay_settled(data, pid),
+        patience(120),
+        f"the dock to finish after the last cut (seed {seed})",
+    )
+    os.kill(pid, signal.SIGTERM)
+    assert zygote.wait(pid) == 0, log.read_text()[-3000:]
+    verify_log = tmp_path / "verify.log"
+    verified = zygote.wait(zygote.start(["verify", "-c", str(cfg)], verify_log))
+    index = ClipIndex(data)
+    records = {r["clip_id"]: r for r in index.iter_all()}
+    index.close()
+    stored = [
+        p
+        for p in (data / "evidence").rglob("*")
+        if p.is_file() and ".incoming" not in p.parts and not p.name.endswith(".thumb.jpg")
+    ]
+    fs.unmount()
     print(f"power-cut test: {len(rec.originals)} files offloaded, {lost} lost writes/names")
     assert lost > 0, "the cuts never caught anything in flight: the test proves nothing"
     assert not found, (

@@ -13,6 +13,7 @@ import json
 import os
 import random
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +23,9 @@ import pytest
 
 from agent.transfer import protocol as p
 from tests.broker import Broker, running_broker
-from tests.powercut import PowerCutFS, fuse_unavailable
+from tests.powercut import fuse_unavailable
+from tests.powercut.conftest import MakeLayer, alive
+from tests.powercut.patience import patience
 from tests.powercut.zygote import Zygote
 from tests.transfer_kit import RawSender
 
@@ -42,29 +45,41 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         yield b
 
 
-class Dock(threading.Thread):
-    """Sends random files one after the other; remembers each whose fin was answered success."""
+Pending = tuple[str, bytes]  # a file the dock has not had acked yet: file_id, bytes
 
-    def __init__(self, broker: Broker, rng: random.Random) -> None:
+
+class Dock(threading.Thread):
+    """Sends random files one after the other; remembers each whose fin was answered success.
+
+    Like a real dock it keeps sending the same file until its fin is answered (a new file id
+    for each unanswered init would fill the receiver's transfers in progress per client, and
+    it refuses every new init from then on), and after a cut it resumes the file it had.
+    """
+
+    def __init__(self, broker: Broker, rng: random.Random, pending: Pending | None) -> None:
         super().__init__(daemon=True)
         self.sender = RawSender(broker, DOCK)
         self.rng = rng
+        self.pending = pending
         self.acked: dict[str, bytes] = {}  # file_id -> bytes
         self.stop = threading.Event()
         self.talking = threading.Event()  # the receiver answered: the clock of the cut may start
 
     def run(self) -> None:
         while not self.stop.is_set():
-            data = os.urandom(self.rng.randrange(1, 5 * SEGMENT))
-            fid = hashlib.sha256(data).hexdigest()
+            if self.pending is None:
+                data = os.urandom(self.rng.randrange(1, 5 * SEGMENT))
+                self.pending = (hashlib.sha256(data).hexdigest(), data)
+            fid, data = self.pending
             if self._send(fid, data):
                 self.acked[fid] = data
+                self.pending = None
 
     def _send(self, fid: str, data: bytes) -> bool:
         meta = p.FileMeta(name=f"{fid[:12]}.bin", size=len(data), checksum=fid, user_data=INFO)
         # A short wait: until the receiver subscribed, an init goes nowhere.
-        answer = self.sender.command(p.init_topic("$file", fid), p.init_payload(meta), timeout=0.5)
-        if answer is None or not answer.ok:
+        answer = self.sender.command(p.init_topic("$file", fid), p.init_payload(meta), timeout=1)
+        if answer is None or not answer.ok or self.stop.is_set():
             return False
         self.talking.set()
         for offset in range(0, len(data), SEGMENT):
@@ -73,6 +88,30 @@ class Dock(threading.Thread):
                 return False
         answer = self.sender.fin(fid, len(data))
         return answer is not None and answer.ok
+
+
+class Notified:
+    """A $NOTIFY_SOCKET of our own: the receiver's READY=1 says its start-up is done."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+
+    def ready(self, pid: int, timeout: float) -> bool:
+        """True once READY=1 arrived; False after `timeout` or once `pid` is gone."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and alive(pid):
+            self.sock.settimeout(0.5)
+            try:
+                if b"READY=1" in self.sock.recv(4096).split(b"\n"):
+                    return True
+            except TimeoutError:
+                continue
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def missing(store: Path, acked: dict[str, bytes]) -> list[str]:
@@ -92,17 +131,9 @@ def missing(store: Path, acked: dict[str, bytes]) -> list[str]:
     return out
 
 
-# Known failure (issue 16), until fixed: the receiver fsyncs {store}/{dock}/{file_id} but never
-# the directories that gained {dock} and {file_id}: with a strict POSIX model, a fin answered
-# success can lose the whole transfer directory. ext4's journal hides it.
-POSIX_KNOWN = "issue 16: receiver directories not fsynced in their parents (posix model)"
-
-
-@pytest.mark.parametrize(
-    "model", ["ext4", pytest.param("posix", marks=pytest.mark.xfail(reason=POSIX_KNOWN))]
-)
+@pytest.mark.parametrize("model", ["ext4", "posix"])
 def test_a_fin_answered_success_survives_a_power_cut(
-    tmp_path: Path, broker: Broker, model: str
+    tmp_path: Path, broker: Broker, zygote: Zygote, layers: MakeLayer, model: str
 ) -> None:
     cuts = int(os.environ.get("POWERCUT_RECEIVER_CUTS", "6"))
     seed = int(os.environ.get("POWERCUT_SEED") or random.randrange(1 << 30))
@@ -110,41 +141,49 @@ def test_a_fin_answered_success_survives_a_power_cut(
     rng = random.Random(seed)
     (tmp_path / "back").mkdir()
     store = tmp_path / "store"
-    fs = PowerCutFS(tmp_path / "back", store, journal=model == "ext4")
+    fs = layers(tmp_path / "back", store, journal=model == "ext4")
     cfg = tmp_path / "receiver.toml"
     cfg.write_text(
         f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
         f'[receiver]\nstore_dir = "{store}"\nclient_id = "receiver-powercut"\n'
     )
     log = tmp_path / "receiver.log"
+    notify = Notified(tmp_path / "notify")
     docks: list[Dock] = []
     found: list[str] = []
 
     def acked() -> dict[str, bytes]:
         return {fid: data for d in docks for fid, data in list(d.acked.items())}
 
-    with Zygote() as zygote:
-        try:
-            for n in range(1, cuts + 1):
-                fs.mount()
-                found += [f"cut {n - 1}: {m}" for m in missing(store, acked())]
-                pid = zygote.start(["receive", "-c", str(cfg)], log)
-                docks.append(Dock(broker, random.Random(rng.random())))
-                docks[-1].start()
-                assert docks[-1].talking.wait(30), f"cut {n}: the receiver never answered"
-                time.sleep(rng.uniform(0.2, 2.0))
-                os.killpg(pid, signal.SIGKILL)
-                fs.cut()
-                docks[-1].stop.set()  # it finds out when its next command times out
-                assert zygote.wait(pid) == -signal.SIGKILL
+    def why(n: int, what: str) -> str:
+        return f"seed {seed}, cut {n}: {what}; receiver log:\n{log.read_text()[-2000:]}"
+
+    try:
+        for n in range(1, cuts + 1):
             fs.mount()
-            found += [f"cut {cuts}: {m}" for m in missing(store, acked())]
-        finally:
-            if fs.mounted:
-                fs.unmount()
-    for d in docks:
-        d.join(30)
-        d.sender.close()
+            found += [f"cut {n - 1}: {m}" for m in missing(store, acked())]
+            pid = zygote.start(
+                ["receive", "-c", str(cfg)], log, {"NOTIFY_SOCKET": str(notify.path)}
+            )
+            assert notify.ready(pid, patience(30)), why(n, "the receiver never got ready")
+            pending = docks[-1].pending if docks else None
+            docks.append(Dock(broker, random.Random(rng.random()), pending))
+            docks[-1].start()
+            assert docks[-1].talking.wait(patience(30)), why(n, "the receiver never answered")
+            time.sleep(rng.uniform(0.2, 2.0))
+            os.killpg(pid, signal.SIGKILL)
+            fs.cut()
+            docks[-1].stop.set()  # it finds out when its next command times out
+            assert zygote.wait(pid) == -signal.SIGKILL
+            docks[-1].join(patience(30))
+        fs.mount()
+        found += [f"cut {cuts}: {m}" for m in missing(store, acked())]
+    finally:
+        notify.close()
+        for d in docks:
+            d.stop.set()
+            d.join(patience(30))
+            d.sender.close()
     print(f"receiver power-cut test: {len(acked())} fins answered success")
     assert acked(), "no fin was answered in time: the test proves nothing"
     assert not found, f"seed {seed} ({model}):\n" + "\n".join(found[:40])
