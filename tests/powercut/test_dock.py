@@ -42,6 +42,7 @@ pytestmark = [
 ]
 
 DEVICE, OFFICER = "ZFY0000007", "000007"
+CUTS = int(os.environ.get("POWERCUT_CUTS", "20"))  # per model: 40 in all, also in CI
 DELETION_EVENTS = ("recorder_clip_deleting", "recorder_clip_deleted", "recorder_clip_missing")
 
 
@@ -198,11 +199,12 @@ def kinds(found: list[str]) -> str:
     return "\n".join(f"{n:4d} x {kind}" for kind, n in counts.most_common())
 
 
+@pytest.mark.timeout(max(300, 20 * CUTS))  # a cut takes 3-8 s on a busy 2-core machine
 @pytest.mark.parametrize("model", ["ext4", "posix"])
 def test_power_cuts_during_offload_lose_nothing(
     tmp_path: Path, zygote: Zygote, layers: MakeLayer, model: str
 ) -> None:
-    cuts = int(os.environ.get("POWERCUT_CUTS", "20"))  # per model: 40 in all, also in CI
+    cuts = CUTS
     seed = int(os.environ.get("POWERCUT_SEED") or random.randrange(1 << 30))
     print(f"power-cut test ({model}): {cuts} cuts, seed {seed} (replay: POWERCUT_SEED={seed})")
     rng = random.Random(seed)

@@ -3,7 +3,7 @@
 The receiver (`dock-agent receive`) keeps its store on the power-cut layer; a dock sends files
 without pause; at a seeded random instant the receiver is killed and the power cut. Every file
 whose fin was answered success must then be in the store, whole, with its manifest.
-POWERCUT_RECEIVER_CUTS sets the cuts per model (default 6), POWERCUT_SEED replays.
+POWERCUT_RECEIVER_CUTS sets the cuts per model (default 4), POWERCUT_SEED replays.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def missing(store: Path, acked: dict[str, bytes]) -> list[str]:
 def test_a_fin_answered_success_survives_a_power_cut(
     tmp_path: Path, broker: Broker, zygote: Zygote, layers: MakeLayer, model: str
 ) -> None:
-    cuts = int(os.environ.get("POWERCUT_RECEIVER_CUTS", "6"))
+    cuts = int(os.environ.get("POWERCUT_RECEIVER_CUTS", "4"))
     seed = int(os.environ.get("POWERCUT_SEED") or random.randrange(1 << 30))
     print(f"receiver power-cut test ({model}): {cuts} cuts, seed {seed}")
     rng = random.Random(seed)
