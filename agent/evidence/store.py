@@ -89,6 +89,7 @@ class EvidenceStore:
         self._serial = itertools.count()  # unique temp names within one thread's batch
         # One syncfs makes a whole batch durable where the file system honours it.
         self.batch_syncfs = syncfs_trusted(self.incoming)
+        self._settled: set[Path] = set()  # directories whose own name this process synced
 
     def clean_incoming(self) -> list[str]:
         """Remove partial copies left by a crash; they were never indexed."""
@@ -199,14 +200,15 @@ class EvidenceStore:
     def place(self, staged: list[Staged]) -> list[StoredCopy]:
         """Link proved files into place, fsync each directory once, remove the temp files."""
         try:
-            dirs: set[Path] = {self.root}
+            dirs: set[Path] = set()
             made: set[Path] = set()
             placed = [
                 self._place(i.tmp, self.root / i.dest_rel, i.sha256, dirs, made) for i in staged
             ]
             # Not syncfs: that would also write out the next batch, still being copied.
-            for directory in sorted(dirs, key=lambda d: -len(d.parts)):
-                fsync_dir(directory)
+            for directory in dirs:
+                fsync_dir(directory)  # the new names
+            self._settle_names(dirs)
         finally:
             self.discard(staged)
         for (final, reused), item in zip(placed, staged, strict=True):
@@ -215,6 +217,17 @@ class EvidenceStore:
         return [
             StoredCopy(f, i.sha256, i.size, r) for (f, r), i in zip(placed, staged, strict=True)
         ]
+
+    def _settle_names(self, dirs: set[Path]) -> None:
+        """Make the names of `dirs` and their parents durable, once per process for each.
+
+        make_dirs() syncs the parent of every directory it creates; one that was already
+        there (made before a crash, say) gets its parent synced here the first time.
+        """
+        todo = {d for leaf in dirs for d in (leaf, leaf.parent)} - self._settled
+        for directory in sorted(todo, key=lambda d: -len(d.parts)):
+            fsync_dir(directory.parent)
+            self._settled.add(directory)
 
     def discard(self, staged: list[Staged]) -> None:
         """Remove the temp files (their content is linked into place, or abandoned)."""
@@ -228,8 +241,8 @@ class EvidenceStore:
     ) -> tuple[Path, bool]:
         """Link the temp file into place without overwriting; reuse an identical file.
 
-        The directories to fsync are added to `dirs` (a batch syncs each once); `made` holds
-        the directories this batch has already made sure of.
+        The directories that get a new name are added to `dirs` (a batch syncs each once);
+        `made` holds the directories this batch has already made sure of.
         """
         with self._name_lock:
             if dest.parent not in made:
@@ -242,7 +255,7 @@ class EvidenceStore:
                     if sha256_file(candidate, drop_cache=False) == sha:
                         return candidate, True
                     continue
-                dirs.update((candidate.parent, candidate.parent.parent))
+                dirs.add(candidate.parent)
                 return candidate, False
         raise FileExistsError(f"{dest}: name taken by other content twice")
 
