@@ -16,7 +16,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -114,6 +114,16 @@ class Notified:
         self.sock.close()
 
 
+def wait_until(cond: Callable[[], bool], timeout: float) -> bool:
+    """Poll `cond` until true or `timeout` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
 def missing(store: Path, acked: dict[str, bytes]) -> list[str]:
     """Acked files the store does not hold whole, with their manifest."""
     out = []
@@ -170,6 +180,9 @@ def test_a_fin_answered_success_survives_a_power_cut(
             docks.append(Dock(broker, random.Random(rng.random()), pending))
             docks[-1].start()
             assert docks[-1].talking.wait(patience(30)), why(n, "the receiver never answered")
+            if n == 1:  # at least one answered fin must be at stake, or the test proves nothing
+                first = docks[-1]
+                assert wait_until(lambda d=first: bool(d.acked), patience(60)), why(n, "no fin")
             time.sleep(rng.uniform(0.2, 2.0))
             os.killpg(pid, signal.SIGKILL)
             fs.cut()
