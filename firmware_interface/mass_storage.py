@@ -29,6 +29,7 @@ from firmware_interface.base import (
     RecorderGone,
     Status,
 )
+from firmware_interface.directio import DirectFile
 from firmware_interface.event_log import read_event_log
 from firmware_interface.findings import Finding
 from firmware_interface.volume import (
@@ -59,10 +60,17 @@ class GuardedReader(io.RawIOBase):
         try:
             return int(self._fh.readinto(buffer))
         except OSError as exc:
-            err = gone_or_raise(exc)
-            if isinstance(err, RecorderGone):
-                self._on_gone()
-            raise err from exc
+            raise self._gone(exc) from exc
+
+    def direct_source(self) -> DirectFile | None:
+        """The clip reopened with O_DIRECT for a large copy, its read errors mapped the same."""
+        return DirectFile.reopen(self._fh.fileno(), self._gone)
+
+    def _gone(self, exc: OSError) -> BaseException:
+        err = gone_or_raise(exc)
+        if isinstance(err, RecorderGone):
+            self._on_gone()
+        return err
 
     def fileno(self) -> int:
         """The clip's descriptor (the store uses it for read-ahead hints)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.dock.batches import batches
-from agent.evidence import diskio, store
+from agent.evidence import direct, diskio, store
 from agent.evidence.store import EvidenceStore, VerifyFailed
 from firmware_interface.base import ClipEntry
 
@@ -94,6 +94,28 @@ def test_fuse_and_tmpfs_are_not_trusted_with_syncfs() -> None:
         assert not diskio.syncfs_trusted("/dev/shm")
 
 
+@pytest.fixture(params=["direct", "buffered"])
+def large_path(request: pytest.FixtureRequest) -> str:
+    """Each large-copy test runs on both paths: O_DIRECT, and through the page cache."""
+    return str(request.param)
+
+
+def new_store(root: Path, path: str) -> EvidenceStore:
+    """A store whose large copies take `path`; the direct one only where O_DIRECT is offered."""
+    s = EvidenceStore(root, reserve_bytes=0)
+    if path == "buffered":
+        s.direct_io = False
+    elif not s.direct_io:
+        pytest.skip(f"{root} is not on a disk file system: large copies are not direct there")
+    return s
+
+
+def windows(monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    """Both large-copy paths read back in windows of `size`."""
+    monkeypatch.setattr(diskio, "WINDOW", size)
+    monkeypatch.setattr(direct, "WINDOW", size)
+
+
 def disk_reads() -> int:
     """Bytes this thread has had read from the block device (task I/O accounting)."""
     for line in Path("/proc/thread-self/io").read_text().splitlines():
@@ -102,17 +124,18 @@ def disk_reads() -> int:
     raise AssertionError("no read_bytes in /proc/thread-self/io")
 
 
-@pytest.mark.parametrize("large", [False, True])
+@pytest.mark.parametrize("large", ["small", "direct", "buffered"])
 def test_the_read_back_really_comes_from_the_disk(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, large: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, large: str
 ) -> None:
     """Every byte is proved as the disk gives it back: the cache is dropped after the sync."""
     if not diskio.syncfs_trusted(tmp_path) or not Path("/proc/thread-self/io").exists():
         pytest.skip("needs a disk file system and task I/O accounting to see disk reads")
-    monkeypatch.setattr(diskio, "WINDOW", 64 * MiB)  # the large copy's proof reads it all
-    s = EvidenceStore(tmp_path / "data", reserve_bytes=0)
-    blobs = [os.urandom(2 * MiB)] if large else [os.urandom(100_000) for _ in range(20)]
-    staged = stage_all(s, blobs, large=large)
+    windows(monkeypatch, 64 * MiB)  # the large copy's proof reads it all
+    s = new_store(tmp_path / "data", "direct" if large == "small" else large)
+    big = large != "small"
+    blobs = [os.urandom(2 * MiB)] if big else [os.urandom(100_000) for _ in range(20)]
+    staged = stage_all(s, blobs, large=big)
     before = disk_reads()
     s.prove(staged)
     read = disk_reads() - before
@@ -121,10 +144,10 @@ def test_the_read_back_really_comes_from_the_disk(
 
 
 def test_a_large_copy_is_read_back_window_by_window_and_its_tail_after_the_fsync(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, large_path: str
 ) -> None:
-    monkeypatch.setattr(diskio, "WINDOW", MiB)
-    s = EvidenceStore(tmp_path / "data", reserve_bytes=0)
+    windows(monkeypatch, MiB)
+    s = new_store(tmp_path / "data", large_path)
     blob = os.urandom(3 * MiB + 12_345)
     (staged,) = stage_all(s, [blob], large=True)
     assert staged.reread is not None
@@ -138,10 +161,10 @@ def test_a_large_copy_is_read_back_window_by_window_and_its_tail_after_the_fsync
 
 
 def test_a_large_copy_whose_tail_reads_back_wrong_is_never_placed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, large_path: str
 ) -> None:
-    monkeypatch.setattr(diskio, "WINDOW", MiB)
-    s = EvidenceStore(tmp_path / "data", reserve_bytes=0)
+    windows(monkeypatch, MiB)
+    s = new_store(tmp_path / "data", large_path)
     (staged,) = stage_all(s, [os.urandom(2 * MiB + 999)], large=True)
     with open(staged.tmp, "r+b") as fh:
         fh.seek(2 * MiB + 10)

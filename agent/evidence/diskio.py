@@ -122,6 +122,12 @@ class Reread:
         reread(self.fd, self.done, size, self.hash)
         return self.hash.hexdigest()
 
+    def prove(self, size: int, sha256: str) -> None:
+        """fsync the copy, read back what the windows have not: VerifyFailed if it differs."""
+        fsync(self.fd)
+        if self.finish(size) != sha256:
+            raise VerifyFailed(f"stored copy does not match sha256 {sha256}")
+
     def stop(self) -> None:
         """Abandon the re-reading (the copy failed) and wait for the thread (idempotent)."""
         self._abandoned = True
@@ -221,7 +227,7 @@ def syncfs(path: os.PathLike[str] | str) -> None:
     try:
         if _syncfs(fd) != 0:
             err = ctypes.get_errno()
-            _raise_sync_error(OSError(err, f"syncfs {path}: {os.strerror(err)}"))
+            raise_disk_error(OSError(err, f"syncfs {path}: {os.strerror(err)}"))
     finally:
         os.close(fd)
 
@@ -246,7 +252,7 @@ def _write_all(fd: int, data: memoryview) -> None:
         while data:
             data = data[os.write(fd, data) :]
     except OSError as exc:
-        _raise_sync_error(exc)
+        raise_disk_error(exc)
 
 
 def fsync(fd: int, sync: Callable[[int], None] = os.fsync) -> None:
@@ -254,10 +260,11 @@ def fsync(fd: int, sync: Callable[[int], None] = os.fsync) -> None:
     try:
         sync(fd)
     except OSError as exc:
-        _raise_sync_error(exc)
+        raise_disk_error(exc)
 
 
-def _raise_sync_error(exc: OSError) -> None:
+def raise_disk_error(exc: OSError) -> None:
+    """Raise a failed write or sync: DiskFull when the disk has no room, else as it came."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         raise DiskFull("the dock's disk is full") from exc
     raise exc

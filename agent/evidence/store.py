@@ -10,9 +10,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from agent.durable import fsync_dir, make_dirs
+from agent.evidence.direct import DirectCopy, open_target
 from agent.evidence.diskio import (
     CHUNK,
     WINDOW,
@@ -62,19 +63,31 @@ class StoredCopy:
     reused: bool  # an identical file was already there (re-dock after a crash)
 
 
+class LargeCopy(Protocol):
+    """A large copy read back from disk while it is written (direct.DirectCopy, diskio.Reread)."""
+
+    done: int  # bytes read back from disk and found right so far
+
+    def prove(self, size: int, sha256: str) -> None:
+        """Make it durable and read back the rest: VerifyFailed if anything differs."""
+
+    def close(self) -> None:
+        """Stop its threads and close its descriptor (idempotent)."""
+
+
 @dataclass(frozen=True)
 class Staged:
     """A copied and hashed file in `.incoming`, not yet durable, verified or in place.
 
-    A large one keeps its descriptor open, with the windows already re-read from disk
-    while it was copied (`reread`); prove() syncs it and re-reads the rest.
+    A large one keeps its descriptor open, with the windows already read back from disk
+    while it was copied (`reread`); prove() syncs it and reads back the rest.
     """
 
     tmp: Path
     dest_rel: Path
     sha256: str
     size: int
-    reread: Reread | None = field(default=None, compare=False, repr=False)
+    reread: LargeCopy | None = field(default=None, compare=False, repr=False)
 
 
 class EvidenceStore:
@@ -89,6 +102,9 @@ class EvidenceStore:
         self._serial = itertools.count()  # unique temp names within one thread's batch
         # One syncfs makes a whole batch durable where the file system honours it.
         self.batch_syncfs = syncfs_trusted(self.incoming)
+        # Large copies go through O_DIRECT on the same disk file systems (where it is refused,
+        # or elsewhere, through the page cache with a read-back of each window after a sync).
+        self.direct_io = self.batch_syncfs
         self._settled: set[Path] = set()  # directories whose own name this process synced
 
     def clean_incoming(self) -> list[str]:
@@ -131,11 +147,13 @@ class EvidenceStore:
     ) -> Staged:
         """Copy `src` to a temp file, hashing every byte; commit() makes it durable and proves it.
 
-        A `large` copy is re-read from disk window by window while it is written (a helper
-        thread), so prove() has only its last window left to read back.
+        A `large` copy is read back from disk window by window while it is written (helper
+        threads), so prove() has only its last window left to read back.
         """
         n = next(self._serial)
         tmp = self.incoming / f"{tag}.{os.getpid()}.{threading.get_ident()}.{n}.part"
+        if large and self.direct_io and (direct_fd := open_target(tmp)) is not None:
+            return _stage_direct(src, tmp, direct_fd, dest_rel, progress, cancel)
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o440)
         reread = Reread(fd) if large else None
         try:
@@ -260,11 +278,31 @@ class EvidenceStore:
         raise FileExistsError(f"{dest}: name taken by other content twice")
 
 
-def _prove_large(item: Staged, reread: Reread) -> None:
-    """fsync a large copy, then re-read what its windows have not (VerifyFailed if it differs)."""
-    fsync(reread.fd)
-    if reread.finish(item.size) != item.sha256:
-        raise VerifyFailed(f"{item.tmp}: stored copy does not match sha256 {item.sha256}")
+def _prove_large(item: Staged, reread: LargeCopy) -> None:
+    """fsync a large copy, then read back what its windows have not (VerifyFailed if it differs)."""
+    try:
+        reread.prove(item.size, item.sha256)
+    except VerifyFailed as exc:
+        raise VerifyFailed(f"{item.tmp}: {exc}") from exc
+
+
+def _stage_direct(
+    src: BinaryIO,
+    tmp: Path,
+    fd: int,
+    dest_rel: Path,
+    progress: Callable[[int], None],
+    cancel: threading.Event,
+) -> Staged:
+    """Stage a large clip through O_DIRECT (agent/evidence/direct.py)."""
+    copy = DirectCopy(fd)
+    try:
+        sha, size = copy.copy(src, progress, cancel)
+    except BaseException:
+        copy.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return Staged(tmp, dest_rel, sha, size, copy)
 
 
 def _ignore(_size: int) -> None:
