@@ -112,40 +112,23 @@ class GatedSource(io.RawIOBase):
 
 
 def test_a_window_the_disk_gives_back_wrong_fails_the_copy_and_nothing_is_placed(
-    store: EvidenceStore,
+    store: EvidenceStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = os.urandom(3 * MiB + 100)
-    src = GatedSource(data, MiB)  # the first window, then a pause
-    result: list[BaseException | object] = []
+    """A disk that stores one byte of the second window wrong: its read-back finds it."""
+    real = direct._pwrite
 
-    def stage() -> None:
-        try:
-            result.append(
-                store.stage(cast(BinaryIO, src), DEST, "bay1", no_progress, threading.Event(), True)
-            )
-        except BaseException as exc:
-            result.append(exc)
+    def bad_disk(fd: int, data: memoryview, offset: int) -> int:
+        if offset == MiB:
+            wrong = mmap.mmap(-1, len(data))  # page-aligned, as O_DIRECT wants
+            wrong[:] = data
+            wrong[1000] ^= 0xFF
+            return real(fd, wrong, offset)
+        return real(fd, data, offset)
 
-    worker = threading.Thread(target=stage)
-    worker.start()
-    assert src.waiting.wait(10)
-    (tmp,) = list(store.incoming.iterdir())
-    deadline = time.monotonic() + 10
-    while tmp.stat().st_size < MiB and time.monotonic() < deadline:
-        time.sleep(0.005)
-    with open(tmp, "r+b") as fh:  # the disk now holds another byte in the first window
-        fh.seek(1000)
-        fh.write(bytes([data[1000] ^ 0xFF]))
-        fh.flush()
-        os.fsync(fh.fileno())
-    src.go.set()
-    worker.join(20)
-    (outcome,) = result
-    if not isinstance(outcome, BaseException):
-        with pytest.raises(VerifyFailed, match="bytes 0-1048576"):
-            store.commit([outcome])  # type: ignore[list-item]
-    else:
-        assert isinstance(outcome, VerifyFailed), outcome
+    monkeypatch.setattr(direct, "_pwrite", bad_disk)
+    path, _ = recorder_file(tmp_path, 3 * MiB + 100)
+    with open(path, "rb") as src, pytest.raises(VerifyFailed, match="bytes 1048576-2097152"):
+        store.acquire(src, DEST, "bay1", no_progress, threading.Event())
     assert not (store.root / "ZFY1").exists()
     assert list(store.incoming.iterdir()) == []
 

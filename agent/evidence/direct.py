@@ -36,8 +36,11 @@ from agent.evidence.diskio import (
 )
 from firmware_interface.directio import DirectFile
 
-WINDOW = 4 * 1024 * 1024  # one request the disk takes whole (max_sectors_kb is 4 MiB here)
-DEPTH = 4  # buffers in the ring: one each being read, hashed, written, and held for the proof
+MiB = 1024 * 1024
+WINDOW = 16 * MiB  # the largest window: split into requests the disk serves side by side
+MIN_WINDOW = MiB
+BUDGET = 64 * MiB  # buffer memory of all direct copies together (four bays: 4 MiB windows)
+DEPTH = 3  # buffers in the ring (being read, hashed, written or read back), plus one to compare
 ALIGN = 4096  # offsets, lengths and buffer addresses of O_DIRECT I/O (a page: every disk's block)
 
 
@@ -52,6 +55,7 @@ def _load_memcmp() -> Callable[[int, int, int], int] | None:
 
 
 _memcmp = _load_memcmp()
+_pwrite = os.pwrite  # the one call that hands the disk our bytes (a test makes it lie)
 
 
 def open_target(path: os.PathLike[str] | str) -> int | None:
@@ -87,11 +91,43 @@ def open_source(src: BinaryIO) -> DirectFile | None:
         return None
 
 
+class _Windows:
+    """How large the next window of a copy may be: the buffer budget shared by every copy.
+
+    One copy alone reads and writes 16 MiB at a time (the disk gets four requests at once);
+    with four bays copying, each gets 4 MiB windows, and the buffers it no longer uses are
+    given back to the system, so the dock stays within its memory target.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.active = 0
+
+    def enter(self) -> None:
+        with self._lock:
+            self.active += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self.active -= 1
+
+    def size(self) -> int:
+        share = BUDGET // ((DEPTH + 1) * max(self.active, 1))
+        window = MIN_WINDOW
+        while window * 2 <= min(share, WINDOW):
+            window *= 2
+        return min(window, WINDOW)
+
+
+windows = _Windows()
+
+
 @dataclass(frozen=True)
 class _Window:
     slot: int  # which buffer of the ring
     offset: int
     size: int  # bytes of the clip in it (a last one is padded to ALIGN when written)
+    last: bool  # shorter than asked for: the end of the file
 
 
 class _Ring:
@@ -102,10 +138,18 @@ class _Ring:
         self.views = [memoryview(m) for m in self.maps]
         self._arrays = [(ctypes.c_char * window).from_buffer(m) for m in self.maps]
         self.addrs = [ctypes.addressof(a) for a in self._arrays]
+        self._used = [0] * (DEPTH + 1)  # bytes of each buffer that hold pages
         self.check = DEPTH  # the read-back buffer
         self.free: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         for slot in range(DEPTH):
             self.free.put(slot)
+
+    def use(self, slot: int, size: int) -> memoryview:
+        """Buffer `slot` for a window of `size`: pages beyond it are given back if it shrank."""
+        if self._used[slot] > size:
+            self.maps[slot].madvise(mmap.MADV_DONTNEED, size, self._used[slot] - size)
+        self._used[slot] = size
+        return self.views[slot][:size]
 
     def release(self) -> None:
         """Unmap the buffers now rather than when the copy is collected (idempotent)."""
@@ -138,6 +182,7 @@ class DirectCopy:
         self._error: BaseException | None = None
         self._stop = False
         self._threads: list[threading.Thread] = []
+        self._counted = False  # in `windows.active`
 
     def copy(
         self,
@@ -147,6 +192,8 @@ class DirectCopy:
     ) -> tuple[str, int]:
         """Copy `src` into the file, hashing every byte: (sha256, size) once all is written."""
         source = open_source(src)
+        windows.enter()
+        self._counted = True
         try:
             self._start(src, source)
             h = hashlib.sha256()
@@ -163,7 +210,7 @@ class DirectCopy:
                     self._to_write.put(item)
                 else:
                     self._ring.free.put(item.slot)
-                if item.size < self.window:
+                if item.last:
                     break
             self.size = item.offset + item.size
             self._to_write.put(None)
@@ -208,6 +255,9 @@ class DirectCopy:
             os.close(self.fd)
             self.fd = -1
         self._ring.release()
+        if self._counted:
+            self._counted = False
+            windows.leave()
 
     # ---- the threads --------------------------------------------------------------------
 
@@ -224,8 +274,9 @@ class DirectCopy:
     def _read(self, src: BinaryIO, source: DirectFile | None) -> None:
         offset = 0
         while (slot := self._ring.free.get()) is not None and not self._stop:
+            want = min(windows.size(), self.window)
             try:
-                size, source = self._fill(src, source, slot, offset)
+                size, source = self._fill(src, source, self._ring.use(slot, want), offset)
             except OSError as exc:
                 error = SourceReadError(f"reading the recorder failed: {exc.strerror or exc}")
                 self._filled.put(error)
@@ -233,26 +284,26 @@ class DirectCopy:
             except BaseException as exc:  # the driver's own (RecorderGone): raised as it is
                 self._filled.put(exc)
                 return
-            self._filled.put(_Window(slot, offset, size))
-            if size < self.window:
+            self._filled.put(_Window(slot, offset, size, size < want))
+            if size < want:
                 return
             offset += size
 
+    @staticmethod
     def _fill(
-        self, src: BinaryIO, source: DirectFile | None, slot: int, offset: int
+        src: BinaryIO, source: DirectFile | None, view: memoryview, offset: int
     ) -> tuple[int, DirectFile | None]:
-        """Read the window at `offset` into buffer `slot`: (bytes, the source to go on with)."""
-        view = self._ring.views[slot]
+        """Read the window at `offset` into `view`: (bytes, the source to go on with)."""
         if source is not None:
             try:  # one read of the whole window: short only at the end of the file
-                return source.read(view[: self.window], offset), source
+                return source.read(view, offset), source
             except OSError as exc:
                 if exc.errno != errno.EINVAL or offset:
                     raise
                 source = None  # no direct I/O on the recorder's file system: read it buffered
         size = 0
         readinto = src.readinto  # type: ignore[attr-defined]
-        while size < self.window and (n := readinto(view[size : self.window])):
+        while size < len(view) and (n := readinto(view[size:])):
             size += n
         return size, source
 
@@ -274,27 +325,26 @@ class DirectCopy:
         done = 0
         try:
             while done < length:
-                done += os.pwrite(self.fd, view[done:length], item.offset + done)
+                done += _pwrite(self.fd, view[done:length], item.offset + done)
         except OSError as exc:
             raise_disk_error(exc)
 
     def _verify(self) -> None:
-        """Read each window back once the next is written: the last is left for prove()."""
+        """Read each window back once it is written: the last is left for prove()."""
         while (item := self._to_check.get()) is not None:
-            held, self._held = self._held, item
-            if held is None:
+            if item.last:
+                self._held = item
                 continue
             if self._error is None and not self._stop:
                 try:
-                    self._check(held)
+                    self._check(item)
                 except BaseException as exc:
                     self._error = exc
-            self._ring.free.put(held.slot)
+            self._ring.free.put(item.slot)
 
     def _check(self, item: _Window) -> None:
         length = -(-item.size // ALIGN) * ALIGN
-        check = self._ring.views[self._ring.check]
-        got = os.preadv(self.fd, [check[:length]], item.offset)
+        got = os.preadv(self.fd, [self._ring.use(self._ring.check, length)], item.offset)
         if got < item.size or not self._ring.same(item.slot, item.size):
             where = f"bytes {item.offset}-{item.offset + item.size}"
             raise VerifyFailed(f"the disk gave back other bytes than were written ({where})")
