@@ -77,10 +77,11 @@ def open_source(src: BinaryIO) -> DirectFile | None:
     A driver that maps its files' read errors offers `direct_source()` (mass storage does);
     a plain file not yet read from is reopened here.
     """
-    offer = getattr(src, "direct_source", None)
-    if callable(offer):
-        source: DirectFile | None = offer()
-        return source
+    for layer in (src, getattr(src, "raw", None)):  # the driver's file, or inside its buffer
+        offer = getattr(layer, "direct_source", None)
+        if callable(offer):
+            source: DirectFile | None = offer()
+            return source
     if not isinstance(src, io.FileIO | io.BufferedReader):
         return None
     try:
@@ -152,12 +153,22 @@ class _Ring:
         return self.views[slot][:size]
 
     def release(self) -> None:
-        """Unmap the buffers now rather than when the copy is collected (idempotent)."""
+        """Give the buffers' memory back now, not when the copy is collected (idempotent).
+
+        A view may still be held (by an exception's traceback, say): then the pages are
+        dropped and the mapping itself goes when the last view does.
+        """
         self._arrays.clear()
         for view in self.views:
             view.release()
         for buf in self.maps:
-            buf.close()
+            if buf.closed:
+                continue
+            buf.madvise(mmap.MADV_DONTNEED)
+            try:
+                buf.close()
+            except BufferError:
+                pass
 
     def same(self, slot: int, size: int) -> bool:
         """Whether the read-back buffer holds what buffer `slot` holds, over `size` bytes."""

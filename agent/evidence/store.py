@@ -250,9 +250,11 @@ class EvidenceStore:
     def discard(self, staged: list[Staged]) -> None:
         """Remove the temp files (their content is linked into place, or abandoned)."""
         for item in staged:
-            if item.reread is not None:
-                item.reread.close()
-            item.tmp.unlink(missing_ok=True)
+            try:
+                if item.reread is not None:
+                    item.reread.close()
+            finally:
+                item.tmp.unlink(missing_ok=True)
 
     def _place(
         self, tmp: Path, dest: Path, sha: str, dirs: set[Path], made: set[Path]
@@ -299,8 +301,10 @@ def _stage_direct(
     try:
         sha, size = copy.copy(src, progress, cancel)
     except BaseException:
-        copy.close()
-        tmp.unlink(missing_ok=True)
+        try:
+            copy.close()
+        finally:
+            tmp.unlink(missing_ok=True)
         raise
     return Staged(tmp, dest_rel, sha, size, copy)
 
