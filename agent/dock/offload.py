@@ -12,6 +12,7 @@ from typing import Any, BinaryIO
 
 from agent.daemon.services import Services
 from agent.dock import roster
+from agent.dock.ahead import Opened, opened_ahead
 from agent.dock.batches import batches
 from agent.dock.pipeline import Pipeline
 from agent.dock.proof import recorder_sha256
@@ -85,11 +86,11 @@ class Offloader:
         self._handled = 0
         with Pipeline(f"bay{self.docking.bay}", self.s.store, self._record_group) as pipeline:
             self._pipeline = pipeline
+            name = f"bay{self.docking.bay}"
             try:
-                for group in batches(clips):
-                    if self.cancel.is_set():
-                        raise RecorderGone("offload cancelled: recorder undocked")
-                    self._group(group, result)
+                with opened_ahead(name, list(batches(clips)), self._open_ahead) as groups:
+                    for group, opened in groups:
+                        self._group(group, result, opened)
                 self._finish_pending(result)
             except DiskFull:
                 self._disk_full(result, len(clips) - self._handled)
@@ -105,15 +106,15 @@ class Offloader:
                 raise
         return result
 
-    def _group(self, group: list[ClipEntry], result: OffloadResult) -> None:
+    def _group(self, group: list[ClipEntry], result: OffloadResult, opened: Opened) -> None:
         """Stage a group (one large clip, or a batch of small ones) and hand it on.
 
         A large clip's last window is read back while the next clip is copied; a batch of
-        small ones shares one sync.
+        small ones shares one sync. `opened` holds its clips opened ahead (closed here).
         """
         staged: list[tuple[ClipEntry, Staged]] = []
         try:
-            full = self._stage_all(group, result, staged)
+            full = self._stage_all(group, result, staged, opened)
         except BaseException:
             self.s.store.discard([item for _, item in staged])
             raise
@@ -147,11 +148,16 @@ class Offloader:
             self._settle()
 
     def _stage_all(
-        self, group: list[ClipEntry], result: OffloadResult, staged: list[tuple[ClipEntry, Staged]]
+        self,
+        group: list[ClipEntry],
+        result: OffloadResult,
+        staged: list[tuple[ClipEntry, Staged]],
+        opened: Opened,
     ) -> DiskFull | None:
         """Stage the batch's clips in order; stop at the first that does not fit (returned)."""
-        opened = self._open_ahead(group)
         try:
+            if self.cancel.is_set():
+                raise RecorderGone("offload cancelled: recorder undocked")
             for clip in group:
                 try:
                     _check_room(self.s.store.has_room(clip.size))
@@ -165,11 +171,12 @@ class Offloader:
             for src in opened.values():
                 src.close()
 
-    def _open_ahead(self, group: list[ClipEntry]) -> dict[str, BinaryIO]:
+    def _open_ahead(self, group: list[ClipEntry]) -> Opened:
         """Open the batch's clips and have the recorder's disk start reading them all.
 
         Small files mean many seeks; asked for together, the disk serves them with a deep
         queue. A clip that cannot be opened now is opened again, with its finding, when staged.
+        Runs in a helper thread, a batch ahead of the copy (ahead.py).
         """
         opened: dict[str, BinaryIO] = {}
         for clip in group:
