@@ -1,21 +1,48 @@
 """The next batch's clips opened while this one is copied, in a helper thread.
 
 Opening a clip on a recorder volume walks its directories one component at a time (no links,
-nothing outside the volume), and asking the recorder's disk to start reading a file costs a
-system call that allocates its pages: for 2,000 photos, a fifth of the bay thread's time
+nothing outside the volume); asking the recorder's disk to start reading a file costs a
+system call that allocates its pages; creating the temp file waits for the journal while
+the batch before is synced. For 2,000 photos that was a third of the bay thread's time
 (issue 14). Done one batch ahead, the bay thread only copies.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from firmware_interface.base import ClipEntry
 
-Opened = dict[str, BinaryIO]
+
+@dataclass
+class Ahead:
+    """A small clip made ready a batch ahead: its recorder file open, maybe its temp file made."""
+
+    src: BinaryIO
+    temp: tuple[Path, int] | None = None  # EvidenceStore.new_temp(): (path, descriptor)
+
+    def take_temp(self) -> tuple[Path, int] | None:
+        """The temp file, handed over to its new owner (who closes or removes it)."""
+        temp, self.temp = self.temp, None
+        return temp
+
+    def close(self) -> None:
+        """Close what was not used; an unused temp file is removed."""
+        self.src.close()
+        temp = self.take_temp()
+        if temp is not None:
+            path, fd = temp
+            os.close(fd)
+            path.unlink(missing_ok=True)
+
+
+Opened = dict[str, Ahead]
 
 
 @contextmanager
@@ -43,5 +70,5 @@ def opened_ahead(
             yield each()
         finally:
             for future in pending:
-                for src in future.result().values():
-                    src.close()
+                for ahead in future.result().values():
+                    ahead.close()

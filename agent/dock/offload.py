@@ -8,11 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from agent.daemon.services import Services
 from agent.dock import roster
-from agent.dock.ahead import Opened, opened_ahead
+from agent.dock.ahead import Ahead, Opened, opened_ahead
 from agent.dock.batches import batches
 from agent.dock.pipeline import Pipeline
 from agent.dock.proof import recorder_sha256
@@ -168,25 +168,31 @@ class Offloader:
                     return exc
             return None
         finally:
-            for src in opened.values():
-                src.close()
+            for ahead in opened.values():
+                ahead.close()
 
     def _open_ahead(self, group: list[ClipEntry]) -> Opened:
         """Open the batch's clips and have the recorder's disk start reading them all.
 
         Small files mean many seeks; asked for together, the disk serves them with a deep
         queue. A clip that cannot be opened now is opened again, with its finding, when staged.
-        Runs in a helper thread, a batch ahead of the copy (ahead.py).
+        Runs in a helper thread, a batch ahead of the copy (ahead.py), and makes the temp
+        file of each clip not seen before.
         """
-        opened: dict[str, BinaryIO] = {}
+        opened: Opened = {}
         for clip in group:
             if clip.size >= SMALL:
                 continue  # a large clip is read as it is copied; the disk streams it anyway
             try:
-                opened[clip.path] = src = self.recorder.open_clip(clip)
+                opened[clip.path] = ahead = Ahead(self.recorder.open_clip(clip))
             except (RecorderError, OSError):
                 continue
-            prefetch(src)
+            prefetch(ahead.src)
+            if (clip.path, clip.size) not in self._prior:
+                try:
+                    ahead.temp = self.s.store.new_temp(f"bay{self.docking.bay}")
+                except OSError:
+                    pass  # made again when staged, where a full disk is met in order
         return opened
 
     def _guarded(self, work: Callable[[], None], clip: ClipEntry, result: OffloadResult) -> bool:
@@ -236,27 +242,32 @@ class Offloader:
         clip: ClipEntry,
         result: OffloadResult,
         staged: list[tuple[ClipEntry, Staged]],
-        source: BinaryIO | None = None,
+        ahead: Ahead | None = None,
     ) -> None:
         """Copy and hash one clip into `.incoming`, unless it is already indexed."""
         if self._skip_known(clip, result):
-            if source is not None:
-                source.close()
+            if ahead is not None:
+                ahead.close()
             self._settle()
             return
         logger.debug("copying %s (%d bytes)", clip.path, clip.size, extra=self.log_extra)
         try:
-            with source if source is not None else self.recorder.open_clip(clip) as src:
+            with ahead.src if ahead is not None else self.recorder.open_clip(clip) as src:
+                dest = self._dest(clip)
                 item = self.s.store.stage(
                     src,
-                    self._dest(clip),
+                    dest,
                     f"bay{self.docking.bay}",
                     lambda n: self.progress(0, n),
                     self.cancel,
                     large=clip.size >= SMALL,
+                    temp=ahead.take_temp() if ahead is not None else None,
                 )
         except (SourceReadError, CopyCancelled) as exc:  # what was proved before is kept
             raise RecorderGone(str(exc)) from exc
+        finally:
+            if ahead is not None:
+                ahead.close()  # its temp file, if stage() did not take it
         staged.append((clip, item))
 
     def _dest(self, clip: ClipEntry) -> Path:

@@ -144,17 +144,21 @@ class EvidenceStore:
         progress: Callable[[int], None],
         cancel: threading.Event,
         large: bool = False,
+        temp: tuple[Path, int] | None = None,
     ) -> Staged:
         """Copy `src` to a temp file, hashing every byte; commit() makes it durable and proves it.
 
         A `large` copy is read back from disk window by window while it is written (helper
-        threads), so prove() has only its last window left to read back.
+        threads), so prove() has only its last window left to read back. A small one may
+        come with its `temp` file made ahead (new_temp()); stage() owns it from then on.
         """
-        n = next(self._serial)
-        tmp = self.incoming / f"{tag}.{os.getpid()}.{threading.get_ident()}.{n}.part"
-        if large and self.direct_io and (direct_fd := open_target(tmp)) is not None:
-            return _stage_direct(src, tmp, direct_fd, dest_rel, progress, cancel)
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o440)
+        if large:
+            tmp = self._temp_name(tag)
+            if self.direct_io and (direct_fd := open_target(tmp)) is not None:
+                return _stage_direct(src, tmp, direct_fd, dest_rel, progress, cancel)
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o440)
+        else:
+            tmp, fd = temp or self.new_temp(tag)
         reread = Reread(fd) if large else None
         try:
             sha, size = pump(src, fd, progress, cancel, reread.written if reread else _ignore)
@@ -170,6 +174,19 @@ class EvidenceStore:
                 start_writeback(fd)  # the disk writes it while we copy the next file
             os.close(fd)
         return Staged(tmp, dest_rel, sha, size, reread)
+
+    def new_temp(self, tag: str) -> tuple[Path, int]:
+        """A new temp file in `.incoming` for a small clip's copy: (path, descriptor).
+
+        Creating a file waits for the journal while a batch is being synced, so the offload
+        makes the next batch's temp files in a helper thread (agent/dock/ahead.py).
+        """
+        tmp = self._temp_name(tag)
+        return tmp, os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o440)
+
+    def _temp_name(self, tag: str) -> Path:
+        n = next(self._serial)
+        return self.incoming / f"{tag}.{os.getpid()}.{threading.get_ident()}.{n}.part"
 
     def commit(self, staged: list[Staged]) -> list[StoredCopy]:
         """prove() then place(): durable, verified from disk, linked into place."""
