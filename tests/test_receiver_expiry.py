@@ -203,7 +203,11 @@ def test_sender_resuming_an_expired_partial_still_completes(
         with caplog.at_level(logging.INFO, logger="agent.transfer.receiver.partials"):
             rx = start_receiver(broker, store, partial_ttl_s=3600)
             assert wait_gone(partial, 10), "expired at start-up"
-        assert any(f"expired partial transfer {CLIENT}/{fid}" in m for m in caplog.messages)
+            logged = f"expired partial transfer {CLIENT}/{fid}"
+            deadline = time.monotonic() + 10  # logged just after the removal, in its thread
+            while not any(logged in m for m in caplog.messages) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        assert any(logged in m for m in caplog.messages)
 
         result = FileSender(link, CLIENT, state, FAST).send(src, fid, "clip.MP4", size, {})
         assert result.skipped > 0 and result.rounds == 2, "resumed, fin failed, resent all"
