@@ -25,6 +25,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from agent.evidence.diskio import (
@@ -58,6 +59,11 @@ _memcmp = _load_memcmp()
 _pwrite = os.pwrite  # the one call that hands the disk our bytes (a test makes it lie)
 
 
+def _aligned(size: int) -> int:
+    """`size` rounded up to ALIGN (a last window is written and read back padded)."""
+    return -(-size // ALIGN) * ALIGN
+
+
 def open_target(path: os.PathLike[str] | str) -> int | None:
     """Create `path` for a direct copy: its descriptor, or None where O_DIRECT is refused."""
     if _memcmp is None:
@@ -67,6 +73,7 @@ def open_target(path: os.PathLike[str] | str) -> int | None:
         return os.open(path, flags, 0o440)
     except OSError as exc:
         if exc.errno == errno.EINVAL:  # the file system has no direct I/O
+            Path(path).unlink(missing_ok=True)  # made, perhaps, before the flag was refused
             return None
         raise
 
@@ -183,7 +190,6 @@ class DirectCopy:
         self.fd = fd
         self.window = window or WINDOW
         self.done = 0  # bytes read back from disk and found equal so far
-        self.size = 0
         self._ring = _Ring(self.window)
         self._filled: queue.SimpleQueue[_Window | BaseException] = queue.SimpleQueue()
         self._to_write: queue.SimpleQueue[_Window | None] = queue.SimpleQueue()
@@ -223,11 +229,10 @@ class DirectCopy:
                     self._ring.free.put(item.slot)
                 if item.last:
                     break
-            self.size = item.offset + item.size
             self._to_write.put(None)
             self._written.wait()
             self._raise_error()
-            return h.hexdigest(), self.size
+            return h.hexdigest(), item.offset + item.size
         except BaseException:
             self.stop()
             raise
@@ -330,7 +335,7 @@ class DirectCopy:
         self._to_check.put(None)
 
     def _write_window(self, item: _Window) -> None:
-        length = -(-item.size // ALIGN) * ALIGN
+        length = _aligned(item.size)
         view = self._ring.views[item.slot]
         view[item.size : length] = bytes(length - item.size)
         done = 0
@@ -354,7 +359,7 @@ class DirectCopy:
             self._ring.free.put(item.slot)
 
     def _check(self, item: _Window) -> None:
-        length = -(-item.size // ALIGN) * ALIGN
+        length = _aligned(item.size)
         got = os.preadv(self.fd, [self._ring.use(self._ring.check, length)], item.offset)
         if got < item.size or not self._ring.same(item.slot, item.size):
             where = f"bytes {item.offset}-{item.offset + item.size}"

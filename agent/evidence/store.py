@@ -156,7 +156,7 @@ class EvidenceStore:
             tmp = self._temp_name(tag)
             if self.direct_io and (direct_fd := open_target(tmp)) is not None:
                 return _stage_direct(src, tmp, direct_fd, dest_rel, progress, cancel)
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o440)
+            fd = _create(tmp)
         else:
             tmp, fd = temp or self.new_temp(tag)
         reread = Reread(fd) if large else None
@@ -182,7 +182,7 @@ class EvidenceStore:
         makes the next batch's temp files in a helper thread (agent/dock/ahead.py).
         """
         tmp = self._temp_name(tag)
-        return tmp, os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o440)
+        return tmp, _create(tmp)
 
     def _temp_name(self, tag: str) -> Path:
         n = next(self._serial)
@@ -324,6 +324,11 @@ def _stage_direct(
             tmp.unlink(missing_ok=True)
         raise
     return Staged(tmp, dest_rel, sha, size, copy)
+
+
+def _create(tmp: Path) -> int:
+    """Create a temp file for a copy (never an existing one): its descriptor."""
+    return os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o440)
 
 
 def _ignore(_size: int) -> None:
