@@ -262,6 +262,7 @@ class Offloader:
                     self.cancel,
                     large=clip.size >= SMALL,
                     temp=ahead.take_temp() if ahead is not None else None,
+                    expect=clip.size,
                 )
         except (SourceReadError, CopyCancelled) as exc:  # what was proved before is kept
             raise RecorderGone(str(exc)) from exc
