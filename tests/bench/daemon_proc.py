@@ -60,6 +60,11 @@ def child(config: Path, cgroup: Path | None) -> int:
     """Run the daemon until stdin closes."""
     if cgroup is not None:
         (cgroup / "cgroup.procs").write_text(f"{os.getpid()}\n")
+    if log := os.environ.get("BENCH_DAEMON_LOG"):  # for finding where the time goes
+        import logging
+
+        fmt = "%(created).3f %(threadName)s %(name)s %(message)s"
+        logging.basicConfig(filename=log, level=logging.DEBUG, format=fmt)
     from agent.config import parse_config
     from agent.daemon.wiring import assemble
 
