@@ -203,6 +203,7 @@ class UiSection:
         check=lambda value: None if value == "" or split_listen(value) else LISTEN_EXPECTED,
     )
     language: str = setting("zh-CN", doc="language of the status page", choices=("zh-CN", "en"))
+    metrics: bool = setting(True, doc="serve GET /metrics for Prometheus on the status page's port")
 
 
 @dataclass(frozen=True)
