@@ -23,12 +23,14 @@ mkdir -p "$cache"
 HA_VERSION=2024.1.6
 # The requirements of onboarding, config, api, websocket_api, mqtt and frontend (with their
 # dependencies) in homeassistant 2024.1.6's manifests, and of stream (numpy...): the MQTT
-# integration sets up every platform it serves, camera among them, which imports stream.
+# integration sets up every platform it serves, camera among them, which imports stream; the
+# frontend's get_services imports calendar, which imports dateutil without declaring it.
 HA_REQUIREMENTS=(
   "homeassistant==$HA_VERSION" paho-mqtt==1.6.1 Pillow==10.1.0 aiohttp_cors==0.7.0
   aiohttp-fast-url-dispatcher==0.3.0 aiohttp-zlib-ng==0.1.3 janus==1.0.0
   psutil-home-assistant==0.0.1 SQLAlchemy==2.0.23 fnv-hash-fast==0.5.0
   home-assistant-frontend==20240104.0 numpy==1.26.0 PyTurboJPEG==1.7.1 ha-av==10.1.1
+  python-dateutil==2.8.2
 )
 ha="$cache/ha-$HA_VERSION"
 if [ ! -e "$ha/.complete" ]; then

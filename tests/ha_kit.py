@@ -66,6 +66,7 @@ class HomeAssistant:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     token: str = ""
+    refresh_token: str = ""
 
     @property
     def url(self) -> str:
@@ -117,6 +118,7 @@ class HomeAssistant:
         )
         token.raise_for_status()
         self.token = token.json()["access_token"]
+        self.refresh_token = token.json()["refresh_token"]
 
     def add_mqtt(self, broker: Broker) -> dict[str, Any]:
         """The MQTT integration by its config flow, on `broker`; returns the flow's result."""

@@ -100,7 +100,9 @@ def _dock_entities(cfg: DockConfig) -> list[Entity]:
         ("sensor", "oldest_unsynced_age", {
             "name": name("oldest_unsynced_age"), "device_class": "duration",
             "unit_of_measurement": "s", "state_class": "measurement",
-            "value_template": _status_value("value_json.queue.oldest_unsynced_age_s or 0")}),
+            "suggested_display_precision": 0,
+            "value_template": _status_value(
+                "(value_json.queue.oldest_unsynced_age_s or 0) | round(0) | int")}),
         ("sensor", "disk_free", {"name": name("disk_free"), "device_class": "data_size",
          "unit_of_measurement": "GB", "state_class": "measurement",
          "suggested_display_precision": 1,
