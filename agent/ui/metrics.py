@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -29,6 +29,7 @@ from agent import __version__
 from agent.daemon.events import BAY_STATES, Alert, BayView, DockEvent
 
 logger = logging.getLogger(__name__)
+disable_created_metrics()  # no *_created series beside each counter: noise for a dashboard
 
 NS = "dock_agent"
 OFFLOAD_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
