@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 import pytest
 
-from agent.config import DockConfig, parse_config
+from agent.config import ConfigError, DockConfig, parse_config
 from agent.daemon.events import BAY_STATES, BayView, Progress
 from agent.ui.ha_discovery import configuration_url, discovery_configs, stale_topics
 from firmware_interface import simkit
@@ -233,3 +233,11 @@ def test_a_bay_that_left_the_configuration_is_removed(tmp_path: Path, broker: Br
         left = retained(broker, "r3", "homeassistant/#", "dock/#")
     assert not [t for t in left if "/bay2_" in t or t.endswith("/bay/2")], sorted(left)
     assert len([t for t in left if "/bay1_" in t]) == 4 and "dock/dock-test/bay/1" in left
+
+
+def test_a_client_id_home_assistant_or_the_acl_could_not_take_is_refused() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"dock": {"id": "d"}, "mqtt": {"client_id": "dock.01/a"}})
+    assert err.value.problems == [
+        "mqtt.client_id = 'dock.01/a': expected [A-Za-z0-9_-]{1,64}, or empty for the dock id"
+    ]
