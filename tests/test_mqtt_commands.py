@@ -189,11 +189,17 @@ def test_accepted_command_is_in_custody_log(served: Any) -> None:
     assert entry["payload"] == {"clip_id": CLIP, "reason": "case 17"}
 
 
-def test_handler_exception_is_an_error_reply_and_still_recorded(served: Any) -> None:
+@pytest.mark.logs_exception(reason="a handler's unexpected exception is logged with its traceback")
+def test_handler_exception_is_an_error_reply_and_still_recorded(
+    served: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     custody, _calls, it = served
     send(it, "resync", json.dumps({"clip_id": CLIP}).encode())
     reply = json.loads(it.next().payload)
     assert reply["ok"] is False and "resync failed: no clip aaaaaaaa" in reply["error"]
+    (logged,) = [r for r in caplog.records if r.exc_info]
+    assert logged.getMessage() == "command resync failed" and logged.exc_info
+    assert logged.exc_info[0] is LookupError
     assert custody.entries[0]["claimed_by"] is None  # no "by" claimed
 
 
