@@ -49,6 +49,7 @@ def test_demo_runs_end_to_end_and_keeps_its_page_until_ctrl_c() -> None:
     assert out.count("at central, hash ok") == 8
     assert "cause low_battery" in out and "late_offload" in out
     assert "Traceback" not in err
+    assert "Not authorized" not in out + err  # the shipped ACL grants what the shipped dock sends
     assert "就绪" in page and status["dock_id"] == "demo-dock"
     assert sorted(status["bays"]) == ["1", "2"]
     assert all(b.get("device_id") for b in status["bays"].values()), status["bays"]
