@@ -1,5 +1,6 @@
-"""Shared pytest set-up: assertion rewriting for the helper plugins the test modules load, and a
-test fails when the code under test logs an exception it swallowed."""
+"""Shared pytest set-up: assertion rewriting for the helper plugins the test modules load, a
+test fails when the code under test logs an exception it swallowed, and the clips ffmpeg
+makes are made once per session (tests/media_cache.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,25 @@ from collections.abc import Iterator
 
 import pytest
 
+from firmware_interface import simkit
+from tests.media_cache import ClipCache
+
 pytest.register_assert_rewrite(
     "tests.loopdev", "tests.zfy_kit", "tests.transfer_kit", "tests.emqx.fixture"
 )
 
 LOGS_EXCEPTION = "logs_exception"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def clip_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClipCache]:
+    """Every clip simkit makes (make_video, make_photo, make_wav, tests/media.py) is encoded
+    once per session and copied into place after that."""
+    cache = ClipCache(tmp_path_factory.mktemp("clip-cache"), simkit.lavfi)
+    patch = pytest.MonkeyPatch()
+    patch.setattr(simkit, "lavfi", cache.lavfi)
+    yield cache
+    patch.undo()
 
 
 def pytest_configure(config: pytest.Config) -> None:
