@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = ["pytester"]
+REPO = Path(__file__).resolve().parents[1]
 
 SWALLOWING = """
 import logging
@@ -49,8 +50,13 @@ def test_marked_without_a_reason() -> None:
 """
 
 
-def test_a_swallowed_exception_fails_the_test(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text())
+def test_a_swallowed_exception_fails_the_test(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    pytester.makeconftest(
+        "from tests.conftest import fail_on_logged_exception, pytest_configure  # noqa: F401\n"
+    )
     pytester.makepyfile(SWALLOWING)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")  # its logs stay its own
     result.assert_outcomes(passed=3, errors=2)
