@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from agent.evidence.clip_time import span, start_time
-from agent.media.container import declared_beyond_eof, movie_header
+from agent.media.container import declared_beyond_eof, iter_boxes, movie_header
 from firmware_interface.base import ClipEntry
 from tests.media import FFMPEG, make_video, truncate_copy
 
@@ -25,11 +25,14 @@ def entry(path: Path, mtime: float, media: str = "video") -> ClipEntry:
 
 def clear_creation_time(path: Path) -> None:
     """Zero the creation and modification times of the file's `mvhd` (the MP4 way of "none")."""
-    data = bytearray(path.read_bytes())
-    at = data.index(b"mvhd") + 4  # version (1 byte), flags (3), then the two times
-    width = 8 if data[at] == 1 else 4
-    data[at + 4 : at + 4 + 2 * width] = bytes(2 * width)
-    path.write_bytes(bytes(data))
+    with open(path, "r+b") as fh:
+        size = fh.seek(0, 2)
+        moov = next(b for b in iter_boxes(fh, 0, size) if b.kind == b"moov")
+        mvhd = next(b for b in iter_boxes(fh, moov.body, moov.end) if b.kind == b"mvhd")
+        fh.seek(mvhd.body)  # version (1 byte), flags (3), then the two times
+        width = 8 if fh.read(1) == b"\x01" else 4
+        fh.seek(mvhd.body + 4)
+        fh.write(bytes(2 * width))
 
 
 def never_opened() -> object:
