@@ -1,8 +1,10 @@
-"""Home Assistant discovery on the shipped site broker (config/mosquitto/, SPEC 11, 12).
+"""What a dock publishes besides its state, on the shipped site broker (config/mosquitto/,
+SPEC 6, 11, 12), through the production connection.
 
-A dock publishes its own discovery configs, as agent/ui/ha_discovery.py lays them out, through
-the production connection; the ACL lets them through and refuses the same configs in another
-dock's name. IT (and Home Assistant logged in as it) reads them.
+Home Assistant discovery: the dock's own configs, as agent/ui/ha_discovery.py lays them out,
+pass the ACL and the same configs in another dock's name are refused; IT (and Home Assistant
+logged in as it) reads them. Command replies: on R/cmd/{name}/reply, which the ACL lets the
+dock write and IT read, whatever Response Topic the command named.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from pathlib import Path
 
 from agent.config import DockConfig, parse_config
 from agent.demo.site import Site
+from agent.mqtt.commands import CommandServer
 from agent.mqtt.connection import MqttConnection
 from agent.ui.ha_discovery import HaDiscovery, discovery_configs, retained_publisher
+from tests.fakes import MemoryCustody
 from tests.mqtt_helpers import FAST_BACKOFF, wait_for
 from tests.test_mosquitto_site import QUIET_S, Client, clients, pytestmark, site, wait_topic
+from tests.test_mqtt_commands import Known
 
 __all__ = ["pytestmark", "site"]  # the shipped broker (test_mosquitto_site's fixture), its skip
 
@@ -82,3 +87,29 @@ def test_a_dock_publishes_its_own_discovery_configs_and_no_other_docks(
         time.sleep(QUIET_S)
         retained = late.topics()
     assert set(retained) == own, "the dock's configs stay retained, and nothing in dock-02's name"
+
+
+def test_command_replies_reach_it_whatever_response_topic_was_named(
+    site: Site, tmp_path: Path
+) -> None:
+    cfg = site_dock(site, tmp_path, "dock-01")
+    conn = MqttConnection(cfg.mqtt, cfg.client_id, backoff=FAST_BACKOFF)
+    server = CommandServer(conn, cfg.topic, {}, MemoryCustody(), Known())
+    server.start()
+    conn.start()
+    try:
+        assert conn.wait_connected(10)
+        with clients(site, "it") as (it,):
+            it.subscribe("#")  # IT reads what the ACL lets it: dock/# and discovery
+            for named in ("it/inbox", "dock-02/inbox", None):
+                corr = it.publish("dock/dock-01/cmd/ping", b"{}", reply_to=named)
+                reply = wait_topic(it, "dock/dock-01/cmd/ping/reply")
+                assert json.loads(reply.payload)["ok"] is True
+                if named:
+                    assert reply.properties.CorrelationData == corr
+            time.sleep(QUIET_S)
+            assert not [t for t in it.topics() if "inbox" in t]
+        assert conn.publish_failures == 0, "the ACL refused a reply"
+    finally:
+        server.stop()
+        conn.stop()
