@@ -165,10 +165,13 @@ def idle_rss(a: Agent) -> float:
 def memory_rows(root: Path, quick: bool) -> list[Row]:
     """Row 4: RSS idle and with four bays offloading one large clip each."""
     size = 64 * MiB if quick else 512 * MiB
-    for n in range(1, BAYS + 1):
-        random_file(media_dir(root / f"bay{n}") / clip_name(1, device=f"ZFY00{n:05d}"), size)
-    expected = sources(media_dir(root / f"bay{n}") / clip_name(1, device=f"ZFY00{n:05d}")
-                       for n in range(1, BAYS + 1))  # fmt: skip
+    clips = [
+        media_dir(root / f"bay{n}") / clip_name(1, device=f"ZFY00{n:05d}")
+        for n in range(1, BAYS + 1)
+    ]
+    for clip in clips:
+        random_file(clip, size)
+    expected = sources(clips)
     with agent(root) as a:
         idle = idle_rss(a)
         drop_caches()
