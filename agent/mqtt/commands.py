@@ -4,9 +4,9 @@ On the network thread each message takes a token of `[mqtt] command_rate_per_min
 rate: a "rate limited" error reply), is checked for form (`command_policy.admit`) and joins a
 bounded queue, where an identical command already waiting absorbs it (both senders get its
 reply). One worker thread takes commands in order, checks them against what exists on this dock
-(`command_policy.check_possible`: the note, the clip, room to resync), and only then writes the
-custody entry (`command`, name, claimed_by, payload) and runs the handler; a command the custody log
-could not record is not run. A handler with a `check(payload)` method has it called before
+(`command_policy.check_possible`: the note, the clip, room to resync), and only then writes
+the custody entry (`command`, name, claimed_by, payload) and runs the handler; a command the
+custody log could not record is not run. A handler with a `check(payload)` method has it called before
 anything is logged too; a ValueError from it refuses the command. Every refusal is an error reply naming the problem; nothing is
 written for it. Replies to commands refused for the rate or a full queue are themselves limited
 to the same rate; beyond it such commands are dropped and counted in one log line a minute.
