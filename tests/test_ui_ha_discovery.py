@@ -8,6 +8,7 @@ import re
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 
 from agent.config import ConfigError, DockConfig, parse_config
 from agent.daemon.events import BAY_STATES, BayView, Progress
-from agent.ui.ha_discovery import configuration_url, discovery_configs, stale_topics
+from agent.ui.ha_discovery import configuration_url, discovery_configs, node_id, stale_topics
 from firmware_interface import simkit
 from tests.broker import Broker, mosquitto_binary, running_broker
 from tests.dock import dock_config, running, wait_for
@@ -126,6 +127,15 @@ def test_battery_is_a_whole_percent_and_an_empty_bay_has_no_progress(tmp_path: P
     assert (render(battery, payload), render(progress, payload)) == ("97", "50")
     done = BayView(1, "ready", "ZFY1", "012345", 100, 0)  # a recorder with nothing to offload
     assert render(progress, json.dumps(done.to_json()).encode()) == "100"
+
+
+def test_the_node_id_is_the_client_id_the_site_acl_grants(tmp_path: Path) -> None:
+    """The shipped ACL grants `homeassistant/+/%c/#`: %c is the client id, not the dock id."""
+    named = parse_config({"dock": {"id": "d"}, "mqtt": {"client_id": "dock-07"}})
+    assert {t.split("/")[2] for t in discovery_configs(named)} == {"dock-07"}
+    with pytest.raises(ConfigError):  # no node_id, and / would widen the ACL's pattern
+        parse_config({"dock": {"id": "d"}, "mqtt": {"client_id": "site/dock 7"}})
+    assert node_id(replace(named, mqtt=replace(named.mqtt, client_id="site/dock 7"))) == "d"
 
 
 def test_no_prefix_no_configs_and_stale_topics(tmp_path: Path) -> None:

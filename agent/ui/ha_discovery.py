@@ -25,7 +25,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from agent import __version__
-from agent.config import DockConfig, split_listen
+from agent.config import ID_RE, DockConfig, split_listen
 from agent.daemon.events import BAY_STATES
 from agent.durable import write_json
 from agent.ui.i18n import TEXT, text
@@ -186,6 +186,15 @@ def _devices(cfg: DockConfig) -> tuple[dict[str, Any], dict[int, dict[str, Any]]
     return dock, bays
 
 
+def node_id(cfg: DockConfig) -> str:
+    """The node_id of the dock's discovery topics: its client id (the ACL's %c), else its id.
+
+    [mqtt] client_id is refused unless it matches ID_RE; the dock id stands in for a client id
+    that an older configuration check let through.
+    """
+    return cfg.client_id if re.fullmatch(ID_RE, cfg.client_id) else cfg.dock.id
+
+
 def discovery_configs(cfg: DockConfig) -> dict[str, dict[str, Any]]:
     """Discovery topic -> config payload for the dock and every configured bay (pure)."""
     prefix = cfg.mqtt.ha_discovery_prefix
@@ -212,7 +221,7 @@ def discovery_configs(cfg: DockConfig) -> dict[str, dict[str, Any]]:
         }
         if "json_attributes_template" in fields:
             config["json_attributes_topic"] = topic
-        configs[f"{prefix}/{component}/{cfg.client_id}/{object_id}/config"] = config
+        configs[f"{prefix}/{component}/{node_id(cfg)}/{object_id}/config"] = config
     return configs
 
 
