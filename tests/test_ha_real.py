@@ -1,7 +1,7 @@
 """A real Home Assistant 2024.1.6 on the dock's discovery configs (SPEC 12), as IT would use it.
 
 Home Assistant runs from its own virtual environment (scripts/test-tools.sh), onboarded by its
-REST API with the MQTT integration added by its config flow, on this module's Mosquitto. A dock
+REST API with the MQTT integration added by its config flow, on the test's own Mosquitto. A dock
 process with two simulated bays docks and undocks a recorder, is killed with SIGKILL, and comes
 back with one bay less. Everything is asserted through Home Assistant's REST and websocket APIs,
 and its log must hold no warning or error.
@@ -86,9 +86,18 @@ class Site:
             self.dock.wait(10)
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    tmp = tmp_path_factory.mktemp("ha")
+def test_home_assistant_through_a_docking_a_kill_9_and_a_removed_bay(site: Site) -> None:
+    """One scenario (its steps build on each other, so it is one test under pytest-xdist)."""
+    _docking(site)
+    _killed(site)
+    _bay_removed(site)
+    assert site.ha.problems() == []  # start, docking, kill -9 and the removed bay all logged
+    assert DOCK.replace("-", "_") in site.ha.log.read_text()  # the log that saw our entities
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    tmp = tmp_path
     assert HASS is not None
     with running_broker(tmp / "broker") as broker:
         ha = HomeAssistant(HASS, tmp / "ha")
@@ -137,7 +146,8 @@ def state(states: dict[str, Any], entity_id: str) -> str | None:
     return states.get(entity_id, {}).get("state")
 
 
-def test_entities_devices_and_live_states_through_a_docking(site: Site) -> None:
+def _docking(site: Site) -> None:
+    """Entities, devices and live states through a docking and an undocking."""
     ha = site.ha
     rec = simkit.SimRecorder(
         battery_pct=80, charge_pct_per_min=3.0, clock_offset_s=5.0,
@@ -210,8 +220,9 @@ def _devices(site: Site) -> None:
     assert categories[entity("sensor", "bay1_state")] is None
 
 
-def test_kill_9_makes_the_dock_unavailable_and_connectivity_off(site: Site) -> None:
-    assert site.dock is not None and site.dock.poll() is None, "the first test starts the dock"
+def _killed(site: Site) -> None:
+    """kill -9: every entity unavailable, connectivity off."""
+    assert site.dock is not None and site.dock.poll() is None
     site.kill_dock()
     states = until(
         site.ha,
@@ -226,7 +237,8 @@ def test_kill_9_makes_the_dock_unavailable_and_connectivity_off(site: Site) -> N
     assert len(states) == len(every_entity(2))
 
 
-def test_a_removed_bay_leaves_no_entity_device_or_retained_state(site: Site) -> None:
+def _bay_removed(site: Site) -> None:
+    """Restarted without bay 2: no entity, device or retained state of it is left."""
     site.start_dock(bays=1)
     states = until(
         site.ha,
@@ -243,13 +255,6 @@ def test_a_removed_bay_leaves_no_entity_device_or_retained_state(site: Site) -> 
     assert not [e for e in registry["config/entity_registry/list"] if "bay2" in e["entity_id"]]
     left = retained(site.broker, f"dock/{DOCK}/#")
     assert f"dock/{DOCK}/bay/1" in left and f"dock/{DOCK}/bay/2" not in left, sorted(left)
-
-
-def test_home_assistant_logged_no_warning_or_error(site: Site) -> None:
-    """Runs last: everything above (start, docking, kill -9, bay removed) is in the log."""
-    assert site.ha.problems() == []
-    log = site.ha.log.read_text()
-    assert "dock-agent" in log or DOCK in log  # the log is the one that saw our entities
 
 
 def retained(broker: Broker, topic_filter: str) -> dict[str, bytes]:
