@@ -56,6 +56,45 @@ async def main(url, token, kinds):
 asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3:]))
 """
 
+WATCH_SCRIPT = """
+import asyncio, json, sys
+import aiohttp
+async def main(url, token, entity_id):
+    async with aiohttp.ClientSession() as s, s.ws_connect(url) as ws:
+        await ws.receive_json()
+        await ws.send_json({"type": "auth", "access_token": token})
+        assert (await ws.receive_json())["type"] == "auth_ok"
+        await ws.send_json({"id": 1, "type": "subscribe_events", "event_type": "state_changed"})
+        print("subscribed", flush=True)
+        async for msg in ws:
+            data = json.loads(msg.data).get("event", {}).get("data", {})
+            if data.get("entity_id") == entity_id and data.get("new_state"):
+                print(data["new_state"]["state"], flush=True)
+asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
+"""
+
+
+class StateWatch:
+    """Every state Home Assistant gives one entity, from its websocket's state_changed events."""
+
+    def __init__(self, ha: HomeAssistant, entity_id: str) -> None:
+        self.proc = subprocess.Popen(
+            [str(ha.hass.parent / "python"), "-c", WATCH_SCRIPT, ha.ws_url, ha.token, entity_id],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None and self.proc.stdout.readline() == "subscribed\n"
+
+    def states(self) -> list[str]:
+        """Stop watching; the states seen, in order, repeats folded."""
+        self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=10)
+        seen: list[str] = []
+        for state in out.split():
+            if not seen or seen[-1] != state:
+                seen.append(state)
+        return seen
+
 
 @dataclass
 class HomeAssistant:
@@ -160,12 +199,15 @@ class HomeAssistant:
         answer.raise_for_status()
         return answer.text
 
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/api/websocket"
+
     def ws(self, *kinds: str) -> dict[str, Any]:
         """Results of websocket commands (e.g. config/device_registry/list), by their type."""
         python = self.hass.parent / "python"
-        ws_url = f"ws://127.0.0.1:{self.port}/api/websocket"
         out = subprocess.run(
-            [str(python), "-c", WS_SCRIPT, ws_url, self.token, *kinds],
+            [str(python), "-c", WS_SCRIPT, self.ws_url, self.token, *kinds],
             capture_output=True,
             text=True,
             timeout=60,

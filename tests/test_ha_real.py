@@ -28,7 +28,7 @@ from agent.daemon.events import BAY_STATES
 from firmware_interface import simkit
 from tests.broker import Broker, free_port, mosquitto_binary, running_broker
 from tests.dock import wait_for
-from tests.ha_kit import HomeAssistant
+from tests.ha_kit import HomeAssistant, StateWatch
 from tests.mqtt_helpers import Recorder
 from tests.tool_cache import hass_binary
 
@@ -164,10 +164,13 @@ def _docking(site: Site) -> None:
     assert state(states, entity("binary_sensor", "connectivity")) == "on"
     name = states[entity("sensor", "bay1_state")]["attributes"]["friendly_name"]
     assert name == f"{DOCK} 仓位 1 状态", name  # [ui] language = zh-CN
+    watch = StateWatch(ha, entity("sensor", "bay1_state"))
     simkit.dock(site.tmp / "bay1", rec)
     states = until(ha, lambda s: state(s, entity("sensor", "bay1_state")) == "charging"
                    and state(s, entity("sensor", "queue_clips")) == "2", "bay 1 charging")  # fmt: skip
     _docked_states(states, rec)
+    live = watch.states()  # what a dashboard showed live, each state as the dock published it
+    assert live == ["identifying", "validating", "offloading", "charging"], live
     _devices(site)
     states = until(ha, lambda s: state(s, entity("binary_sensor", "problem")) == "on",
                    "the sync_backlog alert")  # fmt: skip
