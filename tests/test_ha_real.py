@@ -1,21 +1,23 @@
 """A real Home Assistant 2024.1.6 on the dock's discovery configs (SPEC 12), as IT would use it.
 
 Home Assistant runs from its own virtual environment (scripts/test-tools.sh), onboarded by its
-REST API with the MQTT integration added by its config flow, on the test's own Mosquitto. A dock
-process with two simulated bays docks and undocks a recorder, is killed with SIGKILL, and comes
-back with one bay less. Everything is asserted through Home Assistant's REST and websocket APIs,
-and its log must hold no warning or error.
-"""
+REST API, with the MQTT integration added by its config flow on the shipped site broker (TLS
+with the site's CA uploaded, a password, the ACL: it logs in as `it`, SPEC 11). A dock process
+with two simulated bays docks and undocks a recorder, is killed with SIGKILL, and comes back
+with one bay less. Everything is asserted through Home Assistant's REST and websocket APIs
+(the removed bay's retained state through its own MQTT client), and its log must hold no
+warning or error."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import queue
+import shutil
 import signal
+import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,31 +27,33 @@ from typing import Any
 import pytest
 
 from agent.daemon.events import BAY_STATES
+from agent.demo.site import make_site
 from firmware_interface import simkit
-from tests.broker import Broker, free_port, mosquitto_binary, running_broker
+from tests.broker import free_port, mosquitto_binary
 from tests.dock import wait_for
 from tests.ha_kit import HomeAssistant, StateWatch
-from tests.mqtt_helpers import Recorder
 from tests.tool_cache import hass_binary
 
 HASS, WHY = hass_binary()
 pytestmark = [
-    pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed"),
+    pytest.mark.skipif(
+        mosquitto_binary() is None or shutil.which("openssl") is None,
+        reason="mosquitto or openssl is not installed (the site broker needs both)",
+    ),
     pytest.mark.skipif(HASS is None, reason=WHY),
 ]
 DOCK = "dock-ha"
-CLIENT = "site-dock-ha"  # the node_id of the discovery topics: the dock's MQTT client id
 ALL = ("queue_clips", "oldest_unsynced_age", "disk_free", "custody_seq")
 FLAGS = ("problem", "clock_synced", "connectivity")
 BAY = ("state", "officer", "battery", "progress")
 
 
 @dataclass
-class Site:
-    """Home Assistant on the broker, and the dock under test (a process we may kill)."""
+class Scene:
+    """Home Assistant on the site broker, and the dock under test (a process we may kill)."""
 
     ha: HomeAssistant
-    broker: Broker
+    site: Scene
     tmp: Path
     dock: subprocess.Popen[bytes] | None = None
     page_port: int = 0
@@ -64,8 +68,8 @@ class Site:
             f'[dock]\nid = "{DOCK}"\ndata_dir = "{self.tmp / "data"}"\n{bay_tables}'
             "[policy]\nrequire_synced_clock = false\ndisk_reserve_bytes = 0\n"
             'delete_from_recorder = "never"\nsync_backlog_alert_s = 1\n'
-            f'[mqtt]\nhost = "{self.broker.host}"\nport = {self.broker.port}\n'
-            f'client_id = "{CLIENT}"\n'
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {self.site.port}\nusername = "{DOCK}"\n'
+            f'password_file = "{self.site.password_files[DOCK]}"\ntls_ca = "{self.site.ca}"\n'
             f'[ui]\nlisten = "0.0.0.0:{self.page_port}"\nlanguage = "zh-CN"\n'
         )
         return path
@@ -86,7 +90,7 @@ class Site:
             self.dock.wait(10)
 
 
-def test_home_assistant_through_a_docking_a_kill_9_and_a_removed_bay(site: Site) -> None:
+def test_home_assistant_through_a_docking_a_kill_9_and_a_removed_bay(site: Scene) -> None:
     """One scenario (its steps build on each other, so it is one test under pytest-xdist)."""
     _docking(site)
     _killed(site)
@@ -96,20 +100,35 @@ def test_home_assistant_through_a_docking_a_kill_9_and_a_removed_bay(site: Site)
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    tmp = tmp_path
+def site(tmp_path: Path) -> Iterator[Scene]:
+    """The shipped site broker (TLS, passwords, the ACL; users dock-ha and it) and Home
+    Assistant logged in to it as it, with the site's CA."""
     assert HASS is not None
-    with running_broker(tmp / "broker") as broker:
-        ha = HomeAssistant(HASS, tmp / "ha")
-        try:
-            ha.start()
-            ha.onboard()
-            ha.add_mqtt(broker)
-            s = Site(ha, broker, tmp, page_port=free_port())
-            yield s
-            s.kill_dock()
-        finally:
-            ha.stop()
+    made = make_site(tmp_path / "site", free_port(), [DOCK])
+    with open(made.root / "mosquitto.log", "wb") as log:
+        broker = subprocess.Popen([mosquitto_binary() or "", "-c", str(made.conf)], stdout=log,
+                                  stderr=log)  # fmt: skip
+    ha = HomeAssistant(HASS, tmp_path / "ha")
+    try:
+        wait_for(lambda: _listening(made.port, broker), 10, "the site broker")
+        ha.start()
+        ha.onboard()
+        password = made.password_files[made.it].read_text().strip()
+        ha.add_mqtt_tls("127.0.0.1", made.port, made.it, password, made.ca)
+        scene = Scene(ha, made, tmp_path, page_port=free_port())
+        yield scene
+        scene.kill_dock()
+    finally:
+        ha.stop()
+        broker.terminate()
+        broker.wait(10)
+
+
+def _listening(port: int, broker: subprocess.Popen[bytes]) -> bool:
+    assert broker.poll() is None, "the site broker exited"
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+        return True
+    return False
 
 
 def entity(kind: str, name: str) -> str:
@@ -146,7 +165,7 @@ def state(states: dict[str, Any], entity_id: str) -> str | None:
     return states.get(entity_id, {}).get("state")
 
 
-def _docking(site: Site) -> None:
+def _docking(site: Scene) -> None:
     """Entities, devices and live states through a docking and an undocking."""
     ha = site.ha
     rec = simkit.SimRecorder(
@@ -200,7 +219,7 @@ def _docked_states(states: dict[str, Any], rec: simkit.SimRecorder) -> None:
     assert states[entity("sensor", "disk_free")]["attributes"]["unit_of_measurement"] == "GB"
 
 
-def _devices(site: Site) -> None:
+def _devices(site: Scene) -> None:
     registry = site.ha.ws("config/device_registry/list", "config/entity_registry/list")
     ours = {
         d["id"]: d
@@ -223,7 +242,7 @@ def _devices(site: Site) -> None:
     assert categories[entity("sensor", "bay1_state")] is None
 
 
-def _killed(site: Site) -> None:
+def _killed(site: Scene) -> None:
     """kill -9: every entity unavailable, connectivity off."""
     assert site.dock is not None and site.dock.poll() is None
     site.kill_dock()
@@ -240,7 +259,7 @@ def _killed(site: Site) -> None:
     assert len(states) == len(every_entity(2))
 
 
-def _bay_removed(site: Site) -> None:
+def _bay_removed(site: Scene) -> None:
     """Restarted without bay 2: no entity, device or retained state of it is left."""
     site.start_dock(bays=1)
     states = until(
@@ -256,23 +275,5 @@ def _bay_removed(site: Site) -> None:
     names = [d["name"] for d in registry["config/device_registry/list"]]
     assert f"{DOCK} 仓位 1" in names and f"{DOCK} 仓位 2" not in names
     assert not [e for e in registry["config/entity_registry/list"] if "bay2" in e["entity_id"]]
-    left = retained(site.broker, f"dock/{DOCK}/#")
+    left = site.ha.retained(f"dock/{DOCK}/#")  # what Home Assistant's MQTT client is given
     assert f"dock/{DOCK}/bay/1" in left and f"dock/{DOCK}/bay/2" not in left, sorted(left)
-
-
-def retained(broker: Broker, topic_filter: str) -> dict[str, bytes]:
-    """The retained messages under `topic_filter`, as a new subscriber gets them."""
-    reader = Recorder(broker, "ha-test-retained", topic_filter)
-    got: dict[str, bytes] = {}
-    try:
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            try:
-                msg = reader.messages.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if msg.retain:
-                got[msg.topic] = msg.payload
-    finally:
-        reader.close()
-    return got
