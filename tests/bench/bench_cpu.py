@@ -14,14 +14,15 @@ import hashlib
 import os
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from firmware_interface import simkit
 from tests.bench import Row, median
 from tests.bench.bench_offload import (
+    OFFICER,
     WORK_DIR,
     MiB,
-    clip_name,
     drop_caches,
     media_dir,
     random_file,
@@ -33,6 +34,13 @@ GiB = 2**30
 DEVICE = "ZFY0000001"
 CLIP_TARGET, PHOTO_TARGET = 1.5, 3.0
 PHOTO_SIZE = 200_000
+
+
+def clip_name(seq: int, ext: str = "MP4", device: str = DEVICE) -> str:
+    """A SPEC 5 name of a clip recorded hours ago: within the offload window (SPEC 9), so
+    the analysis does the work of an ordinary docking, not a late-offload note per photo."""
+    start = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=3) + timedelta(seconds=seq)
+    return f"{device}_{OFFICER}_{start:%Y%m%d%H%M%S}_{seq:04d}.{ext}"
 
 
 def config(root: Path) -> dict[str, object]:
