@@ -37,29 +37,29 @@ def stage(s: EvidenceStore, blob: bytes, n: int, expect: int | None) -> Staged:
 
 
 @pytest.fixture
-def budget(monkeypatch: pytest.MonkeyPatch) -> kept._Budget:
+def budget(monkeypatch: pytest.MonkeyPatch) -> kept._Pool:
     """A budget of this test's own (other tests' copies never share it)."""
-    own = kept._Budget(kept.BUDGET)
+    own = kept._Pool(kept.BUDGET)
     monkeypatch.setattr(kept, "budget", own)
     return own
 
 
 def test_photos_hashed_once_are_stored_right_and_their_memory_given_back(
-    tmp_path: Path, budget: kept._Budget
+    tmp_path: Path, budget: kept._Pool
 ) -> None:
     s = EvidenceStore(tmp_path / "data", reserve_bytes=0)
     blobs = [os.urandom(200_000) for _ in range(20)]
     staged = [stage(s, blob, n, len(blob)) for n, blob in enumerate(blobs)]
     assert all(item.kept is not None for item in staged), "every photo kept its bytes"
-    assert budget.left == kept.BUDGET - sum(len(b) for b in blobs)
+    assert budget.in_use == len(blobs) and budget.held <= kept.BUDGET
     copies = s.commit(staged)
     assert [c.sha256 for c in copies] == [sha(b) for b in blobs]
     assert [c.path.read_bytes() for c in copies] == blobs
-    assert budget.left == kept.BUDGET
+    assert (budget.in_use, budget.held) == (0, 0), "all the memory given back"
 
 
 def test_the_kept_comparison_reads_the_copy_back_from_the_disk(
-    tmp_path: Path, budget: kept._Budget
+    tmp_path: Path, budget: kept._Pool
 ) -> None:
     if not diskio.syncfs_trusted(tmp_path):
         pytest.skip(f"{tmp_path} is not on ext4/xfs/btrfs/f2fs: no disk reads to count")
@@ -84,7 +84,7 @@ def test_the_kept_comparison_reads_the_copy_back_from_the_disk(
 
 @pytest.mark.parametrize("where", [0, 99_999, 150_000])
 def test_a_disk_giving_back_one_other_byte_fails_the_batch_and_places_nothing(
-    tmp_path: Path, budget: kept._Budget, where: int
+    tmp_path: Path, budget: kept._Pool, where: int
 ) -> None:
     s = EvidenceStore(tmp_path / "data", reserve_bytes=0)
     blobs = [os.urandom(150_001) for _ in range(3)]
@@ -96,10 +96,10 @@ def test_a_disk_giving_back_one_other_byte_fails_the_batch_and_places_nothing(
         s.commit(staged)
     assert not (s.root / "ZFY1").exists()
     assert list(s.incoming.iterdir()) == []
-    assert budget.left == kept.BUDGET
+    assert (budget.in_use, budget.held) == (0, 0)
 
 
-def test_a_copy_grown_on_disk_after_its_write_fails(tmp_path: Path, budget: kept._Budget) -> None:
+def test_a_copy_grown_on_disk_after_its_write_fails(tmp_path: Path, budget: kept._Pool) -> None:
     s = EvidenceStore(tmp_path / "data", reserve_bytes=0)
     blob = os.urandom(50_000)
     staged = [stage(s, blob, 0, len(blob))]
@@ -107,18 +107,18 @@ def test_a_copy_grown_on_disk_after_its_write_fails(tmp_path: Path, budget: kept
         fh.write(b"\0")
     with pytest.raises(VerifyFailed):
         s.commit(staged)
-    assert budget.left == kept.BUDGET
+    assert (budget.in_use, budget.held) == (0, 0)
 
 
 @pytest.mark.parametrize("expect", [10_000, 60_000, 1])
 def test_a_source_not_of_its_listed_size_is_copied_whole_and_hashed_twice(
-    tmp_path: Path, budget: kept._Budget, expect: int
+    tmp_path: Path, budget: kept._Pool, expect: int
 ) -> None:
     s = EvidenceStore(tmp_path / "data", reserve_bytes=0)
     blob = os.urandom(50_000)  # grown, or shrunk, since the recorder listed it
     item = stage(s, blob, 0, expect)
     assert item.kept is None and item.size == len(blob) and item.sha256 == sha(blob)
-    assert budget.left == kept.BUDGET
+    assert (budget.in_use, budget.held) == (0, 0)
     [copy] = s.commit([item])
     assert copy.path.read_bytes() == blob
 
@@ -126,7 +126,7 @@ def test_a_source_not_of_its_listed_size_is_copied_whole_and_hashed_twice(
 def test_past_the_budget_photos_are_hashed_again_and_the_budget_comes_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    own = kept._Budget(MiB)
+    own = kept._Pool(MiB)
     monkeypatch.setattr(kept, "budget", own)
     s = EvidenceStore(tmp_path / "data", reserve_bytes=0)
     blobs = [os.urandom(300_000) for _ in range(5)]
@@ -134,14 +134,27 @@ def test_past_the_budget_photos_are_hashed_again_and_the_budget_comes_back(
     assert [item.kept is not None for item in staged] == [True] * 3 + [False] * 2
     copies = s.commit(staged)
     assert [c.sha256 for c in copies] == [sha(b) for b in blobs]
-    assert own.left == MiB
+    assert (own.in_use, own.held) == (0, 0)
 
 
-def test_a_cancelled_copy_gives_its_memory_back(tmp_path: Path, budget: kept._Budget) -> None:
+def test_a_cancelled_copy_gives_its_memory_back(tmp_path: Path, budget: kept._Pool) -> None:
     s = EvidenceStore(tmp_path / "data", reserve_bytes=0)
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(CopyCancelled):
         s.stage(io.BytesIO(b"x" * 1000), Path("a/b.JPG"), "bay1", no_progress, cancel, expect=1000)
-    assert budget.left == kept.BUDGET
+    assert (budget.in_use, budget.held) == (0, 0)
     assert list(s.incoming.iterdir()) == []
+
+
+def test_a_buffer_given_back_serves_the_next_photo(tmp_path: Path, budget: kept._Pool) -> None:
+    """While a docking goes on, buffers are reused (no fresh memory per photo), never mixed."""
+    s = EvidenceStore(tmp_path / "data", reserve_bytes=0)
+    first = stage(s, os.urandom(100_000), 0, 100_000)  # held: the docking goes on
+    blobs = [os.urandom(n) for n in (100_000, 90_000, 120_000)]
+    for n, blob in enumerate(blobs, start=1):
+        [copy] = s.commit([stage(s, blob, n, len(blob))])
+        assert copy.path.read_bytes() == blob
+    assert budget.held == 2 * 128 * 1024, "one buffer for the held photo, one reused"
+    s.commit([first])
+    assert (budget.in_use, budget.held) == (0, 0)

@@ -10,6 +10,7 @@ that does not fit in what is left is hashed again on read-back, as before.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import threading
@@ -19,55 +20,120 @@ from typing import BinaryIO
 from agent.evidence.diskio import CHUNK, CopyCancelled, SourceReadError, raise_disk_error
 
 BUDGET = 32 * 1024 * 1024  # bytes of every bay's small copies held until they are proved
+GRAIN = 64 * 1024  # buffers are made in multiples of this, so they fit the next photo too
 
 
-class _Budget:
-    """How many bytes of kept copies may still be held (all bays together)."""
+def _load_memcmp() -> Callable[[int, int, int], int] | None:
+    try:
+        fn = ctypes.CDLL(None).memcmp  # a CDLL call releases the GIL while it runs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_memcmp = _load_memcmp()
+
+
+class _Buffer:
+    """A reusable buffer and its address (for memcmp)."""
+
+    def __init__(self, size: int) -> None:
+        self.data = bytearray(size)
+        self.view = memoryview(self.data)
+        self.addr = ctypes.addressof((ctypes.c_char * size).from_buffer(self.data))
+
+
+class _Pool:
+    """The kept buffers of all bays: at most `total` bytes of them, reused while in use.
+
+    Fresh memory costs a page fault and a clearing per 4 KiB, more than the hash it saves,
+    so a buffer given back serves the next photo; once none is in use they are all freed.
+    """
 
     def __init__(self, total: int) -> None:
         self._lock = threading.Lock()
-        self.left = total
+        self.total = total
+        self.held = 0  # bytes of all buffers, in use or free
+        self.in_use = 0
+        self._free: dict[int, list[_Buffer]] = {}  # by size
 
-    def take(self, size: int) -> bool:
+    def take(self, size: int) -> _Buffer | None:
+        want = -(-size // GRAIN) * GRAIN
         with self._lock:
-            if size > self.left:
-                return False
-            self.left -= size
-            return True
+            for fits in range(want, 2 * want + 1, GRAIN):  # the smallest free one that fits
+                if free := self._free.get(fits):
+                    self.in_use += 1
+                    return free.pop()
+            while self.held + want > self.total and self._free:
+                _, free = self._free.popitem()  # too small or too large: make room
+                self.held -= sum(len(b.data) for b in free)
+            if self.held + want > self.total:
+                return None
+            self.held += want
+            self.in_use += 1
+        return _Buffer(want)
 
-    def give(self, size: int) -> None:
+    def give(self, buf: _Buffer) -> None:
         with self._lock:
-            self.left += size
+            self.in_use -= 1
+            if self.in_use == 0:  # the docking is done: give the memory back
+                self.held = 0
+                self._free.clear()
+            else:
+                self._free.setdefault(len(buf.data), []).append(buf)
 
 
-budget = _Budget(BUDGET)
+budget = _Pool(BUDGET)
+_readback = threading.local()
+
+
+def _readback_buffer(size: int) -> _Buffer:
+    """This thread's buffer to read copies back into (grown as needed, never shrunk)."""
+    buf: _Buffer | None = getattr(_readback, "buf", None)
+    if buf is None or len(buf.data) < size:
+        buf = _readback.buf = _Buffer(-(-size // GRAIN) * GRAIN)
+    return buf
 
 
 class Kept:
     """The bytes of one small copy as they were hashed and written."""
 
-    def __init__(self, size: int) -> None:
-        self._size = size  # what was taken from the budget
-        self.data: bytearray | None = bytearray(size)
+    def __init__(self, buf: _Buffer, size: int) -> None:
+        self._buf: _Buffer | None = buf
+        self.size = size
 
     @classmethod
     def take(cls, size: int | None) -> Kept | None:
         """A buffer for a copy of `size` bytes, or None when the budget has no room."""
-        if size is None or size <= 0 or not budget.take(size):
+        if size is None or size <= 0 or _memcmp is None:
             return None
-        return cls(size)
+        buf = budget.take(size)
+        return None if buf is None else cls(buf, size)
+
+    @property
+    def held(self) -> bool:
+        """Whether the bytes are still here (not yet released)."""
+        return self._buf is not None
+
+    def view(self) -> memoryview:
+        """The buffer, `size` bytes of it."""
+        assert self._buf is not None
+        return self._buf.view[: self.size]
 
     def release(self) -> None:
         """Give the memory back to the budget (idempotent)."""
-        if self.data is not None:
-            self.data = None
-            budget.give(self._size)
+        if self._buf is not None:
+            buf, self._buf = self._buf, None
+            budget.give(buf)
 
     def same_on_disk(self, fd: int) -> bool:
         """Whether the file behind `fd` holds exactly these bytes, as the disk returns them."""
-        assert self.data is not None
-        got = os.pread(fd, len(self.data) + 1, 0)  # one more: a longer file differs
-        return got == self.data
+        assert self._buf is not None and _memcmp is not None
+        back = _readback_buffer(self.size + 1)
+        got = os.preadv(fd, [back.view[: self.size + 1]], 0)  # one more: a longer file differs
+        return got == self.size and _memcmp(back.addr, self._buf.addr, self.size) == 0
 
 
 def pump_kept(
@@ -82,9 +148,8 @@ def pump_kept(
     `kept` is returned holding the copied bytes, or released and None when the source was
     not the size the buffer was made for (its bytes then are hashed again on read-back).
     """
-    assert kept.data is not None
     h = hashlib.sha256()
-    view = memoryview(kept.data)
+    view = kept.view()
     size = 0
     try:
         while size < len(view) and (n := _read(src, view[size : size + CHUNK])):
@@ -98,7 +163,7 @@ def pump_kept(
         extra = _rest(src, fd, h, progress, cancel) if size == len(view) else 0
     finally:
         view.release()
-    if extra or size < len(kept.data):
+    if extra or size < kept.size:
         kept.release()
         return h.hexdigest(), size + extra, None
     return h.hexdigest(), size, kept
@@ -111,8 +176,9 @@ def _rest(
     progress: Callable[[int], None],
     cancel: threading.Event,
 ) -> int:
-    """Copy what follows the expected size (a file grown since it was listed)."""
-    buf = bytearray(CHUNK)
+    """Copy what follows the expected size (a file grown since it was listed): mostly nothing,
+    so the buffer that finds out is a small one."""
+    buf = bytearray(GRAIN)
     view = memoryview(buf)
     extra = 0
     while n := _read(src, view):

@@ -322,7 +322,7 @@ def _prove_large(item: Staged, reread: LargeCopy) -> None:
 def _reads_back_right(item: Staged) -> bool:
     """A small copy as read back from disk: equal to its kept bytes, or hashing to its sha256."""
     kept = item.kept
-    if kept is None or kept.data is None:
+    if kept is None or not kept.held:
         return sha256_file(item.tmp, drop_cache=False) == item.sha256
     fd = os.open(item.tmp, os.O_RDONLY | os.O_CLOEXEC)
     try:
