@@ -158,3 +158,12 @@ def test_a_buffer_given_back_serves_the_next_photo(tmp_path: Path, budget: kept.
     assert budget.held == 2 * 128 * 1024, "one buffer for the held photo, one reused"
     s.commit([first])
     assert (budget.in_use, budget.held) == (0, 0)
+
+
+def test_a_small_clip_over_2_mib_is_hashed_again(tmp_path: Path, budget: kept._Pool) -> None:
+    s = EvidenceStore(tmp_path / "data", reserve_bytes=0)
+    blob = os.urandom(kept.LARGEST + 1)
+    item = stage(s, blob, 0, len(blob))
+    assert item.kept is None and budget.held == 0
+    [copy] = s.commit([item])
+    assert copy.sha256 == sha(blob)

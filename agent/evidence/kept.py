@@ -21,6 +21,7 @@ from agent.evidence.diskio import CHUNK, CopyCancelled, SourceReadError, raise_d
 
 BUDGET = 32 * 1024 * 1024  # bytes of every bay's small copies held until they are proved
 GRAIN = 64 * 1024  # buffers are made in multiples of this, so they fit the next photo too
+LARGEST = 2 * 1024 * 1024  # larger small clips are hashed again (bounds each read-back buffer)
 
 
 def _load_memcmp() -> Callable[[int, int, int], int] | None:
@@ -107,7 +108,7 @@ class Kept:
     @classmethod
     def take(cls, size: int | None) -> Kept | None:
         """A buffer for a copy of `size` bytes, or None when the budget has no room."""
-        if size is None or size <= 0 or _memcmp is None:
+        if size is None or not 0 < size <= LARGEST or _memcmp is None:
             return None
         buf = budget.take(size)
         return None if buf is None else cls(buf, size)
