@@ -54,7 +54,7 @@ def config(root: Path) -> dict[str, object]:
     }
 
 
-def sha_cpu(paths: list[Path]) -> tuple[float, dict[str, str]]:
+def sha_cpu(paths: list[Path]) -> tuple[float, dict[str, tuple[str, int]]]:
     """CPU seconds of one SHA-256 pass over the files' bytes held in memory; their hashes."""
     spent, hashes = 0.0, {}
     for path in paths:
@@ -64,11 +64,13 @@ def sha_cpu(paths: list[Path]) -> tuple[float, dict[str, str]]:
                 started = time.thread_time()
                 h.update(chunk)
                 spent += time.thread_time() - started
-        hashes[path.name] = h.hexdigest()
+        hashes[path.name] = (h.hexdigest(), path.stat().st_size)
     return spent, hashes
 
 
-def daemon_cpu(root: Path, expected: dict[str, str], analysis: bool) -> tuple[float, float]:
+def daemon_cpu(
+    root: Path, expected: dict[str, tuple[str, int]], analysis: bool
+) -> tuple[float, float]:
     """CPU seconds the daemon spends from docking until done, and until analysed (if asked)."""
     daemon = DaemonProc(config(root), root)
     try:

@@ -44,7 +44,7 @@ class Volume:
     bay: int
     image: Path
     device: str
-    files: dict[str, str]  # volume path: sha256
+    files: dict[str, tuple[str, int]]  # volume path: (sha256, size)
 
 
 def skip_reason() -> str | None:
@@ -70,15 +70,15 @@ def run_cmd(*cmd: str) -> str:
 # ---- the recorders ------------------------------------------------------------------------
 
 
-def recorder_tree(tree: Path, bay: int, clip: int, small: int) -> dict[str, str]:
+def recorder_tree(tree: Path, bay: int, clip: int, small: int) -> dict[str, tuple[str, int]]:
     """A recorder volume's files: one clip of `clip` bytes and `small` photos of 1 MB."""
     device = f"ZFY{bay:07d}"
-    files: dict[str, str] = {}
+    files: dict[str, tuple[str, int]] = {}
     sizes = [clip] + [MB] * small
     for seq, size in enumerate(sizes, start=1):
         rel = f"DCIM/100MEDIA/{clip_name(seq, 'MP4' if seq == 1 else 'JPG', device)}"
         path = random_file(tree / rel, size)
-        files[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+        files[rel] = (hashlib.sha256(path.read_bytes()).hexdigest(), size)
     (tree / "recorder.json").write_text(
         f'{{"device_id": "{device}", "model": "DSJ-T9", "officer_id": "012345"}}',
         encoding="utf-8",
@@ -247,7 +247,7 @@ def dock_all(root: Path, vols: list[Volume], group: Path) -> Run:
         for v in vols:
             if v.bay in attached:
                 subprocess.run(["losetup", "-d", v.device], capture_output=True, check=False)
-    expected = {Path(rel).name: sha for v in vols for rel, sha in v.files.items()}
+    expected = {Path(rel).name: item for v in vols for rel, item in v.files.items()}
     check_stored(root / "data", expected)
     shutil.rmtree(root / "data")
     busy, total = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.evidence.store import sha256_file
+from tests.bench import stored
+from tests.bench.stored import FINISHED_STATES, NotStored
 
 REPO = Path(__file__).resolve().parents[2]
-FINISHED = ("charging", "ready")  # a bay that stored every clip; `fault` never counts
 _out_lock = threading.Lock()
 
 
@@ -173,20 +174,22 @@ def bays_done(
     for bay in bays:
         seen = [x for x in lines if x.get("bay") == bay and x["t"] >= since]
         if any(x["state"] == "fault" for x in seen):
-            raise RuntimeError(f"bay {bay} ended in fault: the row fails, never timed as done")
+            raise NotStored(f"bay {bay} ended in fault: a failed offload is not timed")
         states = [x["state"] for x in seen]
         if "offloading" not in states:
             return None
         after = seen[states.index("offloading") :]
-        end = next((x for x in after if x["state"] in FINISHED), None)
+        end = next((x for x in after if x["state"] in FINISHED_STATES), None)
         if end is None:
             return None
         done[bay] = end["t"]
     return done
 
 
-def check_stored(data_dir: Path, expected: dict[str, str]) -> None:
-    """Every expected clip (file name: sha256) indexed, stored and hashing right, or raise."""
+def check_stored(data_dir: Path, expected: dict[str, tuple[str, int]]) -> None:
+    """Every expected clip (file name: (sha256, size)) indexed under its name, held locally,
+    verified (stored.check_stored: a clip_verified custody entry) and hashing right now."""
+    stored.check_stored(data_dir, dict(expected.values()))
     from agent.evidence.index.clip_index import ClipIndex
 
     index = ClipIndex(data_dir)
@@ -194,13 +197,12 @@ def check_stored(data_dir: Path, expected: dict[str, str]) -> None:
         records = {r["file_name"]: r for r in index.iter_all()}
     finally:
         index.close()
-    for name, sha in expected.items():
+    for name, (sha, _size) in expected.items():
         record = records.get(name)
         if record is None or record["sha256"] != sha:
-            raise RuntimeError(f"{name}: not stored with its recorder's sha256")
-        local = record.get("local_path") or ""
-        if not local or sha256_file(local) != sha:
-            raise RuntimeError(f"{name}: the stored copy is missing or does not hash right")
+            raise NotStored(f"{name}: not stored with its recorder's sha256")
+        if sha256_file(record["local_path"]) != sha:
+            raise NotStored(f"{name}: the stored copy does not hash right")
 
 
 if __name__ == "__main__":
