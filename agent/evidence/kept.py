@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import mmap
 import os
 import threading
 from collections.abc import Callable
@@ -38,12 +39,27 @@ _memcmp = _load_memcmp()
 
 
 class _Buffer:
-    """A reusable buffer and its address (for memcmp)."""
+    """A reusable buffer and its address (for memcmp): its own mapping, so freeing it gives
+    the memory back to the system (heap arenas of the bays' threads kept it: +50 MB RSS)."""
 
     def __init__(self, size: int) -> None:
-        self.data = bytearray(size)
-        self.view = memoryview(self.data)
-        self.addr = ctypes.addressof((ctypes.c_char * size).from_buffer(self.data))
+        self.size = size
+        self._map = mmap.mmap(-1, size)
+        self.view = memoryview(self._map)
+        self._array: ctypes.Array[ctypes.c_char] | None = (ctypes.c_char * size).from_buffer(
+            self._map
+        )
+        self.addr = ctypes.addressof(self._array)
+
+    def free(self) -> None:
+        """Unmap it (its pages are dropped even if a view of it is still held somewhere)."""
+        self._array = None
+        self.view.release()
+        self._map.madvise(mmap.MADV_DONTNEED)
+        try:
+            self._map.close()
+        except BufferError:
+            pass  # closed when the last view goes
 
 
 class _Pool:
@@ -69,7 +85,9 @@ class _Pool:
                     return free.pop()
             while self.held + want > self.total and self._free:
                 _, free = self._free.popitem()  # too small or too large: make room
-                self.held -= sum(len(b.data) for b in free)
+                for buf in free:
+                    self.held -= buf.size
+                    buf.free()
             if self.held + want > self.total:
                 return None
             self.held += want
@@ -79,11 +97,13 @@ class _Pool:
     def give(self, buf: _Buffer) -> None:
         with self._lock:
             self.in_use -= 1
+            self._free.setdefault(buf.size, []).append(buf)
             if self.in_use == 0:  # the docking is done: give the memory back
+                for free in self._free.values():
+                    for each in free:
+                        each.free()
                 self.held = 0
                 self._free.clear()
-            else:
-                self._free.setdefault(len(buf.data), []).append(buf)
 
 
 budget = _Pool(BUDGET)
@@ -93,7 +113,9 @@ _readback = threading.local()
 def _readback_buffer(size: int) -> _Buffer:
     """This thread's buffer to read copies back into (grown as needed, never shrunk)."""
     buf: _Buffer | None = getattr(_readback, "buf", None)
-    if buf is None or len(buf.data) < size:
+    if buf is None or buf.size < size:
+        if buf is not None:
+            buf.free()
         buf = _readback.buf = _Buffer(-(-size // GRAIN) * GRAIN)
     return buf
 
