@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import DockConfig, parse_config
-from agent.daemon.events import Alert, BayView
 from agent.daemon.runtime import Daemon
 from agent.daemon.wiring import assemble
 from agent.dock.clock import ClockSource
+from agent.events import Alert, BayView
 
 CLOSED_PORT = 1  # nothing listens: the dock works offline and never meets a stray broker
 

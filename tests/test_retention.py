@@ -16,8 +16,8 @@ import pytest
 
 from agent.cli import main
 from agent.config import PolicySection, parse_config
-from agent.daemon.events import EventBus
 from agent.daemon.services import Services
+from agent.events import EventBus
 from agent.evidence.custody import iter_entries
 from agent.evidence.index import ArchiveFollower, ClipIndex
 from agent.evidence.lifecycle import archive_if_finished, finished

@@ -38,7 +38,9 @@ class Reporting:
     ) -> None:
         self.daemon = daemon
         s = daemon.services
-        self.publisher = StatusPublisher(conn, s.cfg.topic, provider=self.status_payload)
+        self.publisher = StatusPublisher(
+            conn, s.cfg.topic, provider=self.status_payload, alerts=daemon.alerts
+        )
         self.discovery = HaDiscovery(s.cfg, retained_publisher(conn))
         self._conn = conn
         s.bus.subscribe(self.publisher)
@@ -96,7 +98,7 @@ class Reporting:
         usage = shutil.disk_usage(s.store.root)
         age = self._oldest_unsynced_age()
         now = evaluate(usage.free, usage.total, age, s.clock(), s.cfg.policy)
-        for code, severity, message in transitions(self.publisher.active_alerts, now):
+        for code, severity, message in transitions(self.daemon.alerts.codes(), now):
             s.bus.alert(code, severity, message)
 
     def _oldest_unsynced_age(self) -> float | None:

@@ -12,17 +12,16 @@ from typing import Any
 
 from agent import __version__
 from agent.config import DockConfig
-from agent.daemon.events import Alert, BayView, DockEvent, EventBus
 from agent.daemon.reload import ReloadPlan, plan_reload, set_log_level
 from agent.daemon.services import Parts, Services
 from agent.dock.bay import BayWorker, ClipSynced
 from agent.dock.clock import ClockSource
 from agent.dock.hardware import build_watchers
 from agent.durable import make_dirs, write_json
+from agent.events import ActiveAlerts, Alert, BayView, DockEvent, EventBus
 from agent.evidence.custody import CustodyLog
 from agent.evidence.index import ClipIndex
 from agent.evidence.store import EvidenceStore
-from agent.mqtt.status import alert_is_clear, alert_is_one_off
 from agent.timebase import recorder_zone
 from firmware_interface.discovery import BayWatcher, DiscoveryEvent
 
@@ -34,10 +33,10 @@ STATE_WRITE_INTERVAL_S = 0.5
 class LocalState:
     """Bay views, alerts and events kept in {data_dir}/state/ for `dock-agent status`."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, alerts: ActiveAlerts) -> None:
         self.path = data_dir / "state" / "bays.json"
         self.bays: dict[int, dict[str, Any]] = {}
-        self.alerts: dict[str, dict[str, Any]] = {}
+        self.alerts = alerts
         self._dirty = threading.Event()
         self._lock = threading.Lock()
 
@@ -46,12 +45,7 @@ class LocalState:
         with self._lock:
             if isinstance(item, BayView):
                 self.bays[item.number] = item.to_json()
-            elif isinstance(item, Alert):
-                if alert_is_clear(item):
-                    self.alerts.pop(item.code, None)
-                elif not alert_is_one_off(item):
-                    self.alerts[item.code] = item.to_json()
-            else:
+            elif not isinstance(item, Alert):
                 return
         self._dirty.set()
 
@@ -67,7 +61,7 @@ class LocalState:
         with self._lock:
             doc = {
                 "bays": {str(k): v for k, v in sorted(self.bays.items())},
-                "alerts": list(self.alerts.values()),
+                "alerts": self.alerts.documents(),
                 **extra,
             }
         write_json(self.path, doc)
@@ -95,7 +89,9 @@ class Daemon:
             clock=(clock or ClockSource(cfg.policy.clock_sync_source)).state,
         )
         self.bays = {b.number: BayWorker(b.number, self.services, refresh_s) for b in cfg.bay}
-        self.state = LocalState(data)
+        self.alerts = ActiveAlerts()  # first listener: every later one sees the set updated
+        self.services.bus.subscribe(self.alerts.on_item)
+        self.state = LocalState(data, self.alerts)
         self.services.bus.subscribe(self.state.on_item)
         self.watchers: list[BayWatcher] = []
         self.stopping = threading.Event()

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from agent.config import DockConfig
-from agent.daemon.events import EventBus
 from agent.dock.clock import ClockState
+from agent.events import EventBus
 from agent.evidence.store import EvidenceStore
 
 if TYPE_CHECKING:

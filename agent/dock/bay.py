@@ -11,7 +11,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.daemon.events import BayView, Progress, now_iso
 from agent.daemon.services import Services
 from agent.dock.checks import (
     bay_state,
@@ -24,6 +23,7 @@ from agent.dock.clock_check import ClockCheck
 from agent.dock.deletion import Outcome, RecorderDeleter
 from agent.dock.emit import ThrottledSend
 from agent.dock.offload import Offloader
+from agent.events import BayView, Progress, now_iso
 from agent.evidence.record import Docking
 from agent.findings import Finding, fault, info
 from firmware_interface.base import Recorder, RecorderError, RecorderGone, Status

@@ -13,10 +13,8 @@
   connection is down they wait in a bounded in-memory queue (oldest dropped, counted) and
   are flushed after the reconnect; paho itself resends what was in flight.
 
-Active alerts (the `alerts` list of R/status): an Alert makes its code active unless its
-severity is `info` or it carries a truthy `one_off` field (a notice about one thing that
-happened, e.g. one late clip), or its severity is `clear` or it carries a truthy `cleared` field;
-`clear`/`cleared` removes the code. agent.daemon.alerts.transitions produces such clears.
+Active alerts (the `alerts` list of R/status) are read from an `ActiveAlerts` (agent.events):
+the daemon's own, or, when none is given, one the publisher keeps from the alerts it is handed.
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from agent.daemon.events import Alert, BayView, DockEvent, now_iso
+from agent.events import ActiveAlerts, Alert, BayView, DockEvent, now_iso
 from agent.mqtt.connection import MqttConnection
 
 logger = logging.getLogger(__name__)
@@ -44,16 +42,6 @@ OFFLINE = {"online": False}
 def status_will(root: str) -> tuple[str, bytes]:
     """The MQTT will of a dock with topic root `root` (= {topic_root}/{dock.id})."""
     return f"{root}/status", _dumps(OFFLINE)
-
-
-def alert_is_clear(alert: Alert) -> bool:
-    """True when `alert` ends its condition (severity `clear` or a truthy `cleared` field)."""
-    return alert.severity == "clear" or bool(alert.fields.get("cleared"))
-
-
-def alert_is_one_off(alert: Alert) -> bool:
-    """True for a notice about one thing that happened (severity `info`, or `one_off` set)."""
-    return alert.severity == "info" or bool(alert.fields.get("one_off"))
 
 
 def _dumps(payload: dict[str, Any]) -> bytes:
@@ -81,7 +69,9 @@ class StatusPublisher:
         poll_s: float = 5.0,
         bay_min_interval_s: float = 0.25,
         queue_limit: int = 10000,
+        alerts: ActiveAlerts | None = None,
     ) -> None:
+        """`alerts`: the active set kept by whoever subscribed it to the bus before this."""
         self._conn = conn
         self._root = root
         self._provider = provider
@@ -92,7 +82,9 @@ class StatusPublisher:
         self._bays: dict[int, _BaySlot] = {}
         self._queue: deque[tuple[str, bytes]] = deque()
         self._queue_limit = queue_limit
-        self._active: set[str] = set()
+        self._own_alerts = alerts is None
+        self._alerts = ActiveAlerts() if alerts is None else alerts
+        self._sent_alerts: list[str] = []
         self._status_due = True
         self._last_status: dict[str, Any] = {}
         self._last_status_at = float("-inf")
@@ -105,8 +97,7 @@ class StatusPublisher:
     @property
     def active_alerts(self) -> list[str]:
         """The codes of the alerts active now, sorted."""
-        with self._cond:
-            return sorted(self._active)
+        return self._alerts.codes()
 
     def start(self) -> None:
         """Hook into the connection's (re)connects and start the publishing thread."""
@@ -138,13 +129,10 @@ class StatusPublisher:
             self._alert(item)
 
     def _alert(self, alert: Alert) -> None:
+        if self._own_alerts:
+            self._alerts.on_item(alert)
         with self._cond:
-            before = set(self._active)
-            if alert_is_clear(alert):
-                self._active.discard(alert.code)
-            elif not alert_is_one_off(alert):
-                self._active.add(alert.code)
-            if self._active != before:
+            if self._alerts.codes() != self._sent_alerts:
                 self._status_due = True
                 self._cond.notify_all()
         self._enqueue(f"{self._root}/alerts", alert.to_json())
@@ -246,6 +234,7 @@ class StatusPublisher:
             if self._send(f"{self._root}/status", _dumps(payload), retain=True):
                 self._status_due = False
                 self._last_status = payload
+                self._sent_alerts = payload["alerts"]
                 self._last_status_at = time.monotonic()
 
     def _status_payload(self) -> dict[str, Any]:

@@ -18,8 +18,8 @@ import paho.mqtt.client as mqtt
 
 from agent import __version__
 from agent.config import DockConfig
-from agent.daemon.events import BAY_STATES
 from agent.durable import write_json
+from agent.events import BAY_STATES
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,11 @@
-"""The in-process event bus: bay views, dock events and alerts, for whoever reports them."""
+"""The dock's domain events: bay views, dock events and alerts, the bus that fans them out to
+whoever reports them, and the one record of which alerts are active.
+
+Active alerts (the `alerts` list of R/status and of `dock-agent status`): an Alert makes its
+code active unless it is a notice about one thing that happened (severity `info`, or a truthy
+`one_off` field, e.g. one late clip); severity `clear` or a truthy `cleared` field removes the
+code (agent.daemon.alerts.transitions produces such clears).
+"""
 
 from __future__ import annotations
 
@@ -88,7 +95,47 @@ class Alert:
         }
 
 
-Listener = Callable[[BayView | DockEvent | Alert], None]
+def alert_is_clear(alert: Alert) -> bool:
+    """True when `alert` ends its condition (severity `clear` or a truthy `cleared` field)."""
+    return alert.severity == "clear" or bool(alert.fields.get("cleared"))
+
+
+def alert_is_one_off(alert: Alert) -> bool:
+    """True for a notice about one thing that happened (severity `info`, or `one_off` set)."""
+    return alert.severity == "info" or bool(alert.fields.get("one_off"))
+
+
+class ActiveAlerts:
+    """The alerts active now, by code (the latest of each): the one owner of that set."""
+
+    def __init__(self) -> None:
+        self._active: dict[str, Alert] = {}
+        self._lock = threading.Lock()
+
+    def on_item(self, item: BayView | DockEvent | Alert) -> bool:
+        """Bus listener: apply an alert; True when the set of active codes changed."""
+        if not isinstance(item, Alert):
+            return False
+        with self._lock:
+            before = set(self._active)
+            if alert_is_clear(item):
+                self._active.pop(item.code, None)
+            elif not alert_is_one_off(item):
+                self._active[item.code] = item
+            return set(self._active) != before
+
+    def codes(self) -> list[str]:
+        """The codes of the alerts active now, sorted."""
+        with self._lock:
+            return sorted(self._active)
+
+    def documents(self) -> list[dict[str, Any]]:
+        """The active alerts as their R/alerts payloads, in the order they became active."""
+        with self._lock:
+            return [alert.to_json() for alert in self._active.values()]
+
+
+Listener = Callable[[BayView | DockEvent | Alert], object]
 
 
 class EventBus:
