@@ -22,6 +22,7 @@ from agent.daemon.runtime import Daemon
 from agent.daemon.wiring import assemble
 from agent.demo.site import Site, make_site
 from agent.evidence.custody import verify_chain
+from agent.evidence.lifecycle import acked_upstream
 from agent.transfer.receiver.config import parse_receiver_config
 from firmware_interface import simkit
 
@@ -212,7 +213,7 @@ def _serve_until_interrupted(daemon: Daemon, say: Callable[[str], None]) -> None
 
 
 def _synced(daemon: Daemon) -> int:
-    return sum(1 for r in daemon.services.index.iter_all() if r["state"] != "offloaded")
+    return sum(1 for r in daemon.services.index.iter_all() if acked_upstream(r))
 
 
 def receiver_holds(store: Path, record: dict[str, Any]) -> Path | None:

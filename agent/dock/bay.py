@@ -24,6 +24,7 @@ from agent.dock.deletion import Outcome, RecorderDeleter
 from agent.dock.emit import ThrottledSend
 from agent.dock.offload import Offloader
 from agent.events import BayView, Progress, now_iso
+from agent.evidence.lifecycle import RECORDER_PENDING
 from agent.evidence.record import Docking
 from agent.findings import Finding, fault, info
 from firmware_interface.base import Recorder, RecorderError, RecorderGone, Status
@@ -255,9 +256,7 @@ class BayWorker:
             )
         # This pass's clips and any earlier ones whose recorder copy is still to be handled
         # (acked while the recorder was away, or a deletion a crash interrupted).
-        waiting = [
-            r["clip_id"] for r in self.s.index.find(device_id=device, recorder_deleted=False)
-        ]
+        waiting = [r["clip_id"] for r in self.s.index.find(device_id=device, **RECORDER_PENDING)]
         for clip_id in dict.fromkeys([*clip_ids, *waiting]):
             self._maybe_delete(clip_id)
         self._refresh()
@@ -323,7 +322,7 @@ class BayWorker:
         if self.docking is None or self.s.cfg.policy.delete_from_recorder != "after_upstream_ack":
             return []
         device = self.docking.identity.device_id
-        waiting = self.s.index.find(device_id=device, recorder_deleted=False)
+        waiting = self.s.index.find(device_id=device, **RECORDER_PENDING)
         if not waiting:
             return []
         return [

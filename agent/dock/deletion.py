@@ -16,7 +16,8 @@ from typing import Any
 
 from agent.daemon.services import Services
 from agent.dock.proof import recorder_sha256
-from agent.evidence.lifecycle import archive_if_finished, deletable
+from agent.evidence import lifecycle
+from agent.evidence.lifecycle import deletable, recorder_handled
 from agent.findings import Finding, warning
 from firmware_interface.base import ClipEntry, ClipMissing, Recorder, RecorderError, RecorderGone
 
@@ -63,7 +64,7 @@ class RecorderDeleter:
         """Delete the recorder's copy of `clip_id` if policy allows and it is still that clip."""
         record = self.s.index.get(clip_id)
         policy = self.s.cfg.policy.delete_from_recorder
-        if record is None or record["recorder_deleted"] or record["device_id"] != self.device_id:
+        if record is None or recorder_handled(record) or record["device_id"] != self.device_id:
             return Deletion(Outcome.KEPT)
         if not deletable(record, policy):
             return Deletion(Outcome.KEPT)
@@ -133,8 +134,8 @@ class RecorderDeleter:
         )
 
     def _done(self, clip_id: str) -> None:
-        updated = self.s.index.update(clip_id, recorder_deleted=True)
-        archive_if_finished(self.s.index, updated, self.s.cfg.policy.delete_from_recorder)
+        policy = self.s.cfg.policy.delete_from_recorder
+        lifecycle.advance(self.s.index, clip_id, policy, **lifecycle.freed())
 
     def _extra(self) -> dict[str, Any]:
         return {"DOCK_ID": self.s.cfg.dock.id, "DEVICE_ID": self.device_id}

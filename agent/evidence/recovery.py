@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from agent.durable import fsync_dir, write_json
+from agent.evidence import lifecycle
 from agent.evidence.index import ClipIndex
-from agent.evidence.lifecycle import archive_if_finished
 
 logger = logging.getLogger(__name__)
 
 MARK = Path("state") / "custody_applied.json"
 Record = dict[str, Any]
-_STATE_ORDER = {"offloaded": 0, "synced": 1, "purged": 2}
 
 
 @dataclass
@@ -45,19 +44,13 @@ def _clip_of(entry: Mapping[str, Any]) -> str:
 
 def _after(row: Record, entry: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
     """The row changes custody `entry` implies that `row` does not show yet (pure)."""
-    event, state = entry.get("event"), str(row.get("state") or "offloaded")
-    rank = _STATE_ORDER.get(state, 0)
+    event, rank = entry.get("event"), lifecycle.rank(row)
     if event in ("recorder_clip_deleted", "recorder_clip_missing"):
-        return ({} if row.get("recorder_deleted") else {"recorder_deleted": True}), None
+        return ({} if lifecycle.recorder_handled(row) else lifecycle.freed()), None
     if event == "clip_synced" and rank < 1:
-        return {"state": "synced", "synced_at": entry.get("synced_at") or entry.get("ts")}, None
+        return lifecycle.synced(entry.get("synced_at") or entry.get("ts")), None
     if event == "local_copy_purged" and rank < 2:
-        changes = {
-            "state": "purged",
-            "purged_at": entry.get("ts"),
-            "purge_reason": entry.get("reason"),
-            "purge_custody_seq": entry.get("seq"),
-        }
+        changes = lifecycle.purged(entry.get("ts"), entry.get("reason"), entry.get("seq"))
         return changes, str(entry.get("local_path") or row.get("local_path") or "") or None
     if event == "hold":
         held = not entry.get("release")
@@ -155,7 +148,7 @@ class IndexRecovery:
             self.done.set()
 
     def _apply(self, repair: Repair) -> None:
-        updated = self.index.update(repair.clip_id, **repair.changes, recovered=True)
+        lifecycle.advance(self.index, repair.clip_id, self.policy, **repair.changes, recovered=True)
         if repair.unlink:
             _unlink(repair.unlink)
         logger.warning(
@@ -165,7 +158,6 @@ class IndexRecovery:
             ", ".join(sorted(repair.changes)),
             extra={"CLIP_SHA256": repair.clip_id},
         )
-        archive_if_finished(self.index, updated, self.policy)
 
     def _marked(self) -> int:
         """Where the last pass (or clean stop) left off; 0 when unknown or past the end."""

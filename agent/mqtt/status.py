@@ -51,6 +51,7 @@ def _dumps(payload: dict[str, Any]) -> bytes:
 @dataclass
 class _BaySlot:
     latest: dict[str, Any]
+    state: str
     dirty: bool = True
     sent_state: str | None = None
     sent_at: float = float("-inf")
@@ -159,21 +160,21 @@ class StatusPublisher:
     def _bay(self, view: BayView) -> None:
         payload = view.to_json()
         with self._cond:
-            slot = self._bays.setdefault(view.number, _BaySlot(payload))
-            slot.latest, slot.dirty = payload, True
+            slot = self._bays.setdefault(view.number, _BaySlot(payload, view.state))
+            slot.latest, slot.state, slot.dirty = payload, view.state, True
             if self._bay_due(slot, time.monotonic()) and self._conn.connected:
                 self._send_bay(view.number, slot)
             else:
                 self._cond.notify_all()
 
     def _bay_due(self, slot: _BaySlot, now: float) -> bool:
-        changed = slot.latest.get("state") != slot.sent_state
+        changed = slot.state != slot.sent_state
         return slot.dirty and (changed or now - slot.sent_at >= self._bay_interval)
 
     def _send_bay(self, number: int, slot: _BaySlot) -> None:
         if self._send(f"{self._root}/bay/{number}", _dumps(slot.latest), retain=True):
             slot.dirty = False
-            slot.sent_state = slot.latest.get("state")
+            slot.sent_state = slot.state
             slot.sent_at = time.monotonic()
 
     def _on_connect(self) -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.daemon.services import Services
-from agent.evidence.lifecycle import acked_upstream, archive_if_finished
+from agent.evidence import lifecycle
+from agent.evidence.lifecycle import acked_upstream, awaiting_sync, has_local_copy
 from agent.evidence.record import manifest
 from agent.evidence.retention.classes import classify
 from agent.mqtt.connection import MqttConnection
@@ -52,13 +53,7 @@ def candidates(
     records: list[dict[str, Any]], now: float, retry_at: dict[str, float]
 ) -> list[dict[str, Any]]:
     """Offloaded, analysed clips not waiting out a failure, in send order."""
-    ready = [
-        r
-        for r in records
-        if r.get("state") == "offloaded"
-        and r.get("analysed")
-        and retry_at.get(r["clip_id"], 0.0) <= now
-    ]
+    ready = [r for r in records if awaiting_sync(r) and retry_at.get(r["clip_id"], 0.0) <= now]
     return sorted(ready, key=priority)
 
 
@@ -137,7 +132,7 @@ class Sync:
         record = self.s.index.get(payload["clip_id"])
         if record is None:
             raise KeyError(f"unknown clip {payload['clip_id']}")
-        if record["state"] == "purged" or not Path(record["local_path"]).exists():
+        if not has_local_copy(record) or not Path(record["local_path"]).exists():
             raise ValueError("the local copy was purged after its upstream ack; nothing to resend")
         with self._resync_lock:
             if record["clip_id"] not in self.resync and len(self.resync) >= RESYNC_MAX:
@@ -176,7 +171,7 @@ class Sync:
     def _next(self) -> dict[str, Any] | None:
         while (clip_id := self._next_resync()) is not None:
             record = self.s.index.get(clip_id)
-            if record is not None and record["state"] != "purged":
+            if record is not None and has_local_copy(record):
                 return record
         found = candidates(self.s.index.active(), time.monotonic(), self.retry_at)
         return found[0] if found else None
@@ -228,7 +223,7 @@ class Sync:
             )
         sent = sum(r.segments_sent for r in results)
         logger.info("synced %s (%d segments sent)", record["file_name"], sent, extra=extra)
-        if record["state"] == "offloaded":
+        if not acked_upstream(record):
             self._synced(record)
 
     def _deliver(self, record: dict[str, Any]) -> list[SendResult]:
@@ -287,8 +282,8 @@ class Sync:
             client_id=self.s.cfg.client_id,
             synced_at=synced_at,
         )
-        updated = self.s.index.update(clip_id, state="synced", synced_at=synced_at)
-        archive_if_finished(self.s.index, updated, self.s.cfg.policy.delete_from_recorder)
+        policy = self.s.cfg.policy.delete_from_recorder
+        lifecycle.advance(self.s.index, clip_id, policy, **lifecycle.synced(synced_at))
         self.s.bus.event(
             "clip_synced",
             device_id=record["device_id"],

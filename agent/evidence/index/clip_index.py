@@ -8,7 +8,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
@@ -150,6 +150,14 @@ class ClipIndex:
 
     def update(self, clip_id: str, **changes: Any) -> Record:
         """Change fields of an active or archived clip and return the new record."""
+        return self.change(clip_id, changes, lambda _record: False)
+
+    def change(self, clip_id: str, changes: Record, finished: Callable[[Record], bool]) -> Record:
+        """Change fields of a clip and, when `finished` says so of the result, archive it.
+
+        One operation under one lock: no reader sees the changed clip still active once
+        finished. The way a clip's state changes (see agent.evidence.lifecycle.advance).
+        """
         if "clip_id" in changes:
             raise ValueError("a clip's clip_id cannot change")
         clean = plain(changes)
@@ -158,20 +166,19 @@ class ClipIndex:
             if doc_id is None:
                 return self._update_archived(clip_id, clean)
             self._commit({"op": "update", "id": clip_id, "set": clean})
-            return _copy(self._raw()[str(doc_id)])
+            record = _copy(self._raw()[str(doc_id)])
+            if finished(record):
+                self._archive_held(clip_id)
+            return record
 
     def archive(self, clip_id: str) -> None:
         """Move a finished clip from the active set to its shard (no-op if already there)."""
         with self._mutating():
-            doc_id = self._ids.get(clip_id)
-            if doc_id is None:
+            if self._ids.get(clip_id) is None:
                 if self._archived(clip_id) is None:
                     raise KeyError(clip_id)
                 return
-            record = self._raw()[str(doc_id)]
-            # Shard first: a crash in between leaves the clip in both places, never in neither.
-            append_shard(self._shard(clip_id), (dumps(record) + "\n").encode("utf-8"))
-            self._commit({"op": "remove", "id": clip_id})
+            self._archive_held(clip_id)
 
     def import_archived(self, records: Iterable[Record]) -> int:
         """Append finished records straight to their shards in bulk (migration, benchmarks)."""
@@ -283,6 +290,13 @@ class ClipIndex:
         elif kind not in ("update", "remove"):
             raise IndexCorrupt(f"{self.root / JOURNAL}: unknown operation {kind!r}")
         self._table.clear_cache()
+
+    def _archive_held(self, clip_id: str) -> None:
+        """Move an active clip to its shard (called with the mutation lock held)."""
+        record = self._raw()[str(self._ids[clip_id])]
+        # Shard first: a crash in between leaves the clip in both places, never in neither.
+        append_shard(self._shard(clip_id), (dumps(record) + "\n").encode("utf-8"))
+        self._commit({"op": "remove", "id": clip_id})
 
     def _raw(self) -> dict[str, Record]:
         """The table's documents by doc id (TinyDB's own dict: the query layer sees changes)."""

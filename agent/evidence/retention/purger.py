@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.durable import fsync_dir
+from agent.evidence import lifecycle
 from agent.evidence.lifecycle import archive_if_finished, has_local_copy, purgeable
 from agent.evidence.retention.classes import classify, keep_days
 from agent.evidence.retention.copies import LocalCopies
@@ -144,16 +145,10 @@ class Purger:
         )
         _unlink(record.get("local_path"))
         _unlink(record.get("thumbnail"))
-        updated = self.s.index.update(
-            clip_id,
-            state="purged",
-            purged_at=iso(self.clock()),
-            purge_reason=reason,
-            purge_custody_seq=entry["seq"],
-        )
+        changes = lifecycle.purged(iso(self.clock()), reason, entry["seq"])
+        lifecycle.advance(self.s.index, clip_id, self.s.cfg.policy.delete_from_recorder, **changes)
         self.copies.forget(clip_id)
         self._log(record, reason)
-        archive_if_finished(self.s.index, updated, self.s.cfg.policy.delete_from_recorder)
         return True
 
     def _log(self, record: Record, reason: str) -> None:
