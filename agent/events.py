@@ -14,9 +14,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from agent.evidence.record import Docking
 from agent.findings import Finding
+from firmware_interface.base import RecorderEvent
 
 logger = logging.getLogger(__name__)
 
@@ -167,3 +169,73 @@ class EventBus:
     def alert(self, code: str, severity: str, message: str, **fields: Any) -> None:
         """Emit an Alert."""
         self.emit(Alert(code, severity, message, fields))
+
+
+# ---- a clip's steps: each stage publishes what it finished, the next stage subscribes -------
+
+
+@dataclass(frozen=True)
+class Offloaded:
+    """A docking's clips are stored and proved; analysis takes them from here."""
+
+    docking: Docking
+    clip_ids: tuple[str, ...]
+    events: tuple[RecorderEvent, ...] = ()  # the recorder's own event log, read at docking
+
+
+@dataclass(frozen=True)
+class Analysed:
+    """These clips are probed and noted; sync takes them from here."""
+
+    clip_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Synced:
+    """Central acknowledged the clip; the bay holding its recorder frees the recorder copy."""
+
+    clip_id: str
+    device_id: str
+
+
+@dataclass(frozen=True)
+class Freed:
+    """The recorder's copy of the clip was deleted, or found gone."""
+
+    clip_id: str
+    device_id: str
+
+
+@dataclass(frozen=True)
+class Purged:
+    """The clip's local copy was removed after its retention."""
+
+    clip_id: str
+
+
+ClipStep = Offloaded | Analysed | Synced | Freed | Purged
+Step = TypeVar("Step", Offloaded, Analysed, Synced, Freed, Purged)
+
+
+class ClipFlow:
+    """Routes each clip step to the stages that subscribed to its kind (handlers must be quick:
+    they hand the step to their own thread); a failing handler is logged."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[type, list[Callable[[Any], object]]] = {}
+        self._lock = threading.Lock()
+
+    def subscribe(self, kind: type[Step], handler: Callable[[Step], object]) -> None:
+        """Call `handler` with every step of `kind` published from now on."""
+        with self._lock:
+            self._handlers.setdefault(kind, []).append(handler)
+
+    def publish(self, step: ClipStep) -> None:
+        """Hand `step` to every handler of its kind."""
+        with self._lock:
+            handlers = list(self._handlers.get(type(step), ()))
+        for handler in handlers:
+            try:
+                handler(step)
+            except Exception:
+                logger.exception("clip step handler failed on %s", type(step).__name__)

@@ -101,6 +101,6 @@ def running(
 def settled(daemon: Daemon, views: Views, bay: int) -> bool:
     """The bay finished offloading and analysis is idle."""
     v = views.latest(bay)
-    analysis = daemon.services.analyser
-    idle = analysis is None or analysis.idle()  # type: ignore[attr-defined]
+    analysis = daemon.parts.analysis if daemon.parts else None
+    idle = analysis is None or analysis.idle()
     return bool(v and v.state in ("charging", "ready", "fault") and idle)

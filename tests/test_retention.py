@@ -17,7 +17,7 @@ import pytest
 from agent.cli import main
 from agent.config import PolicySection, parse_config
 from agent.daemon.services import Services
-from agent.events import EventBus
+from agent.events import ClipFlow, EventBus
 from agent.evidence.custody import iter_entries
 from agent.evidence.index import ArchiveFollower, ClipIndex
 from agent.evidence.lifecycle import archive_if_finished, finished
@@ -168,7 +168,9 @@ def dock(tmp_path: Path) -> Iterator[Dock]:
 def services(dock: Dock) -> Services:
     """The daemon's shared parts over the test dock's index and custody log."""
     store = EvidenceStore(dock.cfg.data_dir, 0)
-    return Services(dock.cfg, TZ, store, dock.index, dock.custody, EventBus(), lambda: True)
+    return Services(
+        dock.cfg, TZ, store, dock.index, dock.custody, EventBus(), ClipFlow(), lambda: True
+    )
 
 
 def acked(dock: Dock, name: str, days_ago: float, **extra: Any) -> dict[str, Any]:

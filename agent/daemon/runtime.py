@@ -18,7 +18,7 @@ from agent.dock.bay import BayWorker, ClipSynced
 from agent.dock.clock import ClockSource
 from agent.dock.hardware import build_watchers
 from agent.durable import make_dirs, write_json
-from agent.events import ActiveAlerts, Alert, BayView, DockEvent, EventBus
+from agent.events import ActiveAlerts, Alert, BayView, ClipFlow, DockEvent, EventBus, Synced
 from agent.evidence.custody import CustodyLog
 from agent.evidence.index import ClipIndex
 from agent.evidence.store import EvidenceStore
@@ -86,9 +86,11 @@ class Daemon:
             index=ClipIndex(data),
             custody=CustodyLog(data / "custody.jsonl"),
             bus=EventBus(),
+            flow=ClipFlow(),
             clock=(clock or ClockSource(cfg.policy.clock_sync_source)).state,
         )
         self.bays = {b.number: BayWorker(b.number, self.services, refresh_s) for b in cfg.bay}
+        self.services.flow.subscribe(Synced, self.clip_synced)
         self.alerts = ActiveAlerts()  # first listener: every later one sees the set updated
         self.services.bus.subscribe(self.alerts.on_item)
         self.state = LocalState(data, self.alerts)
@@ -109,10 +111,15 @@ class Daemon:
         logger.debug("bay %s: %s", ev.bay, type(ev).__name__)
         worker.post(ev)
 
-    def clip_synced(self, clip_id: str) -> None:
-        """The central side holds `clip_id`: let the bays free the recorder copy."""
+    def clip_synced(self, step: Synced) -> None:
+        """Flow handler: the bay holding the clip's recorder frees its copy (SPEC 9).
+
+        A recorder in no bay now is freed when it docks again (its bay looks for clips whose
+        recorder copy is still to be handled after every offload).
+        """
         for worker in self.bays.values():
-            worker.post(ClipSynced(clip_id))
+            if worker.view.device_id == step.device_id:
+                worker.post(ClipSynced(step.clip_id))
 
     def start(self) -> None:
         """Start bays, plugins (MQTT, sync, analysis) and discovery."""

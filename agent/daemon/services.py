@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
 from agent.config import DockConfig
 from agent.dock.clock import ClockState
-from agent.events import EventBus
+from agent.events import ClipFlow, EventBus
 from agent.evidence.store import EvidenceStore
 
 if TYPE_CHECKING:
+    from agent.analysis.worker import Analysis
     from agent.dock.roster import Roster
     from agent.evidence.custody import CustodyLog
     from agent.evidence.index import ClipIndex
@@ -32,14 +33,6 @@ class ClockNotes(Protocol):
         ...
 
 
-class Analyser(Protocol):
-    """Probing and timeline analysis of a docking's clips, after offload."""
-
-    def submit(self, docking_id: str, clip_ids: list[str], context: dict[str, Any]) -> None:
-        """Queue a finished docking's clips for analysis."""
-        ...
-
-
 @dataclass
 class Services:
     """The shared parts of the daemon; each is thread-safe."""
@@ -50,8 +43,8 @@ class Services:
     index: ClipIndex
     custody: CustodyLog
     bus: EventBus
+    flow: ClipFlow  # a clip's steps: offloaded -> analysed -> synced -> freed -> purged
     clock: Callable[[], ClockState]  # is the dock's own clock synchronised, and says who
-    analyser: Analyser | None = None
     clock_notes: ClockNotes | None = None
     roster: Roster | None = None
 
@@ -67,3 +60,4 @@ class Parts:
     purger: Purger
     index_recovery: IndexRecovery
     roster: Roster | None = None
+    analysis: Analysis | None = None

@@ -14,6 +14,7 @@ from agent.daemon.services import Parts
 from agent.dock.assign import Assigner
 from agent.dock.clock import ClockSource
 from agent.dock.roster import Roster
+from agent.events import Offloaded
 from agent.evidence.recovery import IndexRecovery
 from agent.evidence.retention.purger import Purger
 from agent.mqtt.commands import Handler
@@ -48,13 +49,13 @@ def assemble(cfg: DockConfig, refresh_s: float = 5.0, clock: ClockSource | None 
     s = daemon.services
     notes = NotesStore(cfg.data_dir, s.custody)
     analysis = Analysis(s, notes)
-    s.analyser = analysis
+    s.flow.subscribe(Offloaded, analysis.submit)
     s.clock_notes = analysis
     conn = MqttConnection(
         cfg.mqtt, cfg.client_id, will=status_will(cfg.topic), on_alert=s.bus.alert
     )
     outbox = Outbox(cfg.data_dir / "outbox" / "notes", conn, f"{cfg.topic}/notes")
-    sync = Sync(s, conn, notes, daemon.clip_synced, outbox)
+    sync = Sync(s, conn, notes, s.flow, outbox)
     assigner = Assigner(daemon.bays, {b.number: b.kind for b in cfg.bay}, s.custody)
     handlers: dict[str, Handler] = {
         "note": note_handler(notes),
@@ -70,7 +71,7 @@ def assemble(cfg: DockConfig, refresh_s: float = 5.0, clock: ClockSource | None 
     roster, purger = _custody_plugins(daemon)
     recovery = IndexRecovery(s.index, s.custody.path, cfg.data_dir, cfg.policy.delete_from_recorder)
     daemon.plugins.insert(0, recovery)  # stops last: its mark is written when all else is still
-    daemon.parts = Parts(notes, conn, sync, reconciler, purger, recovery, roster)
+    daemon.parts = Parts(notes, conn, sync, reconciler, purger, recovery, roster, analysis)
     _ui_plugins(daemon)
     return daemon
 

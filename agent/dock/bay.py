@@ -23,7 +23,7 @@ from agent.dock.clock_check import ClockCheck
 from agent.dock.deletion import Outcome, RecorderDeleter
 from agent.dock.emit import ThrottledSend
 from agent.dock.offload import Offloader
-from agent.events import BayView, Progress, now_iso
+from agent.events import BayView, Offloaded, Progress, now_iso
 from agent.evidence.lifecycle import RECORDER_PENDING
 from agent.evidence.record import Docking
 from agent.findings import Finding, fault, info
@@ -248,12 +248,8 @@ class BayWorker:
         )
         events = read_events_of(recorder)
         self.findings.extend(events.findings)
-        if self.s.analyser is not None and clip_ids:
-            self.s.analyser.submit(
-                docking.docking_id,
-                clip_ids,
-                {"docking": docking, "events": events.events},
-            )
+        if clip_ids:
+            self.s.flow.publish(Offloaded(docking, tuple(clip_ids), tuple(events.events)))
         # This pass's clips and any earlier ones whose recorder copy is still to be handled
         # (acked while the recorder was away, or a deletion a crash interrupted).
         waiting = [r["clip_id"] for r in self.s.index.find(device_id=device, **RECORDER_PENDING)]

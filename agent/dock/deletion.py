@@ -16,6 +16,7 @@ from typing import Any
 
 from agent.daemon.services import Services
 from agent.dock.proof import recorder_sha256
+from agent.events import Freed
 from agent.evidence import lifecycle
 from agent.evidence.lifecycle import deletable, recorder_handled
 from agent.findings import Finding, warning
@@ -136,6 +137,7 @@ class RecorderDeleter:
     def _done(self, clip_id: str) -> None:
         policy = self.s.cfg.policy.delete_from_recorder
         lifecycle.advance(self.s.index, clip_id, policy, **lifecycle.freed())
+        self.s.flow.publish(Freed(clip_id, self.device_id))
 
     def _extra(self) -> dict[str, Any]:
         return {"DOCK_ID": self.s.cfg.dock.id, "DEVICE_ID": self.device_id}

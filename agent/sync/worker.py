@@ -1,15 +1,22 @@
-"""Evidence sync upstream (SPEC 7): clips in priority order, resumable, then the recorder is freed."""
+"""Evidence sync upstream (SPEC 7): clips in priority order, resumable, then the recorder is freed.
+
+Clips come to sync as `Analysed` steps (and, once at start-up, from a scan of the active index
+for clips analysed before a restart but never acked); a synced clip goes on as a `Synced` step.
+Nothing here polls the index: the thread sleeps until a step, a resync, a reconnect or the
+next retry is due.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from agent.daemon.services import Services
+from agent.events import Analysed, ClipFlow, Synced
 from agent.evidence import lifecycle
 from agent.evidence.lifecycle import acked_upstream, awaiting_sync, has_local_copy
 from agent.evidence.record import manifest
@@ -34,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 30.0  # after a clip's first failure; doubled at each failure in a row
 RETRY_MAX_S = 900.0
-IDLE_WAIT_S = 1.0
+IDLE_WAIT_S = 60.0  # the longest sleep with nothing due (a step, resync or reconnect wakes it)
 RESYNC_MAX = 256  # clips waiting to be resent at most (the `resync` command is refused beyond)
 
 
@@ -57,6 +64,22 @@ def candidates(
     return sorted(ready, key=priority)
 
 
+def next_due(
+    pending: dict[str, tuple[int, str]], now: float, retry_at: dict[str, float]
+) -> str | None:
+    """The first pending clip in send order that is not waiting out a failure."""
+    ready = [(p, c) for c, p in pending.items() if retry_at.get(c, 0.0) <= now]
+    return min(ready)[1] if ready else None
+
+
+def idle_wait(
+    pending: dict[str, tuple[int, str]], now: float, retry_at: dict[str, float], cap: float
+) -> float:
+    """Seconds to sleep when nothing is due: until the earliest retry, at most `cap`."""
+    due = [retry_at[c] - now for c in pending if c in retry_at]
+    return max(0.0, min([cap, *due]))
+
+
 class Sync:
     """Daemon plugin: one thread that sends clips and marks them synced on a successful fin."""
 
@@ -65,14 +88,15 @@ class Sync:
         services: Services,
         conn: MqttConnection,
         notes: NotesStore,
-        on_synced: Callable[[str], None],
+        flow: ClipFlow,
         outbox: Outbox,
     ) -> None:
+        """Send what `flow` says was analysed; publish each clip acked as `Synced` on it."""
         self.s = services
         self.outbox = outbox
         self.conn = conn
         self.notes = notes
-        self.on_synced = on_synced
+        self.flow = flow
         cfg = services.cfg
         self.sender = FileSender(
             conn,
@@ -82,6 +106,8 @@ class Sync:
             load_transfer_key(cfg.mqtt),
         )
         self.parcels = Parcels(cfg.data_dir / "transfer" / "manifests")
+        self.pending: dict[str, tuple[int, str]] = {}  # analysed, not acked: clip -> priority
+        self._pending_lock = threading.Lock()
         self.retry_at: dict[str, float] = {}
         self.failures: dict[str, int] = {}  # failures in a row, per clip
         self.receiver_full = 0  # "no space" answers in a row: the whole queue waits
@@ -94,9 +120,11 @@ class Sync:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sync", daemon=True)
         notes.on_change.append(self._note_changed)
+        flow.subscribe(Analysed, self.analysed)
 
     def start(self) -> None:
-        """Start sending in the background."""
+        """Start sending in the background (a reconnect wakes the thread)."""
+        self.conn.add_on_connect(self.wake)
         self._thread.start()
 
     def stop(self) -> None:
@@ -106,8 +134,19 @@ class Sync:
         self._thread.join(30)
 
     def wake(self) -> None:
-        """Look for work now (a clip was analysed, a command asked)."""
+        """Look for work now (a clip was analysed, a resync asked, the broker is back)."""
         self._wake.set()
+
+    def analysed(self, step: Analysed) -> None:
+        """Flow handler: queue the step's clips that await sync (called on analysis's thread)."""
+        self._queue(r for r in map(self.s.index.get, step.clip_ids) if r is not None)
+        self.wake()
+
+    def _queue(self, records: Iterable[dict[str, Any]]) -> None:
+        with self._pending_lock:
+            for record in records:
+                if awaiting_sync(record):
+                    self.pending[record["clip_id"]] = priority(record)
 
     def healthy(self, stall_s: float) -> bool:
         """False when the sync thread showed no sign of life for `stall_s`.
@@ -152,11 +191,14 @@ class Sync:
     # ---- loop -----------------------------------------------------------------------------
 
     def _run(self) -> None:
+        # Once: clips analysed before a restart and never acked (no step will name them again).
+        self._queue(candidates(self.s.index.active(), time.monotonic(), {}))
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
-            record = self._next() if time.monotonic() >= self.paused_until else None
-            if record is None or not self.conn.connected:
-                self._wake.wait(IDLE_WAIT_S)
+            paused = time.monotonic() < self.paused_until
+            record = None if paused or not self.conn.connected else self._next()
+            if record is None:
+                self._wake.wait(self._idle_wait(paused))
                 self._wake.clear()
                 continue
             self.busy = True
@@ -173,8 +215,29 @@ class Sync:
             record = self.s.index.get(clip_id)
             if record is not None and has_local_copy(record):
                 return record
-        found = candidates(self.s.index.active(), time.monotonic(), self.retry_at)
-        return found[0] if found else None
+        while True:
+            with self._pending_lock:
+                clip_id = next_due(self.pending, time.monotonic(), self.retry_at)
+            if clip_id is None:
+                return None
+            record = self.s.index.get(clip_id)
+            if record is not None and awaiting_sync(record):
+                return record
+            self._sent(clip_id)  # acked or gone meanwhile: nothing to send
+
+    def _idle_wait(self, paused: bool) -> float:
+        """How long to sleep: until the pause ends or the earliest retry (a wake cuts it short)."""
+        if not self.conn.connected:
+            return IDLE_WAIT_S
+        if paused:
+            return max(0.0, self.paused_until - time.monotonic())
+        with self._pending_lock:
+            return idle_wait(self.pending, time.monotonic(), self.retry_at, IDLE_WAIT_S)
+
+    def _sent(self, clip_id: str) -> None:
+        with self._pending_lock:
+            self.pending.pop(clip_id, None)
+        self.retry_at.pop(clip_id, None)
 
     def _send(self, record: dict[str, Any]) -> None:
         clip_id = record["clip_id"]
@@ -210,6 +273,7 @@ class Sync:
             )
             return
         self.failures.pop(clip_id, None)
+        self._sent(clip_id)
         self.receiver_full = 0
         forged = sum(r.forged for r in results)
         if forged:  # a broker client answered for the receiver: acked only by the real receipt
@@ -290,7 +354,7 @@ class Sync:
             sha256=clip_id,
             file_name=record["file_name"],
         )
-        self.on_synced(clip_id)
+        self.flow.publish(Synced(clip_id, record["device_id"]))
 
     # ---- manifest and notes ---------------------------------------------------------------
 

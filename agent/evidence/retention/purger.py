@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.durable import fsync_dir
+from agent.events import Purged
 from agent.evidence import lifecycle
 from agent.evidence.lifecycle import archive_if_finished, has_local_copy, purgeable
 from agent.evidence.retention.classes import classify, keep_days
@@ -149,6 +150,7 @@ class Purger:
         lifecycle.advance(self.s.index, clip_id, self.s.cfg.policy.delete_from_recorder, **changes)
         self.copies.forget(clip_id)
         self._log(record, reason)
+        self.s.flow.publish(Purged(clip_id))
         return True
 
     def _log(self, record: Record, reason: str) -> None:
