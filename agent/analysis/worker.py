@@ -7,11 +7,11 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+from zoneinfo import ZoneInfo
 
 from agent.analysis.late_offload import hours_late, is_late
 from agent.analysis.timeline import TimelineClip, TimelinePolicy, analyse, recorder_to_true
-from agent.daemon.services import Services
 from agent.events import Analysed, Offloaded
 from agent.evidence.clip_time import span
 from agent.evidence.record import Docking
@@ -20,13 +20,53 @@ from agent.notes.store import NotesStore
 from agent.timebase import parse_iso, utcnow
 from firmware_interface.base import Identity
 
+if TYPE_CHECKING:
+    from agent.config import DockConfig
+    from agent.events import ClipFlow, EventBus
+    from agent.evidence.index import ClipIndex
+    from agent.evidence.store import EvidenceStore
+
 logger = logging.getLogger(__name__)
+
+
+class AnalysisParts(Protocol):
+    """The shared, thread-safe parts analysis uses (the daemon's `Services` is one)."""
+
+    @property
+    def cfg(self) -> DockConfig:
+        """The configuration in force (replaced whole on reload)."""
+        ...
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The zone recorder local times are in."""
+        ...
+
+    @property
+    def store(self) -> EvidenceStore:
+        """The evidence store."""
+        ...
+
+    @property
+    def index(self) -> ClipIndex:
+        """The clip index."""
+        ...
+
+    @property
+    def bus(self) -> EventBus:
+        """Dock events and alerts."""
+        ...
+
+    @property
+    def flow(self) -> ClipFlow:
+        """A clip's steps."""
+        ...
 
 
 class Analysis:
     """A worker thread that analyses each docking's clips; never blocks offload."""
 
-    def __init__(self, services: Services, notes: NotesStore) -> None:
+    def __init__(self, services: AnalysisParts, notes: NotesStore) -> None:
         self.s = services
         self.notes = notes
         self.inbox: queue.Queue[Offloaded | None] = queue.Queue()

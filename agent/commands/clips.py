@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         flags = ",".join(r.get("flags") or []) or "-"
         print(
-            f"{r['clip_id'][:12]}  {r['state']:<9}  {r['device_id']:<12}  "
+            f"{r['clip_id'][:12]}  {state_of(r):<9}  {r['device_id']:<12}  "
             f"{r['recorded_start']}  {r['size']:>12}  {flags}  {r['file_name']}"
         )
     print(f"{len(rows)} clips")

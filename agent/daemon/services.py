@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from agent.config import DockConfig
 from agent.dock.clock import ClockState
+from agent.dock.parts import ClockNotes
 from agent.events import ClipFlow, EventBus
 from agent.evidence.store import EvidenceStore
 
@@ -23,14 +24,6 @@ if TYPE_CHECKING:
     from agent.notes.reconcile import NotesReconciler
     from agent.notes.store import NotesStore
     from agent.sync.worker import Sync
-
-
-class ClockNotes(Protocol):
-    """Who notes a recorder clock the dock corrected (the timeline analysis)."""
-
-    def clock_corrected(self, device_id: str, offset_s: float | None) -> None:
-        """Note that `device_id`'s clock was off by `offset_s` and set."""
-        ...
 
 
 @dataclass

@@ -11,7 +11,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.daemon.services import Services
 from agent.dock.checks import (
     bay_state,
     check_battery,
@@ -23,6 +22,7 @@ from agent.dock.clock_check import ClockCheck
 from agent.dock.deletion import Outcome, RecorderDeleter
 from agent.dock.emit import ThrottledSend
 from agent.dock.offload import Offloader
+from agent.dock.parts import DockParts
 from agent.events import BayView, Offloaded, Progress, now_iso
 from agent.evidence.lifecycle import RECORDER_PENDING
 from agent.evidence.record import Docking
@@ -57,7 +57,7 @@ class _Stop:
 class BayWorker:
     """Owns one bay: identifies, validates, offloads, then watches the docked recorder."""
 
-    def __init__(self, number: int, services: Services, refresh_s: float = 5.0) -> None:
+    def __init__(self, number: int, services: DockParts, refresh_s: float = 5.0) -> None:
         self.number = number
         self.s = services
         self.refresh_s = refresh_s

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from agent.daemon.services import Services
+from agent.dock.parts import DockParts
 from agent.dock.proof import recorder_sha256
 from agent.events import Freed
 from agent.evidence import lifecycle
@@ -56,7 +56,7 @@ def recorder_entry(record: dict[str, Any]) -> ClipEntry:
 class RecorderDeleter:
     """Deletes recorder copies of one docked recorder's clips, each proved first."""
 
-    def __init__(self, services: Services, recorder: Recorder, device_id: str) -> None:
+    def __init__(self, services: DockParts, recorder: Recorder, device_id: str) -> None:
         self.s = services
         self.recorder = recorder
         self.device_id = device_id

@@ -10,10 +10,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from agent.daemon.services import Services
 from agent.dock import roster
 from agent.dock.ahead import Ahead, Opened, opened_ahead
 from agent.dock.batches import batches
+from agent.dock.parts import DockParts
 from agent.dock.pipeline import Pipeline
 from agent.dock.proof import recorder_sha256
 from agent.evidence.clip_time import StartTime, start_time
@@ -52,7 +52,7 @@ class Offloader:
 
     def __init__(
         self,
-        services: Services,
+        services: DockParts,
         docking: Docking,
         recorder: Recorder,
         cancel: threading.Event,

@@ -9,11 +9,8 @@ may its local copy be purged, is it finished), and every state change goes throu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from agent.evidence.index import ClipIndex
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 Record = dict[str, Any]
 Row = Mapping[str, Any]  # a record as read (an index row, a snapshot's, an archive line's)
@@ -112,6 +109,18 @@ def purged(purged_at: str | None, reason: str | None, custody_seq: int | None) -
 
 
 # ---- the one way a clip changes ------------------------------------------------------------
+
+
+class ClipIndex(Protocol):
+    """What the life of a clip needs of the index (agent.evidence.index.ClipIndex)."""
+
+    def change(self, clip_id: str, changes: Record, finished: Callable[[Record], bool]) -> Record:
+        """Apply `changes`; archive the clip when `finished` says so of the result."""
+        ...
+
+    def archive(self, clip_id: str) -> None:
+        """Move a finished clip from the active set to the archive."""
+        ...
 
 
 def advance(index: ClipIndex, clip_id: str, delete_policy: str, **changes: Any) -> Record:

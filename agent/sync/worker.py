@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from agent.daemon.services import Services
 from agent.events import Analysed, ClipFlow, Synced
 from agent.evidence import lifecycle
 from agent.evidence.lifecycle import acked_upstream, awaiting_sync, has_local_copy
@@ -26,6 +25,7 @@ from agent.notes.model import Note
 from agent.notes.store import NotesStore
 from agent.sync.outbox import Outbox
 from agent.sync.parcel import Parcels, load_transfer_key, manifest_name, manifest_user_data
+from agent.sync.parts import SyncParts
 from agent.timebase import utcnow
 from agent.transfer.sender import (
     FileSender,
@@ -85,7 +85,7 @@ class Sync:
 
     def __init__(
         self,
-        services: Services,
+        services: SyncParts,
         conn: MqttConnection,
         notes: NotesStore,
         flow: ClipFlow,

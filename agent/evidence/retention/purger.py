@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.durable import fsync_dir
 from agent.events import Purged
@@ -22,7 +22,11 @@ from agent.evidence.retention.rules import select_purges
 from agent.timebase import iso, utcnow
 
 if TYPE_CHECKING:
-    from agent.daemon.services import Services
+    from agent.config import DockConfig
+    from agent.events import ClipFlow
+    from agent.evidence.custody import CustodyLog
+    from agent.evidence.index import ClipIndex
+    from agent.evidence.store import EvidenceStore
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +47,39 @@ def _unlink(path: str | None) -> bool:
     return True
 
 
+class PurgerParts(Protocol):
+    """The shared, thread-safe parts the purger uses (the daemon's `Services` is one)."""
+
+    @property
+    def cfg(self) -> DockConfig:
+        """The configuration in force (replaced whole on reload)."""
+        ...
+
+    @property
+    def store(self) -> EvidenceStore:
+        """The evidence store."""
+        ...
+
+    @property
+    def index(self) -> ClipIndex:
+        """The clip index."""
+        ...
+
+    @property
+    def custody(self) -> CustodyLog:
+        """The custody log."""
+        ...
+
+    @property
+    def flow(self) -> ClipFlow:
+        """A clip's steps."""
+        ...
+
+
 class Purger:
     """Daemon plugin: purges local copies that are acked and due (or under disk pressure)."""
 
-    def __init__(self, services: Services, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, services: PurgerParts, clock: Callable[[], datetime] = utcnow) -> None:
         """Purge within `services`' store; `clock` is the trusted time."""
         self.s = services
         self.clock = clock
