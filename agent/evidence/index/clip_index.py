@@ -26,7 +26,14 @@ from agent.evidence.index.archive import (
     latest_in,
     shard_name,
 )
-from agent.evidence.index.journal import IndexCorrupt, Journal, MemoryStorage, dumps, plain
+from agent.evidence.index.journal import (
+    IndexCorrupt,
+    Journal,
+    MemoryStorage,
+    apply,
+    dumps,
+    plain,
+)
 from agent.evidence.lifecycle import acked_upstream
 
 logger = logging.getLogger(__name__)
@@ -270,25 +277,11 @@ class ClipIndex:
             self._apply(op)
 
     def _apply(self, op: Record) -> None:
-        """Apply one journaled operation to the in-memory table (idempotent when replayed)."""
-        kind = op.get("op")
-        raw = self._raw()
-        if kind == "batch":
-            for inner in op["ops"]:
-                self._apply(inner)
-        elif kind == "put":
-            clip_id = str(op["r"]["clip_id"])
-            doc_id = self._ids.get(clip_id)
-            if doc_id is None:
-                doc_id = self._ids[clip_id] = self._next_id
-                self._next_id += 1
-            raw[str(doc_id)] = op["r"]
-        elif kind == "update" and op["id"] in self._ids:
-            raw[str(self._ids[op["id"]])].update(op["set"])
-        elif kind == "remove" and op["id"] in self._ids:
-            del raw[str(self._ids.pop(op["id"]))]
-        elif kind not in ("update", "remove"):
-            raise IndexCorrupt(f"{self.root / JOURNAL}: unknown operation {kind!r}")
+        """Apply one journaled operation to the in-memory table (journal.apply gives its meaning)."""
+        try:
+            apply(_DocTable(self), op)
+        except IndexCorrupt as exc:
+            raise IndexCorrupt(f"{self.root / JOURNAL}: {exc}") from None
         self._table.clear_cache()
 
     def _archive_held(self, clip_id: str) -> None:
@@ -355,6 +348,31 @@ class ClipIndex:
                     tmp.unlink()
             except FileNotFoundError:
                 continue
+
+
+class _DocTable:
+    """The journal's Table over TinyDB's documents, which are keyed by doc id."""
+
+    def __init__(self, index: ClipIndex) -> None:
+        self.index = index
+
+    def put(self, clip_id: str, record: Record) -> None:
+        ix = self.index
+        doc_id = ix._ids.get(clip_id)
+        if doc_id is None:
+            doc_id = ix._ids[clip_id] = ix._next_id
+            ix._next_id += 1
+        ix._raw()[str(doc_id)] = record
+
+    def update(self, clip_id: str, fields: Record) -> None:
+        doc_id = self.index._ids.get(clip_id)
+        if doc_id is not None:
+            self.index._raw()[str(doc_id)].update(fields)
+
+    def remove(self, clip_id: str) -> None:
+        doc_id = self.index._ids.pop(clip_id, None)
+        if doc_id is not None:
+            del self.index._raw()[str(doc_id)]
 
 
 def _copy(value: Any) -> Any:
