@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from agent.analysis.late_offload import hours_late, is_late
-from agent.analysis.timeline import TimelineClip, TimelinePolicy, analyse, recorder_to_true
+from agent.analysis.timeline import TimelineClip, TimelinePolicy, analyse
 from agent.events import Analysed, Offloaded
 from agent.evidence.clip_time import span
 from agent.evidence.record import Docking
 from agent.notes.model import NoteDraft
 from agent.notes.store import NotesStore
-from agent.timebase import parse_iso, utcnow
+from agent.timebase import parse_iso, recorder_to_true, utcnow
 from firmware_interface.base import Identity
 
 if TYPE_CHECKING:
