@@ -206,6 +206,10 @@ TEXT: dict[str, tuple[str, str]] = {
         "采集站无法登录中心服务器",
         "The dock cannot log in to the central server",
     ),
+    "code.mqtt_subscribe_refused": (
+        "中心服务器拒绝了采集站的订阅",
+        "The central server refused one of the dock's subscriptions",
+    ),
     "code.receipt_invalid": (
         "中心回执无效，视频未确认",
         "The central server's receipt is invalid; the clip is not confirmed",
