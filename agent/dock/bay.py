@@ -24,7 +24,7 @@ from agent.dock.emit import ThrottledSend
 from agent.dock.offload import Offloader
 from agent.dock.parts import DockParts
 from agent.events import BayView, Offloaded, Progress, now_iso
-from agent.evidence.lifecycle import RECORDER_PENDING
+from agent.evidence.lifecycle import RECORDER_PENDING, recorder_handled
 from agent.evidence.record import Docking
 from agent.findings import Finding, fault, info
 from firmware_interface.base import Recorder, RecorderError, RecorderGone, Status
@@ -69,6 +69,7 @@ class BayWorker:
         self.recorder: Recorder | None = None
         self.docking: Docking | None = None
         self.findings: list[Finding] = []
+        self.unfreed: set[str] = set()  # the docked recorder's clips whose copy is still there
         self._emit = ThrottledSend(self._send_view, EMIT_INTERVAL_S)
         self._thread = threading.Thread(target=self._run, name=f"bay-{number}", daemon=True)
 
@@ -255,6 +256,9 @@ class BayWorker:
         waiting = [r["clip_id"] for r in self.s.index.find(device_id=device, **RECORDER_PENDING)]
         for clip_id in dict.fromkeys([*clip_ids, *waiting]):
             self._maybe_delete(clip_id)
+        self.unfreed = {
+            r["clip_id"] for r in self.s.index.find(device_id=device, **RECORDER_PENDING)
+        }
         self._refresh()
 
     # ---- recorder deletion ----------------------------------------------------------------
@@ -262,6 +266,9 @@ class BayWorker:
     def _clip_synced(self, clip_id: str) -> None:
         if self.recorder is not None:
             self._maybe_delete(clip_id)
+            record = self.s.index.get(clip_id)
+            if record is None or recorder_handled(record):
+                self.unfreed.discard(clip_id)
             self._refresh()
 
     def _maybe_delete(self, clip_id: str) -> None:
@@ -317,8 +324,7 @@ class BayWorker:
     def _awaiting_ack(self) -> list[Finding]:
         if self.docking is None or self.s.cfg.policy.delete_from_recorder != "after_upstream_ack":
             return []
-        device = self.docking.identity.device_id
-        waiting = self.s.index.find(device_id=device, **RECORDER_PENDING)
+        waiting = self.unfreed  # kept after each offload and ack: no index query per refresh
         if not waiting:
             return []
         return [
@@ -360,6 +366,7 @@ class BayWorker:
                 logger.exception("bay %d: closing the recorder failed", self.number)
         self.recorder = None
         self.docking = None
+        self.unfreed = set()
 
     def _send_view(self) -> None:
         self.view.ts = now_iso()
