@@ -155,7 +155,6 @@ class Daemon:
             s.clock = ClockSource(cfg.policy.clock_sync_source).state
         s.store.reserve_bytes = cfg.policy.disk_reserve_bytes
         if self.parts is not None:
-            self.parts.purger.interval_s = cfg.retention.purge_interval_s
             self.parts.sync.sender.set_rate_limit(cfg.mqtt.rate_limit_bytes_per_s)
         self.cfg = s.cfg = cfg  # one assignment: every reader sees the old or the new whole
         set_log_level(cfg.dock.log_level)

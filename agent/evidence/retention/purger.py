@@ -83,11 +83,15 @@ class Purger:
         """Purge within `services`' store; `clock` is the trusted time."""
         self.s = services
         self.clock = clock
-        self.interval_s = services.cfg.retention.purge_interval_s
         self.copies = LocalCopies(services.index)
         self._last = -math.inf
         self._stop = threading.Event()
         self._scan = threading.Thread(target=self._load, name="purger-scan", daemon=True)
+
+    @property
+    def interval_s(self) -> float:
+        """Seconds between passes, as configured now (a reload changes it in flight)."""
+        return self.s.cfg.retention.purge_interval_s
 
     def start(self) -> None:
         """Scan the archive in the background: start-up does not wait for it."""
