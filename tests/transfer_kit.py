@@ -22,10 +22,10 @@ from paho.mqtt.properties import Properties
 
 from agent.config import MqttSection
 from agent.transfer import protocol as p
-from agent.transfer.link import PahoLink
 from agent.transfer.receiver.partfile import DONE_INIT
 from agent.transfer.receiver.server import Receiver
 from tests.broker import Broker, running_broker
+from tests.paho_link import PahoLink
 
 
 def random_file(path: Path, size: int) -> str:

@@ -28,12 +28,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config import MqttSection
 from agent.transfer import protocol as p
-from agent.transfer.link import PahoLink
 from agent.transfer.sender import FileSender, SendSettings
 from tests.bench import Row
 from tests.bench.stored import NotStored, sha256_file
 from tests.bench.sync_uplink import uplink_row
 from tests.broker import running_broker
+from tests.paho_link import PahoLink
 
 REPO = Path(__file__).resolve().parents[2]
 SEGMENT, WINDOW = MqttSection().segment_bytes, MqttSection().max_inflight  # the defaults
