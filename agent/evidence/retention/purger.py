@@ -1,4 +1,12 @@
-"""The purger (daemon plugin): removes local copies that are acked and due, custody first."""
+"""The purger (daemon plugin): removes local copies that are acked and due, custody first.
+
+Retention is counted in days, so a pass runs on a timer (`purge_interval_s`); what it looks
+at comes from the clip's steps, not from a scan of the index each time: active clips become
+candidates when their `Synced` step comes (or at the first pass's scan of the active set,
+which also archives clips an older agent left finished), their class is decided again when
+their `Analysed` step adds flags, and archived copies are followed from the archive shards.
+A reload (a new configuration) has the next pass look at the whole active set once again.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.durable import fsync_dir
-from agent.events import Purged
+from agent.events import Analysed, Purged, Synced
 from agent.evidence import lifecycle
-from agent.evidence.lifecycle import archive_if_finished, has_local_copy, purgeable
+from agent.evidence.lifecycle import acked, archive_if_finished, has_local_copy, purgeable
 from agent.evidence.retention.classes import classify, keep_days
 from agent.evidence.retention.copies import LocalCopies
 from agent.evidence.retention.rules import select_purges
@@ -87,6 +95,11 @@ class Purger:
         self._last = -math.inf
         self._stop = threading.Event()
         self._scan = threading.Thread(target=self._load, name="purger-scan", daemon=True)
+        self._acked: set[str] = set()  # active clips acked with a local copy
+        self._acked_lock = threading.Lock()
+        self._scanned_cfg: object = None  # the configuration of the last whole-set scan
+        services.flow.subscribe(Synced, self.synced)
+        services.flow.subscribe(Analysed, self.analysed)
 
     @property
     def interval_s(self) -> float:
@@ -103,6 +116,16 @@ class Purger:
         if self._scan.is_alive():
             self._scan.join(5)
 
+    def synced(self, step: Synced) -> None:
+        """Flow handler: an acked clip becomes a candidate."""
+        with self._acked_lock:
+            self._acked.add(step.clip_id)
+
+    def analysed(self, step: Analysed) -> None:
+        """Flow handler: analysis added flags; the clips' class follows (on analysis's thread)."""
+        records = [r for r in map(self.s.index.get, step.clip_ids) if r is not None]
+        self._reclassify([r for r in records if has_local_copy(r)])
+
     def tick(self) -> None:
         """Run a pass when the interval has passed and the start-up scan is done (every 0.5 s)."""
         if time.monotonic() - self._last < self.interval_s:
@@ -118,7 +141,7 @@ class Purger:
     def run_pass(self) -> list[tuple[str, str]]:
         """Tidy the active set, select and purge; returns what was purged as (clip_id, reason)."""
         self.copies.load()  # no-op once the start-up scan is done
-        active = self._tidy_active()
+        active = self._active_acked()
         self.copies.catch_up()
         records = self._candidates(active)
         usage = shutil.disk_usage(self.s.store.root)
@@ -142,14 +165,30 @@ class Purger:
         took = time.monotonic() - started
         logger.info("retention: %d archived local copies (scan %.1f s)", len(self.copies), took)
 
-    def _tidy_active(self) -> list[Record]:
-        """Archive finished clips, reclassify the rest; the active records with a local copy."""
+    def _active_acked(self) -> list[Record]:
+        """The acked clips known to be active, each read now (a whole-set scan after a reload)."""
+        cfg = self.s.cfg
+        if cfg is not self._scanned_cfg:
+            self._tidy_active()
+            self._scanned_cfg = cfg
+        with self._acked_lock:
+            known = list(self._acked)
+        records = [r for r in map(self.s.index.get, known) if r is not None]
+        keep = [r for r in records if acked(r)]
+        gone = set(known) - {r["clip_id"] for r in keep}
+        with self._acked_lock:
+            self._acked -= gone
+        return keep
+
+    def _tidy_active(self) -> None:
+        """Archive finished clips, reclassify the rest, and note the acked ones (whole set)."""
         policy = self.s.cfg.policy.delete_from_recorder
         records = self.s.index.active()
         live = [r for r in records if not archive_if_finished(self.s.index, r, policy)]
         live = [r for r in live if has_local_copy(r)]
         self._reclassify(live)
-        return live
+        with self._acked_lock:
+            self._acked |= {r["clip_id"] for r in live if acked(r)}
 
     def _candidates(self, active: list[Record]) -> list[Record]:
         """Active records plus archived local copies (the active version wins a crash's twin)."""
