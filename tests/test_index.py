@@ -387,3 +387,26 @@ def test_both_readers_refuse_an_operation_they_do_not_know(tmp_path: Path, op: o
         IndexSnapshot.read(tmp_path)
     with pytest.raises(IndexCorrupt, match="active.journal"):
         ClipIndex(tmp_path)
+
+
+def test_a_change_that_finishes_a_clip_archives_it_in_the_same_operation(tmp_path: Path) -> None:
+    from agent.evidence import lifecycle
+
+    index = ClipIndex(tmp_path)
+    try:
+        index.put(rec(1, state="offloaded", recorder_deleted=False))
+        synced = lifecycle.advance(
+            index, cid(1), "after_upstream_ack", **lifecycle.synced("2027-03-01T12:00:00+00:00")
+        )
+        assert synced["state"] == "synced" and [r["clip_id"] for r in index.active()] == [cid(1)]
+        freed = lifecycle.advance(index, cid(1), "after_upstream_ack", **lifecycle.freed())
+        assert freed["recorder_deleted"] is True
+        assert index.active() == []  # finished: archived by the same call
+        assert index.get(cid(1)) == freed
+    finally:
+        index.close()
+    again = ClipIndex(tmp_path)
+    try:
+        assert again.active() == [] and again.get(cid(1)) == freed
+    finally:
+        again.close()
