@@ -229,3 +229,22 @@ def test_a_subscription_the_broker_refuses_raises_an_alert_and_others_still_work
             assert len(alerts) == 1, "the granted subscription raised nothing"
         finally:
             conn.stop()
+
+
+def test_the_receiver_stops_on_refused_credentials_as_the_dock_does(tmp_path: Path) -> None:
+    from agent.transfer.receiver.server import Receiver
+
+    with running_broker(tmp_path / "b", users={"receiver": "right"}) as broker:
+        (tmp_path / "pw").write_text("wrong\n")
+        cfg = section(broker, username="receiver", password_file=str(tmp_path / "pw"))
+        receiver = Receiver(tmp_path / "store", cfg, "dock-receiver-t")
+        receiver.start()
+        try:
+            wait_for(receiver.failed.is_set, 5, "the receiver to give up")
+            assert receiver.failure == f"the login to MQTT broker {broker.host}:{broker.port}"
+            assert not receiver.wait_subscribed(0.1)
+            time.sleep(2.5)  # past paho's first reconnect delay (1 s): it must not try again
+            log = (broker.workdir / "mosquitto.log").read_text()
+            assert log.count("dock-receiver-t") <= 2, log
+        finally:
+            receiver.stop()

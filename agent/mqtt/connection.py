@@ -40,6 +40,11 @@ SESSION_EXPIRY_S = 7 * 24 * 3600
 _FAILURES_KEPT = 1024
 
 
+def login_refused(rc: ReasonCode) -> bool:
+    """A CONNACK refusal that retrying cannot fix (credentials, authorisation, a ban): stop."""
+    return rc.is_failure and rc.value in AUTH_FAILURES
+
+
 def _connect_properties(session_expiry_s: int) -> Properties:
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = session_expiry_s
@@ -259,7 +264,7 @@ class MqttConnection:
 
     def _refused(self, rc: ReasonCode) -> None:
         self._connected.clear()
-        if rc.value not in AUTH_FAILURES:
+        if not login_refused(rc):
             logger.warning("MQTT broker refused the connection: %s; retrying", rc)
             return
         self._auth_failed = True

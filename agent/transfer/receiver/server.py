@@ -20,7 +20,7 @@ from paho.mqtt.properties import Properties
 
 from agent.config import MqttSection
 from agent.durable import make_dirs
-from agent.mqtt.connection import set_credentials
+from agent.mqtt.connection import login_refused, set_credentials
 from agent.transfer import protocol as p
 from agent.transfer import trust
 from agent.transfer.receiver.escape import UNIDENTIFIED_DIR, escape_file_id
@@ -144,8 +144,17 @@ class Receiver:
         self.failed.set()
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
+        if login_refused(rc):  # the dock's policy: retrying cannot fix it, so stop and say so
+            where = f"{self.mqtt_cfg.host}:{self.mqtt_cfg.port}"
+            logger.error(
+                "receiver: broker %s refused our credentials (%s); not retrying", where, rc
+            )
+            self._fail(f"the login to MQTT broker {where}")
+            client.disconnect()
+            client.loop_stop()  # from the network thread this only asks it to end
+            return
         if rc.is_failure:
-            logger.error("receiver: broker refused the connection: %s", rc)
+            logger.error("receiver: broker refused the connection: %s; retrying", rc)
             return
         self.subscribed.clear()
         prefixes = [self.prefix, p.async_prefix(self.prefix)]
@@ -157,8 +166,9 @@ class Receiver:
     ) -> None:
         if all(not c.is_failure for c in codes):
             self.subscribed.set()
-        else:
+        else:  # nothing would ever arrive: fail, as the dock raises an alert
             logger.error("receiver: subscription to %s/# refused: %s", self.prefix, codes)
+            self._fail(f"the subscription to {self.prefix}/#")
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
