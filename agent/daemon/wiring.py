@@ -69,7 +69,8 @@ def assemble(cfg: DockConfig, refresh_s: float = 5.0, clock: ClockSource | None 
     reconciler = NotesReconciler(notes, s.custody.path)
     daemon.plugins.append(reconciler)
     roster, purger = _custody_plugins(daemon)
-    recovery = IndexRecovery(s.index, s.custody.path, cfg.data_dir, cfg.policy.delete_from_recorder)
+    policy = cfg.policy.delete_from_recorder
+    recovery = IndexRecovery(s.index, s.custody.path, cfg.data_dir, policy, s.flow)
     daemon.plugins.insert(0, recovery)  # stops last: its mark is written when all else is still
     daemon.parts = Parts(notes, conn, sync, reconciler, purger, recovery, roster, analysis)
     _ui_plugins(daemon)
