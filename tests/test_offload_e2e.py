@@ -111,6 +111,9 @@ def test_clock_corrected_when_timesyncd_says_synchronised(tmp_path: Path) -> Non
     with running(cfg, clock=ClockSource("timesyncd", flag=flag)) as (daemon, views):
         wait_for(lambda: settled(daemon, views, 1), 60, "bay 1 to finish")
         view = views.latest(1)
+        assert daemon.parts is not None
+        noted = [n for n in daemon.parts.notes.list(rec.device_id) if n.type == "clock_corrected"]
+        assert len(noted) == 1, "analysis notes the corrected clock (it hears the bus's event)"
     assert len(custody(cfg.data_dir, "clock_set")) == 1
     assert json.loads((tmp_path / "bay1" / "recorder.json").read_text())["clock_offset_s"] == 0.0
     assert view is not None and "clock_corrected" in {f.code for f in view.findings}

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from agent.analysis.late_offload import hours_late, is_late
 from agent.analysis.timeline import TimelineClip, TimelinePolicy, analyse
-from agent.events import Analysed, Offloaded
+from agent.events import Alert, Analysed, BayView, DockEvent, Offloaded
 from agent.evidence.clip_time import span
 from agent.evidence.record import Docking
 from agent.notes.model import NoteDraft
@@ -119,6 +119,11 @@ class Analysis:
     def healthy(self, stall_s: float) -> bool:
         """False when a batch has been running without progress for `stall_s`."""
         return not self.busy or time.monotonic() - self.heartbeat < stall_s
+
+    def on_dock_item(self, item: BayView | DockEvent | Alert) -> None:
+        """Bus listener: a recorder clock the dock corrected becomes a note."""
+        if isinstance(item, DockEvent) and item.type == "clock_corrected":
+            self.clock_corrected(str(item.fields["device_id"]), item.fields.get("offset_s"))
 
     def clock_corrected(self, device_id: str, offset_s: float | None) -> None:
         """A recorder clock was set: keep a note people can read later."""

@@ -17,6 +17,7 @@ from agent.daemon.services import Parts, Services
 from agent.dock.bay import BayWorker, ClipSynced
 from agent.dock.clock import ClockSource
 from agent.dock.hardware import build_watchers
+from agent.dock.roster import Roster
 from agent.durable import make_dirs, write_json
 from agent.events import ActiveAlerts, Alert, BayView, ClipFlow, DockEvent, EventBus, Synced
 from agent.evidence.custody import CustodyLog
@@ -71,8 +72,13 @@ class Daemon:
     """One dock: its bays, its store, its reporting."""
 
     def __init__(
-        self, cfg: DockConfig, refresh_s: float = 5.0, clock: ClockSource | None = None
+        self,
+        cfg: DockConfig,
+        refresh_s: float = 5.0,
+        clock: ClockSource | None = None,
+        roster: Roster | None = None,
     ) -> None:
+        """`roster`: the officer roster central serves, when configured (a plugin of its own)."""
         self.cfg = cfg
         self.started_at = datetime.now(UTC)
         data = cfg.data_dir
@@ -88,6 +94,7 @@ class Daemon:
             bus=EventBus(),
             flow=ClipFlow(),
             clock=(clock or ClockSource(cfg.policy.clock_sync_source)).state,
+            roster=roster,
         )
         self.bays = {b.number: BayWorker(b.number, self.services, refresh_s) for b in cfg.bay}
         self.services.flow.subscribe(Synced, self.clip_synced)

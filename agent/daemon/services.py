@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 
 from agent.config import DockConfig
 from agent.dock.clock import ClockState
-from agent.dock.parts import ClockNotes
 from agent.events import ClipFlow, EventBus
 from agent.evidence.store import EvidenceStore
 
@@ -38,7 +37,6 @@ class Services:
     bus: EventBus
     flow: ClipFlow  # a clip's steps: offloaded -> analysed -> synced -> freed -> purged
     clock: Callable[[], ClockState]  # is the dock's own clock synchronised, and says who
-    clock_notes: ClockNotes | None = None
     roster: Roster | None = None
 
 

@@ -45,12 +45,13 @@ class ConnectionPlugin:
 
 def assemble(cfg: DockConfig, refresh_s: float = 5.0, clock: ClockSource | None = None) -> Daemon:
     """A daemon for `cfg` with every plugin wired (`clock`: default from the policy)."""
-    daemon = Daemon(cfg, refresh_s, clock)
+    roster = Roster(cfg.central, cfg.data_dir) if cfg.central.roster_url else None
+    daemon = Daemon(cfg, refresh_s, clock, roster)
     s = daemon.services
     notes = NotesStore(cfg.data_dir, s.custody)
     analysis = Analysis(s, notes)
     s.flow.subscribe(Offloaded, analysis.submit)
-    s.clock_notes = analysis
+    s.bus.subscribe(analysis.on_dock_item)  # a recorder clock corrected: a note
     conn = MqttConnection(
         cfg.mqtt, cfg.client_id, will=status_will(cfg.topic), on_alert=s.bus.alert
     )
@@ -68,7 +69,7 @@ def assemble(cfg: DockConfig, refresh_s: float = 5.0, clock: ClockSource | None 
     daemon.plugins += [analysis, reporting, outbox, sync, requests, ConnectionPlugin(conn)]
     reconciler = NotesReconciler(notes, s.custody.path)
     daemon.plugins.append(reconciler)
-    roster, purger = _custody_plugins(daemon)
+    purger = _custody_plugins(daemon)
     policy = cfg.policy.delete_from_recorder
     recovery = IndexRecovery(s.index, s.custody.path, cfg.data_dir, policy, s.flow)
     daemon.plugins.insert(0, recovery)  # stops last: its mark is written when all else is still
@@ -96,14 +97,11 @@ def _ui_plugins(daemon: Daemon) -> None:
         )
 
 
-def _custody_plugins(daemon: Daemon) -> tuple[Roster | None, Purger]:
+def _custody_plugins(daemon: Daemon) -> Purger:
     """The officer roster (when central serves one) and the local-copy purger."""
     s = daemon.services
-    roster = None
-    if s.cfg.central.roster_url:
-        roster = Roster(s.cfg.central, s.cfg.data_dir)
-        s.roster = roster
-        daemon.plugins.append(roster)
+    if s.roster is not None:
+        daemon.plugins.append(s.roster)
     purger = Purger(s)
     daemon.plugins.append(purger)
-    return roster, purger
+    return purger

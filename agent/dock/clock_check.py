@@ -79,9 +79,6 @@ class ClockCheck:
             )
         )
         self.s.bus.event("clock_corrected", bay=self.bay, device_id=device_id, offset_s=offset)
-        notes = self.s.clock_notes
-        if notes is not None:
-            notes.clock_corrected(device_id, offset)
 
     def _escalate_drift(self) -> None:
         drift = next(f for f in self.findings if f.code == "clock_drift")

@@ -17,14 +17,6 @@ if TYPE_CHECKING:
     from agent.evidence.store import EvidenceStore
 
 
-class ClockNotes(Protocol):
-    """Who notes a recorder clock the dock corrected (the timeline analysis)."""
-
-    def clock_corrected(self, device_id: str, offset_s: float | None) -> None:
-        """Note that `device_id`'s clock was off by `offset_s` and set."""
-        ...
-
-
 class DockParts(Protocol):
     """The shared, thread-safe parts a bay uses: config, store, index, custody, bus, flow."""
 
@@ -66,11 +58,6 @@ class DockParts(Protocol):
     @property
     def clock(self) -> Callable[[], ClockState]:
         """Is the dock's own clock synchronised, and says who."""
-        ...
-
-    @property
-    def clock_notes(self) -> ClockNotes | None:
-        """Who notes a corrected recorder clock, if anyone."""
         ...
 
     @property
