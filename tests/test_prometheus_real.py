@@ -209,6 +209,6 @@ def _assert_promql(prom: Prometheus, daemon: Any) -> None:
     assert prom.query('up{job="dock-agent"}') == 1
     free, now = prom.query("dock_agent_disk_free_bytes"), daemon.services.store.free_bytes()
     assert free is not None and abs(free - now) < 2**30  # the disk is shared: it moves meanwhile
-    assert prom.query("dock_agent_alerts_active") == len(daemon.state.alerts)
+    assert prom.query("dock_agent_alerts_active") == len(daemon.alerts.codes())
     rules = requests.get(f"{prom.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
     assert {r["health"] for g in rules for r in g["rules"]} == {"ok"}, rules

@@ -8,10 +8,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.daemon.events import Alert, BayView, DockEvent
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.config import parse_config
+from agent.events import Alert, BayView, DockEvent
 from agent.evidence.custody import CustodyLog
 from agent.ui.metrics import CustodyTally, failure_of
 from agent.ui.server import PageServer
