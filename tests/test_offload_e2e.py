@@ -22,6 +22,7 @@ from firmware_interface.base import ClipEntry
 from firmware_interface.discovery import BayWaiting, Docked, Undocked
 from firmware_interface.simulated import SimulatedRecorder
 from tests.dock import dock_config, running, settled, wait_for
+from tests.fakes import flip_byte
 
 
 def sha(path: Path) -> str:
@@ -419,8 +420,7 @@ def test_a_batch_that_fails_verification_places_nothing(tmp_path: Path) -> None:
                 )
             )
     assert [s.sha256 for s in staged] == [sha(p) for p in sources]
-    with open(staged[1].tmp, "r+b") as fh:  # the disk returns other bytes than were written
-        fh.write(b"X")
+    flip_byte(staged[1].tmp, 0)  # the disk returns other bytes than were written
     with pytest.raises(VerifyFailed):
         store.commit(staged)
     assert not (store.root / "ZFY1").exists()
@@ -447,8 +447,7 @@ def test_a_batch_failing_verification_in_the_pipeline_faults_and_loses_nothing(
         def corrupting_prove(staged: list) -> None:
             batches.append(staged)
             if len(batches) == 2:  # the disk gives back other bytes than were written
-                with open(staged[7].tmp, "r+b") as fh:
-                    fh.write(b"X")
+                flip_byte(staged[7].tmp, 0)
             prove(staged)
 
         monkeypatch.setattr(store, "prove", corrupting_prove)
