@@ -413,7 +413,7 @@ def test_the_daemon_connection_serves_puback_mode(tmp_path: Path, broker: Broker
     """
     cfg = dock_config(
         tmp_path,
-        mqtt={"host": broker.host, "port": broker.port, "ack_mode": "puback"},
+        mqtt={"host": broker.host, "port": broker.port, "ack_mode": "puback", "upstream": "emqx"},
         delete_from_recorder="never",
     )
     simkit.build(tmp_path / "bay1", recorder())

@@ -23,6 +23,7 @@ from agent.notes.reconcile import NotesReconciler
 from agent.notes.store import NotesStore
 from agent.sync.outbox import Outbox
 from agent.sync.worker import Sync
+from agent.trust.dock import load_dock_trust
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class ConnectionPlugin:
 
 def assemble(cfg: DockConfig, refresh_s: float = 5.0, clock: ClockSource | None = None) -> Daemon:
     """A daemon for `cfg` with every plugin wired (`clock`: default from the policy)."""
+    trust = load_dock_trust(cfg)  # a bad or exposed key is a config error before anything runs
     daemon = Daemon(cfg, refresh_s, clock)
     s = daemon.services
     notes = NotesStore(cfg.data_dir, s.custody)
@@ -54,7 +56,7 @@ def assemble(cfg: DockConfig, refresh_s: float = 5.0, clock: ClockSource | None 
         cfg.mqtt, cfg.client_id, will=status_will(cfg.topic), on_alert=s.bus.alert
     )
     outbox = Outbox(cfg.data_dir / "outbox" / "notes", conn, f"{cfg.topic}/notes")
-    sync = Sync(s, conn, notes, daemon.clip_synced, outbox)
+    sync = Sync(s, conn, notes, daemon.clip_synced, outbox, trust)
     assigner = Assigner(daemon.bays, {b.number: b.kind for b in cfg.bay}, s.custody)
     handlers: dict[str, Handler] = {
         "note": note_handler(notes),
@@ -68,7 +70,7 @@ def assemble(cfg: DockConfig, refresh_s: float = 5.0, clock: ClockSource | None 
     reconciler = NotesReconciler(notes, s.custody.path)
     daemon.plugins.append(reconciler)
     roster, purger = _custody_plugins(daemon)
-    recovery = IndexRecovery(s.index, s.custody.path, cfg.data_dir, cfg.policy.delete_from_recorder)
+    recovery = IndexRecovery(s.index, s.custody.path, cfg.data_dir, cfg.delete_policy)
     daemon.plugins.insert(0, recovery)  # stops last: its mark is written when all else is still
     daemon.parts = Parts(notes, conn, sync, reconciler, purger, recovery, roster)
     _ui_plugins(daemon)

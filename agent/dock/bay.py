@@ -320,7 +320,7 @@ class BayWorker:
         self._emit(force=True)
 
     def _awaiting_ack(self) -> list[Finding]:
-        if self.docking is None or self.s.cfg.policy.delete_from_recorder != "after_upstream_ack":
+        if self.docking is None or self.s.cfg.delete_policy != "after_upstream_ack":
             return []
         device = self.docking.identity.device_id
         waiting = self.s.index.find(device_id=device, recorder_deleted=False)

@@ -62,7 +62,7 @@ class RecorderDeleter:
     def delete(self, clip_id: str) -> Deletion:
         """Delete the recorder's copy of `clip_id` if policy allows and it is still that clip."""
         record = self.s.index.get(clip_id)
-        policy = self.s.cfg.policy.delete_from_recorder
+        policy = self.s.cfg.delete_policy
         if record is None or record["recorder_deleted"] or record["device_id"] != self.device_id:
             return Deletion(Outcome.KEPT)
         if not deletable(record, policy):
@@ -134,7 +134,7 @@ class RecorderDeleter:
 
     def _done(self, clip_id: str) -> None:
         updated = self.s.index.update(clip_id, recorder_deleted=True)
-        archive_if_finished(self.s.index, updated, self.s.cfg.policy.delete_from_recorder)
+        archive_if_finished(self.s.index, updated, self.s.cfg.delete_policy)
 
     def _extra(self) -> dict[str, Any]:
         return {"DOCK_ID": self.s.cfg.dock.id, "DEVICE_ID": self.device_id}

@@ -2,12 +2,11 @@
 
 SPEC 7 and 7.1: one init payload per transfer, fixed at its first attempt and persisted; a
 silent fin is sent again alone before any segment is; EMQX's `enospc`/`edquot` mean no room;
-with a transfer key (SPEC 11) a fin counts only with the receiver's valid receipt.
+signed (SPEC 11), a fin counts only with central's receipt over that fin's nonce.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -15,11 +14,12 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from agent.durable import make_dirs
-from agent.transfer import emqx, trust
+from agent.transfer import emqx
 from agent.transfer import protocol as p
 from agent.transfer.exchange import Answer, Exchange
 from agent.transfer.link import Transport
@@ -31,8 +31,10 @@ from agent.transfer.outcome import (
     TransferFailed,
     TransferInterrupted,
 )
+from agent.transfer.outcome import why as _why
 from agent.transfer.ratelimit import TokenBucket
 from agent.transfer.resume import ResumeState, prune_done
+from agent.transfer.signing import Signer
 
 logger = logging.getLogger(__name__)
 __all__ = [
@@ -67,8 +69,9 @@ class _Slot:
 class FileSender:
     """Sends files over a Transport; one instance per client id, `send` may run in several threads.
 
-    `key` is the dock's transfer key (SPEC 11): it signs every init and makes a fin count only
-    with the receiver's receipt. It is never logged.
+    `signer` (SPEC 11) signs every init and segment, puts a fresh nonce in every fin and
+    makes a successful fin count only with central's receipt over it; `on_forged(file_id)` is
+    told of each success answer without a valid receipt (the sender keeps listening).
     """
 
     def __init__(
@@ -77,13 +80,14 @@ class FileSender:
         client_id: str,
         state_dir: Path,
         settings: SendSettings,
-        key: bytes | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.transport = transport
         self.client_id = client_id
         self.state_dir = Path(state_dir)
         self.settings = settings
-        self._key = key
+        self.signer = signer
+        self.on_forged: Any = None
         self.exchange = Exchange(transport, client_id, settings.ack_mode)
         self._pruned_at = time.monotonic()
         self.active_at = time.monotonic()  # the sending thread's last sign of life (watchdog)
@@ -124,24 +128,28 @@ class FileSender:
             os.close(fd)
 
     def _meta(self, name: str, size: int, file_id: str, user_data: dict[str, Any]) -> p.FileMeta:
-        data = dict(user_data)
-        if self._key is not None:
-            data["dock_sig"] = trust.init_signature(
-                self._key, self.client_id, file_id, size, file_id
-            )
-        return p.FileMeta(
+        meta = p.FileMeta(
             name=name,
             size=size,
             checksum=file_id,
             expire_at=int(time.time()) + self.settings.expire_after_s,
             segments_ttl=self.settings.segments_ttl_s,
-            user_data=data,
+            user_data=dict(user_data),
         )
+        return meta if self.signer is None else self.signer.sign_meta(file_id, meta)
 
     def _deliver(self, job: _Job) -> SendResult:
         state = self._load_state(job)
-        if state.init is not None and _sig(state.init) != job.meta.user_data.get("dock_sig"):
-            state.init = None  # signed with an earlier key: the receiver would refuse it for good
+        if (
+            state.init is not None
+            and self.signer
+            and not self.signer.init_verifies(job.file_id, state.init)
+        ):
+            # Signed the old way (HMAC), or with an earlier key: the receiver would refuse it for
+            # good. Sent afresh: a new init, every segment again (SPEC 11 migration).
+            logger.warning("%s: saved init not signed by this key; sent afresh", job.file_id)
+            state.init = None
+            state.reset()
         init = state.fix_init(p.init_payload(job.meta))
         answer: p.Response | None = None
         for round_no in range(1, self.settings.max_rounds + 1):
@@ -183,7 +191,9 @@ class FileSender:
             if self._ensure_link(job):
                 timeout = self.settings.ack_timeout_s
             job.result.fins_sent += 1
-            answer, dropped = self._request(job, topic, b"", timeout, self._receipted)
+            payload, nonce = self.signer.fin_payload() if self.signer else (b"", "")
+            accept = partial(self._receipted, nonce=nonce)
+            answer, dropped = self._request(job, topic, payload, timeout, accept)
             if answer is not None:
                 return answer
             if not dropped and timeout >= full:
@@ -194,20 +204,20 @@ class FileSender:
             timeout = self.settings.ack_timeout_s if dropped else min(full, timeout * 2)
         return None
 
-    def _receipted(self, job: _Job, answer: p.Response) -> bool:
-        """A fin answer to act on: any failure; success only with a valid receipt, given a key."""
-        if not answer.ok or self._key is None:
+    def _receipted(self, job: _Job, answer: p.Response, nonce: str) -> bool:
+        """A fin answer to act on: any failure; success only with central's receipt for `nonce`."""
+        if not answer.ok or self.signer is None:
             return True
-        m = job.meta
-        expected = trust.fin_receipt(self._key, self.client_id, job.file_id, m.size, m.checksum)
-        if trust.valid(expected, answer.receipt):
+        if self.signer.receipt_holds(job.file_id, job.meta, nonce, answer):
             return True
         job.result.forged += 1
         logger.warning(
-            "fin of %s answered success without a valid receipt (%s); ignored",
+            "fin of %s answered success without a valid receipt (%s); ignored, still listening",
             job.file_id,
             "none" if answer.receipt is None else "wrong",
         )
+        if self.on_forged is not None:
+            self.on_forged(job.file_id)
         return False
 
     def _prune(self) -> None:
@@ -231,10 +241,9 @@ class FileSender:
             "segment_bytes": self.settings.segment_bytes,
         }
         make_dirs(self.state_dir)
-        state = ResumeState.load(
+        return ResumeState.load(
             self.state_dir, key, self.settings.persist_interval_s, self.settings.segments_ttl_s
         )
-        return state
 
     def _offsets(self, size: int) -> range:
         return range(0, size, self.settings.segment_bytes)
@@ -317,7 +326,10 @@ class FileSender:
         topic = p.segment_topic(self.settings.prefix, job.file_id, offset, p.sha256_hex(data))
         job.result.segments_sent += 1
         job.result.bytes_sent += len(data)
-        return self.exchange.publish(job.answers, topic, data)
+        prop = (
+            None if self.signer is None else self.signer.segment_property(job.file_id, offset, data)
+        )
+        return self.exchange.publish(job.answers, topic, data, prop)
 
     def _expire(
         self, job: _Job, inflight: dict[bytes, _Slot], todo: deque[int], tries: dict[int, int]
@@ -385,15 +397,3 @@ def _poll(answers: queue.Queue[Answer]) -> Answer | None:
         return answers.get_nowait()
     except queue.Empty:
         return None
-
-
-def _why(answer: p.Response | None) -> str:
-    if answer is None:
-        return "no answer in time"
-    return f"reason code {answer.reason_code}: {answer.reason_description}"
-
-
-def _sig(init: bytes) -> Any:
-    """The `dock_sig` a saved init payload (a JSON object: ResumeState) carries, else None."""
-    data = json.loads(init).get("user_data")
-    return data.get("dock_sig") if isinstance(data, dict) else None

@@ -105,7 +105,7 @@ class Purger:
 
     def _tidy_active(self) -> list[Record]:
         """Archive finished clips, reclassify the rest; the active records with a local copy."""
-        policy = self.s.cfg.policy.delete_from_recorder
+        policy = self.s.cfg.delete_policy
         records = self.s.index.active()
         live = [r for r in records if not archive_if_finished(self.s.index, r, policy)]
         live = [r for r in live if has_local_copy(r)]
@@ -153,7 +153,7 @@ class Purger:
         )
         self.copies.forget(clip_id)
         self._log(record, reason)
-        archive_if_finished(self.s.index, updated, self.s.cfg.policy.delete_from_recorder)
+        archive_if_finished(self.s.index, updated, self.s.cfg.delete_policy)
         return True
 
     def _log(self, record: Record, reason: str) -> None:
