@@ -70,6 +70,9 @@ def config_toml(cfg: DockConfig) -> str:
         f'[mqtt]\nhost = "{m.host}"\nport = {m.port}\nupstream = "{m.upstream}"\n'
         f'central_key_file = "{m.central_key_file}"\n'
     )
+    for key in ("tls_ca", "tls_cert", "tls_key", "username", "password_file"):
+        if getattr(m, key):
+            lines.append(f'{key} = "{getattr(m, key)}"\n')
     lines.append(f'[ui]\nlisten = "{cfg.ui.listen}"\n')
     return "".join(lines)
 
