@@ -179,7 +179,7 @@ class MqttSection:
     central_key_file: str = setting(
         "",
         doc="central's public key (one OpenSSH line, the receiver's .pub) that signs receipts; "
-        "unset with upstream receiver: nothing is deleted from recorders (alert deletes_held)",
+        "unset with upstream receiver: no ack frees a recorder (alert deletes_held)",
     )
     command_rate_per_min: int = setting(
         60,

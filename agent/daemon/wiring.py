@@ -45,8 +45,8 @@ class ConnectionPlugin:
 
 def assemble(cfg: DockConfig, refresh_s: float = 5.0, clock: ClockSource | None = None) -> Daemon:
     """A daemon for `cfg` with every plugin wired (`clock`: default from the policy)."""
-    trust = load_dock_trust(cfg)  # a bad or exposed key is a config error before anything runs
-    daemon = Daemon(cfg, refresh_s, clock)
+    daemon = Daemon(cfg, refresh_s, clock)  # makes data_dir (a failure there: exit 1)
+    trust = load_dock_trust(cfg)  # a bad or exposed key: a config error before anything runs
     s = daemon.services
     notes = NotesStore(cfg.data_dir, s.custody)
     analysis = Analysis(s, notes)

@@ -107,8 +107,11 @@ def load_dock_trust(cfg: DockConfig) -> DockTrust:
 
 
 def deletes_held_reason(cfg: DockConfig) -> str | None:
-    """Why recorders are not freed although the policy says after the upstream ack (pure)."""
-    if cfg.policy.delete_from_recorder == "never":
+    """Why recorders are not freed although the policy says after the upstream ack (pure).
+
+    Only acks are held: `after_local_verify` deletes on the dock's own proof, no answer needed.
+    """
+    if cfg.policy.delete_from_recorder != "after_upstream_ack":
         return None
     if cfg.mqtt.upstream == "receiver" and not cfg.mqtt.central_key_file:
         return (
