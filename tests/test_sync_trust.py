@@ -19,6 +19,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.config import DockConfig, MqttSection
+from agent.daemon.reporting import Reporting
 from agent.evidence.custody import iter_entries
 from agent.transfer.receiver.server import Receiver
 from agent.ui.status import read_status
@@ -144,9 +145,11 @@ def test_shipped_defaults_with_a_forger_and_no_receiver_delete_nothing(
             assert all(p.exists() for p in originals), "nothing left the recorder"
             records = list(index.iter_all())
             status = read_status(cfg)
+            published = next(p for p in daemon.plugins if isinstance(p, Reporting)).status_payload()
     finally:
         sniffer.close()
     assert len(records) == len(originals)
+    assert published["key_fingerprint"] == status["key_fingerprint"]  # R/status
     assert "recorder_clip_deleted" not in custody_events(cfg)
     held = alerts(views, "deletes_held")[0]
     assert "central_key_file" in held.message and held.severity == "warning"

@@ -115,3 +115,39 @@ def test_an_unusable_central_key_names_the_key(tmp_path: Path) -> None:
     bad.write_text("not a key\n")
     with pytest.raises(ConfigError, match=r"mqtt.central_key_file = .*central.pub.*ssh-ed25519"):
         load_dock_trust(cfg(tmp_path, central_key_file=str(bad)))
+
+
+def receiver_toml(tmp: Path, **receiver: str) -> Path:
+    lines = "".join(f'{k} = "{v}"\n' for k, v in receiver.items())
+    path = tmp / "receiver.toml"
+    path.write_text(f'[receiver]\nstore_dir = "{tmp / "store"}"\n{lines}[mqtt]\nport = 1\n')
+    return path
+
+
+def test_a_receiver_still_holding_hmac_keys_is_told_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import main
+
+    (tmp_path / "dock-keys").mkdir()
+    (tmp_path / "dock-keys" / "dock-01.key").write_text("ab" * 32)
+    config = receiver_toml(tmp_path, dock_keys_dir=str(tmp_path / "dock-keys"))
+    assert main(["receive", "-c", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "receiver.dock_keys_dir = " in err[0]
+    assert "HMAC transfer keys ({client_id}.key)" in err[0] and "{client_id}.pub" in err[0]
+
+
+def test_a_receiver_key_others_may_read_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import main
+
+    key = tmp_path / "receiver.key"
+    keys.create_private(key)
+    key.chmod(0o644)
+    config = receiver_toml(tmp_path, signing_key_file=str(key))
+    assert main(["keys", "--receiver", "-c", str(config)]) == 2
+    assert main(["receive", "-c", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "receiver.signing_key_file" in err and "readable by group or others" in err
