@@ -323,12 +323,12 @@ class FileSender:
         self.active_at = time.monotonic()
         if not self._bucket.take(len(data), job.cancel):
             raise TransferInterrupted(f"{job.file_id}: cancelled")
-        topic = p.segment_topic(self.settings.prefix, job.file_id, offset, p.sha256_hex(data))
+        digest = p.sha256_hex(data)
+        topic = p.segment_topic(self.settings.prefix, job.file_id, offset, digest)
         job.result.segments_sent += 1
         job.result.bytes_sent += len(data)
-        prop = (
-            None if self.signer is None else self.signer.segment_property(job.file_id, offset, data)
-        )
+        sign = self.signer.segment_property if self.signer else None
+        prop = sign(job.file_id, offset, data, digest) if sign else None
         return self.exchange.publish(job.answers, topic, data, prop)
 
     def _expire(

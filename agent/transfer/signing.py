@@ -60,9 +60,12 @@ class Signer:
         message = signatures.init_message(self.client_id, file_id, body)
         return signatures.verify(self._public, message, user_data.get(SIG_PROPERTY))
 
-    def segment_property(self, file_id: str, offset: int, data: bytes) -> tuple[str, str]:
-        """The MQTT user property that signs one segment."""
-        message = signatures.segment_message(self.client_id, file_id, offset, data)
+    def segment_property(
+        self, file_id: str, offset: int, data: bytes, digest: str | None = None
+    ) -> tuple[str, str]:
+        """The MQTT user property that signs one segment (`digest`: its SHA-256, if known)."""
+        sha = digest or p.sha256_hex(data)
+        message = signatures.segment_digest_message(self.client_id, file_id, offset, sha)
         return SIG_PROPERTY, signatures.sign(self._key, message)
 
     def fin_payload(self) -> tuple[bytes, str]:

@@ -240,8 +240,9 @@ class Receiver:
             check_segment(size, cmd, msg.payload)
         except p.ProtocolError:
             return None  # the worker refuses it, with the reason, in order
+        props = getattr(msg, "properties", None)  # checksum, when given, checked just above
         if self.keys is not None and not self.keys.segment_ok(
-            route[0], cmd, bytes(msg.payload), getattr(msg, "properties", None)
+            route[0], cmd, bytes(msg.payload), props, cmd.checksum
         ):
             return None  # refused by the worker; it never touches the stored ranges
         self.send_response(route[1], route[2], _answer(msg, p.SUCCESS, "success"))

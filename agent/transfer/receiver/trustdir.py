@@ -81,18 +81,26 @@ class DockKeys:
         key = self.key(client_id)
         return key is not None and init_signed(key, client_id, file_id, p.init_payload(meta))
 
-    def check_segment(self, client_id: str, seg: p.Segment, data: bytes, props: Any) -> None:
-        """Refuse (0x87) a segment whose `dock_sig` user property does not sign it."""
+    def check_segment(
+        self, client_id: str, seg: p.Segment, data: bytes, props: Any, digest: str | None = None
+    ) -> None:
+        """Refuse (0x87) a segment whose `dock_sig` user property does not sign it.
+
+        `digest`: the segment's SHA-256 when already checked against `data` (else hashed here).
+        """
         key = self._require(client_id)
         sig = segment_signature(props)
-        message = signatures.segment_message(client_id, seg.file_id, seg.offset, data)
+        sha = digest or p.sha256_hex(data)
+        message = signatures.segment_digest_message(client_id, seg.file_id, seg.offset, sha)
         if not signatures.verify(key, message, sig):
             raise p.ProtocolError(p.NOT_AUTHORIZED, "segment: dock_sig missing or does not verify")
 
-    def segment_ok(self, client_id: str, seg: p.Segment, data: bytes, props: Any) -> bool:
+    def segment_ok(
+        self, client_id: str, seg: p.Segment, data: bytes, props: Any, digest: str | None = None
+    ) -> bool:
         """`check_segment` as a yes or no."""
         try:
-            self.check_segment(client_id, seg, data, props)
+            self.check_segment(client_id, seg, data, props, digest)
         except p.ProtocolError:
             return False
         return True
