@@ -151,3 +151,21 @@ def test_a_receiver_key_others_may_read_is_refused(
     assert main(["receive", "-c", str(config)]) == 2
     err = capsys.readouterr().err
     assert "receiver.signing_key_file" in err and "readable by group or others" in err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root makes files for another user")
+def test_keys_run_as_root_leaves_the_key_to_the_daemons_user(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chown(data, 65534, 65534)  # the daemon's user owns its StateDirectory
+    config = tmp_path / "dock.toml"
+    config.write_text(f'[dock]\nid = "dock-01"\ndata_dir = "{data}"\n')
+    assert main(["keys", "-c", str(config)]) == 0
+    pub_line, fingerprint = capsys.readouterr().out.splitlines()
+    for made in (data / "keys", data / "keys" / "dock.key", data / "keys" / "dock.pub"):
+        assert made.stat().st_uid == 65534, made
+    assert fingerprint == keys.fingerprint(keys.parse_public(pub_line, "pub"))

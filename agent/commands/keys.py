@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import Any
 
 from agent.cli import add_config_arg
@@ -43,11 +45,31 @@ def run(args: argparse.Namespace) -> int:
         comment = rcfg.receiver.client_id
     else:
         from agent.config import load_config
-        from agent.trust.dock import load_signing_key
+        from agent.trust.dock import load_signing_key, public_path, signing_key_path
 
         cfg = load_config(args.config)
+        path = signing_key_path(cfg)
+        made = not path.exists()
         key = load_signing_key(cfg)
+        if made:
+            hand_over(cfg.data_dir, [path.parent, path, public_path(path)])
         comment = cfg.client_id
     print(keys.public_line(key.public_key(), comment))
     print(keys.fingerprint(key.public_key()))
     return 0
+
+
+def hand_over(data_dir: Path, paths: list[Path]) -> None:
+    """Key files root just made in the daemon's data_dir: given to the daemon's user, as it
+    would have made them at its first start (else it could not read its own key)."""
+    if os.geteuid() != 0:
+        return
+    try:
+        owner = data_dir.stat()
+    except OSError:
+        return
+    if owner.st_uid == 0:
+        return
+    for path in paths:
+        if path.is_relative_to(data_dir) and path.exists():
+            os.chown(path, owner.st_uid, owner.st_gid)

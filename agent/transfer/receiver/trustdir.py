@@ -79,7 +79,11 @@ class DockKeys:
     def meta_signed(self, client_id: str, file_id: str, meta: p.FileMeta) -> bool:
         """Whether a stored init (as the dock sends it) carries the client's current signature."""
         key = self.key(client_id)
-        return key is not None and init_signed(key, client_id, file_id, p.init_payload(meta))
+        try:  # an old receiver's stored init may hold anything a client sent
+            payload = p.init_payload(meta)
+        except (ValueError, TypeError, RecursionError):
+            return False
+        return key is not None and init_signed(key, client_id, file_id, payload)
 
     def check_segment(
         self, client_id: str, seg: p.Segment, data: bytes, props: Any, digest: str | None = None
