@@ -43,8 +43,11 @@ class Sniffer:
     earlier, receipt included).
     """
 
-    def __init__(self, broker: Broker, receipt: str | None = None, replay: bytes = b"") -> None:
+    def __init__(
+        self, broker: Broker, receipt: str | None = None, replay: bytes = b"", code: int = 0
+    ) -> None:
         self.receipt = receipt
+        self.code = code
         self.replay = replay
         self.fins = 0
         self._ready = threading.Event()
@@ -68,8 +71,8 @@ class Sniffer:
             "vsn": "0.1",
             "topic": msg.topic,
             "packet_id": msg.mid,
-            "reason_code": 0,
-            "reason_description": "success",
+            "reason_code": self.code,
+            "reason_description": "success" if self.code == 0 else "checksum_mismatch",
         }
         if self.receipt is not None:
             body["receipt"] = self.receipt
@@ -217,3 +220,23 @@ def test_a_receiver_without_the_docks_key_stores_nothing_and_frees_nothing(
     assert held_by(tmp_path / "central") == {}
     assert all(p.exists() for p in originals)
     assert not custody_events(cfg) & {"clip_synced", "recorder_clip_deleted"}
+
+
+@pytest.mark.parametrize("code", [0x80, 0x97])
+def test_forged_failures_beside_the_real_receiver_cost_no_round_and_no_pause(
+    tmp_path: Path, broker: Broker, code: int
+) -> None:
+    """A failure anyone on the broker can send waits for the receiver's proved answer."""
+    cfg, originals = docked(tmp_path, broker)
+    receiver = receiver_for(cfg, tmp_path)
+    sniffer = Sniffer(broker, code=code)
+    try:
+        with running(cfg) as (daemon, views):
+            index = daemon.services.index
+            wait_for(lambda: {r["state"] for r in index.iter_all()} == {"synced"}, 60, "synced")
+            wait_for(lambda: not any(p.exists() for p in originals), 30, "recorder freed")
+    finally:
+        sniffer.close()
+        receiver.stop()
+    assert sniffer.fins >= len(originals)
+    assert not alerts(views, "sync_failed"), "no round failed, the queue never paused"

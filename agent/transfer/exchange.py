@@ -123,6 +123,14 @@ class Exchange:
         self._deliver(corr, resp)
 
 
+def poll(answers: queue.Queue[Answer]) -> Answer | None:
+    """The next answer waiting in `answers`, or None at once."""
+    try:
+        return answers.get_nowait()
+    except queue.Empty:
+        return None
+
+
 def _puback_response(topic: str, mid: int, code: int) -> p.Response:
     """A PUBACK as an answer; MQTT 5 codes below 0x80 are success (e.g. 0x10 no subscribers)."""
     return p.Response(

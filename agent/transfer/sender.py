@@ -21,7 +21,7 @@ from typing import Any
 from agent.durable import make_dirs
 from agent.transfer import emqx
 from agent.transfer import protocol as p
-from agent.transfer.exchange import Answer, Exchange
+from agent.transfer.exchange import Answer, Exchange, poll
 from agent.transfer.link import Transport
 from agent.transfer.outcome import (
     QuotaExceeded,
@@ -64,6 +64,7 @@ class _Job:
 class _Slot:
     offset: int
     deadline: float
+    failure: p.Response | None = None  # held until the deadline: a success may still come
 
 
 class FileSender:
@@ -140,11 +141,7 @@ class FileSender:
 
     def _deliver(self, job: _Job) -> SendResult:
         state = self._load_state(job)
-        if (
-            state.init is not None
-            and self.signer
-            and not self.signer.init_verifies(job.file_id, state.init)
-        ):
+        if self.signer is not None and self.signer.stale_init(job.file_id, state.init):
             # Signed the old way (HMAC), or with an earlier key: the receiver would refuse it for
             # good. Sent afresh: a new init, every segment again (SPEC 11 migration).
             logger.warning("%s: saved init not signed by this key; sent afresh", job.file_id)
@@ -204,21 +201,18 @@ class FileSender:
             timeout = self.settings.ack_timeout_s if dropped else min(full, timeout * 2)
         return None
 
-    def _receipted(self, job: _Job, answer: p.Response, nonce: str) -> bool:
-        """A fin answer to act on: any failure; success only with central's receipt for `nonce`."""
-        if not answer.ok or self.signer is None:
-            return True
-        if self.signer.receipt_holds(job.file_id, job.meta, nonce, answer):
-            return True
-        job.result.forged += 1
-        logger.warning(
-            "fin of %s answered success without a valid receipt (%s); ignored, still listening",
-            job.file_id,
-            "none" if answer.receipt is None else "wrong",
+    def _receipted(self, job: _Job, answer: p.Response, nonce: str) -> bool | None:
+        """Act on a fin answer (True), ignore a forged success (False), or hold a failure (None)."""
+        verdict = (
+            True
+            if self.signer is None
+            else self.signer.judge_fin(job.file_id, job.meta, nonce, answer)
         )
-        if self.on_forged is not None:
-            self.on_forged(job.file_id)
-        return False
+        if verdict is False:
+            job.result.forged += 1
+            if self.on_forged is not None:
+                self.on_forged(job.file_id)
+        return verdict
 
     def _prune(self) -> None:
         """Drop kept inits past their expire_at, at most hourly."""
@@ -250,10 +244,12 @@ class FileSender:
 
     def _command(self, job: _Job, topic: str, payload: bytes) -> None:
         """Send one command until it succeeds, at most `max_tries` times."""
-        answer: p.Response | None = None
+        answer = None
+        signer = self.signer
+        judge = None if signer is None else lambda _job, a: signer.judge(a)
         for _ in range(self.settings.max_tries):
             self._ensure_link(job)
-            answer, _dropped = self._request(job, topic, payload, self.settings.ack_timeout_s)
+            answer, _ = self._request(job, topic, payload, self.settings.ack_timeout_s, judge)
             if answer is not None and answer.ok:
                 return
             if p.no_room(answer):
@@ -265,20 +261,25 @@ class FileSender:
     ) -> tuple[p.Response | None, bool]:
         """One command, one answer: (answer or None on silence, whether the link dropped meanwhile).
 
-        Answers `accept(job, answer)` rejects are skipped. A command published just before the
-        broker went away is lost with it: waiting out the whole timeout after the link is back
-        would only delay the resend.
+        Answers `accept(job, answer)` rejects (False) are skipped; one it holds (None: a failure any
+        broker client could have sent) is returned only if no accepted one follows within
+        ack_timeout_s. A command published just before the broker went away is lost with it:
+        waiting out the whole timeout after the link is back would only delay the resend.
         """
         corr = self.exchange.publish(job.answers, topic, payload)
-        deadline = time.monotonic() + timeout
+        deadline, held = time.monotonic() + timeout, None
         try:
             while self.transport.wait_connected(0):
                 got = self._next_answer(job, min(deadline, time.monotonic() + _LINK_POLL_S))
-                if got is not None and got[0] == corr and (accept is None or accept(job, got[1])):
-                    return got[1], False
-                if got is None and time.monotonic() >= deadline:
-                    return None, False
-            return None, True
+                if got is not None and got[0] == corr:
+                    verdict = True if accept is None else accept(job, got[1])
+                    if verdict:
+                        return got[1], False
+                    if verdict is None and held is None:
+                        held, deadline = got[1], min(deadline, self._deadline())
+                elif got is None and time.monotonic() >= deadline:
+                    return held, False
+            return held, True
         finally:
             self.exchange.forget(corr)
 
@@ -290,7 +291,7 @@ class FileSender:
             if todo and len(inflight) < self.settings.max_inflight:
                 offset = todo.popleft()
                 inflight[self._send_segment(job, offset)] = _Slot(offset, self._deadline())
-                got = _poll(job.answers)
+                got = poll(job.answers)
             else:
                 got = self._next_answer(job, min(s.deadline for s in inflight.values()))
                 if got is None:
@@ -308,9 +309,13 @@ class FileSender:
         state: ResumeState,
     ) -> None:
         """Apply one answer: success is remembered, failure resends the segment."""
-        slot = inflight.pop(got[0], None)
+        slot = inflight.get(got[0])
         if slot is None:
             return
+        if not got[1].ok and self.signer and self.signer.holds_failures and slot.failure is None:
+            slot.failure = got[1]  # any broker client may answer so; the receiver's comes too
+            return
+        del inflight[got[0]]
         self.exchange.forget(got[0])
         if got[1].ok:
             state.ack(slot.offset)
@@ -345,7 +350,7 @@ class FileSender:
             if slot.deadline <= now:
                 del inflight[corr]
                 self.exchange.forget(corr)
-                self._retry(job, slot.offset, None, todo, tries)
+                self._retry(job, slot.offset, slot.failure, todo, tries)
 
     def _retry(
         self,
@@ -390,10 +395,3 @@ class FileSender:
 
     def _deadline(self) -> float:
         return time.monotonic() + self.settings.ack_timeout_s
-
-
-def _poll(answers: queue.Queue[Answer]) -> Answer | None:
-    try:
-        return answers.get_nowait()
-    except queue.Empty:
-        return None

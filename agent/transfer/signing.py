@@ -60,6 +60,10 @@ class Signer:
         message = signatures.init_message(self.client_id, file_id, body)
         return signatures.verify(self._public, message, user_data.get(SIG_PROPERTY))
 
+    def stale_init(self, file_id: str, payload: bytes | None) -> bool:
+        """A saved init this key did not sign (HMAC-era, or an earlier key): to be sent afresh."""
+        return payload is not None and not self.init_verifies(file_id, payload)
+
     def segment_property(
         self, file_id: str, offset: int, data: bytes, digest: str | None = None
     ) -> tuple[str, str]:
@@ -74,6 +78,32 @@ class Signer:
             return b"", ""
         nonce = secrets.token_hex(NONCE_BYTES)
         return json.dumps({"nonce": nonce}).encode("ascii"), nonce
+
+    @property
+    def holds_failures(self) -> bool:
+        """Whether a failure answer waits for a proved success first (receipts can be checked).
+
+        Anyone on the broker can answer a command; with receipts only the receiver can prove
+        a success, so a failure it did not send must not cost the clip a resend or a round.
+        """
+        return self.receipts and self.central_key is not None
+
+    def judge(self, answer: Any) -> bool | None:
+        """An answer to any other command: act on it, or hold a failure (see holds_failures)."""
+        return True if answer.ok or not self.holds_failures else None
+
+    def judge_fin(self, file_id: str, meta: p.FileMeta, nonce: str, answer: Any) -> bool | None:
+        """A fin answer: act on it (True), ignore it (False: forged), or hold it (None: failure)."""
+        if not answer.ok:
+            return None if self.holds_failures else True
+        if self.receipt_holds(file_id, meta, nonce, answer):
+            return True
+        logger.warning(
+            "fin of %s answered success without a valid receipt (%s); ignored, still listening",
+            file_id,
+            "none" if getattr(answer, "receipt", None) is None else "wrong",
+        )
+        return False
 
     def receipt_holds(self, file_id: str, meta: p.FileMeta, nonce: str, answer: Any) -> bool:
         """Whether a successful fin answer proves central holds the file (for this nonce)."""
