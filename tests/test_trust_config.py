@@ -169,3 +169,23 @@ def test_keys_run_as_root_leaves_the_key_to_the_daemons_user(
     for made in (data / "keys", data / "keys" / "dock.key", data / "keys" / "dock.pub"):
         assert made.stat().st_uid == 65534, made
     assert fingerprint == keys.fingerprint(keys.parse_public(pub_line, "pub"))
+
+
+def test_the_receiver_sends_no_password_in_clear_text_nor_reads_an_exposed_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import main
+
+    pw = tmp_path / "pw"
+    pw.write_text("secret")
+    config = tmp_path / "receiver.toml"
+    body = f'[receiver]\nstore_dir = "{tmp_path / "store"}"\n[mqtt]\nusername = "r"\n'
+    config.write_text(body + f'host = "broker.example"\npassword_file = "{pw}"\n')
+    assert main(["receive", "-c", str(config)]) == 2
+    assert "mqtt.password_file: set without mqtt.tls_ca for host 'broker.example'" in (
+        capsys.readouterr().err
+    )
+    pw.chmod(0o644)
+    config.write_text(body + f'port = 1\npassword_file = "{pw}"\n')
+    assert main(["receive", "-c", str(config)]) == 2
+    assert "mqtt.password_file = " in capsys.readouterr().err

@@ -15,6 +15,7 @@ from agent.schema import ConfigError
 from agent.transfer.receiver.config import ReceiverConfig, load_receiver_config, receiver_key_path
 from agent.transfer.receiver.server import Receiver
 from agent.transfer.receiver.trustdir import DockKeys, old_key_files
+from agent.trust.dock import private_file_problems
 from agent.trust.keys import KeyFileError
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
 def receiver_from_config(cfg: ReceiverConfig) -> Receiver:
     """A receiver as `cfg` says (not started); ConfigError for an unusable or exposed key."""
     section = cfg.receiver
+    exposed = private_file_problems(cfg.mqtt)
+    if exposed:
+        raise ConfigError(exposed)
     if section.dock_keys_dir:
         old = old_key_files(DockKeys(section.dock_keys_dir).directory)
         if old:

@@ -13,7 +13,7 @@ from agent.schema import ConfigError
 from agent.trust import keys
 
 if TYPE_CHECKING:
-    from agent.config import DockConfig
+    from agent.config import DockConfig, MqttSection
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +84,11 @@ def load_central_key(cfg: DockConfig) -> Ed25519PublicKey | None:
         ) from None
 
 
-def private_file_problems(cfg: DockConfig) -> list[str]:
-    """Secret files that group or others may read (refused like a bad config)."""
+def private_file_problems(mqtt: MqttSection) -> list[str]:
+    """Secret files of `[mqtt]` that group or others may read (refused like a bad config)."""
     problems = []
     for name in ("tls_key", "password_file"):
-        value = getattr(cfg.mqtt, name)
+        value = getattr(mqtt, name)
         path = keys.credential_path(value) if value else None
         if path is not None and path.exists():
             try:
@@ -100,7 +100,7 @@ def private_file_problems(cfg: DockConfig) -> list[str]:
 
 def load_dock_trust(cfg: DockConfig) -> DockTrust:
     """Everything the dock's trust needs, checked at start (ConfigError naming each problem)."""
-    problems = private_file_problems(cfg)
+    problems = private_file_problems(cfg.mqtt)
     if problems:
         raise ConfigError(problems)
     return DockTrust(load_signing_key(cfg), load_central_key(cfg), cfg.mqtt.upstream)

@@ -11,6 +11,7 @@ from agent.config import MqttSection, read_toml, resolve_path
 from agent.schema import in_range, parse, pattern, setting
 from agent.transfer.receiver.expiry import DEFAULT_PARTIAL_TTL_S, MIN_PARTIAL_TTL_S
 from agent.trust.keys import credential_path
+from agent.trust.settings import mqtt_trust_problems
 
 DEFAULT_MAX_FILE_BYTES = 64 << 30
 MAX_FILE_BYTES_LIMIT = 1 << 62  # far below what os.pwrite can address (2**63 - 1)
@@ -90,6 +91,7 @@ def _cross_problems(cfg: ReceiverConfig) -> list[str]:
         problems.append("mqtt.tls_cert/tls_key: expected both or neither (mutual TLS)")
     if cfg.mqtt.tls_cert and not cfg.mqtt.tls_ca:
         problems.append("mqtt.tls_ca = '': expected a CA bundle when tls_cert is set")
+    problems.extend(mqtt_trust_problems(cfg.mqtt, "never"))  # no password in clear text
     prefix = cfg.mqtt.file_transfer_prefix
     if not prefix or any(ch in prefix for ch in "#+") or prefix.endswith("/"):
         problems.append(
