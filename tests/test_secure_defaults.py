@@ -46,9 +46,9 @@ def install(tmp: Path, broker: Broker) -> tuple[Path, Path]:
     dock = re.sub(r'usb_path = "[^"]*(\d):1\.0"', lambda m: f'sim_dir = "{tmp}/bay{m[1]}"', dock)
     receiver = (SHIPPED / "receiver.toml").read_text()
     for old, new in (
-        ('store_dir = "/var/lib/dock-agent-receiver"', f'store_dir = "{tmp / "central"}"'),
+        ('store_dir = "/var/lib/dock-receiver/store"', f'store_dir = "{tmp / "central"}"'),
         ("port = 1883", f"port = {broker.port}"),
-        ('dock_keys_dir = "dock-keys"', f'dock_keys_dir = "{tmp / "dock-keys"}"'),
+        ('"/etc/dock-agent/dock-keys"', f'"{tmp / "dock-keys"}"'),
         ('"/var/lib/dock-receiver/receiver.key"', f'"{tmp / "receiver.key"}"'),
     ):
         assert old in receiver, old
