@@ -1,5 +1,6 @@
 """A site made on the spot (SPEC 11): the shipped Mosquitto configuration, its CA and server
-certificate, every user's password and every dock's transfer key, all in one directory.
+certificate, every user's password and every key pair (the docks' and the receiver's, each
+side's .pub enrolled with the other), all in one directory.
 
 What docs/INSTALL.md tells an installer to do by hand, done by the demo and the tests.
 """
