@@ -59,6 +59,13 @@ def install(tmp: Path, broker: Broker) -> tuple[Path, Path]:
     return tmp / "dock.toml", tmp / "receiver.toml"
 
 
+def run_status(config: Path) -> str:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["status", "-c", str(config)]) == 0
+    return out.getvalue()
+
+
 def keys_output(*args: str) -> list[str]:
     out = io.StringIO()
     with redirect_stdout(out):
@@ -101,6 +108,11 @@ def test_a_fresh_install_frees_recorders_only_once_central_is_enrolled(
     finally:
         receiver.stop()
     assert status["key_fingerprint"] == fingerprint
+    text = run_status(dock_toml)
+    assert f"key: {fingerprint}" in text
+    assert ("ALERT deletes_held (warning): mqtt.central_key_file is not set" in text) is not (
+        central_enrolled
+    )
     assert keys.fingerprint(keys.parse_public(pub_line, "pub")) == fingerprint
     central = tmp_path / "central" / "dock-01"
     assert len([d for d in central.iterdir() if (d / "manifest.json").exists()]) == 2 * len(
