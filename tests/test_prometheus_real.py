@@ -179,7 +179,11 @@ def _with_page(cfg: Any, port: int) -> dict[str, Any]:
         "dock": {"id": cfg.dock.id, "data_dir": str(cfg.data_dir)},
         "bay": [{"number": 1, "sim_dir": str(cfg.bay[0].sim_dir)}],
         "policy": {"require_synced_clock": False, "disk_reserve_bytes": 0},
-        "mqtt": {"host": cfg.mqtt.host, "port": cfg.mqtt.port},
+        "mqtt": {  # central's key enrolled (tests/dock.py): receipts free the recorder
+            "host": cfg.mqtt.host,
+            "port": cfg.mqtt.port,
+            "central_key_file": cfg.mqtt.central_key_file,
+        },
         "ui": {"listen": f"127.0.0.1:{port}"},
     }
 

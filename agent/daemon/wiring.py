@@ -24,6 +24,7 @@ from agent.notes.reconcile import NotesReconciler
 from agent.notes.store import NotesStore
 from agent.sync.outbox import Outbox
 from agent.sync.worker import Sync
+from agent.trust.dock import load_dock_trust
 from agent.ui.server import MetricsSource
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ class ConnectionPlugin:
 def assemble(cfg: DockConfig, refresh_s: float = 5.0, clock: ClockSource | None = None) -> Daemon:
     """A daemon for `cfg` with every plugin wired (`clock`: default from the policy)."""
     roster = Roster(cfg.central, cfg.data_dir) if cfg.central.roster_url else None
-    daemon = Daemon(cfg, refresh_s, clock, roster)
+    daemon = Daemon(cfg, refresh_s, clock, roster)  # makes data_dir (a failure there: exit 1)
+    trust = load_dock_trust(cfg)  # a bad or exposed key: a config error before anything runs
     s = daemon.services
     notes = NotesStore(cfg.data_dir, s.custody)
     analysis = Analysis(s, notes)
@@ -57,7 +59,7 @@ def assemble(cfg: DockConfig, refresh_s: float = 5.0, clock: ClockSource | None 
         cfg.mqtt, cfg.client_id, will=status_will(cfg.topic), on_alert=s.bus.alert
     )
     outbox = Outbox(cfg.data_dir / "outbox" / "notes", conn, f"{cfg.topic}/notes")
-    sync = Sync(s, conn, notes, s.flow, outbox)
+    sync = Sync(s, conn, notes, s.flow, outbox, trust)
     assigner = Assigner(daemon.bays, {b.number: b.kind for b in cfg.bay}, s.custody)
     handlers: dict[str, Handler] = {
         "note": note_handler(notes),
@@ -71,8 +73,7 @@ def assemble(cfg: DockConfig, refresh_s: float = 5.0, clock: ClockSource | None 
     reconciler = NotesReconciler(notes, s.custody.path)
     daemon.plugins.append(reconciler)
     purger = _custody_plugins(daemon)
-    policy = cfg.policy.delete_from_recorder
-    recovery = IndexRecovery(s.index, s.custody.path, cfg.data_dir, policy, s.flow)
+    recovery = IndexRecovery(s.index, s.custody.path, cfg.data_dir, cfg.delete_policy, s.flow)
     daemon.plugins.insert(0, recovery)  # stops last: its mark is written when all else is still
     daemon.parts = Parts(notes, conn, sync, reconciler, purger, recovery, roster, analysis)
     _ui_plugins(daemon)

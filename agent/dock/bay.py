@@ -325,7 +325,7 @@ class BayWorker:
             self._emit(force=True)
 
     def _awaiting_ack(self) -> list[Finding]:
-        if self.docking is None or self.s.cfg.policy.delete_from_recorder != "after_upstream_ack":
+        if self.docking is None or self.s.cfg.delete_policy != "after_upstream_ack":
             return []
         waiting = self.unfreed  # kept after each offload and ack: no index query per refresh
         if not waiting:

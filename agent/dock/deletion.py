@@ -64,7 +64,7 @@ class RecorderDeleter:
     def delete(self, clip_id: str) -> Deletion:
         """Delete the recorder's copy of `clip_id` if policy allows and it is still that clip."""
         record = self.s.index.get(clip_id)
-        policy = self.s.cfg.policy.delete_from_recorder
+        policy = self.s.cfg.delete_policy
         if record is None or recorder_handled(record) or record["device_id"] != self.device_id:
             return Deletion(Outcome.KEPT)
         if not deletable(record, policy):
@@ -135,7 +135,7 @@ class RecorderDeleter:
         )
 
     def _done(self, clip_id: str) -> None:
-        policy = self.s.cfg.policy.delete_from_recorder
+        policy = self.s.cfg.delete_policy
         lifecycle.advance(self.s.index, clip_id, policy, **lifecycle.freed())
         self.s.flow.publish(Freed(clip_id, self.device_id))
 

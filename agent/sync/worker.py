@@ -24,7 +24,7 @@ from agent.mqtt.connection import MqttConnection
 from agent.notes.model import Note
 from agent.notes.store import NotesStore
 from agent.sync.outbox import Outbox
-from agent.sync.parcel import Parcels, load_transfer_key, manifest_name, manifest_user_data
+from agent.sync.parcel import Parcels, manifest_name, manifest_user_data
 from agent.sync.parts import SyncParts
 from agent.timebase import utcnow
 from agent.transfer.sender import (
@@ -36,12 +36,15 @@ from agent.transfer.sender import (
     TransferFailed,
     TransferInterrupted,
 )
+from agent.transfer.signing import Signer
+from agent.trust.dock import DockTrust
 
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 30.0  # after a clip's first failure; doubled at each failure in a row
 RETRY_MAX_S = 900.0
 IDLE_WAIT_S = 60.0  # the longest sleep with nothing due (a step, resync or reconnect wakes it)
+FORGERIES_REMEMBERED = 4096  # clips already alerted for a forged answer (receipt_invalid)
 RESYNC_MAX = 256  # clips waiting to be resent at most (the `resync` command is refused beyond)
 
 
@@ -90,6 +93,7 @@ class Sync:
         notes: NotesStore,
         flow: ClipFlow,
         outbox: Outbox,
+        trust: DockTrust,
     ) -> None:
         """Send what `flow` says was analysed; publish each clip acked as `Synced` on it."""
         self.s = services
@@ -98,13 +102,14 @@ class Sync:
         self.notes = notes
         self.flow = flow
         cfg = services.cfg
+        receipts = cfg.mqtt.upstream == "receiver"
+        signer = Signer(cfg.client_id, trust.signing_key, trust.central_key, receipts)
         self.sender = FileSender(
-            conn,
-            cfg.client_id,
-            cfg.data_dir / "transfer",
-            SendSettings.from_mqtt(cfg.mqtt),
-            load_transfer_key(cfg.mqtt),
+            conn, cfg.client_id, cfg.data_dir / "transfer", SendSettings.from_mqtt(cfg.mqtt), signer
         )
+        self.sender.on_forged = self._forged
+        self.sending: dict[str, Any] | None = None  # the clip being sent now
+        self.forgery_told: dict[str, None] = {}  # clips receipt_invalid was raised for
         self.parcels = Parcels(cfg.data_dir / "transfer" / "manifests")
         self.pending: dict[str, tuple[int, str]] = {}  # analysed, not acked: clip -> priority
         self._pending_lock = threading.Lock()
@@ -247,6 +252,7 @@ class Sync:
             "CLIP_SHA256": clip_id,
         }
         try:
+            self.sending = record
             results = self._deliver(record)
         except TransferInterrupted as exc:
             logger.info("sync of %s interrupted: %s", record["file_name"], exc, extra=extra)
@@ -263,28 +269,20 @@ class Sync:
                 delay,
                 extra=extra,
             )
-            invalid = isinstance(exc, ReceiptInvalid)
-            self.s.bus.alert(
-                "receipt_invalid" if invalid else "sync_failed",
-                "error" if invalid else "warning",
-                f"{record['file_name']}: {exc}; next try in {delay:.0f} s",
-                one_off=True,
-                sha256=clip_id,
-            )
+            if not isinstance(exc, ReceiptInvalid):  # that one was raised when it was seen
+                self.s.bus.alert(
+                    "sync_failed",
+                    "warning",
+                    f"{record['file_name']}: {exc}; next try in {delay:.0f} s",
+                    one_off=True,
+                    sha256=clip_id,
+                )
             return
+        finally:
+            self.sending = None
         self.failures.pop(clip_id, None)
         self._sent(clip_id)
         self.receiver_full = 0
-        forged = sum(r.forged for r in results)
-        if forged:  # a broker client answered for the receiver: acked only by the real receipt
-            self.s.bus.alert(
-                "receipt_invalid",
-                "warning",
-                f"{record['file_name']}: {forged} fin answer(s) without a valid receipt ignored; "
-                "acked by the receiver's receipt",
-                one_off=True,
-                sha256=clip_id,
-            )
         sent = sum(r.segments_sent for r in results)
         logger.info("synced %s (%d segments sent)", record["file_name"], sent, extra=extra)
         if not acked_upstream(record):
@@ -320,6 +318,25 @@ class Sync:
         self.parcels.done(clip_id)
         return results
 
+    def _forged(self, file_id: str) -> None:
+        """A broker client answered a fin "success" without central's receipt: told once per clip."""
+        record = self.sending
+        clip_id = record["clip_id"] if record else file_id
+        if clip_id in self.forgery_told:
+            return
+        self.forgery_told[clip_id] = None
+        while len(self.forgery_told) > FORGERIES_REMEMBERED:
+            del self.forgery_told[next(iter(self.forgery_told))]
+        name = record["file_name"] if record else file_id
+        self.s.bus.alert(
+            "receipt_invalid",
+            "error",
+            f"{name}: a fin was answered 'success' without central's valid receipt (a client on "
+            "the broker answers for the receiver); ignored, the clip waits for central's answer",
+            one_off=True,
+            sha256=clip_id,
+        )
+
     def _failed(self, clip_id: str) -> float:
         """Count a failure of `clip_id` and schedule its next try; returns the delay."""
         self.failures[clip_id] = n = self.failures.get(clip_id, 0) + 1
@@ -346,7 +363,7 @@ class Sync:
             client_id=self.s.cfg.client_id,
             synced_at=synced_at,
         )
-        policy = self.s.cfg.policy.delete_from_recorder
+        policy = self.s.cfg.delete_policy
         lifecycle.advance(self.s.index, clip_id, policy, **lifecycle.synced(synced_at))
         self.s.bus.event(
             "clip_synced",

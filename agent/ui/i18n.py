@@ -201,6 +201,10 @@ TEXT: dict[str, tuple[str, str]] = {
         "Waiting for another recorder to finish",
     ),
     # dock alerts
+    "code.deletes_held": (
+        "未配置中心公钥，记录仪上的视频暂不删除",
+        "Central's key is not enrolled: nothing is deleted from recorders",
+    ),
     "code.disk_low": ("采集站存储空间不足", "The dock's storage is running low"),
     "code.late_offload": ("有视频超过规定时间才导出", "A clip was offloaded later than allowed"),
     "code.mqtt_auth_failed": (
@@ -228,6 +232,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "label.clips": ("个文件", "clips"),
     "label.last_upload": ("最近上传", "Last upload"),
     "label.never": ("无", "none"),
+    "label.key": ("本机密钥指纹", "Dock key"),
     "label.alerts": ("告警：", "Alerts: "),
     "label.sep": ("；", "; "),
     "label.no_alerts": ("无告警", "No alerts"),

@@ -182,7 +182,7 @@ class Purger:
 
     def _tidy_active(self) -> None:
         """Archive finished clips, reclassify the rest, and note the acked ones (whole set)."""
-        policy = self.s.cfg.policy.delete_from_recorder
+        policy = self.s.cfg.delete_policy
         records = self.s.index.active()
         live = [r for r in records if not archive_if_finished(self.s.index, r, policy)]
         live = [r for r in live if has_local_copy(r)]
@@ -223,7 +223,7 @@ class Purger:
         _unlink(record.get("local_path"))
         _unlink(record.get("thumbnail"))
         changes = lifecycle.purged(iso(self.clock()), reason, entry["seq"])
-        lifecycle.advance(self.s.index, clip_id, self.s.cfg.policy.delete_from_recorder, **changes)
+        lifecycle.advance(self.s.index, clip_id, self.s.cfg.delete_policy, **changes)
         self.copies.forget(clip_id)
         self._log(record, reason)
         self.s.flow.publish(Purged(clip_id))
