@@ -11,6 +11,7 @@ from agent.config import DockConfig, load_config
 from agent.evidence.custody import iter_entries, verify_chain
 from agent.evidence.custody_check import cross_check
 from agent.evidence.index.snapshot import IndexSnapshot
+from agent.evidence.lifecycle import has_local_copy
 from agent.evidence.store import sha256_file
 from agent.notes.check import notes_cross_check
 from agent.notes.store import NotesCorrupt, read_notes
@@ -35,7 +36,7 @@ def check_store(cfg: DockConfig) -> tuple[int, list[str]]:
     problems: list[str] = []
     checked = 0
     for record in IndexSnapshot.read(cfg.data_dir).iter_all():
-        if record.get("state") == "purged":
+        if not has_local_copy(record):
             continue
         checked += 1
         problem = check_clip(record)

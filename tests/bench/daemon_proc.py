@@ -40,7 +40,7 @@ class _BayStates:
         self.last: dict[int, str] = {}
 
     def __call__(self, item: object) -> None:
-        from agent.daemon.events import BayView
+        from agent.events import BayView
 
         if isinstance(item, BayView) and self.last.get(item.number) != item.state:
             self.last[item.number] = item.state
@@ -74,8 +74,9 @@ def child(config: Path, cgroup: Path | None) -> int:
     daemon.services.bus.subscribe(_BayStates())
     daemon.start()
     stop = threading.Event()
+    assert daemon.parts is not None and daemon.parts.analysis is not None
     watcher = threading.Thread(
-        target=_watch_analysis, args=(daemon.services.analyser, stop), daemon=True
+        target=_watch_analysis, args=(daemon.parts.analysis, stop), daemon=True
     )
     watcher.start()
     _say(ready=True)
