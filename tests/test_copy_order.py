@@ -28,3 +28,13 @@ def test_the_small_ones_share_batches_and_every_clip_is_copied_once() -> None:
     assert [len(g) for g in groups] == [32] + [1] * 8
     assert all(c.size < SMALL for c in groups[0])
     assert sorted(c.path for g in groups for c in g) == sorted(c.path for c in clips)
+
+
+def test_the_last_batch_leaves_its_last_eight_files_alone() -> None:
+    """After the recorder's last byte only a few files are left to sync and read back."""
+    sizes = [len(g) for g in batches([clip(n, 1000) for n in range(101)])]
+    assert sizes == [32, 32, 29, 8]
+    assert [len(g) for g in batches([clip(n, 1000) for n in range(8)])] == [8]
+    assert [len(g) for g in batches([clip(n, 1000) for n in range(9)])] == [1, 8]
+    big_last = [clip(n, 1000) for n in range(40)] + [clip(40, SMALL)]
+    assert [len(g) for g in batches(big_last)] == [32, 8, 1]

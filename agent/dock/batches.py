@@ -15,6 +15,9 @@ BATCH_FILES = 32
 # waiting for) stay short. Each batch's sources are open at once: four bays hold 4 x 128.
 MAX_BATCH_FILES = 128
 BATCH_BYTES = 64 * 1024 * 1024
+# The docking's last batch is split so that its last TAIL_FILES go alone: what is left after
+# the recorder's last byte is their sync and read-back, not a whole batch's.
+TAIL_FILES = 8
 
 
 def batch_sizes(first: int = BATCH_FILES, most: int = MAX_BATCH_FILES) -> Iterator[int]:
@@ -47,6 +50,9 @@ def batches(
             yield [clip]
         else:
             batch.append(clip)
+    if len(batch) > TAIL_FILES:
+        yield batch[:-TAIL_FILES]
+        batch = batch[-TAIL_FILES:]
     if batch:
         yield batch
 
