@@ -164,7 +164,7 @@ def _user_data(meta: Meta) -> dict[str, Any]:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def _now_stamp() -> str:
