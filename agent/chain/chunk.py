@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -106,6 +106,7 @@ def _lines_from(
     entries: list[dict[str, Any]] = []
     size = 0
     with open(log, "rb") as fh:
+        start = _line_start(fh, start, first_seq)
         fh.seek(start)
         offset = start
         for raw in fh:
@@ -121,3 +122,21 @@ def _lines_from(
             entries.append(entry)
             size += len(raw)
     return lines, entries, offset if lines else start
+
+
+def _line_start(fh: BinaryIO, start: int, first_seq: int) -> int:
+    """`start` when a line at or before `first_seq` begins there, else 0 (the log was rewritten
+    under the remembered offset: read it from the beginning)."""
+    if start <= 0:
+        return 0
+    fh.seek(start - 1)
+    if fh.read(1) != b"\n":
+        return 0
+    line = fh.readline()
+    if not line.endswith(b"\n"):
+        return start  # nothing complete after it yet
+    try:
+        seq = json.loads(line).get("seq")
+    except (ValueError, AttributeError):
+        return 0
+    return start if isinstance(seq, int) and seq <= first_seq else 0

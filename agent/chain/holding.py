@@ -10,9 +10,9 @@ Refused chunks that were signed go to `forks/` with a `.json` saying why and at 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import json
 import logging
-import os
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -110,10 +110,13 @@ class ChainHold:
         durable.write_json(cdir / HEAD, {"last_seq": meta.last_seq, "last_hash": meta.head_hash})
 
     def _keep_aside(self, meta: Meta, data: bytes, refused: ChunkRefused) -> None:
-        """A refused signed chunk under forks/, with why; one log line."""
+        """A refused signed chunk under forks/, with why; one log line (a resend adds nothing)."""
         fdir = self.root / FORKS_DIR
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        stem = f"{meta.chain_id}-{meta.first_seq:09d}-{meta.last_seq:09d}-{digest}"
+        if (fdir / f"{stem}.json").exists():
+            return
         durable.make_dirs(fdir)
-        stem = f"{meta.chain_id}-{meta.first_seq:09d}-{meta.last_seq:09d}-{_now_stamp()}"
         durable.write_bytes(fdir / f"{stem}.jsonl", data)
         why = {
             **_user_data(meta),
@@ -165,7 +168,3 @@ def _user_data(meta: Meta) -> dict[str, Any]:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def _now_stamp() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + f"-{os.getpid()}"
