@@ -6,6 +6,7 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -56,31 +57,38 @@ def run(args: argparse.Namespace) -> int:
             f"dock-agent: receive verify: no dock {args.dock!r} in {cfg.store_dir}", file=sys.stderr
         )
         return 1
+    audits = (DockAudit(ddir, dock_key(cfg, ddir.name)) for ddir in docks)
+    reports = _print_json(audits) if args.json else _print_text(audits)
+    return 1 if any(r.problems for r in reports) else 0
+
+
+def _print_text(audits: Iterable[DockAudit]) -> list[DockReport]:
+    """Findings as they come, a line per dock, a verdict; the reports."""
     reports = []
-    first = True
-    if args.json:
-        print("[", end="")
-    for ddir in docks:
-        audit = DockAudit(ddir, dock_key(cfg, ddir.name))
-        if args.json:
-            print(("" if first else ",") + json.dumps(_as_json(audit), ensure_ascii=False), end="")
-        else:
-            for finding in audit.findings():
-                print(f"{LABEL[finding.kind]} {finding.dock}: {finding.text}")
-            print(_dock_line(audit.report))
+    for audit in audits:
+        for finding in audit.findings():
+            print(f"{LABEL[finding.kind]} {finding.dock}: {finding.text}")
+        print(_dock_line(audit.report))
         reports.append(audit.report)
-        first = False
     problems = sum(r.problems for r in reports)
-    if args.json:
-        print("]")
-    else:
-        new = sum(not c.acknowledged for r in reports for c in r.chains)
-        verdict = "FAILED" if problems else "OK"
-        print(
-            f"receive verify {verdict}: {len(reports)} docks, {problems} problems, "
-            f"{new} chains to acknowledge"
-        )
-    return 1 if problems else 0
+    new = sum(not c.acknowledged for r in reports for c in r.chains)
+    print(
+        f"receive verify {'FAILED' if problems else 'OK'}: {len(reports)} docks, "
+        f"{problems} problems, {new} chains to acknowledge"
+    )
+    return reports
+
+
+def _print_json(audits: Iterable[DockAudit]) -> list[DockReport]:
+    """A JSON array written one dock at a time; the reports."""
+    reports: list[DockReport] = []
+    print("[", end="")
+    for audit in audits:
+        sep = "," if reports else ""
+        print(sep + json.dumps(_as_json(audit), ensure_ascii=False), end="", flush=True)
+        reports.append(audit.report)
+    print("]")
+    return reports
 
 
 def _dock_line(report: DockReport) -> str:
