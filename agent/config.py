@@ -168,6 +168,12 @@ class MqttSection:
         doc="file (or systemd credential) holding this dock's transfer key (SPEC 11); "
         "unset at EMQX sites",
     )
+    custody_sync_s: float = setting(
+        300.0,
+        doc="custody log chunks go upstream at least this often while entries are new, and at "
+        "the end of each docking (SPEC 8.1)",
+        check=in_range(1, 86400),
+    )
     command_rate_per_min: int = setting(
         60,
         doc="remote commands (R/cmd/#) accepted per minute; more are refused with a "
