@@ -105,3 +105,37 @@ def test_a_rehashed_log_is_refused_and_a_wiped_one_is_a_new_chain(
 
 def _only_dir(ddir: Path) -> str:
     return next(p.name for p in ddir.iterdir() if p.name == "_custody")
+
+
+def test_the_pacer_sends_at_a_dockings_end_before_clips_and_every_period(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    from agent.chain.pacer import ChainPacer
+    from agent.daemon.events import DockEvent
+
+    central = Central(tmp_path / "store", key)
+    (tmp_path / "data").mkdir()
+    log = tmp_path / "data" / "custody.jsonl"
+    entries = fill(log, 3)
+    now = [0.0]
+    woken: list[bool] = []
+    pacer = ChainPacer(
+        upload(tmp_path, central, key), 300, lambda: woken.append(True), lambda: now[0]
+    )
+    assert not pacer.due(), "new entries wait for the period or a docking's end"
+    pacer.listen(DockEvent("clip_offloaded", {}))
+    assert not pacer.due()
+    pacer.listen(DockEvent("offload_complete", {"bay": 1}))
+    assert pacer.due() and woken == [True]
+    assert pacer.flush() == 1 and not pacer.due()
+    more = fill(log, 2, start=3)
+    pacer.before_clip({"custody_seq": more[0]["seq"]})
+    assert central.sent[-1] == "custody-000000004-000000005.jsonl", "all that is new, in order"
+    fill(log, 1, start=5)
+    now[0] = 299.0
+    assert not pacer.due()
+    now[0] = 301.0
+    assert pacer.due() and pacer.flush() == 1
+    now[0] = 700.0
+    assert not pacer.due(), "nothing new: nothing due"
+    assert entries[0]["seq"] == 1
