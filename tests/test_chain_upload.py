@@ -95,16 +95,21 @@ def test_a_rehashed_log_is_refused_and_a_wiped_one_is_a_new_chain(
         up.flush()
     assert refused.value.reason_code == p.UNSPECIFIED_ERROR
     assert up.held_seq == 5, "nothing of a refused chunk counts as held"
-    assert not (central.root / DOCK / _only_dir(central.root / DOCK)).joinpath("x").exists()
+    forks = (central.root / DOCK / "_custody" / "forks").glob("*.json")
+    assert sorted(json.loads(f.read_text())["seq"] for f in forks) == [3, 6], (
+        "the link that broke, and (the log sent again from seq 1) the entry that was edited"
+    )
+    assert [d.name for d in (central.root / DOCK).iterdir()] == ["_custody"], (
+        "no refused chunk stays as a received file"
+    )
+    with pytest.raises(p.ProtocolError, match="custody_fork"):
+        up.flush()
+    assert len(list((central.root / DOCK / "_custody" / "forks").glob("*.json"))) == 2
     shutil.rmtree(tmp_path / "data")
     (tmp_path / "data").mkdir()
     fill(log, 2)
     assert upload(tmp_path, central, key).flush() == 1
     assert len(central.desk.hold(DOCK).chains()) == 2
-
-
-def _only_dir(ddir: Path) -> str:
-    return next(p.name for p in ddir.iterdir() if p.name == "_custody")
 
 
 def test_the_pacer_sends_at_a_dockings_end_before_clips_and_every_period(

@@ -19,7 +19,8 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import durable
-from agent.chain.chunk import build_chunk, read_chain_id
+from agent.chain.check import FORK
+from agent.chain.chunk import Chunk, build_chunk, read_chain_id
 from agent.evidence.custody import read_cut
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class ChainUpload:
         self.dir = Path(work_dir)
         self.send = send
         self._state = self._load()
+        self._probed = False  # a fork's seq was looked for (once a process)
 
     @property
     def held_seq(self) -> int:
@@ -82,32 +84,68 @@ class ChainUpload:
         return sent
 
     def _send_next(self, cancel: threading.Event | None) -> bool:
-        """Send the next chunk; False when there is nothing new."""
+        """Send the next chunk; False when there is nothing new.
+
+        When central refuses it as a fork, the log central already holds is sent once more
+        from seq 1 (what matches is accepted as it stands), so central keeps the chunk that
+        holds the first entry that differs and names its seq; then the refusal is raised.
+        """
+        try:
+            return self._send_from(self.held_seq + 1, cancel)
+        except Exception as exc:
+            if FORK not in str(exc) or self._probed:
+                raise
+            self._probed = True
+            logger.error(
+                "custody: central refused seqs from %d as a fork: %s", self.held_seq + 1, exc
+            )
+            self._probe(cancel)
+            raise
+
+    def _probe(self, cancel: threading.Event | None) -> None:
+        """Send the entries central holds again, chunk by chunk, until one is refused."""
+        first = 1
+        while first <= self.held_seq:
+            chunk = self._chunk(first, 0)
+            if chunk is None or chunk.first_seq > self.held_seq:
+                return
+            try:
+                self._deliver(chunk, cancel)
+            except Exception as exc:
+                if FORK in str(exc):
+                    return  # central kept it: the seq that differs is named there
+                raise
+            first = chunk.last_seq + 1
+
+    def _chunk(self, first: int, start: int) -> Chunk | None:
+        cut = read_cut(self.log)
+        return build_chunk(self.log, self.dock_id, self.key, first, start=start, limit=cut.size)
+
+    def _deliver(self, chunk: Chunk, cancel: threading.Event | None) -> None:
+        """Send one chunk as a file (written under work_dir for the sender, removed after)."""
+        path = self.dir / chunk.name
+        durable.make_dirs(self.dir)
+        durable.write_bytes(path, chunk.data)
+        try:
+            self.send(path, chunk.file_id, chunk.name, len(chunk.data), chunk.user_data, cancel)
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _send_from(self, first: int, cancel: threading.Event | None) -> bool:
+        """Send the chunk from `first` (from 1 for a chain central has not acknowledged)."""
         chain = read_chain_id(self.log)
         if chain is None:
             return False
         if chain != self._state["chain_id"]:
             logger.warning("custody chain %s: sent to central from seq 1", chain)
             self._state = {"chain_id": chain, "held_seq": 0, "offset": 0}
-        cut = read_cut(self.log)
-        first = self.held_seq + 1
-        chunk = build_chunk(
-            self.log,
-            self.dock_id,
-            self.key,
-            first,
-            start=int(self._state["offset"]),
-            limit=cut.size,
-        )
+            first = 1
+        chunk = self._chunk(first, int(self._state["offset"]))
         if chunk is None:
             return False
-        path = self.dir / chunk.name
-        durable.make_dirs(self.dir)
-        durable.write_bytes(path, chunk.data)
-        self.send(path, chunk.file_id, chunk.name, len(chunk.data), chunk.user_data, cancel)
+        self._deliver(chunk, cancel)
         self._state = {"chain_id": chain, "held_seq": chunk.last_seq, "offset": chunk.end_offset}
         durable.write_json(self.dir / STATE, self._state)
-        path.unlink(missing_ok=True)
         logger.info("custody seqs %d-%d held by central", chunk.first_seq, chunk.last_seq)
         return True
 
