@@ -127,16 +127,19 @@ def test_the_pacer_sends_at_a_dockings_end_before_clips_and_every_period(
     pacer = ChainPacer(
         upload(tmp_path, central, key), 300, lambda: woken.append(True), lambda: now[0]
     )
+    assert pacer.due(), "at start-up what is new goes up"
+    assert pacer.flush() == 1
+    fill(log, 1, start=3)
     assert not pacer.due(), "new entries wait for the period or a docking's end"
     pacer.listen(DockEvent("clip_offloaded", {}))
     assert not pacer.due()
     pacer.listen(DockEvent("offload_complete", {"bay": 1}))
     assert pacer.due() and woken == [True]
     assert pacer.flush() == 1 and not pacer.due()
-    more = fill(log, 2, start=3)
+    more = fill(log, 2, start=4)
     pacer.before_clip({"custody_seq": more[0]["seq"]})
-    assert central.sent[-1] == "custody-000000004-000000005.jsonl", "all that is new, in order"
-    fill(log, 1, start=5)
+    assert central.sent[-1] == "custody-000000005-000000006.jsonl", "all that is new, in order"
+    fill(log, 1, start=6)
     now[0] = 299.0
     assert not pacer.due()
     now[0] = 301.0

@@ -44,7 +44,7 @@ class ChainHold:
         self.root = Path(root)  # {store}/{client_id}/_custody
         self._lock = threading.Lock()
 
-    def accept(self, meta: Meta, data: bytes, pub: Ed25519PublicKey) -> int:
+    def accept(self, meta: Meta, data: bytes, pub: Ed25519PublicKey | None) -> int:
         """Check a chunk and store what is new of it; how many entries were new.
 
         ChunkRefused when it fails a check: a signed chunk is kept under forks/ first

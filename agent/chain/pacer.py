@@ -34,7 +34,7 @@ class ChainPacer:
         self.wake = wake
         self.clock = clock
         self._docking_ended = threading.Event()
-        self._last = clock()
+        self._last = -float("inf")  # at start-up, whatever is new goes up at once
 
     def listen(self, item: Any) -> None:
         """Bus subscriber: a docking's end makes a flush due (and wakes the sync thread)."""
