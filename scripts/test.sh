@@ -11,4 +11,6 @@ echo "== ruff"
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
-exec .venv/bin/pytest -q -p no:cacheprovider tests/ "$@"
+# Most tests wait on a broker, a daemon or a child process rather than compute (the whole
+# suite is under 3 minutes of CPU), so four workers on two cores overlap the waiting.
+exec .venv/bin/pytest -q -p no:cacheprovider -n "${PYTEST_WORKERS:-4}" tests/ "$@"

@@ -56,7 +56,6 @@ def write_config(tmp: Path, device: str, lib: str, port: int) -> Path:
 def command(it: Recorder, payload: dict[str, Any]) -> dict[str, Any]:
     """Send R/cmd/assign as IT does and return the reply."""
     props = Properties(PacketTypes.PUBLISH)
-    props.ResponseTopic = "it/replies/console"
     props.CorrelationData = b"c-1"
     data = json.dumps(payload, ensure_ascii=False).encode()
     it.client.publish(f"{ROOT}/cmd/assign", data, qos=1, properties=props).wait_for_publish(5)
@@ -97,7 +96,7 @@ def test_assign_writes_the_officer_and_the_next_docking_files_under_them(
     control.set(msdc_cmd=loops.swap_command(device, first))
     path = write_config(tmp_path, device, fake_sdk, broker.port)
     cfg = parse_config(tomllib.loads(path.read_text()))
-    it = Recorder(broker, "it-hw", "it/replies/#")
+    it = Recorder(broker, "it-hw", f"{ROOT}/cmd/+/reply")
     with running(cfg) as (daemon, _views):
         loops.attach(blank_image(tmp_path / "sdk-mode.img"), device)  # the recorder, SDK mode
         wait_for(lambda: idle(daemon, len(media_files)), 60, "the first docking offloaded")

@@ -80,7 +80,7 @@ def test_release_names_the_local_cli() -> None:
 
 def test_possible_commands_are_accepted() -> None:
     cmd = decide("note", raw(note_id="n-1", author="it", text="why"), "sgt.li", World())
-    assert (cmd.name, cmd.by, cmd.payload["note_id"]) == ("note", "sgt.li", "n-1")
+    assert (cmd.name, cmd.claimed_by, cmd.payload["note_id"]) == ("note", "sgt.li", "n-1")
     hold = decide("hold", raw(clip_id=CLIP, reason="case 1", release=False), None, World())
     assert hold.payload == {"clip_id": CLIP, "reason": "case 1", "release": False}
     assert decide("ping", b"", None, World()).payload == {}

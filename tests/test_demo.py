@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -21,6 +22,7 @@ def test_demo_runs_end_to_end_and_keeps_its_page_until_ctrl_c() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
     )
     try:
         lines = []
@@ -36,7 +38,7 @@ def test_demo_runs_end_to_end_and_keeps_its_page_until_ctrl_c() -> None:
             page = resp.read().decode()
         with urllib.request.urlopen(kept.group(1) + "api/status", timeout=10) as resp:
             status = json.loads(resp.read())
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group gets it
         rest, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -49,6 +51,8 @@ def test_demo_runs_end_to_end_and_keeps_its_page_until_ctrl_c() -> None:
     assert out.count("at central, hash ok") == 8
     assert "cause low_battery" in out and "late_offload" in out
     assert "Traceback" not in err
+    assert "Not authorized" not in out + err  # the shipped ACL grants what the shipped dock sends
+    assert "WARNING" not in out + rest + err, "the demo, Ctrl-C included, warns of nothing"
     assert "就绪" in page and status["dock_id"] == "demo-dock"
     assert sorted(status["bays"]) == ["1", "2"]
     assert all(b.get("device_id") for b in status["bays"].values()), status["bays"]

@@ -133,9 +133,8 @@ def test_will_marks_dock_offline_after_kill9(tmp_path: Path, broker: Broker) -> 
         proc.kill()
 
 
-def command(client: Recorder, topic: str, payload: bytes, response: str) -> str:
+def command(client: Recorder, topic: str, payload: bytes) -> str:
     props = Properties(PacketTypes.PUBLISH)
-    props.ResponseTopic = response
     corr = uuid.uuid4().hex
     props.CorrelationData = corr.encode()
     client.client.publish(topic, payload, qos=1, properties=props)
@@ -144,7 +143,7 @@ def command(client: Recorder, topic: str, payload: bytes, response: str) -> str:
 
 def test_ping_and_error_replies_with_correlation_data(tmp_path: Path, broker: Broker) -> None:
     cfg = dock_config(tmp_path, mqtt={"host": broker.host, "port": broker.port})
-    it = Recorder(broker, "it-cmd", "it/replies")
+    it = Recorder(broker, "it-cmd", "dock/dock-test/cmd/+/reply")
     with running(cfg) as (daemon, _views):
         wait_for(lambda: daemon.parts.mqtt.connected, 10, "dock connected")
         time.sleep(0.3)
@@ -159,7 +158,7 @@ def test_ping_and_error_replies_with_correlation_data(tmp_path: Path, broker: Br
             ("hold", b'{"clip_id": "%s", "reason": "r"}' % (b"a" * 64), False),
         ]
         for name, payload, ok in cases:
-            corr = command(it, f"dock/dock-test/cmd/{name}", payload, "it/replies")
+            corr = command(it, f"dock/dock-test/cmd/{name}", payload)
             msg = it.next(timeout=10)
             assert msg.properties.CorrelationData == corr.encode()
             reply = json.loads(msg.payload)

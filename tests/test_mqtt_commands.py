@@ -7,7 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ def serving(
     server.start()
     conn.start()
     assert conn.wait_connected(5)
-    it = Recorder(broker, "it-c", "it/replies/#", f"{ROOT}/cmd/+/reply")
+    it = Recorder(broker, "it-c", f"{ROOT}/cmd/+/reply")
     try:
         yield server, it
     finally:
@@ -93,22 +93,28 @@ def served(broker: Broker) -> Iterator[tuple[MemoryCustody, list[dict[str, Any]]
 
 
 def send(
-    it: Recorder, name: str, payload: bytes, corr: bytes | None = b"c-1", by: str = ""
+    it: Recorder,
+    name: str,
+    payload: bytes,
+    corr: bytes | None = b"c-1",
+    by: str = "",
+    response_topic: str = "",
 ) -> None:
     props = Properties(PacketTypes.PUBLISH)
     if corr is not None:
-        props.ResponseTopic = "it/replies/console"
         props.CorrelationData = corr
+    if response_topic:
+        props.ResponseTopic = response_topic
     if by:
         props.UserProperty = ("by", by)
     it.client.publish(f"{ROOT}/cmd/{name}", payload, qos=1, properties=props).wait_for_publish(5)
 
 
-def test_ping_replies_on_response_topic_with_correlation(served: Any) -> None:
+def test_ping_replies_on_the_reply_topic_with_correlation(served: Any) -> None:
     custody, _calls, it = served
     send(it, "ping", b"", corr=b"\x00corr-42")
     msg = it.next()
-    assert msg.topic == "it/replies/console"
+    assert msg.topic == f"{ROOT}/cmd/ping/reply"
     assert msg.properties.CorrelationData == b"\x00corr-42"
     reply = json.loads(msg.payload)
     assert reply["ok"] is True and reply["result"]["pong"] is True
@@ -116,11 +122,27 @@ def test_ping_replies_on_response_topic_with_correlation(served: Any) -> None:
     assert custody.entries == []  # pings are not evidence
 
 
-def test_without_response_topic_reply_goes_to_default(served: Any) -> None:
+def test_without_correlation_data_the_reply_still_comes(served: Any) -> None:
     _custody, _calls, it = served
     send(it, "ping", b"{}", corr=None)
     msg = it.next()
     assert msg.topic == f"{ROOT}/cmd/ping/reply" and json.loads(msg.payload)["ok"] is True
+
+
+def test_a_response_topic_elsewhere_is_ignored(broker: Broker) -> None:
+    custody = MemoryCustody()
+    with (
+        serving(broker, {}, custody, Known(CLIP)) as (_server, it),
+        closing(Recorder(broker, "attacker", "attacker/#")) as attacker,
+    ):
+        for i, topic in enumerate(["attacker/inbox", f"{ROOT}/status"]):
+            send(it, "ping", b"", corr=b"%d" % i, by="attacker", response_topic=topic)
+            reply = it.next()
+            assert reply.topic == f"{ROOT}/cmd/ping/reply"
+            assert reply.properties.CorrelationData == b"%d" % i
+        send(it, "frobnicate", b"{}", corr=b"err", response_topic="attacker/inbox")
+        assert json.loads(it.next().payload)["ok"] is False
+        assert attacker.drain(0.5) == [], "nothing went to the topic the sender named"
 
 
 @pytest.mark.parametrize(
@@ -162,16 +184,23 @@ def test_accepted_command_is_in_custody_log(served: Any) -> None:
     assert reply == {"ok": True, "result": {"clip_id": CLIP, "held": True}}
     assert calls == [{"clip_id": CLIP, "reason": "case 17"}]
     (entry,) = custody.entries
-    assert entry["event"] == "command" and entry["name"] == "hold" and entry["by"] == "sgt.li"
+    assert entry["event"] == "command" and entry["name"] == "hold"
+    assert entry["claimed_by"] == "sgt.li" and "by" not in entry  # a claim, not an identity
     assert entry["payload"] == {"clip_id": CLIP, "reason": "case 17"}
 
 
-def test_handler_exception_is_an_error_reply_and_still_recorded(served: Any) -> None:
+@pytest.mark.logs_exception(reason="a handler's unexpected exception is logged with its traceback")
+def test_handler_exception_is_an_error_reply_and_still_recorded(
+    served: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     custody, _calls, it = served
     send(it, "resync", json.dumps({"clip_id": CLIP}).encode())
     reply = json.loads(it.next().payload)
     assert reply["ok"] is False and "resync failed: no clip aaaaaaaa" in reply["error"]
-    assert custody.entries[0]["by"] == "it/replies/console"  # no "by": the response topic
+    (logged,) = [r for r in caplog.records if r.exc_info]
+    assert logged.getMessage() == "command resync failed" and logged.exc_info
+    assert logged.exc_info[0] is LookupError
+    assert custody.entries[0]["claimed_by"] is None  # no "by" claimed
 
 
 def replies(it: Recorder, count: int, timeout: float = 10.0) -> dict[bytes, dict[str, Any]]:
@@ -255,7 +284,7 @@ def test_a_flood_is_bounded_and_ping_is_answered_promptly_afterwards(broker: Bro
             elif i % 5 == 4:
                 name, payload = ("nonsense", b"{}")
             props = Properties(PacketTypes.PUBLISH)
-            props.ResponseTopic, props.CorrelationData = "it/replies/console", b"%d" % i
+            props.CorrelationData = b"%d" % i
             info = it.client.publish(f"{ROOT}/cmd/{name}", payload, qos=1, properties=props)
         info.wait_for_publish(10)
         wait_for(lambda: len(server.queue) == 0, 10, "the queue to drain")

@@ -214,11 +214,14 @@ class SlowReader:
         buf = bytearray(65536 if n < 0 else n)
         return bytes(buf[: self.readinto(buf)])
 
+    def close(self) -> None:
+        self.fh.close()
+
     def __enter__(self) -> SlowReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.fh.close()
+        self.close()
 
 
 class PullableRecorder(SimulatedRecorder):

@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -152,32 +151,40 @@ def test_a_data_dir_that_cannot_be_made_is_one_line_naming_path_and_cause(
     assert one_line(result) == f"dock-agent run: {tmp_path / 'a-file' / 'data'}: Not a directory"
 
 
+def without_override() -> list[str]:
+    """A prefix that runs a command as this user without the power to ignore file modes.
+
+    No other user runs it: one could not read a checkout that lives in a 0700 directory
+    (mktemp -d), and would fail with "No module named agent" instead of the error under test.
+    Root keeps its uid but loses every capability (CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH
+    among them), so a mode-0 directory refuses it as it refuses any owner.
+    """
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    prefix = [setpriv or "setpriv", "--inh-caps=-all", "--bounding-set=-all"]
+    if setpriv is None or subprocess.run([*prefix, "true"], check=False).returncode != 0:
+        pytest.skip("as root this needs setpriv (util-linux) allowed to drop capabilities")
+    return prefix
+
+
 def test_a_data_dir_without_permission_is_one_line(tmp_path: Path) -> None:
-    user: list[str] = []
-    base = tmp_path
-    if os.geteuid() == 0:  # root reads anything: ask as nobody, from a directory nobody can reach
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            pytest.skip("as root this needs setpriv (util-linux) to run as another user")
-        user = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
-        base = Path(tempfile.mkdtemp(prefix="dock-ro-", dir="/tmp"))
-        base.chmod(0o755)
+    base = tmp_path / "dock data, with spaces"
+    data = base / "data"
+    (data / "index").mkdir(parents=True)
+    (data / "index" / "active.json").write_text("{}")
+    config = write_config(base, data)
+    prefix = without_override()
+    data.chmod(0)  # not even its owner may enter
     try:
-        data = base / "data"
-        (data / "index").mkdir(parents=True)
-        (data / "index" / "active.json").write_text("{}")
-        data.chmod(0o700)
-        config = write_config(base, data)
-        config.chmod(0o644)
         for command in ("clips", "status", "verify"):
-            result = cli(command, "-c", str(config), user=user)
+            result = cli(command, "-c", str(config), user=prefix)
             assert result.returncode == 1, result.stderr
             # verify reads the custody log's end first (SPEC 9: one moment, custody first)
             first = data / ("custody.jsonl" if command == "verify" else "index/lock")
             assert one_line(result) == f"dock-agent {command}: {first}: Permission denied"
     finally:
-        if base != tmp_path:
-            shutil.rmtree(base)
+        data.chmod(0o700)  # so that tmp_path can be removed
 
 
 def test_help_speaks_to_the_person_at_the_terminal() -> None:

@@ -99,12 +99,15 @@ def test_watchdog_pings_stop_when_a_check_fails(
         dog.stop()
 
 
-def test_raising_check_counts_as_failing() -> None:
+@pytest.mark.logs_exception(reason="a check that raises is logged with its traceback")
+def test_raising_check_counts_as_failing(caplog: pytest.LogCaptureFixture) -> None:
     sent: list[str] = []
     dog = sdnotify.Watchdog(interval_s=1.0, notifier=lambda s: sent.append(s) or True)
     dog.add_check("boom", lambda: 1 / 0 > 0)
     dog.tick()
     assert sent == ["STATUS=unhealthy: boom"]
+    (logged,) = [r for r in caplog.records if r.exc_info]
+    assert logged.exc_info and logged.exc_info[0] is ZeroDivisionError
 
 
 def test_logs_show_fields_and_mask_secrets(capsys: pytest.CaptureFixture[str]) -> None:

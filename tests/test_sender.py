@@ -24,6 +24,7 @@ from agent.transfer.sender import (
     TransferInterrupted,
 )
 from tests.broker import Broker, running_broker
+from tests.mqtt_helpers import wait_for
 from tests.transfer_kit import close, connect, random_file, start_receiver
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,17 +156,35 @@ def test_resume_after_the_sender_is_killed(setup: Any, broker: Broker, tmp_path:
     assert held(store, fid).read_bytes() == src.read_bytes()
 
 
+class CountingSegments:
+    """A Transport wrapper that counts the segments published (where a send stands)."""
+
+    def __init__(self, link: Any) -> None:
+        self.link, self.segments = link, 0
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, properties: Any = None) -> Any:
+        self.segments += len(topic.split("/")) == 4  # $file/{file id}/{offset}/{checksum}
+        return self.link.publish(topic, payload, qos=qos, properties=properties)
+
+    def subscribe(self, topic_filter: str, qos: int, handler: Any) -> Any:
+        return self.link.subscribe(topic_filter, qos, handler)
+
+    def wait_connected(self, timeout: float) -> bool:
+        return bool(self.link.wait_connected(timeout))
+
+
 def test_broker_outage_mid_transfer(tmp_path: Path) -> None:
     with running_broker(tmp_path / "broker") as own:
         rx = start_receiver(own, tmp_path / "store")
         client, link = connect(own, "dock-01")
         settings = SendSettings(
             segment_bytes=65536,
-            rate_limit_bytes_per_s=2 << 20,
+            rate_limit_bytes_per_s=2 << 20,  # 48 segments in about 1.5 s
             ack_timeout_s=1.0,
             reconnect_wait_s=30.0,
         )
-        sender = FileSender(link, "dock-01", tmp_path / "state", settings)
+        counting = CountingSegments(link)
+        sender = FileSender(counting, "dock-01", tmp_path / "state", settings)
         src = tmp_path / "clip.MP4"
         fid = random_file(src, 3 << 20)
         box: dict[str, Any] = {}
@@ -173,13 +192,16 @@ def test_broker_outage_mid_transfer(tmp_path: Path) -> None:
             target=lambda: box.update(r=sender.send(src, fid, "clip.MP4", 3 << 20, {"k": 1}))
         )
         worker.start()
-        time.sleep(0.6)
+        wait_for(lambda: counting.segments >= 4, 10, "the first segments to go out")
         own.stop(kill=True)
-        time.sleep(1.0)
+        at_cut = counting.segments
+        assert "r" not in box and at_cut < 48, "the broker went down mid-send"
+        time.sleep(1.0)  # the outage
         own.start()
         worker.join(60)
         try:
             assert "r" in box, "the send finished after the broker came back"
+            assert box["r"].segments_sent > at_cut, "segments went out after the outage"
             assert held(tmp_path / "store", fid).read_bytes() == src.read_bytes()
         finally:
             close(client)

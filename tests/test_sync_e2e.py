@@ -316,7 +316,7 @@ def test_resync_command_sends_a_clip_again_and_refuses_unknown(
     receiver = start_receiver(store, broker)
     cfg = dock_config(tmp_path, mqtt={"host": broker.host, "port": broker.port})
     simkit.build(tmp_path / "bay1", recorder())
-    it = Recorder(broker, "it-resync", "it/replies")
+    it = Recorder(broker, "it-resync", "dock/dock-test/cmd/resync/reply")
     try:
         with running(cfg) as (daemon, _views):
             wait_for(lambda: len(received(store)) == 4, 60, "clips synced")
@@ -326,7 +326,6 @@ def test_resync_command_sends_a_clip_again_and_refuses_unknown(
                 it,
                 "dock/dock-test/cmd/resync",
                 json.dumps({"clip_id": clip_id}).encode(),
-                "it/replies",
             )
             reply = json.loads(it.next(timeout=10).payload)
             assert reply["ok"] is True and reply["result"]["queued"] == clip_id
@@ -335,7 +334,6 @@ def test_resync_command_sends_a_clip_again_and_refuses_unknown(
                 it,
                 "dock/dock-test/cmd/resync",
                 json.dumps({"clip_id": "f" * 64}).encode(),
-                "it/replies",
             )
             refused = json.loads(it.next(timeout=10).payload)
     finally:

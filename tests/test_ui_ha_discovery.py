@@ -54,6 +54,14 @@ def test_every_config_is_a_sensor_topic_home_assistant_matches(tmp_path: Path) -
     assert len({c["unique_id"] for c in configs.values()}) == len(configs)
 
 
+def test_the_node_id_is_the_client_id_the_site_acl_grants(tmp_path: Path) -> None:
+    """The shipped ACL grants `homeassistant/+/%c/#`: %c is the client id, not the dock id."""
+    named = parse_config({"dock": {"id": "d"}, "mqtt": {"client_id": "dock-07"}})
+    assert {t.split("/")[2] for t in discovery_configs(named)} == {"dock-07"}
+    odd = parse_config({"dock": {"id": "d"}, "mqtt": {"client_id": "site/dock 7"}})
+    assert {t.split("/")[2] for t in discovery_configs(odd)} == {"d"}  # not a node_id: the id
+
+
 def test_no_prefix_no_configs_and_stale_topics(tmp_path: Path) -> None:
     cfg = parse_config({"dock": {"id": "d"}, "mqtt": {"ha_discovery_prefix": ""}})
     assert discovery_configs(cfg) == {}

@@ -124,7 +124,8 @@ def test_a_taken_port_leaves_the_daemon_without_a_page_not_down(caplog: Any) -> 
     assert f"cannot listen on 127.0.0.1:{port}" in caplog.text
 
 
-def test_a_failing_status_is_a_500_not_a_dead_server() -> None:
+@pytest.mark.logs_exception(reason="the failing status is logged with its traceback")
+def test_a_failing_status_is_a_500_not_a_dead_server(caplog: pytest.LogCaptureFixture) -> None:
     def broken() -> dict[str, Any]:
         raise RuntimeError("index gone")
 
@@ -137,6 +138,8 @@ def test_a_failing_status_is_a_500_not_a_dead_server() -> None:
     finally:
         server.stop()
     assert first[0] == 500 and page[0] == 200
+    (logged,) = [r for r in caplog.records if r.exc_info]
+    assert "index gone" in str(logged.exc_info[1] if logged.exc_info else "")
 
 
 def test_listen_empty_serves_no_page(tmp_path: Path) -> None:

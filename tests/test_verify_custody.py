@@ -34,6 +34,17 @@ def test_consistent_dock_verifies(dock: Dock, capsys: pytest.CaptureFixture[str]
     assert verify(dock, capsys) == (0, [])
 
 
+def test_a_log_with_command_entries_old_and_new_verifies(
+    dock: Dock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dock.clip("A.MP4", b"a")
+    cmd = {"name": "resync", "payload": {"clip_id": "a" * 64}}
+    dock.custody.append("command", by="sgt.li", **cmd)  # as logs written before claimed_by
+    dock.custody.append("command", claimed_by="sgt.li", **cmd)
+    dock.custody.append("command", claimed_by=None, **cmd)
+    assert verify(dock, capsys) == (0, [])
+
+
 def test_index_row_whose_custody_entry_is_missing(
     dock: Dock, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -266,11 +266,14 @@ class BrokenLogRecorder(SimulatedRecorder):
         raise self.error
 
 
+@pytest.mark.logs_exception(reason="a driver's bug on the event log is logged with its traceback")
 def test_a_driver_failing_on_its_event_log_is_a_finding_unless_the_recorder_is_gone(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     root = recorder_dir(tmp_path, GOOD)
     log = read_events_of(BrokenLogRecorder(root, RecursionError("deep")))
     assert log.events == [] and [f.code for f in log.findings] == ["bad_event_log"]
+    (logged,) = [r for r in caplog.records if r.exc_info]
+    assert logged.exc_info and logged.exc_info[0] is RecursionError
     with pytest.raises(RecorderGone):
         read_events_of(BrokenLogRecorder(root, RecorderGone("unplugged")))

@@ -62,8 +62,12 @@ def mosquitto() -> str:
 @contextmanager
 def broker(site: Site) -> Iterator[int]:
     """A private Mosquitto started from the site configuration (SPEC 11), never the system's."""
+    # A session of its own: Ctrl-C at the terminal reaches the demo, which stops the dock and
+    # the receiver before the broker, not the broker first (the dock would log a lost link).
     with open(site.root / "mosquitto.log", "wb") as log:
-        proc = subprocess.Popen([mosquitto(), "-c", str(site.conf)], stdout=log, stderr=log)
+        proc = subprocess.Popen(
+            [mosquitto(), "-c", str(site.conf)], stdout=log, stderr=log, start_new_session=True
+        )
     try:
         _wait(lambda: _listening(site.port), 10, "mosquitto to listen")
         yield site.port

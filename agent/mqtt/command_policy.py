@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 MAX_PAYLOAD = 64 * 1024
-MAX_BY = 200  # the sender's name goes into the custody log
+MAX_BY = 200  # the name the sender claims goes into the custody log
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 RELEASE_REFUSED = (
     "hold: a release is not accepted over MQTT; release a hold at the dock with "
@@ -89,11 +89,11 @@ class Known(Protocol):
 
 @dataclass(frozen=True)
 class Command:
-    """A well-formed command: its name, checked payload and sender."""
+    """A well-formed command: its name, checked payload and the sender's claimed name."""
 
     name: str
     payload: dict[str, Any]
-    by: str | None
+    claimed_by: str | None  # what the sender says it is; the broker proves nothing of it
 
     @property
     def key(self) -> tuple[str, str]:
@@ -151,12 +151,12 @@ def _check_value(name: str, key: str, field: Field, value: Any) -> None:
             raise CommandError(f"{name}: field {key!r} is longer than {field.max_len} characters")
 
 
-def admit(name: str, raw: bytes, by: str | None) -> Command:
-    """A well-formed command from a topic's last level, raw payload and sender; or CommandError."""
+def admit(name: str, raw: bytes, claimed_by: str | None) -> Command:
+    """A well-formed command from a topic's last level, raw payload and claimed sender name."""
     payload = check_fields(name, parse_payload(raw))
-    if by is not None and len(by) > MAX_BY:
+    if claimed_by is not None and len(claimed_by) > MAX_BY:
         raise CommandError(f"{name}: sender name ('by') is longer than {MAX_BY} characters")
-    return Command(name, payload, by)
+    return Command(name, payload, claimed_by)
 
 
 def check_possible(cmd: Command, known: Known) -> None:
@@ -179,8 +179,8 @@ def _check_clip(name: str, clip_id: str, known: Known) -> None:
         raise CommandError("resync: too many clips are waiting to be resent; try again later")
 
 
-def decide(name: str, raw: bytes, by: str | None, known: Known) -> Command:
+def decide(name: str, raw: bytes, claimed_by: str | None, known: Known) -> Command:
     """The command to run, or CommandError naming the problem; nothing is written either way."""
-    cmd = admit(name, raw, by)
+    cmd = admit(name, raw, claimed_by)
     check_possible(cmd, known)
     return cmd

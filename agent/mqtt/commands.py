@@ -4,17 +4,20 @@ On the network thread each message takes a token of `[mqtt] command_rate_per_min
 rate: a "rate limited" error reply), is checked for form (`command_policy.admit`) and joins a
 bounded queue, where an identical command already waiting absorbs it (both senders get its
 reply). One worker thread takes commands in order, checks them against what exists on this dock
-(`command_policy.check_possible`: the note, the clip, room to resync), and only then writes the
-custody entry (`command`, name, by, payload) and runs the handler; a command the custody log
-could not record is not run. A handler with a `check(payload)` method has it called before
+(`command_policy.check_possible`: the note, the clip, room to resync), and only then writes
+the custody entry (`command`, name, claimed_by, payload) and runs the handler; a command the
+custody log could not record is not run. A handler with a `check(payload)` method has it called before
 anything is logged too; a ValueError from it refuses the command. Every refusal is an error reply naming the problem; nothing is
 written for it. Replies to commands refused for the rate or a full queue are themselves limited
 to the same rate; beyond it such commands are dropped and counted in one log line a minute.
 
-The reply goes to the MQTT v5 Response Topic with the request's Correlation Data, else to
-R/cmd/{name}/reply: {"ok": true, "result": {...}} or {"ok": false, "error": "..."}. `by` is the
-v5 user property "by", else the response topic. `ping` is answered by the worker thread and
-exempt from the custody log (monitoring pings would flood an fsync-per-entry evidence log).
+The reply goes only to R/cmd/{name}/reply, with the request's Correlation Data:
+{"ok": true, "result": {...}} or {"ok": false, "error": "..."}. A Response Topic the sender
+names is ignored (SPEC 11): anyone may publish a command, so a reply sent where the command
+asks would hand clip hashes and the custody head to any topic an attacker reads. The broker
+does not say who published: the v5 user property "by" is what the sender claims to be, and
+is recorded as `claimed_by`, never as an identity. `ping` is answered by the worker thread
+and exempt from the custody log (monitoring pings would flood an fsync-per-entry evidence log).
 Retained messages are ignored: a retained command would run again on every resubscribe.
 """
 
@@ -45,7 +48,7 @@ from agent.mqtt.command_policy import (
 from agent.mqtt.command_queue import CommandQueue, Queued, RateLimit
 from agent.mqtt.connection import MqttConnection
 
-__all__ = ["MAX_PAYLOAD", "CommandError", "CommandServer", "Handler", "sender_of"]
+__all__ = ["MAX_PAYLOAD", "CommandError", "CommandServer", "Handler", "claimed_sender"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,31 +66,27 @@ class Custody(Protocol):
 
 
 class ReplyTo(NamedTuple):
-    """Where one sender wants its reply."""
+    """How one sender's reply is told apart on R/cmd/{name}/reply."""
 
     name: str
-    topic: str | None  # the v5 response topic
     correlation: bytes | None
 
 
-def sender_of(msg: mqtt.MQTTMessage) -> str | None:
-    """Who sent a command: the v5 user property "by", else the response topic."""
+def claimed_sender(msg: mqtt.MQTTMessage) -> str | None:
+    """Who the sender says it is (v5 user property "by"): a claim, nothing the broker proved."""
     props = getattr(msg, "properties", None)
     for key, value in getattr(props, "UserProperty", None) or []:
         if key == "by":
             return str(value)
-    response = getattr(props, "ResponseTopic", None)
-    return str(response) if response else None
+    return None
 
 
 def reply_to(msg: mqtt.MQTTMessage) -> ReplyTo:
-    """The reply address of a command message."""
+    """The command's name and correlation data; its Response Topic, if any, is not used."""
     props = getattr(msg, "properties", None)
     correlation = getattr(props, "CorrelationData", None)
     return ReplyTo(
-        msg.topic.rsplit("/", 1)[-1],
-        getattr(props, "ResponseTopic", None) or None,
-        bytes(correlation) if correlation is not None else None,
+        msg.topic.rsplit("/", 1)[-1], bytes(correlation) if correlation is not None else None
     )
 
 
@@ -161,11 +160,11 @@ class CommandServer:
                 f"retry in {math.ceil(wait)} s",
             )
             return
-        by = sender_of(msg)
+        claimed_by = claimed_sender(msg)
         try:
-            cmd = admit(to.name, bytes(msg.payload), by)
+            cmd = admit(to.name, bytes(msg.payload), claimed_by)
         except CommandError as exc:
-            self._refused(to.name, by, exc)
+            self._refused(to.name, claimed_by, exc)
             self._reply(to, {"ok": False, "error": str(exc)})
             return
         if self.queue.put(cmd.key, cmd, to) == "full":
@@ -206,12 +205,12 @@ class CommandServer:
         for to in queued.waiters:
             self._reply(to, reply)
 
-    def execute(self, name: str, raw: bytes, by: str | None) -> dict[str, Any]:
+    def execute(self, name: str, raw: bytes, claimed_by: str | None) -> dict[str, Any]:
         """Run one command from its raw payload at once (no rate limit); the reply object."""
         try:
-            cmd = admit(name, raw, by)
+            cmd = admit(name, raw, claimed_by)
         except CommandError as exc:
-            self._refused(name, by, exc)
+            self._refused(name, claimed_by, exc)
             return {"ok": False, "error": str(exc)}
         return self._execute(cmd)
 
@@ -224,18 +223,20 @@ class CommandServer:
             _check(cmd, handler)
             self._record(cmd)
         except CommandError as exc:
-            self._refused(cmd.name, cmd.by, exc)
+            self._refused(cmd.name, cmd.claimed_by, exc)
             return {"ok": False, "error": str(exc)}
         return self._run(cmd, handler)
 
-    def _refused(self, name: str, by: str | None, exc: CommandError) -> None:
-        logger.warning("refused command %.64r from %.200r: %s", name, by, exc)
+    def _refused(self, name: str, claimed_by: str | None, exc: CommandError) -> None:
+        logger.warning("refused command %.64r (claimed by %.200r): %s", name, claimed_by, exc)
 
     def _record(self, cmd: Command) -> None:
         if cmd.name in self._exempt:
             return
         try:
-            self._custody.append("command", name=cmd.name, by=cmd.by, payload=cmd.payload)
+            self._custody.append(
+                "command", name=cmd.name, claimed_by=cmd.claimed_by, payload=cmd.payload
+            )
         except Exception as exc:
             logger.exception("could not record command %s in the custody log", cmd.name)
             raise CommandError(f"{cmd.name}: not run, the custody log could not record it") from exc
@@ -256,13 +257,8 @@ class CommandServer:
         return {"pong": True, "ts": now_iso(), "version": self._version}
 
     def _reply(self, to: ReplyTo, reply: dict[str, Any]) -> None:
-        default = f"{self._root}/cmd/{to.name}/reply"
         out = Properties(PacketTypes.PUBLISH)
         if to.correlation is not None:
             out.CorrelationData = to.correlation
         data = json.dumps(reply, ensure_ascii=False).encode()
-        try:
-            self._conn.publish(to.topic or default, data, qos=1, properties=out)
-        except ValueError:  # a response topic with wildcards
-            logger.warning("invalid response topic %.200r; replying on the default topic", to.topic)
-            self._conn.publish(default, data, qos=1, properties=out)
+        self._conn.publish(f"{self._root}/cmd/{to.name}/reply", data, qos=1, properties=out)

@@ -1,7 +1,10 @@
 """Home Assistant MQTT discovery (SPEC 12): retained sensor configs for the dock and its bays.
 
-Topics are `{prefix}/sensor/{dock.id}/{object_id}/config` (Home Assistant's discovery topic
-with the dock id as node_id). The topics published are remembered in
+Topics are `{prefix}/sensor/{node_id}/{object_id}/config` (Home Assistant's discovery topic),
+the node_id being the dock's MQTT client id: the site broker's ACL lets a dock write
+`{prefix}/+/%c/#` (config/mosquitto/acl, SPEC 11), its own discovery topics and no other
+dock's. A client id Home Assistant would not take as a node_id ([a-zA-Z0-9_-]+) gives way to
+the dock id (such a site's ACL must grant that topic itself). The topics published are remembered in
 {data_dir}/state/ha_discovery.json, so that at the next connection the configs of bays that
 left the configuration (or of an old prefix) are removed with an empty retained payload.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from agent import __version__
-from agent.config import DockConfig
+from agent.config import ID_RE, DockConfig
 from agent.daemon.events import BAY_STATES
 from agent.durable import write_json
 
@@ -65,12 +69,18 @@ def _bay_sensors(root: str, n: int) -> list[tuple[str, str, dict[str, Any]]]:
     ]  # fmt: skip
 
 
+def node_id(cfg: DockConfig) -> str:
+    """The node_id of the dock's discovery topics: its client id (the ACL's %c), else its id."""
+    return cfg.client_id if re.fullmatch(ID_RE, cfg.client_id) else cfg.dock.id
+
+
 def discovery_configs(cfg: DockConfig, version: str = __version__) -> dict[str, dict[str, Any]]:
     """Discovery topic -> config payload for the dock and every configured bay (pure)."""
     prefix = cfg.mqtt.ha_discovery_prefix
     if not prefix:
         return {}
     dock = cfg.dock.id
+    node = node_id(cfg)
     device = {
         "identifiers": [f"dock-agent_{dock}"],
         "name": f"Dock {dock}",
@@ -83,7 +93,7 @@ def discovery_configs(cfg: DockConfig, version: str = __version__) -> dict[str, 
     for bay in cfg.bay:
         sensors += _bay_sensors(cfg.topic, bay.number)
     return {
-        f"{prefix}/sensor/{dock}/{object_id}/config": {
+        f"{prefix}/sensor/{node}/{object_id}/config": {
             **fields,
             "unique_id": f"dock-agent_{dock}_{object_id}",
             "state_topic": topic,

@@ -19,7 +19,6 @@ from firmware_interface import simkit
 from tests.bench import Row, median
 from tests.bench.bench_index import build_index, write_custody
 from tests.bench.bench_offload import (
-    DONE_STATES,
     WORK_DIR,
     MiB,
     clip_name,
@@ -27,6 +26,7 @@ from tests.bench.bench_offload import (
     media_dir,
     random_file,
 )
+from tests.bench.stored import bay_finished, check_stored, sources
 
 REPO = Path(__file__).resolve().parents[2]
 BAYS = 4
@@ -133,10 +133,10 @@ def bay_states(state_file: Path) -> dict[str, dict[str, object]]:
 
 
 def all_offloaded(state_file: Path) -> bool:
-    """Every bay holds a recorder and has finished offloading."""
+    """Every bay holds a recorder and has finished offloading (NotStored when one faulted)."""
     bays = bay_states(state_file)
     return len(bays) == BAYS and all(
-        b.get("device_id") and b.get("state") in DONE_STATES for b in bays.values()
+        b.get("device_id") and bay_finished(n, b.get("state")) for n, b in bays.items()
     )
 
 
@@ -165,8 +165,13 @@ def idle_rss(a: Agent) -> float:
 def memory_rows(root: Path, quick: bool) -> list[Row]:
     """Row 4: RSS idle and with four bays offloading one large clip each."""
     size = 64 * MiB if quick else 512 * MiB
-    for n in range(1, BAYS + 1):
-        random_file(media_dir(root / f"bay{n}") / clip_name(1, device=f"ZFY00{n:05d}"), size)
+    clips = [
+        media_dir(root / f"bay{n}") / clip_name(1, device=f"ZFY00{n:05d}")
+        for n in range(1, BAYS + 1)
+    ]
+    for clip in clips:
+        random_file(clip, size)
+    expected = sources(clips)
     with agent(root) as a:
         idle = idle_rss(a)
         drop_caches()
@@ -175,6 +180,7 @@ def memory_rows(root: Path, quick: bool) -> list[Row]:
         busy, took = sample_until(a, a.state_file, timeout=600)
         time.sleep(3.0)  # the analysis worker now probes the (random-byte) clips
         after = a.rss_mb()
+    check_stored(root / "data", expected)
     return [
         Row(
             "daemon memory, idle",

@@ -19,6 +19,7 @@ from agent.evidence.store import EvidenceStore
 from firmware_interface import simkit
 from firmware_interface.volume import Volume
 from tests.bench import Row, median, ratios, spread
+from tests.bench.stored import NotStored, bay_finished, check_stored, sha256_file, sources
 from tests.dock import Views, dock_config
 
 MiB = 2**20
@@ -26,7 +27,6 @@ GiB = 2**30
 WORK_DIR = "/var/tmp"  # on the store's disk, never tmpfs
 DEVICE, OFFICER = "ZFY0012345", "012345"
 T0 = datetime(2026, 11, 21, 9, 0, 0)
-DONE_STATES = ("charging", "ready", "fault")
 REPEATS = 5  # per row, interleaved with the baseline; the median counts, min–max shown
 QUICK_REPEATS = 3
 
@@ -97,11 +97,13 @@ def remove(*paths: Path) -> None:
 # ---- row 1: one large clip ----------------------------------------------------------------
 
 
-def acquire_once(sim: Path, name: str, data: Path) -> None:
+def acquire_once(sim: Path, name: str, data: Path, sha256: str) -> None:
     """EvidenceStore.acquire of one clip opened the way the simulated driver opens it."""
     store = EvidenceStore(data, 0)
     with Volume(sim).open_file(f"DCIM/100MEDIA/{name}") as src:
-        store.acquire(src, Path(DEVICE, "2026-11-21", name), "bench", _no_progress, _NEVER)
+        copy = store.acquire(src, Path(DEVICE, "2026-11-21", name), "bench", _no_progress, _NEVER)
+    if copy.sha256 != sha256 or not copy.path.is_file():
+        raise NotStored(f"acquire stored {copy.sha256[:12]} at {copy.path}, expected {sha256[:12]}")
 
 
 def _no_progress(_n: int) -> None:
@@ -116,6 +118,7 @@ def large_clip_times(root: Path, size: int, repeats: int) -> dict[str, list[floa
     sim = root / "rec"
     name = clip_name(1)
     src = random_file(media_dir(sim) / name, size)
+    sha256 = sha256_file(src)
     out, data = root / "copy.bin", root / "data"
     times: dict[str, list[float]] = {"cp": [], "back": [], "cp_sha": [], "acquire": []}
     read_back = commands(
@@ -131,7 +134,7 @@ def large_clip_times(root: Path, size: int, repeats: int) -> dict[str, list[floa
             cold(commands(["cp", str(src), str(out)], ["sha256sum", str(src), str(out)]))
         )
         remove(out)
-        times["acquire"].append(cold(lambda: acquire_once(sim, name, data)))
+        times["acquire"].append(cold(lambda: acquire_once(sim, name, data, sha256)))
         remove(data)
     return times
 
@@ -196,8 +199,10 @@ def bare_daemon(cfg: DockConfig) -> Iterator[tuple[Daemon, Views]]:
 
 
 def offloaded(views: Views, bays: list[int]) -> bool:
-    """Every bay went through `offloading` and has left it."""
-    return all("offloading" in views.states(b) and views.states(b)[-1] in DONE_STATES for b in bays)
+    """Every bay went through `offloading` and finished (NotStored when one ended in fault)."""
+    return all(
+        "offloading" in views.states(b) and bay_finished(b, views.states(b)[-1]) for b in bays
+    )
 
 
 def wait_until(cond: Callable[[], bool], timeout: float, poll: float = 0.02) -> None:
@@ -210,7 +215,9 @@ def wait_until(cond: Callable[[], bool], timeout: float, poll: float = 0.02) -> 
 
 
 def daemon_offload(root: Path, bays: list[int], timeout: float) -> float:
-    """Seconds from docking the prepared recorders in `bays` until all leave `offloading`."""
+    """Seconds from docking the prepared recorders in `bays` until all finished offloading;
+    NotStored unless every clip on them was stored and verified."""
+    expected = sources(p for b in bays for p in media_dir(root / f"bay{b}").iterdir())
     cfg = dock_config(root, bays=max(bays))
     with bare_daemon(cfg) as (_daemon, views):
         drop_caches()
@@ -219,6 +226,7 @@ def daemon_offload(root: Path, bays: list[int], timeout: float) -> float:
             simkit.dock(root / f"bay{bay}", simkit.SimRecorder(device_id=f"ZFY00{bay:05d}"))
         wait_until(lambda: offloaded(views, bays), timeout)
         elapsed = time.perf_counter() - started
+    check_stored(cfg.data_dir, expected)
     for bay in bays:
         simkit.undock(root / f"bay{bay}")
     remove(root / "data")

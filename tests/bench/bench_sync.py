@@ -31,6 +31,7 @@ from agent.transfer import protocol as p
 from agent.transfer.link import PahoLink
 from agent.transfer.sender import FileSender, SendSettings
 from tests.bench import Row
+from tests.bench.stored import NotStored, sha256_file
 from tests.bench.sync_uplink import uplink_row
 from tests.broker import running_broker
 
@@ -156,13 +157,13 @@ def synced_send(port: int, workdir: Path, clip: Path, size: int, file_id: str) -
 
 
 def received_ok(store: Path, file_id: str) -> bool:
-    """True when the receiver holds the clip with the right SHA-256."""
+    """True when the receiver holds the clip with the right SHA-256; NotStored otherwise."""
     held = store / "dock-bench" / file_id / "clip.mp4"
-    digest = hashlib.sha256()
-    with open(held, "rb") as fh:
-        while block := fh.read(MIB):
-            digest.update(block)
-    return digest.hexdigest() == file_id
+    if not held.is_file():
+        raise NotStored(f"the receiver holds no {held}: the send is not timed as a sync")
+    if sha256_file(held) != file_id:
+        raise NotStored(f"the receiver's {held} differs from the clip sent")
+    return True
 
 
 def measure(workdir: Path, size: int, stores: dict[str, Path]) -> dict[str, Any]:
