@@ -14,7 +14,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent.chain.upload import ChainUpload
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.chain.upload import ChainUpload, SendFile
+from agent.config import DockConfig
+from agent.evidence.custody import FILE_NAME
 
 DOCKING_ENDS = frozenset({"offload_complete", "undocked"})
 
@@ -59,3 +63,12 @@ class ChainPacer:
         self._docking_ended.clear()
         self._last = self.clock()
         return self.upload.flush(cancel)
+
+
+def pacer_for(
+    cfg: DockConfig, key: Ed25519PrivateKey, send: SendFile, wake: Callable[[], None]
+) -> ChainPacer:
+    """The sync worker's pacer: the dock's log, its key, its sender, `[mqtt] custody_sync_s`."""
+    work = cfg.data_dir / "transfer" / "custody"
+    upload = ChainUpload(cfg.data_dir / FILE_NAME, cfg.dock.id, key, work, send)
+    return ChainPacer(upload, cfg.mqtt.custody_sync_s, wake)
