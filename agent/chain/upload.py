@@ -137,7 +137,9 @@ class ChainUpload:
         if chain is None:
             return False
         if chain != self._state["chain_id"]:
-            logger.warning("custody chain %s: sent to central from seq 1", chain)
+            known = self._state["chain_id"]
+            level = logging.INFO if known is None else logging.WARNING  # replaced under us
+            logger.log(level, "custody chain %s: sent to central from seq 1 (was %s)", chain, known)
             self._state = {"chain_id": chain, "held_seq": 0, "offset": 0}
             first = 1
         chunk = self._chunk(first, int(self._state["offset"]))
