@@ -166,3 +166,42 @@ def test_an_unknown_dock_is_one_line(site: tuple[Path, Path]) -> None:
     config, _ = site
     result = receive_verify(config, "--dock", "dock-999")
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "dock-999" in result.stderr
+
+
+def test_a_deletion_before_the_clips_arrival_was_logged_is_named(tmp_path: Path) -> None:
+    from agent.evidence.custody import CustodyLog
+
+    store, keys_dir = tmp_path / "store", tmp_path / "keys"
+    keys_dir.mkdir()
+    key = Ed25519PrivateKey.generate()
+    keys.write_public(keys_dir / "dock-01.pub", key.public_key(), "dock-01")
+    config = tmp_path / "receiver.toml"
+    config.write_text(
+        f'[mqtt]\nport = 1\n[receiver]\nstore_dir = "{store}"\ndock_keys_dir = "{keys_dir}"\n'
+    )
+    log_path = tmp_path / "custody.jsonl"
+    log = CustodyLog(log_path)
+    sha = "ab" * 32
+    offloaded = log.append("clip_offloaded", device_id="ZFY1", file="a.MP4", sha256=sha)
+    deleted = log.append("recorder_clip_deleted", device_id="ZFY1", file="a.MP4", sha256=sha)
+    log.append("clip_synced", device_id="ZFY1", sha256=sha)
+    log.close()
+    chunk = build_chunk(log_path, "dock-01", key, 1)
+    assert chunk is not None
+    ChainHold(store / "dock-01" / "_custody").accept(
+        parse_meta(chunk.user_data), chunk.data, key.public_key()
+    )
+    clip = store / "dock-01" / sha
+    clip.mkdir()
+    (clip / "a.MP4").write_bytes(b"a")
+    (clip / "manifest.json").write_text(
+        json.dumps(
+            {"sha256": sha, "custody_seq": offloaded["seq"], "custody_hash": offloaded["hash"]}
+        )
+    )
+    result = receive_verify(config)
+    assert result.returncode == 1
+    assert lines(result, "MISMATCH") == [
+        f"MISMATCH dock-01: chain {offloaded['chain_id']}: seq {deleted['seq']}: "
+        f"recorder_clip_deleted of clip {sha} before its clip_synced entry"
+    ]

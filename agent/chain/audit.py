@@ -72,6 +72,7 @@ class DockAudit:
         self.report = DockReport(self.dir.name)
         self._offloaded: dict[str, list[tuple[str, int, str]]] = {}
         self._notes: set[str] = set()
+        self._synced: set[str] = set()  # clips whose arrival at central the chain logged so far
         self._found: list[Finding] = []
 
     def findings(self) -> Iterator[Finding]:
@@ -133,14 +134,21 @@ class DockAudit:
         if event == "clip_offloaded":
             sha = str(entry.get("sha256"))
             self._offloaded.setdefault(sha, []).append((chain, seq, str(entry.get("hash"))))
+        elif event == "clip_synced":
+            self._synced.add(str(entry.get("sha256")))
         elif event == "recorder_clip_deleted":
-            sha = str(entry.get("sha256"))
-            if not (self.dir / sha / MANIFEST).exists():
-                problem(seq, f"recorder_clip_deleted of clip {sha}, which central does not hold")
+            self._deleted(str(entry.get("sha256")), seq, problem)
         elif event == "note_created":
             self._notes.add(str(entry.get("note_id")))
         elif event == "note_explained" and str(entry.get("note_id")) not in self._notes:
             problem(seq, f"note_explained for note {entry.get('note_id')}, never created before")
+
+    def _deleted(self, sha: str, seq: int, problem: Any) -> None:
+        """A recorder deletion must follow the clip's arrival, and central must hold it."""
+        if not (self.dir / sha / MANIFEST).exists():
+            problem(seq, f"recorder_clip_deleted of clip {sha}, which central does not hold")
+        elif sha not in self._synced:
+            problem(seq, f"recorder_clip_deleted of clip {sha} before its clip_synced entry")
 
     def _forks(self, fdir: Path) -> Iterator[Finding]:
         if not fdir.is_dir():
