@@ -54,6 +54,8 @@ class ChainUpload:
         self.dir = Path(work_dir)
         self.send = send
         self._state = self._load()
+        for stale in self.dir.glob("custody-*.jsonl"):  # a chunk a kill left: rebuilt when sent
+            stale.unlink(missing_ok=True)
         self._probed = False  # a fork's seq was looked for (once a process)
 
     @property
