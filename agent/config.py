@@ -125,7 +125,12 @@ class MqttSection:
 
     host: str = setting("127.0.0.1", doc="broker host")
     port: int = setting(1883, doc="broker port", check=in_range(1, 65535))
-    client_id: str = setting("", doc="MQTT client id; default the dock id")
+    client_id: str = setting(
+        "",
+        doc="MQTT client id; default the dock id. It names the dock's topics in the site ACL and "
+        "in Home Assistant discovery (node_id), hence [A-Za-z0-9_-]{1,64}",
+        check=pattern(f"({ID_RE})?", "[A-Za-z0-9_-]{1,64}, or empty for the dock id"),
+    )
     username: str = setting("", doc="MQTT user name")
     password_file: str = setting("", doc="file holding the MQTT password")
     tls_ca: str = setting("", doc="CA bundle; TLS is on when set")
@@ -209,6 +214,7 @@ class UiSection:
         check=lambda value: None if value == "" or split_listen(value) else LISTEN_EXPECTED,
     )
     language: str = setting("zh-CN", doc="language of the status page", choices=("zh-CN", "en"))
+    metrics: bool = setting(True, doc="serve GET /metrics for Prometheus on the status page's port")
 
 
 @dataclass(frozen=True)

@@ -61,4 +61,8 @@ fi
   | grep -v "^WARNING: Location" || true
 .venv/bin/python -c 'import agent, paho.mqtt, tinydb, pyudev, requests' \
   || { echo "setup: the Python packages did not install" >&2; exit 1; }
+if [ -n "$extra" ]; then
+  # Home Assistant and Prometheus for the monitoring tests, cached outside the repository
+  scripts/test-tools.sh
+fi
 echo "setup: ready (.venv/bin/dock-agent)"

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 from agent.dock.emit import ThrottledSend
+from firmware_interface import simkit
+from tests.dock import dock_config, running, settled, wait_for
 
 
 class Sent:
@@ -52,3 +55,19 @@ def test_close_drops_a_pending_send() -> None:
     emit.close()
     time.sleep(0.4)
     assert sent.values == [0]
+
+
+def test_a_charging_battery_is_a_whole_percent_and_its_fractions_are_no_news(
+    tmp_path: Path,
+) -> None:
+    """Every refresh reads the battery; only a change people can see is published again."""
+    rec = simkit.SimRecorder(battery_pct=80.4, charge_pct_per_min=0.6, clips=[])
+    simkit.build(tmp_path / "bay1", rec)
+    with running(dock_config(tmp_path), refresh_s=0.1) as (daemon, views):
+        wait_for(lambda: settled(daemon, views, 1), 30, "bay 1 charging")
+        time.sleep(0.5)
+        before = len(views.items)
+        time.sleep(2.0)  # 20 refreshes; the battery gains 0.02 %
+        after = views.items[before:]
+    assert views.latest(1).battery_pct == 80  # type: ignore[union-attr]
+    assert after == [], [v.battery_pct for v in after]

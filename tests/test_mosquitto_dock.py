@@ -61,7 +61,8 @@ def test_a_dock_publishes_its_own_discovery_configs_and_no_other_docks(
 ) -> None:
     cfg = site_dock(site, tmp_path, "dock-01")
     own = set(discovery_configs(cfg))
-    assert own and all(t.startswith("homeassistant/sensor/dock-01/") for t in own)
+    assert own and all(t.split("/")[2] == "dock-01" for t in own)
+    assert {t.split("/")[1] for t in own} == {"sensor", "binary_sensor"}
     with clients(site, "it") as (it,):
         assert not any(code.is_failure for code in it.subscribe("homeassistant/#"))
         conn = MqttConnection(cfg.mqtt, cfg.client_id, backoff=FAST_BACKOFF)

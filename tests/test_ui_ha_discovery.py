@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import queue
 import re
+import socket
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import pytest
 
-from agent.config import DockConfig, parse_config
-from agent.ui.ha_discovery import discovery_configs, stale_topics
+from agent.config import ConfigError, DockConfig, parse_config
+from agent.daemon.events import BAY_STATES, BayView, Progress
+from agent.ui.ha_discovery import configuration_url, discovery_configs, node_id, stale_topics
 from firmware_interface import simkit
 from tests.broker import Broker, mosquitto_binary, running_broker
 from tests.dock import dock_config, running, wait_for
@@ -31,10 +35,13 @@ JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined)
 
 
 def render(template: str, payload: bytes) -> str:
-    """What Home Assistant's value_template gives for `payload` (value and value_json)."""
-    return JINJA.from_string(template).render(
-        value=payload.decode(), value_json=json.loads(payload)
-    )
+    """What Home Assistant's templates give for `payload` (value, and value_json when JSON)."""
+    variables: dict[str, Any] = {"value": payload.decode()}
+    try:
+        variables["value_json"] = json.loads(payload)
+    except ValueError:
+        pass  # Home Assistant leaves value_json undefined too
+    return JINJA.from_string(template).render(**variables)
 
 
 def two_bays(tmp: Path, broker: Broker | None = None, bays: int = 2) -> DockConfig:
@@ -42,24 +49,93 @@ def two_bays(tmp: Path, broker: Broker | None = None, bays: int = 2) -> DockConf
     return dock_config(tmp, bays=bays, mqtt=mqtt, delete_from_recorder="never")
 
 
-def test_every_config_is_a_sensor_topic_home_assistant_matches(tmp_path: Path) -> None:
+def test_every_config_is_a_topic_home_assistant_matches_under_the_dock_client_id(
+    tmp_path: Path,
+) -> None:
     configs = discovery_configs(two_bays(tmp_path))
-    assert len(configs) == 4 + 2 * 4
+    assert len(configs) == 7 + 2 * 4
     for topic, config in configs.items():
         prefix, _, rest = topic.partition("/")
         match = TOPIC_MATCHER.fullmatch(rest)
         assert prefix == "homeassistant" and match, topic
-        assert match["component"] == "sensor" and match["node_id"] == "dock-test"
-        assert config["device"]["identifiers"] == ["dock-agent_dock-test"]
+        assert match["component"] in ("sensor", "binary_sensor")
+        assert match["node_id"] == "dock-test"  # the client id: the ACL's {prefix}/+/{client id}/#
+        device = config["device"]
+        if "/bay" in topic:
+            n = match["object_id"][3]
+            assert device["identifiers"] == [f"dock-agent_dock-test_bay{n}"]
+            assert device["via_device"] == "dock-agent_dock-test"
+            assert device["name"] == f"dock-test 仓位 {n}"
+        else:
+            assert device["identifiers"] == ["dock-agent_dock-test"]
+            assert device["name"] == "采集站 dock-test"
+        assert "configuration_url" not in device  # the page listens on loopback only
     assert len({c["unique_id"] for c in configs.values()}) == len(configs)
+    assert len({c["object_id"] for c in configs.values()}) == len(configs)
+
+
+def test_node_id_names_and_configuration_url_follow_the_configuration(tmp_path: Path) -> None:
+    cfg = parse_config({
+        "dock": {"id": "dock-07", "data_dir": str(tmp_path)},
+        "bay": [{"number": 3, "sim_dir": str(tmp_path / "b")}],
+        "mqtt": {"client_id": "site-dock-07", "ha_discovery_prefix": "ha"},
+        "ui": {"language": "en", "listen": "192.0.2.7:8080"},
+    })  # fmt: skip
+    configs = discovery_configs(cfg)
+    assert all(t.startswith("ha/") and t.split("/")[2] == "site-dock-07" for t in configs)
+    state = configs["ha/sensor/site-dock-07/bay3_state/config"]
+    assert state["name"] == "State" and state["device"]["name"] == "dock-07 bay 3"
+    assert state["device"]["configuration_url"] == "http://192.0.2.7:8080/"
+    assert state["options"] == list(BAY_STATES) and state["device_class"] == "enum"
+    assert state["json_attributes_topic"] == "dock/dock-07/bay/3"
+    assert configuration_url("[::1]:8080") is None and configuration_url("") is None
+    assert configuration_url("0.0.0.0:80") == f"http://{socket.gethostname()}:80/"
+    diagnostic = {t.split("/")[3] for t, c in configs.items() if c.get("entity_category")}
+    assert diagnostic == {"custody_seq", "clock_synced"}
+
+
+WILL = b'{"online":false}'
+
+
+def test_no_template_fails_on_the_will_or_an_empty_payload(tmp_path: Path) -> None:
+    """Home Assistant renders every message of a state topic; StrictUndefined fails as it would."""
+    for config in discovery_configs(two_bays(tmp_path)).values():
+        for payload in (WILL, b""):
+            for key in ("value_template", "json_attributes_template"):
+                if key not in config:
+                    continue
+                out = render(config[key], payload)
+                if key == "json_attributes_template":
+                    assert json.loads(out) == {}, (config["unique_id"], payload)
+                elif config["unique_id"].endswith("_connectivity"):
+                    assert out == "OFF"
+                else:
+                    assert out == "", (config["unique_id"], payload, out)  # HA keeps its state
+            for avail in config.get("availability", []):
+                assert render(avail["value_template"], payload) == "offline"
+
+
+def test_battery_is_a_whole_percent_and_an_empty_bay_has_no_progress(tmp_path: Path) -> None:
+    configs = discovery_configs(two_bays(tmp_path))
+    battery = configs["homeassistant/sensor/dock-test/bay1_battery/config"]["value_template"]
+    progress = configs["homeassistant/sensor/dock-test/bay1_progress/config"]["value_template"]
+    empty = json.dumps(BayView(1).to_json()).encode()
+    charging = BayView(1, "charging", "ZFY1", "012345", 97.42, 1.5)
+    charging.progress = Progress(2, 2, 500, 1000)
+    payload = json.dumps(charging.to_json()).encode()
+    assert (render(battery, empty), render(progress, empty)) == ("None", "None")  # unknown
+    assert (render(battery, payload), render(progress, payload)) == ("97", "50")
+    done = BayView(1, "ready", "ZFY1", "012345", 100, 0)  # a recorder with nothing to offload
+    assert render(progress, json.dumps(done.to_json()).encode()) == "100"
 
 
 def test_the_node_id_is_the_client_id_the_site_acl_grants(tmp_path: Path) -> None:
     """The shipped ACL grants `homeassistant/+/%c/#`: %c is the client id, not the dock id."""
     named = parse_config({"dock": {"id": "d"}, "mqtt": {"client_id": "dock-07"}})
     assert {t.split("/")[2] for t in discovery_configs(named)} == {"dock-07"}
-    odd = parse_config({"dock": {"id": "d"}, "mqtt": {"client_id": "site/dock 7"}})
-    assert {t.split("/")[2] for t in discovery_configs(odd)} == {"d"}  # not a node_id: the id
+    with pytest.raises(ConfigError):  # no node_id, and / would widen the ACL's pattern
+        parse_config({"dock": {"id": "d"}, "mqtt": {"client_id": "site/dock 7"}})
+    assert node_id(replace(named, mqtt=replace(named.mqtt, client_id="site/dock 7"))) == "d"
 
 
 def test_no_prefix_no_configs_and_stale_topics(tmp_path: Path) -> None:
@@ -115,36 +191,63 @@ def test_configs_point_at_topics_and_fields_the_dock_publishes(
         wait_for(lambda: status_after_offload(broker), 20, "R/status after the offload")
         seen = retained(broker, "home-assistant", "homeassistant/#", "dock/dock-test/#")
     configs = {t: json.loads(p) for t, p in seen.items() if t.startswith("homeassistant/")}
-    assert len(configs) == 12, sorted(configs)
+    assert len(configs) == 15, sorted(configs)
     ids = [c["unique_id"] for c in configs.values()]
     assert len(set(ids)) == len(ids) and all(ids)
-    values = {}
+    values, attributes = {}, {}
     for topic, config in configs.items():
         state = config["state_topic"]
         assert state in seen, f"{topic}: state_topic {state} was never published"
         values[config["unique_id"]] = render(config["value_template"], seen[state])
-        for avail in config["availability"]:
+        if "json_attributes_template" in config:
+            attrs = render(
+                config["json_attributes_template"], seen[config["json_attributes_topic"]]
+            )
+            attributes[config["unique_id"]] = json.loads(attrs)
+        for avail in config.get("availability", []):
             assert avail["topic"] == "dock/dock-test/status"
             assert render(avail["value_template"], seen[avail["topic"]]) == "online"
     assert values["dock-agent_dock-test_bay1_state"] == "ready"
     assert values["dock-agent_dock-test_bay1_officer"] == rec.officer_id
-    assert float(values["dock-agent_dock-test_bay1_battery"]) >= 95
+    assert int(values["dock-agent_dock-test_bay1_battery"]) >= 95
     assert values["dock-agent_dock-test_bay2_state"] == "empty"
-    assert float(values["dock-agent_dock-test_bay1_progress"]) == 100
+    assert values["dock-agent_dock-test_bay1_progress"] == "100"
+    assert values["dock-agent_dock-test_bay2_progress"] == "None"  # an empty bay: unknown
     assert int(values["dock-agent_dock-test_custody_seq"]) > 0
-    assert int(values["dock-agent_dock-test_disk_free"]) > 0
+    assert float(values["dock-agent_dock-test_disk_free"]) > 0  # GB
+    assert values["dock-agent_dock-test_connectivity"] == "ON"
+    assert values["dock-agent_dock-test_clock_synced"] in ("ON", "OFF")
+    assert values["dock-agent_dock-test_problem"] == ("ON" if attributes[
+        "dock-agent_dock-test_problem"]["alerts"] else "OFF")  # fmt: skip
+    bay1 = attributes["dock-agent_dock-test_bay1_state"]
+    assert bay1["device_id"] == rec.device_id and isinstance(bay1["findings"], list)
+    assert "clock_offset_s" in bay1 and "storage_free_pct" in bay1
     assert int(values["dock-agent_dock-test_queue_clips"]) == 1  # no receiver: waits for sync
     assert float(values["dock-agent_dock-test_oldest_unsynced_age"]) >= 0
     # the will: the dock gone, every entity unavailable
     offline = retained(broker, "after", "dock/dock-test/status")["dock/dock-test/status"]
-    assert render(configs[topic]["availability"][0]["value_template"], offline) == "offline"
+    state_config = configs["homeassistant/sensor/dock-test/bay1_state/config"]
+    assert render(state_config["availability"][0]["value_template"], offline) == "offline"
+    connectivity = next(c for c in configs.values() if c["unique_id"].endswith("connectivity"))
+    assert render(connectivity["value_template"], offline) == "OFF"
 
 
 def test_a_bay_that_left_the_configuration_is_removed(tmp_path: Path, broker: Broker) -> None:
     with running(two_bays(tmp_path, broker)) as (daemon, _views):
-        wait_for(lambda: len(retained(broker, "r1", "homeassistant/#")) == 12, 10, "12 configs")
+        wait_for(lambda: len(retained(broker, "r1", "homeassistant/#")) == 15, 10, "15 configs")
+        wait_for(
+            lambda: "dock/dock-test/bay/2" in retained(broker, "b", "dock/+/bay/+"), 10, "bay 2"
+        )
     with running(two_bays(tmp_path, broker, bays=1)) as (daemon, _views):
-        wait_for(lambda: len(retained(broker, "r2", "homeassistant/#")) == 8, 10, "8 configs")
-        left = retained(broker, "r3", "homeassistant/#")
-    assert not [t for t in left if "/bay2_" in t]
-    assert len([t for t in left if "/bay1_" in t]) == 4
+        wait_for(lambda: len(retained(broker, "r2", "homeassistant/#")) == 11, 10, "11 configs")
+        left = retained(broker, "r3", "homeassistant/#", "dock/#")
+    assert not [t for t in left if "/bay2_" in t or t.endswith("/bay/2")], sorted(left)
+    assert len([t for t in left if "/bay1_" in t]) == 4 and "dock/dock-test/bay/1" in left
+
+
+def test_a_client_id_home_assistant_or_the_acl_could_not_take_is_refused() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"dock": {"id": "d"}, "mqtt": {"client_id": "dock.01/a"}})
+    assert err.value.problems == [
+        "mqtt.client_id = 'dock.01/a': expected [A-Za-z0-9_-]{1,64}, or empty for the dock id"
+    ]

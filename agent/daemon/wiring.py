@@ -23,6 +23,7 @@ from agent.notes.reconcile import NotesReconciler
 from agent.notes.store import NotesStore
 from agent.sync.outbox import Outbox
 from agent.sync.worker import Sync
+from agent.ui.server import MetricsSource
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +90,33 @@ def _ui_plugins(daemon: Daemon) -> None:
         daemon.plugins.append(lights)
     if s.cfg.ui.listen:
         page = render_page(s.cfg.dock.id, s.cfg.ui.language)
+        metrics = _metrics(daemon) if s.cfg.ui.metrics else None
         daemon.plugins.append(
-            PageServer(s.cfg.ui.listen, page, lambda: dock_status(s.cfg, s.index, s.custody))
+            PageServer(
+                s.cfg.ui.listen, page, lambda: dock_status(s.cfg, s.index, s.custody), metrics
+            )
         )
+
+
+def _metrics(daemon: Daemon) -> MetricsSource:
+    """GET /metrics (SPEC 12): one registry for this daemon, read from its own state."""
+    from agent.ui.metrics import DockMetrics, Sources
+
+    s = daemon.services
+    metrics = DockMetrics(
+        Sources(
+            stats=s.index.stats,
+            free_bytes=s.store.free_bytes,
+            custody_head=s.custody.head,
+            bays=lambda: {n: w.view for n, w in daemon.bays.items()},
+            alerts=lambda: sorted(daemon.state.alerts),
+            clock_synced=lambda: bool(s.clock().synced),
+            custody_path=s.custody.path,
+            dock_id=s.cfg.dock.id,
+        )
+    )
+    s.bus.subscribe(metrics.bus)
+    return metrics.render
 
 
 def _custody_plugins(daemon: Daemon) -> tuple[Roster | None, Purger]:

@@ -19,6 +19,7 @@ from agent.dock.checks import (
     check_faults,
     check_storage,
     storage_free_pct,
+    whole_pct,
 )
 from agent.dock.clock_check import ClockCheck
 from agent.dock.deletion import Outcome, RecorderDeleter
@@ -309,15 +310,17 @@ class BayWorker:
         state = bay_state(self.findings, pending if self.view.state == "offloading" else 0)
         if self.view.state in ("identifying", "validating"):
             state = self.view.state
-        self.view = replace(
+        view = replace(
             self.view,
             state=state,
-            battery_pct=status.battery_pct,
+            battery_pct=whole_pct(status.battery_pct),
             storage_free_pct=storage_free_pct(status),
             clock_offset_s=self.docking.clock_offset_s if self.docking else None,
             findings=list(self.findings),
         )
-        self._emit(force=True)
+        if view != self.view:  # a charging battery's fractions are no news (SPEC 12)
+            self.view = view
+            self._emit(force=True)
 
     def _awaiting_ack(self) -> list[Finding]:
         if self.docking is None or self.s.cfg.policy.delete_from_recorder != "after_upstream_ack":

@@ -85,10 +85,15 @@ def check_battery(status: Status, policy: PolicySection) -> list[Finding]:
             info(
                 "battery_charging",
                 f"battery {pct:.0f} % < {policy.ready_battery_pct:g} %",
-                battery_pct=pct,
+                battery_pct=whole_pct(pct),
             )
         ]
     return []
+
+
+def whole_pct(pct: float | None) -> int | None:
+    """A percentage as people read it: a charging battery's fractions are no news."""
+    return None if pct is None else round(pct)
 
 
 def storage_free_pct(status: Status) -> float | None:

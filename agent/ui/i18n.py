@@ -4,7 +4,8 @@ from __future__ import annotations
 
 LANGUAGES = ("zh-CN", "en")
 
-# One table. Keys: "state.<bay state>", "code.<finding or alert code>", "label.<page word>".
+# One table. Keys: "state.<bay state>", "code.<finding or alert code>", "label.<page word>",
+# "ha.<Home Assistant device or entity name>".
 # A code the product emits without a sentence here fails tests/test_ui_i18n.py.
 TEXT: dict[str, tuple[str, str]] = {
     # bay states (SPEC 6)
@@ -234,6 +235,22 @@ TEXT: dict[str, tuple[str, str]] = {
     "label.seconds": ("秒", "s"),
     "label.minutes": ("分钟", "min"),
     "label.hours": ("小时", "h"),
+    # Home Assistant discovery (agent/ui/ha_discovery.py): devices and entity names
+    "ha.dock_device": ("采集站 {dock}", "Dock {dock}"),
+    "ha.dock_model": ("执法记录仪采集站", "Body-worn recorder dock"),
+    "ha.bay_device": ("{dock} 仓位 {n}", "{dock} bay {n}"),
+    "ha.bay_model": ("采集站仓位", "Dock bay"),
+    "ha.queue_clips": ("待上传文件", "Sync queue"),
+    "ha.oldest_unsynced_age": ("最早未上传时长", "Oldest unsynced clip"),
+    "ha.disk_free": ("剩余存储空间", "Disk free"),
+    "ha.custody_seq": ("保管日志条目", "Custody log entries"),
+    "ha.problem": ("告警", "Problem"),
+    "ha.clock_synced": ("时钟已同步", "Clock synchronised"),
+    "ha.connectivity": ("连接", "Connection"),
+    "ha.state": ("状态", "State"),
+    "ha.officer": ("警员", "Officer"),
+    "ha.battery": ("电量", "Battery"),
+    "ha.progress": ("导出进度", "Offload progress"),
 }
 
 

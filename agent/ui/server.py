@@ -15,6 +15,7 @@ from agent.config import split_listen
 logger = logging.getLogger(__name__)
 
 StatusSource = Callable[[], dict[str, Any]]
+MetricsSource = Callable[[str | None], tuple[bytes, str]]  # Accept header -> (body, content type)
 
 # The page needs nothing from anywhere else; the browser is told so.
 _SECURITY = {
@@ -36,6 +37,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, "text/html; charset=utf-8", self.server.page)
         elif path == "/api/status":
             self._status()
+        elif path == "/metrics" and self.server.metrics is not None:
+            self._metrics(self.server.metrics)
         else:
             self._send(404, "text/plain; charset=utf-8", b"not found\n")
 
@@ -56,6 +59,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(200, "application/json; charset=utf-8", body)
 
+    def _metrics(self, metrics: MetricsSource) -> None:
+        try:
+            body, kind = metrics(self.headers.get("Accept"))
+        except Exception:
+            logger.exception("status page: collecting the metrics failed")
+            self._send(500, "text/plain; charset=utf-8", b"metrics unavailable\n")
+            return
+        self._send(200, kind, body)
+
     def _send(self, code: int, kind: str, body: bytes, extra: dict[str, str] | None = None) -> None:
         self.send_response(code)
         self.send_header("Content-Type", kind)
@@ -74,23 +86,33 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], page: bytes, status: StatusSource) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        page: bytes,
+        status: StatusSource,
+        metrics: MetricsSource | None,
+    ) -> None:
         self.page = page
         self.status = status
+        self.metrics = metrics
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
 
 
 class PageServer:
-    """Daemon plugin: serves the page and /api/status from its own thread."""
+    """Daemon plugin: serves the page, /api/status and /metrics (when given) from its own thread."""
 
-    def __init__(self, listen: str, page: str, status: StatusSource) -> None:
+    def __init__(
+        self, listen: str, page: str, status: StatusSource, metrics: MetricsSource | None = None
+    ) -> None:
         address = split_listen(listen)
         if address is None:
             raise ValueError(f"bad listen address {listen!r}")
         self._address = address
         self._page = page.encode()
         self._status = status
+        self._metrics = metrics
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -106,7 +128,7 @@ class PageServer:
     def start(self) -> None:
         """Bind and serve; a port in use is logged, the daemon runs on without a page."""
         try:
-            self._httpd = _Server(self._address, self._page, self._status)
+            self._httpd = _Server(self._address, self._page, self._status, self._metrics)
         except OSError as exc:
             logger.error("status page: cannot listen on %s:%s: %s", *self._address, exc)
             return
