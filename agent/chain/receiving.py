@@ -2,10 +2,11 @@
 
 The chunk arrives as any file does and is assembled and checked against its SHA-256 by the
 transfer store; then, before `fin` is answered, `CustodyDesk.on_fin` checks it as a custody
-chunk and stores what is new of it in `{store}/{client_id}/_custody/{chain_id}/`. The chunk's
-transfer directory is then removed, accepted or not: what is held is under `_custody`, and a
-resend is assembled and checked afresh, never found "complete". A refused chunk's fin is
-answered 0x80 with the reason (`custody_fork`, ...), 0x87 when unsigned.
+chunk and stores what is new of it in `{store}/{client_id}/_custody/{chain_id}/`; the chunk's
+transfer directory is then removed (what is held is under `_custody`; a resend is assembled
+afresh). A refused chunk's fin is answered 0x80 with the reason (`custody_fork`, ...), 0x87
+when unsigned, and its transfer stays complete: the sender's resends of it are checked again
+at each fin without being stored again (a gap may since have been filled).
 """
 
 from __future__ import annotations
@@ -60,8 +61,7 @@ class CustodyDesk:
         except ChunkRefused as refused:
             code = p.NOT_AUTHORIZED if refused.reason == UNSIGNED else p.UNSPECIFIED_ERROR
             raise p.ProtocolError(code, refused.reason) from None
-        finally:  # held under _custody (or refused): a resend is assembled and checked afresh
-            shutil.rmtree(fdir, ignore_errors=True)
+        shutil.rmtree(fdir, ignore_errors=True)  # held under _custody now
 
     def _accept(self, client_id: str, fdir: Path, user_data: dict[str, object]) -> None:
         meta = parse_meta(user_data)
