@@ -34,6 +34,7 @@ COMMANDS = (
     "hold",
     "assign",
     "receive",
+    "keys",
     "demo",
 )
 

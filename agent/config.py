@@ -15,6 +15,7 @@ from agent.evidence.retention.settings import (
 )
 from agent.schema import ConfigError, in_range, parse, pattern, setting
 from agent.transfer.emqx import MAX_SEGMENT_BYTES
+from agent.trust.settings import mqtt_trust_problems, without_removed_keys
 
 DEFAULT_CONFIG_PATH = "/etc/dock-agent/dock-agent.toml"
 ID_RE = r"[A-Za-z0-9_-]{1,64}"
@@ -168,10 +169,22 @@ class MqttSection:
         "never on Mosquitto, whose PUBACK means only that it took the message)",
         choices=("response", "puback"),
     )
-    transfer_key_file: str = setting(
+    upstream: str = setting(
+        "receiver",
+        doc="who answers transfers: receiver (dock-agent receive: a clip counts as acked only "
+        "with a receipt that verifies with central_key_file) or emqx (EMQX with file transfer: "
+        "the broker is trusted, so deletions need TLS and authentication) (SPEC 11)",
+        choices=("receiver", "emqx"),
+    )
+    signing_key_file: str = setting(
         "",
-        doc="file (or systemd credential) holding this dock's transfer key (SPEC 11); "
-        "unset at EMQX sites",
+        doc="this dock's Ed25519 private key (PKCS#8 PEM, 0600), made at first start with its "
+        ".pub beside it; a file or a systemd credential name; default {data_dir}/keys/dock.key",
+    )
+    central_key_file: str = setting(
+        "",
+        doc="central's public key (one OpenSSH line, the receiver's .pub) that signs receipts; "
+        "unset with upstream receiver: no ack frees a recorder (alert deletes_held)",
     )
     custody_sync_s: float = setting(
         300.0,
@@ -263,6 +276,13 @@ class DockConfig:
         return self.mqtt.client_id or self.dock.id
 
     @property
+    def delete_policy(self) -> str:
+        """`policy.delete_from_recorder` in effect: "never" while deletes are held (SPEC 11)."""
+        from agent.trust.dock import effective_delete_policy
+
+        return effective_delete_policy(self)
+
+    @property
     def topic(self) -> str:
         """The dock's topic root R = {topic_root}/{dock.id}."""
         return f"{self.mqtt.topic_root}/{self.dock.id}"
@@ -297,11 +317,7 @@ def _cross_problems(cfg: DockConfig) -> list[str]:
         problems.append("mqtt.password_file: set without mqtt.username; expected both or neither")
     if bool(cfg.mqtt.tls_cert) != bool(cfg.mqtt.tls_key):
         problems.append("mqtt.tls_cert/tls_key: expected both or neither (mutual TLS)")
-    if cfg.mqtt.transfer_key_file and cfg.mqtt.ack_mode == "puback":
-        problems.append(
-            "mqtt.transfer_key_file: set with ack_mode 'puback'; a PUBACK carries no receipt, "
-            "so no fin could count (leave the key unset at EMQX sites)"
-        )
+    problems.extend(mqtt_trust_problems(cfg.mqtt, cfg.policy.delete_from_recorder))
     if cfg.mqtt.tls_cert and not cfg.mqtt.tls_ca:
         problems.append("mqtt.tls_ca = '': expected a CA bundle when tls_cert is set")
     if cfg.policy.timezone:
@@ -362,7 +378,14 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def parse_config(data: dict[str, Any]) -> DockConfig:
     """Validate a parsed TOML document into a DockConfig, or raise ConfigError."""
-    return parse(DockConfig, data, _cross_problems)
+    data, removed = without_removed_keys(data)
+    try:
+        cfg = parse(DockConfig, data, _cross_problems)
+    except ConfigError as exc:
+        raise ConfigError(removed + exc.problems) from None
+    if removed:
+        raise ConfigError(removed)
+    return cfg
 
 
 def resolve_path(path: str | None) -> str:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -46,10 +47,19 @@ def local_now(tz: ZoneInfo) -> datetime:
     return utcnow().astimezone(tz).replace(tzinfo=None)
 
 
-def to_true(local: datetime, tz: ZoneInfo, offset_s: float | None) -> datetime:
-    """A recorder local time corrected by the recorder's measured clock offset, as aware UTC."""
-    aware = local.replace(tzinfo=tz)
+def to_true(recorder: datetime, tz: tzinfo, offset_s: float | None) -> datetime:
+    """A time on the recorder's clock as true time (aware UTC): the one conversion.
+
+    Naive is local time in `tz` (a file name, the event log); aware already names its instant
+    (a container header, a file's mtime). Either way the measured clock offset is taken off.
+    """
+    aware = recorder if recorder.tzinfo is not None else recorder.replace(tzinfo=tz)
     return (aware - timedelta(seconds=offset_s or 0.0)).astimezone(UTC)
+
+
+def recorder_to_true(tz: tzinfo, offset_s: float | None) -> Callable[[datetime], datetime]:
+    """`to_true` for one recorder (its zone and measured offset), as a converter."""
+    return lambda recorder: to_true(recorder, tz, offset_s)
 
 
 def clock_offset_s(recorder_local: datetime, tz: ZoneInfo, now: datetime) -> float:

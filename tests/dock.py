@@ -9,23 +9,47 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import DockConfig, parse_config
-from agent.daemon.events import Alert, BayView
 from agent.daemon.runtime import Daemon
 from agent.daemon.wiring import assemble
 from agent.dock.clock import ClockSource
+from agent.events import Alert, BayView
+from agent.transfer.receiver.trustdir import load_receiver_key
+from agent.trust.dock import load_signing_key
+from agent.trust.keys import write_public
 
 CLOSED_PORT = 1  # nothing listens: the dock works offline and never meets a stray broker
+
+
+def central_pub(tmp: Path) -> Path:
+    """Central's public key for docks under `tmp`: the pair is `tmp/receiver.key`, the key a
+    Receiver whose store is directly under `tmp` uses by default, so their receipts verify."""
+    load_receiver_key(tmp / "receiver.key", "dock-receiver")
+    return tmp / "receiver.pub"
+
+
+def enroll(cfg: DockConfig, keys_dir: Path) -> Path:
+    """The dock's public key put in a receiver's dock_keys_dir (the pair made if missing)."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    key = load_signing_key(cfg)
+    path = keys_dir / f"{cfg.client_id}.pub"
+    write_public(path, key.public_key(), cfg.client_id)
+    return path
 
 
 def dock_config(
     tmp: Path, bays: int = 1, mqtt: dict[str, Any] | None = None, **policy: Any
 ) -> DockConfig:
-    """A dock with `bays` simulated bays under `tmp`, policy overrides applied."""
+    """A dock with `bays` simulated bays under `tmp`, policy overrides applied.
+
+    Central's key is enrolled (`central_pub`) unless `mqtt` sets central_key_file itself.
+    """
+    mqtt = dict(mqtt or {"port": CLOSED_PORT})
+    mqtt.setdefault("central_key_file", str(central_pub(tmp)))
     data: dict[str, Any] = {
         "dock": {"id": "dock-test", "department": "水政监察大队", "data_dir": str(tmp / "data")},
         "bay": [{"number": n, "sim_dir": str(tmp / f"bay{n}")} for n in range(1, bays + 1)],
         "policy": {"require_synced_clock": False, "disk_reserve_bytes": 0, **policy},
-        "mqtt": mqtt or {"port": CLOSED_PORT},
+        "mqtt": mqtt,
         "ui": {"listen": ""},  # tests run side by side: no daemon of theirs takes port 8080
     }
     return parse_config(data)
@@ -41,7 +65,14 @@ def config_toml(cfg: DockConfig) -> str:
         f"[policy]\nrequire_synced_clock = false\ndisk_reserve_bytes = 0\n"
         f'delete_from_recorder = "{p.delete_from_recorder}"\n'
     )
-    lines.append(f'[mqtt]\nhost = "{cfg.mqtt.host}"\nport = {cfg.mqtt.port}\n')
+    m = cfg.mqtt
+    lines.append(
+        f'[mqtt]\nhost = "{m.host}"\nport = {m.port}\nupstream = "{m.upstream}"\n'
+        f'central_key_file = "{m.central_key_file}"\n'
+    )
+    for key in ("tls_ca", "tls_cert", "tls_key", "username", "password_file"):
+        if getattr(m, key):
+            lines.append(f'{key} = "{getattr(m, key)}"\n')
     lines.append(f'[ui]\nlisten = "{cfg.ui.listen}"\n')
     return "".join(lines)
 
@@ -101,6 +132,6 @@ def running(
 def settled(daemon: Daemon, views: Views, bay: int) -> bool:
     """The bay finished offloading and analysis is idle."""
     v = views.latest(bay)
-    analysis = daemon.services.analyser
-    idle = analysis is None or analysis.idle()  # type: ignore[attr-defined]
+    analysis = daemon.parts.analysis if daemon.parts else None
+    idle = analysis is None or analysis.idle()
     return bool(v and v.state in ("charging", "ready", "fault") and idle)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -15,3 +16,12 @@ class MemoryCustody:
         entry = {"seq": len(self.entries) + 1, "event": event, **fields}
         self.entries.append(entry)
         return entry
+
+
+def flip_byte(path: str | os.PathLike[str], offset: int) -> None:
+    """Change the byte at `offset` (always: its bits inverted, so random data cannot hide it)."""
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        (old,) = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([old ^ 0xFF]))

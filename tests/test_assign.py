@@ -9,10 +9,10 @@ from typing import Any, cast
 
 import pytest
 
-from agent.daemon.events import BayView
 from agent.daemon.requests import REQUEST_DIR, RequestFailed, RequestQueue, submit
 from agent.dock.assign import AssignRefused, check_bay, parse_assignment
 from agent.dock.bay import BayWorker
+from agent.events import BayView
 
 
 @pytest.mark.parametrize(

@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from agent.daemon.events import BAY_STATES
 from agent.demo.site import make_site
+from agent.events import BAY_STATES
 from firmware_interface import simkit
 from tests.broker import free_port, mosquitto_binary
 from tests.dock import wait_for

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from agent.config import DockConfig, parse_config
-from agent.daemon.events import BayView
 from agent.daemon.runtime import Daemon
 from agent.daemon.wiring import assemble
+from agent.events import BayView
 from agent.evidence.custody import iter_entries
 from agent.evidence.record import manifest
 from tests.dock import CLOSED_PORT, Views, wait_for

@@ -353,3 +353,60 @@ def test_a_failed_journal_write_changes_nothing(
     monkeypatch.undo()
     assert [r["clip_id"] for r in index.active()] == [cid(1)]
     assert [r["clip_id"] for r in ClipIndex(tmp_path).active()] == [cid(1)]
+
+
+def test_the_daemon_and_the_read_only_snapshot_read_a_journal_alike(tmp_path: Path) -> None:
+    from agent.evidence.index.snapshot import IndexSnapshot
+
+    lines = [
+        {"op": "put", "r": rec(1)},
+        {"op": "batch", "ops": [{"op": "put", "r": rec(2)}, {"op": "put", "r": rec(3)}]},
+        {"op": "update", "id": cid(2), "set": {"held": True}},
+        {"op": "update", "id": cid(9), "set": {"held": True}},  # not there: nothing happens
+        {"op": "remove", "id": cid(3)},
+        {"op": "remove", "id": cid(9)},
+    ]
+    (tmp_path / "index").mkdir()
+    journal_path(tmp_path).write_text("".join(json.dumps(op) + "\n" for op in lines))
+    snapshot = sorted(IndexSnapshot.read(tmp_path).active(), key=lambda r: r["clip_id"])
+    index = ClipIndex(tmp_path)
+    try:
+        assert sorted(index.active(), key=lambda r: r["clip_id"]) == snapshot
+    finally:
+        index.close()
+    assert {r["clip_id"]: r.get("held") for r in snapshot} == {cid(1): None, cid(2): True}
+
+
+@pytest.mark.parametrize("op", [{"op": "rename", "id": "x"}, {"op": "put"}, [1, 2]])
+def test_both_readers_refuse_an_operation_they_do_not_know(tmp_path: Path, op: object) -> None:
+    from agent.evidence.index.snapshot import IndexSnapshot
+
+    (tmp_path / "index").mkdir()
+    journal_path(tmp_path).write_text(json.dumps(op) + "\n")
+    with pytest.raises(IndexCorrupt, match="active.journal"):
+        IndexSnapshot.read(tmp_path)
+    with pytest.raises(IndexCorrupt, match="active.journal"):
+        ClipIndex(tmp_path)
+
+
+def test_a_change_that_finishes_a_clip_archives_it_in_the_same_operation(tmp_path: Path) -> None:
+    from agent.evidence import lifecycle
+
+    index = ClipIndex(tmp_path)
+    try:
+        index.put(rec(1, state="offloaded", recorder_deleted=False))
+        synced = lifecycle.advance(
+            index, cid(1), "after_upstream_ack", **lifecycle.synced("2027-03-01T12:00:00+00:00")
+        )
+        assert synced["state"] == "synced" and [r["clip_id"] for r in index.active()] == [cid(1)]
+        freed = lifecycle.advance(index, cid(1), "after_upstream_ack", **lifecycle.freed())
+        assert freed["recorder_deleted"] is True
+        assert index.active() == []  # finished: archived by the same call
+        assert index.get(cid(1)) == freed
+    finally:
+        index.close()
+    again = ClipIndex(tmp_path)
+    try:
+        assert again.active() == [] and again.get(cid(1)) == freed
+    finally:
+        again.close()

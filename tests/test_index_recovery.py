@@ -7,6 +7,7 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from agent.events import ClipFlow, Freed, Purged, Synced
 from agent.evidence.custody import CustodyLog
 from agent.evidence.index import ClipIndex
 from agent.evidence.recovery import IndexRecovery, repairs
@@ -105,3 +106,26 @@ def verify(config: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
     )
+
+
+def test_a_recovered_ack_is_published_as_the_sync_step_it_lost(tmp_path: Path) -> None:
+    """A power cut after custody's clip_synced: the purger and the bay learn of it at start."""
+    data = tmp_path / "data"
+    custody = CustodyLog(data / "custody.jsonl")
+    index = ClipIndex(data)
+    index.put({"clip_id": A, "device_id": "D", "state": "offloaded", "recorder_deleted": False})
+    index.put({"clip_id": B, "device_id": "D", "state": "synced", "recorder_deleted": False})
+    custody.append("clip_synced", sha256=A, device_id="D", synced_at="2026-12-01T01:00:00+00:00")
+    custody.append("recorder_clip_deleted", sha256=B, device_id="D", file="x")
+    flow = ClipFlow()
+    steps: list[object] = []
+    for kind in (Synced, Freed, Purged):
+        flow.subscribe(kind, steps.append)
+    try:
+        found = IndexRecovery(index, custody.path, data, "never", flow).run()
+        assert sorted(r.clip_id for r in found) == [A, B]
+        assert steps == [Synced(A, "D"), Freed(B, "D")]
+        assert index.active() == []  # both finished under "never" or once freed: archived
+    finally:
+        custody.close()
+        index.close()

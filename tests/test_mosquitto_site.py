@@ -26,8 +26,9 @@ from paho.mqtt.properties import Properties
 from agent.config import MqttSection
 from agent.demo.site import Site, make_site
 from agent.transfer import protocol as p
-from agent.transfer import trust
 from agent.transfer.receiver.server import Receiver
+from agent.transfer.signing import Signer
+from agent.trust import keys, signatures
 from tests.broker import free_port, mosquitto_binary
 
 pytestmark = pytest.mark.skipif(
@@ -92,10 +93,18 @@ class Client:
         self.client.subscribe(topic, qos=1)
         return self.subacks.get(timeout=5)
 
-    def publish(self, topic: str, payload: bytes, reply_to: str | None = None) -> bytes:
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        reply_to: str | None = None,
+        user_property: tuple[str, str] | None = None,
+    ) -> bytes:
         """Publish QoS 1 (with a Response Topic and fresh Correlation Data when `reply_to`)."""
         props = Properties(PacketTypes.PUBLISH)
         corr = uuid.uuid4().bytes
+        if user_property is not None:
+            props.UserProperty = [user_property]
         if reply_to:
             props.ResponseTopic = reply_to
             props.CorrelationData = corr
@@ -143,7 +152,13 @@ def test_a_sniffer_cannot_read_file_transfers_nor_answer_for_the_receiver(site: 
         password_file=str(site.password_files[site.receiver]),
         tls_ca=str(site.ca),
     )
-    rx = Receiver(site.root / "store", cfg, site.receiver, dock_keys_dir=site.dock_keys_dir)
+    rx = Receiver(
+        site.root / "store",
+        cfg,
+        site.receiver,
+        dock_keys_dir=site.dock_keys_dir,
+        signing_key_file=site.receiver_key_file,
+    )
     rx.start()
     assert rx.wait_subscribed(10), "the receiver may read $file/#"
     try:
@@ -152,19 +167,21 @@ def test_a_sniffer_cannot_read_file_transfers_nor_answer_for_the_receiver(site: 
             for topic in ("$file/#", "$file-response/#", "$file-response/dock-01", "#"):
                 sniffer.subscribe(topic)  # refused or empty: what arrives is what counts
             it.subscribe("$file/#")
-            key = bytes.fromhex(site.dock_key_files["dock-01"].read_text().strip())
+            signer = Signer("dock-01", keys.load_private(site.dock_key_files["dock-01"]))
             data = os.urandom(3000)
             fid = p.sha256_hex(data)
-            sig = trust.init_signature(key, "dock-01", fid, len(data), fid)
-            meta = p.FileMeta("clip.MP4", len(data), fid, user_data={"dock_sig": sig})
+            meta = signer.sign_meta(fid, p.FileMeta("clip.MP4", len(data), fid))
             reply = "$file-response/dock-01"
             dock.publish(p.init_topic("$file", fid), p.init_payload(meta), reply)
-            dock.publish(p.segment_topic("$file", fid, 0, fid), data, reply)
-            dock.publish(p.fin_topic("$file", fid, len(data), fid), b"", reply)
+            seg_sig = signer.segment_property(fid, 0, data)
+            dock.publish(p.segment_topic("$file", fid, 0, fid), data, reply, seg_sig)
+            fin, nonce = signer.fin_payload()
+            dock.publish(p.fin_topic("$file", fid, len(data), fid), fin, reply)
             answers = [p.parse_response(wait_topic(dock, reply).payload) for _ in range(3)]
             assert all(a.ok for a in answers), answers
-            receipt = trust.fin_receipt(key, "dock-01", fid, len(data), fid)
-            assert trust.valid(receipt, answers[2].receipt)
+            central = keys.load_public(site.central_pub)
+            message = signatures.fin_message("dock-01", fid, len(data), fid, nonce)
+            assert signatures.verify(central, message, answers[2].receipt)
             assert (site.root / "store" / "dock-01" / fid / "clip.MP4").read_bytes() == data
             forged = p.Response(topic="x", packet_id=1, reason_code=0, reason_description="ok")
             sniffer.publish(reply, p.response_payload(forged))

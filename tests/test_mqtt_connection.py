@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.mqtt.connection import AUTH_ALERT, MqttConnection
+from agent.mqtt.connection import AUTH_ALERT, SUBSCRIBE_ALERT, MqttConnection
 from tests.broker import Broker, mosquitto_binary, running_broker
 from tests.mqtt_helpers import FAST_BACKOFF, Recorder, section, wait_for
 
@@ -171,3 +171,80 @@ def test_stop_publishes_the_will_as_offline(broker: Broker) -> None:
     watcher = Recorder(broker, "watch-t6", "dock/t6/status")
     assert json.loads(watcher.next().payload) == {"online": False}
     watcher.close()
+
+
+DYNSEC = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
+
+
+def dynsec_broker_config(tmp_path: Path) -> str:
+    """Mosquitto's dynamic security: user `dock` (password `secret`) may subscribe only under
+    dock/ok/ (Mosquitto's acl_file grants every SUBSCRIBE; this plugin refuses with 0x87)."""
+    path = tmp_path / "dynsec.json"
+    subprocess.run(
+        ["mosquitto_ctrl", "dynsec", "init", str(path), "admin", "secret"],
+        check=True,
+        capture_output=True,
+    )
+    doc = json.loads(path.read_text())
+    doc["roles"].append(
+        {
+            "rolename": "dock",
+            "acls": [
+                {"acltype": "subscribePattern", "topic": "dock/ok/#", "allow": True},
+                {"acltype": "publishClientSend", "topic": "dock/#", "allow": True},
+            ],
+        }
+    )
+    admin = doc["clients"][0]
+    dock = {k: admin[k] for k in ("password", "salt", "iterations")}  # the same password
+    doc["clients"].append({"username": "dock", "roles": [{"rolename": "dock"}], **dock})
+    path.write_text(json.dumps(doc))
+    return f"plugin {DYNSEC}\nplugin_opt_config_file {path}\nallow_anonymous false\n"
+
+
+@pytest.mark.skipif(not DYNSEC.exists(), reason="mosquitto's dynamic security plugin is missing")
+def test_a_subscription_the_broker_refuses_raises_an_alert_and_others_still_work(
+    tmp_path: Path,
+) -> None:
+    extra = dynsec_broker_config(tmp_path)
+    (tmp_path / "pw").write_text("secret\n")
+    with running_broker(tmp_path / "b", extra_config=extra) as broker:
+        alerts: list[tuple[str, str, str]] = []
+        cfg = section(broker, username="dock", password_file=str(tmp_path / "pw"))
+        conn = MqttConnection(
+            cfg, "dock-acl", on_alert=lambda *a: alerts.append(a), backoff=FAST_BACKOFF
+        )
+        got: queue.Queue[bytes] = queue.Queue()
+        conn.subscribe("dock/denied/+", 1, lambda m: got.put(m.payload))
+        conn.subscribe("dock/ok/+", 1, lambda m: got.put(m.payload))
+        conn.start()
+        try:
+            wait_for(lambda: alerts, 5, "the refused subscription's alert")
+            (code, severity, message) = alerts[0]
+            assert (code, severity) == (SUBSCRIBE_ALERT, "error")
+            assert "dock/denied/+" in message and "dock/ok" not in message
+            assert list(conn.refused) == ["dock/denied/+"]
+            assert conn.publish_and_wait("dock/ok/x", b"fine", 5)
+            assert got.get(timeout=5) == b"fine"
+            assert len(alerts) == 1, "the granted subscription raised nothing"
+        finally:
+            conn.stop()
+
+
+def test_the_receiver_stops_on_refused_credentials_as_the_dock_does(tmp_path: Path) -> None:
+    from agent.transfer.receiver.server import Receiver
+
+    with running_broker(tmp_path / "b", users={"receiver": "right"}) as broker:
+        (tmp_path / "pw").write_text("wrong\n")
+        cfg = section(broker, username="receiver", password_file=str(tmp_path / "pw"))
+        receiver = Receiver(tmp_path / "store", cfg, "dock-receiver-t")
+        receiver.start()
+        try:
+            wait_for(receiver.failed.is_set, 5, "the receiver to give up")
+            assert receiver.failure == f"the login to MQTT broker {broker.host}:{broker.port}"
+            assert not receiver.wait_subscribed(0.1)
+            time.sleep(2.5)  # past paho's first reconnect delay (1 s): it must not try again
+            log = (broker.workdir / "mosquitto.log").read_text()
+            assert log.count("dock-receiver-t") <= 2, log
+        finally:
+            receiver.stop()

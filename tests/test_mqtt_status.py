@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agent.daemon.events import BayView, EventBus, Progress
+from agent.events import BayView, EventBus, Progress
 from agent.mqtt.connection import MqttConnection
 from agent.mqtt.status import StatusPublisher, status_will
 from tests.broker import Broker, mosquitto_binary, running_broker

@@ -22,6 +22,7 @@ from firmware_interface.base import ClipEntry
 from firmware_interface.discovery import BayWaiting, Docked, Undocked
 from firmware_interface.simulated import SimulatedRecorder
 from tests.dock import dock_config, running, settled, wait_for
+from tests.fakes import flip_byte
 
 
 def sha(path: Path) -> str:
@@ -111,6 +112,9 @@ def test_clock_corrected_when_timesyncd_says_synchronised(tmp_path: Path) -> Non
     with running(cfg, clock=ClockSource("timesyncd", flag=flag)) as (daemon, views):
         wait_for(lambda: settled(daemon, views, 1), 60, "bay 1 to finish")
         view = views.latest(1)
+        assert daemon.parts is not None
+        noted = [n for n in daemon.parts.notes.list(rec.device_id) if n.type == "clock_corrected"]
+        assert len(noted) == 1, "analysis notes the corrected clock (it hears the bus's event)"
     assert len(custody(cfg.data_dir, "clock_set")) == 1
     assert json.loads((tmp_path / "bay1" / "recorder.json").read_text())["clock_offset_s"] == 0.0
     assert view is not None and "clock_corrected" in {f.code for f in view.findings}
@@ -416,8 +420,7 @@ def test_a_batch_that_fails_verification_places_nothing(tmp_path: Path) -> None:
                 )
             )
     assert [s.sha256 for s in staged] == [sha(p) for p in sources]
-    with open(staged[1].tmp, "r+b") as fh:  # the disk returns other bytes than were written
-        fh.write(b"X")
+    flip_byte(staged[1].tmp, 0)  # the disk returns other bytes than were written
     with pytest.raises(VerifyFailed):
         store.commit(staged)
     assert not (store.root / "ZFY1").exists()
@@ -444,8 +447,7 @@ def test_a_batch_failing_verification_in_the_pipeline_faults_and_loses_nothing(
         def corrupting_prove(staged: list) -> None:
             batches.append(staged)
             if len(batches) == 2:  # the disk gives back other bytes than were written
-                with open(staged[7].tmp, "r+b") as fh:
-                    fh.write(b"X")
+                flip_byte(staged[7].tmp, 0)
             prove(staged)
 
         monkeypatch.setattr(store, "prove", corrupting_prove)

@@ -107,7 +107,7 @@ def test_old_partial_removed_fresh_partial_and_old_complete_file_kept(
     before = files_under(root)
 
     store = TransferStore(root)
-    with caplog.at_level(logging.INFO, logger="agent.transfer.receiver.partials"):
+    with caplog.at_level(logging.INFO, logger="agent.transfer.receiver"):
         removed = store.expire_partials(TTL, everything)
     assert [(e.client_id, e.file_id) for e in removed] == [(CLIENT, old)]
     assert not (root / CLIENT / old).exists(), "the emptied file directory goes too"
@@ -200,7 +200,7 @@ def test_sender_resuming_an_expired_partial_still_completes(
         assert any(state.glob("*.json")), "the sender kept the acknowledged offsets"
         age(store / CLIENT / fid, 2 * 3600)
 
-        with caplog.at_level(logging.INFO, logger="agent.transfer.receiver.partials"):
+        with caplog.at_level(logging.INFO, logger="agent.transfer.receiver"):
             rx = start_receiver(broker, store, partial_ttl_s=3600)
             assert wait_gone(partial, 10), "expired at start-up"
             logged = f"expired partial transfer {CLIENT}/{fid}"

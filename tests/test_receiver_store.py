@@ -113,16 +113,27 @@ def test_receiver_config_keys_of_spec_7_1_and_11() -> None:
 def test_dock_keys_from_a_directory_or_from_systemd_credentials(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from agent.transfer.receiver.trustdir import DockKeys
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    (tmp_path / "dock-01.key").write_text("ab" * 32 + "\n")
-    (tmp_path / "keys_dock-02.key").write_text("cd" * 32)
+    from agent.transfer.receiver.trustdir import DockKeys
+    from agent.trust.keys import fingerprint, write_public
+
+    one, two = Ed25519PrivateKey.generate().public_key(), Ed25519PrivateKey.generate().public_key()
+    write_public(tmp_path / "dock-01.pub", one, "dock-01")
+    write_public(tmp_path / "keys_dock-02.pub", two, "dock-02")
+    (tmp_path / "dock-03.pub").write_text("ssh-rsa AAAA dock-03\n")
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-    assert DockKeys(tmp_path).key("dock-01") == bytes.fromhex("ab" * 32)
+
+    def fp(keys: DockKeys, client: str) -> str | None:
+        key = keys.key(client)
+        return None if key is None else fingerprint(key)
+
+    assert fp(DockKeys(tmp_path), "dock-01") == fingerprint(one)
     assert DockKeys(tmp_path).key("../dock-01") is None and DockKeys(tmp_path).key("x") is None
+    assert DockKeys(tmp_path).key("dock-03") is None, "not an Ed25519 key: no key"
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
-    assert DockKeys("keys").key("dock-02") == bytes.fromhex("cd" * 32)
-    assert DockKeys(str(tmp_path)).key("dock-01") == bytes.fromhex("ab" * 32)
+    assert fp(DockKeys("keys"), "dock-02") == fingerprint(two)
+    assert fp(DockKeys(str(tmp_path)), "dock-01") == fingerprint(one)
 
 
 def test_receiver_unit_is_notify_with_a_watchdog() -> None:

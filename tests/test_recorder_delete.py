@@ -10,6 +10,7 @@ import textwrap
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from agent.events import Synced
 from agent.evidence.custody import iter_entries, verify_chain
 from agent.evidence.index import ClipIndex
 from firmware_interface import simkit
@@ -67,7 +68,8 @@ def test_a_file_replaced_under_the_acked_name_is_kept_and_offloaded_as_new(
         new_bytes = first.read_bytes()[::-1]  # other bytes, same size, same name
         first.write_bytes(new_bytes)
         daemon.services.index.update(old, state="synced", synced_at="2026-12-01T00:00:00+00:00")
-        daemon.clip_synced(old)
+        device = daemon.services.index.get(old)["device_id"]  # type: ignore[index]
+        daemon.services.flow.publish(Synced(old, device))
         new = hashlib.sha256(new_bytes).hexdigest()
         wait_for(lambda: daemon.services.index.get(new), 30, "the new bytes offloaded")
         wait_for(lambda: settled(daemon, views, 1), 60, "bay 1 to settle")

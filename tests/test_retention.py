@@ -16,8 +16,8 @@ import pytest
 
 from agent.cli import main
 from agent.config import PolicySection, parse_config
-from agent.daemon.events import EventBus
 from agent.daemon.services import Services
+from agent.events import Analysed, ClipFlow, EventBus, Synced
 from agent.evidence.custody import iter_entries
 from agent.evidence.index import ArchiveFollower, ClipIndex
 from agent.evidence.lifecycle import archive_if_finished, finished
@@ -168,7 +168,9 @@ def dock(tmp_path: Path) -> Iterator[Dock]:
 def services(dock: Dock) -> Services:
     """The daemon's shared parts over the test dock's index and custody log."""
     store = EvidenceStore(dock.cfg.data_dir, 0)
-    return Services(dock.cfg, TZ, store, dock.index, dock.custody, EventBus(), lambda: True)
+    return Services(
+        dock.cfg, TZ, store, dock.index, dock.custody, EventBus(), ClipFlow(), lambda: True
+    )
 
 
 def acked(dock: Dock, name: str, days_ago: float, **extra: Any) -> dict[str, Any]:
@@ -324,16 +326,43 @@ def test_archived_clip_is_found_and_purged_after_retention(dock: Dock) -> None:
 
 
 def test_purger_picks_up_clips_archived_after_its_start_up_scan(dock: Dock) -> None:
-    purger = Purger(services(dock), clock=Clock(NOW))
-    assert purger.run_pass() == []
-    old = archived(dock, "OLD.MP4", days_ago=31)
     legacy = acked(dock, "LEGACY.MP4", days_ago=40)  # finished but still active (older agent)
     dock.index.update(legacy["clip_id"], recorder_deleted=True)
-    done = purger.run_pass()
-    assert sorted(done) == sorted(
-        [(old["clip_id"], RETENTION_EXPIRED), (legacy["clip_id"], RETENTION_EXPIRED)]
-    )
+    purger = Purger(services(dock), clock=Clock(NOW))
+    assert purger.run_pass() == [(legacy["clip_id"], RETENTION_EXPIRED)]
+    old = archived(dock, "OLD.MP4", days_ago=31)
+    assert purger.run_pass() == [(old["clip_id"], RETENTION_EXPIRED)]
     assert active_ids(dock) == set()
+
+
+def test_an_active_clip_becomes_a_candidate_by_its_synced_step_not_a_rescan(dock: Dock) -> None:
+    s = services(dock)
+    purger = Purger(s, clock=Clock(NOW))
+    assert purger.run_pass() == []  # the first pass looked at the whole active set
+    old = acked(dock, "OLD.MP4", days_ago=31)  # acked behind the purger's back: no step
+    assert purger.run_pass() == [] and Path(old["local_path"]).exists()
+    s.flow.publish(Synced(old["clip_id"], "ZFY0012345"))
+    assert purger.run_pass() == [(old["clip_id"], RETENTION_EXPIRED)]
+    assert not Path(old["local_path"]).exists()
+
+
+def test_a_reload_has_the_next_pass_look_at_the_whole_active_set(dock: Dock) -> None:
+    s = services(dock)
+    purger = Purger(s, clock=Clock(NOW))
+    assert purger.run_pass() == []
+    old = acked(dock, "OLD.MP4", days_ago=31)
+    s.cfg = replace(s.cfg)  # what Daemon.reload does: a new configuration object
+    assert purger.run_pass() == [(old["clip_id"], RETENTION_EXPIRED)]
+
+
+def test_the_analysed_step_reclassifies_at_once(dock: Dock) -> None:
+    s = services(dock)
+    purger = Purger(s, clock=Clock(NOW))
+    assert purger.run_pass() == []
+    record = dock.clip("M.MP4", b"marked by analysis")
+    dock.index.update(record["clip_id"], flags=["marked"])
+    s.flow.publish(Analysed((record["clip_id"],)))
+    assert (dock.index.get(record["clip_id"]) or {})["retention_class"] == "evidence"
 
 
 def test_a_held_archived_clip_survives_until_released(dock: Dock) -> None:

@@ -116,11 +116,13 @@ def test_segment_size_is_capped_below_emqx_packet_limit() -> None:
     assert packet_size(topic, b"\0" * seg, reply, b"\0" * 16) <= emqx.MAX_PACKET_BYTES
 
 
-def test_puback_mode_and_a_transfer_key_do_not_mix() -> None:
-    with pytest.raises(ConfigError, match=r"mqtt\.transfer_key_file.*puback"):
-        parse_config(
-            {"dock": {"id": "d"}, "mqtt": {"ack_mode": "puback", "transfer_key_file": "/k"}}
-        )
+def test_puback_mode_needs_upstream_emqx() -> None:
+    with pytest.raises(
+        ConfigError, match=r"mqtt\.ack_mode = 'puback': a PUBACK carries no receipt"
+    ):
+        parse_config({"dock": {"id": "d"}, "mqtt": {"ack_mode": "puback"}})
+    emqx = {"ack_mode": "puback", "upstream": "emqx"}
+    parse_config({"dock": {"id": "d"}, "mqtt": emqx, "policy": {"delete_from_recorder": "never"}})
     with pytest.raises(ValueError, match="segments_ttl_s"):
         SendSettings(segments_ttl_s=7 * 86400)
 

@@ -16,6 +16,7 @@ from agent.dock.batches import batches
 from agent.evidence import direct, diskio, store
 from agent.evidence.store import EvidenceStore, VerifyFailed
 from firmware_interface.base import ClipEntry
+from tests.fakes import flip_byte
 
 MiB = 2**20
 
@@ -168,9 +169,7 @@ def test_a_large_copy_whose_tail_reads_back_wrong_is_never_placed(
     windows(monkeypatch, MiB)
     s = new_store(tmp_path / "data", large_path)
     (staged,) = stage_all(s, [os.urandom(2 * MiB + 999)], large=True)
-    with open(staged.tmp, "r+b") as fh:
-        fh.seek(2 * MiB + 10)
-        fh.write(b"X")
+    flip_byte(staged.tmp, 2 * MiB + 10)
     with pytest.raises(VerifyFailed):
         s.commit([staged])
     assert not (s.root / "ZFY1").exists()

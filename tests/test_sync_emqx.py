@@ -13,15 +13,17 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.evidence.custody import iter_entries
 from agent.evidence.index import ClipIndex
 from firmware_interface import simkit
-from tests.broker import Broker, mosquitto_binary, running_broker
+from tests.broker import Broker, free_port, mosquitto_binary, running_broker
 from tests.dock import config_toml, dock_config, running, wait_for
 from tests.emqx.fixture import EmqxFileTransfer, Options
+from tests.test_mqtt_tls import OPENSSL_CNF, _make_ca, _make_cert, tls_listener
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
 
@@ -30,10 +32,43 @@ FIN_TIMEOUT_S = 330 * SCALE
 CLIENT = "dock-test"
 
 
+TLS_PORTS: dict[int, int] = {}  # broker's plain port (EMQX's side) -> the docks' TLS port
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, the broker's certificate and a dock's client certificate (mutual TLS)."""
+    d = tmp_path_factory.mktemp("pki")
+    (d / "openssl.cnf").write_text(OPENSSL_CNF)
+    _make_ca(d, "ca")
+    for name in ("server", "client"):
+        _make_cert(d, name, name)
+    (d / "client.key").chmod(0o600)
+    return d
+
+
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    with running_broker(tmp_path / "broker") as b:
+def broker(tmp_path: Path, pki: Path) -> Iterator[Broker]:
+    """EMQX's side on the plain port; docks on a mutual-TLS listener (SPEC 11: an EMQX upstream
+    frees recorders only over an authenticated connection)."""
+    tls = free_port()
+    with running_broker(tmp_path / "broker", extra_config=tls_listener(pki, tls, mutual=True)) as b:
+        TLS_PORTS[b.port] = tls
         yield b
+
+
+def emqx_mqtt(broker: Broker, pki: Path, **more: Any) -> dict[str, Any]:
+    """The dock's [mqtt] for an EMQX upstream: TLS, a client certificate, no central key."""
+    return {
+        "host": broker.host,
+        "port": TLS_PORTS[broker.port],
+        "upstream": "emqx",
+        "tls_ca": str(pki / "ca.crt"),
+        "tls_cert": str(pki / "client.crt"),
+        "tls_key": str(pki / "client.key"),
+        "central_key_file": "",
+        **more,
+    }
 
 
 def sha(path: Path) -> str:
@@ -72,10 +107,10 @@ def recorder_clips(bay: Path, count: int, mib: int) -> list[Path]:
 
 
 def test_the_dock_syncs_every_clip_to_emqx_and_frees_the_recorder(
-    tmp_path: Path, broker: Broker
+    tmp_path: Path, broker: Broker, pki: Path
 ) -> None:
     options = Options(time_scale=SCALE, assembly_delay=30, s3_metadata_limit=2048)
-    mqtt = {"host": broker.host, "port": broker.port, "fin_timeout_s": FIN_TIMEOUT_S}
+    mqtt = emqx_mqtt(broker, pki, fin_timeout_s=FIN_TIMEOUT_S)
     cfg = dock_config(tmp_path, mqtt=mqtt)
     start = datetime.now() - timedelta(hours=2)
     rec = simkit.SimRecorder(clips=simkit.shift(start, [2, 2, 1]))
@@ -97,13 +132,13 @@ def test_the_dock_syncs_every_clip_to_emqx_and_frees_the_recorder(
 
 
 def test_no_room_at_emqx_pauses_the_queue_and_keeps_everything(
-    tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch, pki: Path
 ) -> None:
     from agent.sync import worker as sync
 
     monkeypatch.setattr(sync, "RETRY_AFTER_S", 1.0)
     options = Options(time_scale=SCALE, disk_error="enospc")
-    mqtt = {"host": broker.host, "port": broker.port, "fin_timeout_s": FIN_TIMEOUT_S}
+    mqtt = emqx_mqtt(broker, pki, fin_timeout_s=FIN_TIMEOUT_S)
     cfg = dock_config(tmp_path, mqtt=mqtt)
     start = datetime.now() - timedelta(hours=1)
     originals = simkit.build(
@@ -161,13 +196,13 @@ def _mid_clip(data: Path, clips: set[str]) -> set[str]:
 
 
 def test_kill9_mid_clip_and_restart_completes_every_clip_without_conflict(
-    tmp_path: Path, broker: Broker
+    tmp_path: Path, broker: Broker, pki: Path
 ) -> None:
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     originals = recorder_clips(tmp_path / "bay1", 5, 6)
     expected = {sha(p) for p in originals}
-    cfg = dock_config(tmp_path, mqtt={"host": broker.host, "port": broker.port})
+    cfg = dock_config(tmp_path, mqtt=emqx_mqtt(broker, pki))
     config = tmp_path / "dock.toml"
     extra = (
         f"fin_timeout_s = {FIN_TIMEOUT_S}\nsegment_bytes = 131072\n"
@@ -219,9 +254,11 @@ def test_kill9_mid_clip_and_restart_completes_every_clip_without_conflict(
     assert "Traceback" not in log.read_text()
 
 
-def test_a_long_fin_wait_keeps_the_sync_thread_healthy(tmp_path: Path, broker: Broker) -> None:
+def test_a_long_fin_wait_keeps_the_sync_thread_healthy(
+    tmp_path: Path, broker: Broker, pki: Path
+) -> None:
     options = Options(time_scale=SCALE, assembly_delay=300)  # 3 s of assembly per fin
-    mqtt = {"host": broker.host, "port": broker.port, "fin_timeout_s": FIN_TIMEOUT_S}
+    mqtt = emqx_mqtt(broker, pki, fin_timeout_s=FIN_TIMEOUT_S)
     cfg = dock_config(tmp_path, mqtt=mqtt)
     start = datetime.now() - timedelta(hours=1)
     originals = simkit.build(tmp_path / "bay1", simkit.SimRecorder(clips=simkit.shift(start, [1])))

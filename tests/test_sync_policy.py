@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.sync.worker import candidates, priority, retry_delay
+from agent.sync.worker import candidates, idle_wait, next_due, priority, retry_delay
 
 
 def rec(clip_id: str, start: str, flags: list[str] | None = None, **kw: object) -> dict:
@@ -44,3 +44,23 @@ def test_only_analysed_offloaded_clips_not_waiting_out_a_failure() -> None:
 def test_retries_back_off_doubling_to_a_cap() -> None:
     assert [retry_delay(n, 30.0, 900.0) for n in range(1, 8)] == [30, 60, 120, 240, 480, 900, 900]
     assert retry_delay(0, 30.0, 900.0) == 30.0  # never sooner than the first delay
+
+
+def test_the_queue_sends_in_priority_order_skipping_clips_waiting_out_a_failure() -> None:
+    pending = {
+        "new": priority(rec("new", "2026-11-21T10:00:00+08:00")),
+        "old": priority(rec("old", "2026-11-20T10:00:00+08:00")),
+        "marked": priority(rec("marked", "2026-11-21T11:00:00+08:00", ["marked"])),
+    }
+    assert next_due(pending, 100.0, {}) == "marked"
+    assert next_due(pending, 100.0, {"marked": 130.0}) == "old"
+    assert next_due({"marked": pending["marked"]}, 100.0, {"marked": 130.0}) is None
+    assert next_due({}, 100.0, {}) is None
+
+
+def test_the_thread_sleeps_until_the_earliest_retry_at_most_the_cap() -> None:
+    pending = {"a": (1, ""), "b": (1, "")}
+    assert idle_wait(pending, 100.0, {"a": 130.0, "b": 110.0}, 60.0) == 10.0
+    assert idle_wait(pending, 100.0, {"a": 500.0}, 60.0) == 60.0
+    assert idle_wait(pending, 100.0, {"a": 90.0}, 60.0) == 0.0
+    assert idle_wait({}, 100.0, {"gone": 110.0}, 60.0) == 60.0  # only pending clips count

@@ -9,8 +9,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.analysis.timeline import TimelineClip, TimelinePolicy, analyse, recorder_to_true
+from agent.analysis.timeline import TimelineClip, TimelinePolicy, analyse
 from agent.media import probe
+from agent.timebase import recorder_to_true
 from firmware_interface.base import RecorderEvent
 from tests.media import FFMPEG, make_video, make_video_with_jump
 

@@ -20,6 +20,7 @@ from typing import BinaryIO
 from zoneinfo import ZoneInfo
 
 from agent.config import DockConfig, parse_config
+from agent.trust.dock import dock_fingerprint
 from agent.ui.server import PageServer
 from firmware_interface import simkit
 from firmware_interface.base import ClipEntry
@@ -209,6 +210,9 @@ def test_the_page_in_chromium_through_a_docking(tmp_path: Path) -> None:
         gate.open.set()
         (ready_words,) = shows(tmp_path, url, {1: "就绪"})
         ready = screenshot(tmp_path, url, "ready.png")
+        footer = html.unescape(chromium(tmp_path, url, "--dump-dom"))
+    fingerprint = dock_fingerprint(cfg)
+    assert fingerprint and f"本机密钥指纹 {fingerprint}" in footer, "the dock's key, to compare"
     # two clips were read before the stall (which ones depends on the listing order): the
     # page shows their bytes, also the last update the bay's emit throttle held back
     assert re.search(r"正在导出 [1-9]\d*%", busy) and re.search(r"[0-2]/3 个文件", busy), busy

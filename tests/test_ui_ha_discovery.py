@@ -17,7 +17,7 @@ import jinja2
 import pytest
 
 from agent.config import ConfigError, DockConfig, parse_config
-from agent.daemon.events import BAY_STATES, BayView, Progress
+from agent.events import BAY_STATES, BayView, Progress
 from agent.ui.ha_discovery import configuration_url, discovery_configs, node_id, stale_topics
 from firmware_interface import simkit
 from tests.broker import Broker, mosquitto_binary, running_broker

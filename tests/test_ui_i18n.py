@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from agent.daemon.alerts import MANAGED
-from agent.daemon.events import BAY_STATES
+from agent.events import BAY_STATES
 from agent.ui.i18n import LANGUAGES, TEXT, table, text
 from tests.code_scan import emitted_codes
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from agent.config import DockConfig, parse_config
-from agent.daemon.events import BAY_STATES, Alert, BayView
+from agent.events import BAY_STATES, Alert, BayView
 from agent.findings import Finding
 from agent.ui.lights import BayLights, Led, lights_for
 from firmware_interface import simkit

@@ -11,7 +11,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.config import parse_config
-from agent.daemon.events import Alert, BayView, DockEvent
+from agent.events import Alert, BayView, DockEvent
 from agent.evidence.custody import CustodyLog
 from agent.ui.metrics import CustodyTally, failure_of
 from agent.ui.server import PageServer

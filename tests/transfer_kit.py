@@ -16,16 +16,18 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.config import MqttSection
 from agent.transfer import protocol as p
-from agent.transfer.link import PahoLink
 from agent.transfer.receiver.partfile import DONE_INIT
 from agent.transfer.receiver.server import Receiver
+from agent.transfer.signing import Signer
 from tests.broker import Broker, running_broker
+from tests.paho_link import PahoLink
 
 
 def random_file(path: Path, size: int) -> str:
@@ -65,25 +67,45 @@ def close(client: mqtt.Client) -> None:
 
 
 class RawSender:
-    """Publishes hand-made commands and waits for each answer (what a hostile dock could send)."""
+    """Publishes hand-made commands and waits for each answer (what a hostile dock could send).
 
-    def __init__(self, broker: Broker, client_id: str = "raw-dock", max_inflight: int = 20) -> None:
+    With `key`, it signs as a dock does (SPEC 11): inits, segments, and a nonce in every fin
+    (kept in `last_nonce`); `client_id` is whose name it signs in (default its own).
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        client_id: str = "raw-dock",
+        max_inflight: int = 20,
+        key: Ed25519PrivateKey | None = None,
+        reply_as: str | None = None,
+    ) -> None:
         self.client, self.link = connect(broker, client_id, max_inflight)
-        self.reply_topic = p.response_topic(client_id)
+        self.reply_topic = p.response_topic(reply_as or client_id)
         self.answers: queue.Queue[tuple[bytes, p.Response]] = queue.Queue()
         self.link.subscribe(self.reply_topic, 1, self._on_answer)
+        self.signer = None if key is None else Signer(reply_as or client_id, key)
+        self.last_nonce = ""
 
     def _on_answer(self, msg: mqtt.MQTTMessage) -> None:
         self.answers.put((msg.properties.CorrelationData, p.parse_response(msg.payload)))
 
     def command(
-        self, topic: str, payload: bytes = b"", reply_to: str | None = None, timeout: float = 5.0
+        self,
+        topic: str,
+        payload: bytes = b"",
+        reply_to: str | None = None,
+        timeout: float = 5.0,
+        user_property: tuple[str, str] | None = None,
     ) -> p.Response | None:
         """Publish one command and return its answer (None if none came)."""
         corr = uuid.uuid4().bytes
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = reply_to or self.reply_topic
         props.CorrelationData = corr
+        if user_property is not None:
+            props.UserProperty = [user_property]
         self.client.publish(topic, payload, qos=1, properties=props)
         try:
             while True:
@@ -96,16 +118,34 @@ class RawSender:
     def init(self, file_id: str, name: str, size: int, user_data: Any = None) -> p.Response | None:
         """Send `init` for a file whose checksum is its id."""
         meta = p.FileMeta(name=name, size=size, checksum=file_id, user_data=user_data or {})
+        if self.signer is not None and "dock_sig" not in meta.user_data:
+            meta = self.signer.sign_meta(file_id, meta)
         return self.command(p.init_topic("$file", file_id), p.init_payload(meta))
 
-    def segment(self, file_id: str, offset: int, data: bytes, checksum: str | None = None) -> Any:
-        """Send one segment (with its true checksum unless one is given)."""
+    def segment(
+        self,
+        file_id: str,
+        offset: int,
+        data: bytes,
+        checksum: str | None = None,
+        sig: Any = None,
+        timeout: float = 5.0,
+    ) -> Any:
+        """Send one segment (its true checksum unless one is given; signed with a key or `sig`)."""
         digest = checksum or p.sha256_hex(data)
-        return self.command(p.segment_topic("$file", file_id, offset, digest), data)
+        prop = None if sig is None else ("dock_sig", sig)
+        if prop is None and self.signer is not None:
+            prop = self.signer.segment_property(file_id, offset, data)
+        return self.command(
+            p.segment_topic("$file", file_id, offset, digest), data, None, 5.0, prop
+        )
 
     def fin(self, file_id: str, size: int, checksum: str | None = None) -> p.Response | None:
-        """Send `fin`."""
-        return self.command(p.fin_topic("$file", file_id, size, checksum or file_id))
+        """Send `fin` (with a fresh nonce when signing)."""
+        payload = b""
+        if self.signer is not None:
+            payload, self.last_nonce = self.signer.fin_payload()
+        return self.command(p.fin_topic("$file", file_id, size, checksum or file_id), payload)
 
     def close(self) -> None:
         """Disconnect."""

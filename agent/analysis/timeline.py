@@ -5,7 +5,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta
 from typing import Any
 
 from agent.findings import Finding, warning
@@ -56,17 +56,6 @@ class _Event:
     ts: datetime
     event: str
     reason: str | None
-
-
-def recorder_to_true(tz: tzinfo, clock_offset_s: float) -> ToTrueTime:
-    """Converter of recorder local times: true = local in `tz` - the measured clock offset."""
-    offset = timedelta(seconds=clock_offset_s)
-
-    def convert(local: datetime) -> datetime:
-        aware = local if local.tzinfo is not None else local.replace(tzinfo=tz)
-        return (aware - offset).astimezone(UTC)
-
-    return convert
 
 
 def analyse(

@@ -6,38 +6,70 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+from zoneinfo import ZoneInfo
 
 from agent.analysis.late_offload import hours_late, is_late
-from agent.analysis.timeline import TimelineClip, TimelinePolicy, analyse, recorder_to_true
-from agent.daemon.services import Services
+from agent.analysis.timeline import TimelineClip, TimelinePolicy, analyse
+from agent.events import Alert, Analysed, BayView, DockEvent, Offloaded
 from agent.evidence.clip_time import span
 from agent.evidence.record import Docking
 from agent.notes.model import NoteDraft
 from agent.notes.store import NotesStore
-from agent.timebase import parse_iso, utcnow
-from firmware_interface.base import Identity, RecorderEvent
+from agent.timebase import parse_iso, recorder_to_true, utcnow
+from firmware_interface.base import Identity
+
+if TYPE_CHECKING:
+    from agent.config import DockConfig
+    from agent.events import ClipFlow, EventBus
+    from agent.evidence.index import ClipIndex
+    from agent.evidence.store import EvidenceStore
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class _Batch:
-    docking_id: str
-    clip_ids: list[str]
-    docking: Docking
-    events: list[RecorderEvent]
+class AnalysisParts(Protocol):
+    """The shared, thread-safe parts analysis uses (the daemon's `Services` is one)."""
+
+    @property
+    def cfg(self) -> DockConfig:
+        """The configuration in force (replaced whole on reload)."""
+        ...
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The zone recorder local times are in."""
+        ...
+
+    @property
+    def store(self) -> EvidenceStore:
+        """The evidence store."""
+        ...
+
+    @property
+    def index(self) -> ClipIndex:
+        """The clip index."""
+        ...
+
+    @property
+    def bus(self) -> EventBus:
+        """Dock events and alerts."""
+        ...
+
+    @property
+    def flow(self) -> ClipFlow:
+        """A clip's steps."""
+        ...
 
 
 class Analysis:
     """A worker thread that analyses each docking's clips; never blocks offload."""
 
-    def __init__(self, services: Services, notes: NotesStore) -> None:
+    def __init__(self, services: AnalysisParts, notes: NotesStore) -> None:
         self.s = services
         self.notes = notes
-        self.inbox: queue.Queue[_Batch | None] = queue.Queue()
+        self.inbox: queue.Queue[Offloaded | None] = queue.Queue()
         self.heartbeat = time.monotonic()
         self.busy = False
         self._thread = threading.Thread(target=self._run, name="analysis", daemon=True)
@@ -48,7 +80,7 @@ class Analysis:
             self.inbox.put(batch)
         self._thread.start()
 
-    def _leftovers(self) -> list[_Batch]:
+    def _leftovers(self) -> list[Offloaded]:
         """Batches of clips offloaded before a crash but never analysed (no event log now)."""
         groups: dict[str, list[dict[str, Any]]] = {}
         for record in self.s.index.find(analysed=False):
@@ -66,7 +98,7 @@ class Analysis:
                 self.s.cfg.dock.id,
                 self.s.cfg.dock.department,
             )
-            batches.append(_Batch(docking_id, [r["clip_id"] for r in records], docking, []))
+            batches.append(Offloaded(docking, tuple(r["clip_id"] for r in records)))
         if batches:
             logger.info("re-queued %d dockings left unanalysed by a restart", len(batches))
         return batches
@@ -76,9 +108,9 @@ class Analysis:
         self.inbox.put(None)
         self._thread.join(30)
 
-    def submit(self, docking_id: str, clip_ids: list[str], context: dict[str, Any]) -> None:
-        """Queue a docking's clips (context: docking, events)."""
-        self.inbox.put(_Batch(docking_id, clip_ids, context["docking"], context.get("events", [])))
+    def submit(self, step: Offloaded) -> None:
+        """Flow handler: queue a docking's offloaded clips (never blocks the bay)."""
+        self.inbox.put(step)
 
     def idle(self) -> bool:
         """Nothing queued or running."""
@@ -87,6 +119,11 @@ class Analysis:
     def healthy(self, stall_s: float) -> bool:
         """False when a batch has been running without progress for `stall_s`."""
         return not self.busy or time.monotonic() - self.heartbeat < stall_s
+
+    def on_dock_item(self, item: BayView | DockEvent | Alert) -> None:
+        """Bus listener: a recorder clock the dock corrected becomes a note."""
+        if isinstance(item, DockEvent) and item.type == "clock_corrected":
+            self.clock_corrected(str(item.fields["device_id"]), item.fields.get("offset_s"))
 
     def clock_corrected(self, device_id: str, offset_s: float | None) -> None:
         """A recorder clock was set: keep a note people can read later."""
@@ -101,11 +138,11 @@ class Analysis:
             try:
                 self._analyse(batch)
             except Exception:
-                logger.exception("analysis of docking %s failed", batch.docking_id)
+                logger.exception("analysis of docking %s failed", batch.docking.docking_id)
             finally:
                 self.busy = False
 
-    def _analyse(self, batch: _Batch) -> None:
+    def _analyse(self, batch: Offloaded) -> None:
         records = [r for r in (self.s.index.get(c) for c in batch.clip_ids) if r is not None]
         for record in records:
             if not record.get("analysed"):
@@ -117,6 +154,7 @@ class Analysis:
             if not record.get("analysed"):
                 self._lateness(record, batch.docking)
                 self.s.index.update(record["clip_id"], analysed=True)
+        self.s.flow.publish(Analysed(batch.clip_ids))
 
     # ---- per clip -------------------------------------------------------------------------
 
@@ -187,7 +225,7 @@ class Analysis:
 
     # ---- per docking ----------------------------------------------------------------------
 
-    def _timeline(self, records: list[dict[str, Any]], batch: _Batch) -> None:
+    def _timeline(self, records: list[dict[str, Any]], batch: Offloaded) -> None:
         clips = [
             TimelineClip(
                 r["sha256"],
@@ -203,7 +241,7 @@ class Analysis:
         policy = self.s.cfg.policy
         result = analyse(
             clips,
-            batch.events,
+            list(batch.events),
             recorder_to_true(self.s.tz, batch.docking.clock_offset_s or 0.0),
             TimelinePolicy(policy.gap_threshold_s, policy.session_break_s),
         )

@@ -9,9 +9,8 @@ from typing import Any
 from agent.cli import add_config_arg
 from agent.config import load_config
 from agent.evidence.index.snapshot import IndexSnapshot
+from agent.evidence.lifecycle import STATES, state_of
 from agent.evidence.record import MANIFEST_FIELDS
-
-STATES = ("offloaded", "synced", "purged")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -46,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         public(r)
         for r in IndexSnapshot.read(cfg.data_dir).iter_all()
         if (not args.device or r.get("device_id") == args.device)
-        and (not args.state or r.get("state") == args.state)
+        and (not args.state or state_of(r) == args.state)
     ]
     rows.sort(key=lambda r: (r.get("recorded_start") or "", r.get("file_name") or ""))
     if args.json:
@@ -55,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         flags = ",".join(r.get("flags") or []) or "-"
         print(
-            f"{r['clip_id'][:12]}  {r['state']:<9}  {r['device_id']:<12}  "
+            f"{r['clip_id'][:12]}  {state_of(r):<9}  {r['device_id']:<12}  "
             f"{r['recorded_start']}  {r['size']:>12}  {flags}  {r['file_name']}"
         )
     print(f"{len(rows)} clips")

@@ -13,8 +13,11 @@ from agent.cli import add_config_arg
 from agent.commands import receive_verify
 from agent.daemon import sdnotify
 from agent.schema import ConfigError
-from agent.transfer.receiver.config import ReceiverConfig, load_receiver_config
+from agent.transfer.receiver.config import ReceiverConfig, load_receiver_config, receiver_key_path
 from agent.transfer.receiver.server import Receiver
+from agent.transfer.receiver.trustdir import DockKeys, old_key_files
+from agent.trust.dock import private_file_problems
+from agent.trust.keys import KeyFileError
 
 logger = logging.getLogger(__name__)
 
@@ -51,15 +54,15 @@ def run(args: argparse.Namespace) -> int:
     if args.dock or args.json:
         print("dock-agent: receive: --dock and --json go with `receive verify`", file=sys.stderr)
         return 2
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_receiver_config(args.config)
+        receiver = receiver_from_config(cfg)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"dock-agent: config: {problem}", file=sys.stderr)
         return 2
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    receiver = receiver_from_config(cfg)
     stop, hup = threading.Event(), threading.Event()
     _stop_on_signals(stop, hup)
     try:
@@ -90,7 +93,30 @@ def run(args: argparse.Namespace) -> int:
 
 
 def receiver_from_config(cfg: ReceiverConfig) -> Receiver:
-    """A receiver as `cfg` says (not started)."""
+    """A receiver as `cfg` says (not started); ConfigError for an unusable or exposed key."""
+    section = cfg.receiver
+    exposed = private_file_problems(cfg.mqtt)
+    if exposed:
+        raise ConfigError(exposed)
+    if section.dock_keys_dir:
+        old = old_key_files(DockKeys(section.dock_keys_dir).directory)
+        if old:
+            raise ConfigError([f"receiver.dock_keys_dir = {section.dock_keys_dir!r}: {MIGRATE}"])
+    try:
+        return _receiver(cfg)
+    except KeyFileError as exc:
+        where = f"receiver.signing_key_file = {section.signing_key_file!r}"
+        raise ConfigError([f"{where}: {exc}"]) from None
+
+
+MIGRATE = (
+    "holds HMAC transfer keys ({client_id}.key), which are no longer read (SPEC 11); expected "
+    "each dock's public key as {client_id}.pub (`dock-agent keys` on the dock prints it): "
+    "add those, then remove the .key files"
+)
+
+
+def _receiver(cfg: ReceiverConfig) -> Receiver:
     section = cfg.receiver
     return Receiver(
         cfg.store_dir,
@@ -101,4 +127,5 @@ def receiver_from_config(cfg: ReceiverConfig) -> Receiver:
         dock_keys_dir=section.dock_keys_dir or None,
         max_file_bytes=section.max_file_bytes,
         max_partials_per_client=section.max_partials_per_client,
+        signing_key_file=receiver_key_path(cfg),
     )

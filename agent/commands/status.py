@@ -48,6 +48,7 @@ def render(status: dict[str, Any]) -> str:
     started = status["daemon_started_at"] or "never"
     running = "running" if status["daemon_running"] else "NOT RUNNING; last known state"
     lines = [f"dock {status['dock_id']}  (daemon {running}, started {started})"]
+    lines.append(f"key: {status.get('key_fingerprint') or 'none yet (made at first start)'}")
     for number, bay in status["bays"].items():
         lines.append(_bay_line(number, bay))
     q = status["queue"]

@@ -14,6 +14,7 @@ from agent.evidence import moment
 from agent.evidence.custody import iter_entries, verify_chain
 from agent.evidence.custody_check import cross_check
 from agent.evidence.index.snapshot import IndexSnapshot
+from agent.evidence.lifecycle import has_local_copy
 from agent.evidence.moment import Moment
 from agent.evidence.store import sha256_file
 from agent.notes.check import notes_cross_check
@@ -41,7 +42,7 @@ def check_store(index: IndexSnapshot) -> tuple[int, dict[str, str]]:
     problems: dict[str, str] = {}
     checked = 0
     for record in index.iter_all():
-        if record.get("state") == "purged":
+        if not has_local_copy(record):
             continue
         checked += 1
         problem = check_clip(record)
@@ -75,7 +76,7 @@ def recheck_store(problems: dict[str, str], index: IndexSnapshot) -> list[str]:
     kept = []
     for clip_id, problem in problems.items():
         record = later.get(clip_id)
-        if record is not None and record.get("state") != "purged" and check_clip(record):
+        if record is not None and has_local_copy(record) and check_clip(record):
             kept.append(problem)
     return kept
 

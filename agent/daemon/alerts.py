@@ -17,7 +17,8 @@ Condition = tuple[str, str, str]  # (code, severity, message)
 DISK_LOW = "disk_low"
 SYNC_BACKLOG = "sync_backlog"
 CLOCK_UNSYNCED = "clock_unsynced"
-MANAGED = frozenset({DISK_LOW, SYNC_BACKLOG, CLOCK_UNSYNCED})
+DELETES_HELD = "deletes_held"
+MANAGED = frozenset({DISK_LOW, SYNC_BACKLOG, CLOCK_UNSYNCED, DELETES_HELD})
 CLEAR = "clear"
 
 
@@ -67,18 +68,25 @@ def clock_unsynced(clock: ClockState, policy: PolicySection) -> list[Condition]:
     ]
 
 
+def deletes_held(reason: str | None) -> list[Condition]:
+    """deletes_held while recorders are not freed for want of a way to verify central's receipts."""
+    return [] if reason is None else [(DELETES_HELD, "warning", reason)]
+
+
 def evaluate(
     free_bytes: int,
     total_bytes: int,
     oldest_unsynced_age_s: float | None,
     clock: ClockState,
     policy: PolicySection,
+    held: str | None = None,
 ) -> list[Condition]:
-    """Every dock condition that holds now."""
+    """Every dock condition that holds now (`held`: why deletions are held, if they are)."""
     return (
         disk_low(free_bytes, total_bytes, policy)
         + sync_backlog(oldest_unsynced_age_s, policy)
         + clock_unsynced(clock, policy)
+        + deletes_held(held)
     )
 
 

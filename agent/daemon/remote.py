@@ -8,6 +8,7 @@ from typing import Any
 
 from agent.evidence.custody import CustodyLog
 from agent.evidence.index import ClipIndex
+from agent.evidence.lifecycle import has_local_copy, state_of
 from agent.evidence.retention.holds import HoldError, set_hold
 from agent.mqtt.command_policy import ClipFacts, CommandError
 from agent.mqtt.commands import Handler
@@ -37,7 +38,8 @@ class DockFacts:
         if record is None:
             return None
         path = record.get("local_path")
-        return ClipFacts(str(record.get("state")), isinstance(path, str) and Path(path).is_file())
+        here = has_local_copy(record) and isinstance(path, str) and Path(path).is_file()
+        return ClipFacts(state_of(record), here)
 
     def resync_room(self, clip_id: str) -> bool:
         """True when the sync worker can queue one more resync (or has this one queued)."""

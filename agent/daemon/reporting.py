@@ -17,6 +17,7 @@ from agent.mqtt.command_policy import Known
 from agent.mqtt.commands import CommandServer
 from agent.mqtt.connection import MqttConnection
 from agent.mqtt.status import StatusPublisher
+from agent.trust.dock import deletes_held_reason, dock_fingerprint
 from agent.ui.ha_discovery import HaDiscovery, retained_publisher
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,9 @@ class Reporting:
     ) -> None:
         self.daemon = daemon
         s = daemon.services
-        self.publisher = StatusPublisher(conn, s.cfg.topic, provider=self.status_payload)
+        self.publisher = StatusPublisher(
+            conn, s.cfg.topic, provider=self.status_payload, alerts=daemon.alerts
+        )
         self.discovery = HaDiscovery(s.cfg, retained_publisher(conn))
         self._conn = conn
         s.bus.subscribe(self.publisher)
@@ -95,8 +98,9 @@ class Reporting:
         s = self.daemon.services
         usage = shutil.disk_usage(s.store.root)
         age = self._oldest_unsynced_age()
-        now = evaluate(usage.free, usage.total, age, s.clock(), s.cfg.policy)
-        for code, severity, message in transitions(self.publisher.active_alerts, now):
+        held = deletes_held_reason(s.cfg)
+        now = evaluate(usage.free, usage.total, age, s.clock(), s.cfg.policy, held)
+        for code, severity, message in transitions(self.daemon.alerts.codes(), now):
             s.bus.alert(code, severity, message)
 
     def _oldest_unsynced_age(self) -> float | None:
@@ -125,6 +129,7 @@ class Reporting:
                 "oldest_unsynced_age_s": round(age, 1) if age is not None else None,
             },
             "custody_head": {"seq": seq, "hash": head},
+            "key_fingerprint": dock_fingerprint(s.cfg),
         }
 
     def summary(self) -> str:

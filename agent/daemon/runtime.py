@@ -12,17 +12,17 @@ from typing import Any
 
 from agent import __version__
 from agent.config import DockConfig
-from agent.daemon.events import Alert, BayView, DockEvent, EventBus
 from agent.daemon.reload import ReloadPlan, plan_reload, set_log_level
 from agent.daemon.services import Parts, Services
 from agent.dock.bay import BayWorker, ClipSynced
 from agent.dock.clock import ClockSource
 from agent.dock.hardware import build_watchers
+from agent.dock.roster import Roster
 from agent.durable import make_dirs, write_json
+from agent.events import ActiveAlerts, Alert, BayView, ClipFlow, DockEvent, EventBus, Synced
 from agent.evidence.custody import CustodyLog
 from agent.evidence.index import ClipIndex
 from agent.evidence.store import EvidenceStore
-from agent.mqtt.status import alert_is_clear, alert_is_one_off
 from agent.timebase import recorder_zone
 from firmware_interface.discovery import BayWatcher, DiscoveryEvent
 
@@ -34,10 +34,10 @@ STATE_WRITE_INTERVAL_S = 0.5
 class LocalState:
     """Bay views, alerts and events kept in {data_dir}/state/ for `dock-agent status`."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, alerts: ActiveAlerts) -> None:
         self.path = data_dir / "state" / "bays.json"
         self.bays: dict[int, dict[str, Any]] = {}
-        self.alerts: dict[str, dict[str, Any]] = {}
+        self.alerts = alerts
         self._dirty = threading.Event()
         self._lock = threading.Lock()
 
@@ -46,12 +46,7 @@ class LocalState:
         with self._lock:
             if isinstance(item, BayView):
                 self.bays[item.number] = item.to_json()
-            elif isinstance(item, Alert):
-                if alert_is_clear(item):
-                    self.alerts.pop(item.code, None)
-                elif not alert_is_one_off(item):
-                    self.alerts[item.code] = item.to_json()
-            else:
+            elif not isinstance(item, Alert):
                 return
         self._dirty.set()
 
@@ -67,7 +62,7 @@ class LocalState:
         with self._lock:
             doc = {
                 "bays": {str(k): v for k, v in sorted(self.bays.items())},
-                "alerts": list(self.alerts.values()),
+                "alerts": self.alerts.documents(),
                 **extra,
             }
         write_json(self.path, doc)
@@ -77,8 +72,13 @@ class Daemon:
     """One dock: its bays, its store, its reporting."""
 
     def __init__(
-        self, cfg: DockConfig, refresh_s: float = 5.0, clock: ClockSource | None = None
+        self,
+        cfg: DockConfig,
+        refresh_s: float = 5.0,
+        clock: ClockSource | None = None,
+        roster: Roster | None = None,
     ) -> None:
+        """`roster`: the officer roster central serves, when configured (a plugin of its own)."""
         self.cfg = cfg
         self.started_at = datetime.now(UTC)
         data = cfg.data_dir
@@ -92,10 +92,15 @@ class Daemon:
             index=ClipIndex(data),
             custody=CustodyLog(data / "custody.jsonl"),
             bus=EventBus(),
+            flow=ClipFlow(),
             clock=(clock or ClockSource(cfg.policy.clock_sync_source)).state,
+            roster=roster,
         )
         self.bays = {b.number: BayWorker(b.number, self.services, refresh_s) for b in cfg.bay}
-        self.state = LocalState(data)
+        self.services.flow.subscribe(Synced, self.clip_synced)
+        self.alerts = ActiveAlerts()  # first listener: every later one sees the set updated
+        self.services.bus.subscribe(self.alerts.on_item)
+        self.state = LocalState(data, self.alerts)
         self.services.bus.subscribe(self.state.on_item)
         self.watchers: list[BayWatcher] = []
         self.stopping = threading.Event()
@@ -113,10 +118,15 @@ class Daemon:
         logger.debug("bay %s: %s", ev.bay, type(ev).__name__)
         worker.post(ev)
 
-    def clip_synced(self, clip_id: str) -> None:
-        """The central side holds `clip_id`: let the bays free the recorder copy."""
+    def clip_synced(self, step: Synced) -> None:
+        """Flow handler: the bay holding the clip's recorder frees its copy (SPEC 9).
+
+        A recorder in no bay now is freed when it docks again (its bay looks for clips whose
+        recorder copy is still to be handled after every offload).
+        """
         for worker in self.bays.values():
-            worker.post(ClipSynced(clip_id))
+            if worker.view.device_id == step.device_id:
+                worker.post(ClipSynced(step.clip_id))
 
     def start(self) -> None:
         """Start bays, plugins (MQTT, sync, analysis) and discovery."""
@@ -152,7 +162,6 @@ class Daemon:
             s.clock = ClockSource(cfg.policy.clock_sync_source).state
         s.store.reserve_bytes = cfg.policy.disk_reserve_bytes
         if self.parts is not None:
-            self.parts.purger.interval_s = cfg.retention.purge_interval_s
             self.parts.sync.sender.set_rate_limit(cfg.mqtt.rate_limit_bytes_per_s)
         self.cfg = s.cfg = cfg  # one assignment: every reader sees the old or the new whole
         set_log_level(cfg.dock.log_level)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from agent.config import DockConfig
-from agent.daemon.events import EventBus
 from agent.dock.clock import ClockState
+from agent.events import ClipFlow, EventBus
 from agent.evidence.store import EvidenceStore
 
 if TYPE_CHECKING:
+    from agent.analysis.worker import Analysis
     from agent.dock.roster import Roster
     from agent.evidence.custody import CustodyLog
     from agent.evidence.index import ClipIndex
@@ -22,22 +23,6 @@ if TYPE_CHECKING:
     from agent.notes.reconcile import NotesReconciler
     from agent.notes.store import NotesStore
     from agent.sync.worker import Sync
-
-
-class ClockNotes(Protocol):
-    """Who notes a recorder clock the dock corrected (the timeline analysis)."""
-
-    def clock_corrected(self, device_id: str, offset_s: float | None) -> None:
-        """Note that `device_id`'s clock was off by `offset_s` and set."""
-        ...
-
-
-class Analyser(Protocol):
-    """Probing and timeline analysis of a docking's clips, after offload."""
-
-    def submit(self, docking_id: str, clip_ids: list[str], context: dict[str, Any]) -> None:
-        """Queue a finished docking's clips for analysis."""
-        ...
 
 
 @dataclass
@@ -50,9 +35,8 @@ class Services:
     index: ClipIndex
     custody: CustodyLog
     bus: EventBus
+    flow: ClipFlow  # a clip's steps: offloaded -> analysed -> synced -> freed -> purged
     clock: Callable[[], ClockState]  # is the dock's own clock synchronised, and says who
-    analyser: Analyser | None = None
-    clock_notes: ClockNotes | None = None
     roster: Roster | None = None
 
 
@@ -67,3 +51,4 @@ class Parts:
     purger: Purger
     index_recovery: IndexRecovery
     roster: Roster | None = None
+    analysis: Analysis | None = None

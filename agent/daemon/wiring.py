@@ -14,6 +14,7 @@ from agent.daemon.services import Parts
 from agent.dock.assign import Assigner
 from agent.dock.clock import ClockSource
 from agent.dock.roster import Roster
+from agent.events import Offloaded
 from agent.evidence.recovery import IndexRecovery
 from agent.evidence.retention.purger import Purger
 from agent.mqtt.commands import Handler
@@ -23,6 +24,7 @@ from agent.notes.reconcile import NotesReconciler
 from agent.notes.store import NotesStore
 from agent.sync.outbox import Outbox
 from agent.sync.worker import Sync
+from agent.trust.dock import load_dock_trust
 from agent.ui.server import MetricsSource
 
 logger = logging.getLogger(__name__)
@@ -45,17 +47,19 @@ class ConnectionPlugin:
 
 def assemble(cfg: DockConfig, refresh_s: float = 5.0, clock: ClockSource | None = None) -> Daemon:
     """A daemon for `cfg` with every plugin wired (`clock`: default from the policy)."""
-    daemon = Daemon(cfg, refresh_s, clock)
+    roster = Roster(cfg.central, cfg.data_dir) if cfg.central.roster_url else None
+    daemon = Daemon(cfg, refresh_s, clock, roster)  # makes data_dir (a failure there: exit 1)
+    trust = load_dock_trust(cfg)  # a bad or exposed key: a config error before anything runs
     s = daemon.services
     notes = NotesStore(cfg.data_dir, s.custody)
     analysis = Analysis(s, notes)
-    s.analyser = analysis
-    s.clock_notes = analysis
+    s.flow.subscribe(Offloaded, analysis.submit)
+    s.bus.subscribe(analysis.on_dock_item)  # a recorder clock corrected: a note
     conn = MqttConnection(
         cfg.mqtt, cfg.client_id, will=status_will(cfg.topic), on_alert=s.bus.alert
     )
     outbox = Outbox(cfg.data_dir / "outbox" / "notes", conn, f"{cfg.topic}/notes")
-    sync = Sync(s, conn, notes, daemon.clip_synced, outbox)
+    sync = Sync(s, conn, notes, s.flow, outbox, trust)
     assigner = Assigner(daemon.bays, {b.number: b.kind for b in cfg.bay}, s.custody)
     handlers: dict[str, Handler] = {
         "note": note_handler(notes),
@@ -68,10 +72,10 @@ def assemble(cfg: DockConfig, refresh_s: float = 5.0, clock: ClockSource | None 
     daemon.plugins += [analysis, reporting, outbox, sync, requests, ConnectionPlugin(conn)]
     reconciler = NotesReconciler(notes, s.custody.path)
     daemon.plugins.append(reconciler)
-    roster, purger = _custody_plugins(daemon)
-    recovery = IndexRecovery(s.index, s.custody.path, cfg.data_dir, cfg.policy.delete_from_recorder)
+    purger = _custody_plugins(daemon)
+    recovery = IndexRecovery(s.index, s.custody.path, cfg.data_dir, cfg.delete_policy, s.flow)
     daemon.plugins.insert(0, recovery)  # stops last: its mark is written when all else is still
-    daemon.parts = Parts(notes, conn, sync, reconciler, purger, recovery, roster)
+    daemon.parts = Parts(notes, conn, sync, reconciler, purger, recovery, roster, analysis)
     _ui_plugins(daemon)
     return daemon
 
@@ -109,7 +113,7 @@ def _metrics(daemon: Daemon) -> MetricsSource:
             free_bytes=s.store.free_bytes,
             custody_head=s.custody.head,
             bays=lambda: {n: w.view for n, w in daemon.bays.items()},
-            alerts=lambda: sorted(daemon.state.alerts),
+            alerts=daemon.alerts.codes,
             clock_synced=lambda: bool(s.clock().synced),
             custody_path=s.custody.path,
             dock_id=s.cfg.dock.id,
@@ -119,14 +123,11 @@ def _metrics(daemon: Daemon) -> MetricsSource:
     return metrics.render
 
 
-def _custody_plugins(daemon: Daemon) -> tuple[Roster | None, Purger]:
+def _custody_plugins(daemon: Daemon) -> Purger:
     """The officer roster (when central serves one) and the local-copy purger."""
     s = daemon.services
-    roster = None
-    if s.cfg.central.roster_url:
-        roster = Roster(s.cfg.central, s.cfg.data_dir)
-        s.roster = roster
-        daemon.plugins.append(roster)
+    if s.roster is not None:
+        daemon.plugins.append(s.roster)
     purger = Purger(s)
     daemon.plugins.append(purger)
-    return roster, purger
+    return purger

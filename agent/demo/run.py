@@ -22,6 +22,7 @@ from agent.daemon.runtime import Daemon
 from agent.daemon.wiring import assemble
 from agent.demo.site import Site, make_site
 from agent.evidence.custody import verify_chain
+from agent.evidence.lifecycle import acked_upstream
 from agent.transfer.receiver.config import parse_receiver_config
 from firmware_interface import simkit
 
@@ -159,7 +160,7 @@ def page_url(daemon: Daemon) -> str | None:
 
 
 def dock_config(scene: Scene, site: Site, ui_port: int = 0) -> DockConfig:
-    """The demo dock: two simulated bays, the site broker (TLS, password, transfer key), no NTP.
+    """The demo dock: two simulated bays, the site broker (TLS, password), its keys, no NTP.
 
     Also written to {root}/dock.toml so that the other commands can be tried on the result.
     """
@@ -172,7 +173,8 @@ def dock_config(scene: Scene, site: Site, ui_port: int = 0) -> DockConfig:
         "[policy]\n# a demo machine may have no NTP: set recorder clocks anyway\n"
         "require_synced_clock = false\ndisk_reserve_bytes = 0\n\n"
         f"[mqtt]\n{site_mqtt(site, DOCK_ID)}"
-        f'transfer_key_file = "{site.dock_key_files[DOCK_ID]}"\n\n'
+        f'signing_key_file = "{site.dock_key_files[DOCK_ID]}"\n'
+        f'central_key_file = "{site.central_pub}"\n\n'
         f'[ui]\nlisten = "127.0.0.1:{ui_port}"\n'
     )
     (scene.root / "dock.toml").write_text(text, encoding="utf-8")
@@ -216,7 +218,7 @@ def _serve_until_interrupted(daemon: Daemon, say: Callable[[str], None]) -> None
 
 
 def _synced(daemon: Daemon) -> int:
-    return sum(1 for r in daemon.services.index.iter_all() if r["state"] != "offloaded")
+    return sum(1 for r in daemon.services.index.iter_all() if acked_upstream(r))
 
 
 def receiver_holds(store: Path, record: dict[str, Any]) -> Path | None:
@@ -245,8 +247,8 @@ def main(say: Callable[[str], None] = print, keep: bool = False) -> int:
     with broker(site) as port:
         say(
             f"private Mosquitto on 127.0.0.1:{port} from config/mosquitto/ (TLS, passwords, ACL; "
-            f"made on the spot in {site.root}); central receiver started with the dock's "
-            "transfer key"
+            f"made on the spot in {site.root}); central receiver started knowing the dock's "
+            "public key, the dock knowing central's"
         )
         mqtt = parse_receiver_config(
             tomllib.loads(
@@ -254,7 +256,13 @@ def main(say: Callable[[str], None] = print, keep: bool = False) -> int:
                 + site_mqtt(site, site.receiver)
             )
         ).mqtt
-        receiver = Receiver(scene.store, mqtt, site.receiver, dock_keys_dir=site.dock_keys_dir)
+        receiver = Receiver(
+            scene.store,
+            mqtt,
+            site.receiver,
+            dock_keys_dir=site.dock_keys_dir,
+            signing_key_file=site.receiver_key_file,
+        )
         receiver.start()
         cfg = dock_config(scene, site, page_port())
         try:

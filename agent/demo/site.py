@@ -1,5 +1,6 @@
 """A site made on the spot (SPEC 11): the shipped Mosquitto configuration, its CA and server
-certificate, every user's password and every dock's transfer key, all in one directory.
+certificate, every user's password and every key pair (the docks' and the receiver's, each
+side's .pub enrolled with the other), all in one directory.
 
 What docs/INSTALL.md tells an installer to do by hand, done by the demo and the tests.
 """
@@ -12,6 +13,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from agent.trust import keys
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "mosquitto"
 ETC = "/etc/mosquitto/dock-agent/"
@@ -45,7 +48,7 @@ class Site:
     receiver: str
     it: str
     password_files: dict[str, Path] = field(default_factory=dict)  # user -> file (0600)
-    dock_key_files: dict[str, Path] = field(default_factory=dict)  # dock -> its transfer key
+    dock_key_files: dict[str, Path] = field(default_factory=dict)  # dock -> its signing key
 
     @property
     def conf(self) -> Path:
@@ -59,8 +62,18 @@ class Site:
 
     @property
     def dock_keys_dir(self) -> Path:
-        """The receiver's `[receiver] dock_keys_dir`: `{client_id}.key` of every dock."""
+        """The receiver's `[receiver] dock_keys_dir`: `{client_id}.pub` of every dock."""
         return self.root / "dock-keys"
+
+    @property
+    def receiver_key_file(self) -> Path:
+        """The receiver's signing key (its `.pub` beside it is every dock's central_key_file)."""
+        return self.root / "receiver.key"
+
+    @property
+    def central_pub(self) -> Path:
+        """Central's public key as the docks are given it (`[mqtt] central_key_file`)."""
+        return self.root / "receiver.pub"
 
 
 def tool(name: str) -> str:
@@ -74,7 +87,11 @@ def tool(name: str) -> str:
 def make_site(
     root: Path, port: int, docks: list[str], receiver: str = "dock-receiver", it: str = "it"
 ) -> Site:
-    """The shipped config, a CA and server certificate, passwords and transfer keys in `root`."""
+    """The shipped config, a CA and server certificate, passwords and key pairs in `root`.
+
+    Each dock's key pair is made and its `.pub` enrolled in the receiver's dock_keys_dir;
+    the receiver's pair is made and its `.pub` is what every dock gets as central's key.
+    """
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     _make_pki(root)
     site = Site(root, port, receiver, it)
@@ -86,9 +103,11 @@ def make_site(
         site.password_files[user] = _secret(root / f"{user}.password", password)
     site.dock_keys_dir.mkdir(mode=0o700, exist_ok=True)
     for dock in docks:
-        key = secrets.token_hex(32)  # as `openssl rand -hex 32`: 32 random bytes, hex
-        _secret(site.dock_keys_dir / f"{dock}.key", key)
-        site.dock_key_files[dock] = _secret(root / f"{dock}.transfer-key", key)
+        path = site.dock_key_files[dock] = root / f"{dock}.key"
+        key = keys.create_private(path)  # as the dock does at first start
+        keys.write_public(site.dock_keys_dir / f"{dock}.pub", key.public_key(), dock)
+    central = keys.create_private(site.receiver_key_file)
+    keys.write_public(site.central_pub, central.public_key(), receiver)
     shutil.copyfile(SHIPPED / "acl", root / "acl")
     site.conf.write_text(render_conf(root, port))
     return site

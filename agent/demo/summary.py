@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.daemon.runtime import Daemon
+from agent.evidence.lifecycle import state_of
 
 Holder = Callable[[Path, dict[str, Any]], Path | None]
 
@@ -82,7 +83,7 @@ def _clip(r: dict[str, Any], arrived: Path | None) -> str:
     where = "at central, hash ok" if arrived else "NOT at central"
     return (
         f"  {when}  {r['file_name']:<44} {size:>8}  {r['sha256'][:12]}  "
-        f"{r['state']:<7} {flags:<24} {where}"
+        f"{state_of(r):<7} {flags:<24} {where}"
     )
 
 

@@ -11,8 +11,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.daemon.events import BayView, Progress, now_iso
-from agent.daemon.services import Services
 from agent.dock.checks import (
     bay_state,
     check_battery,
@@ -25,6 +23,9 @@ from agent.dock.clock_check import ClockCheck
 from agent.dock.deletion import Outcome, RecorderDeleter
 from agent.dock.emit import ThrottledSend
 from agent.dock.offload import Offloader
+from agent.dock.parts import DockParts
+from agent.events import BayView, Offloaded, Progress, now_iso
+from agent.evidence.lifecycle import RECORDER_PENDING, recorder_handled
 from agent.evidence.record import Docking
 from agent.findings import Finding, fault, info
 from firmware_interface.base import Recorder, RecorderError, RecorderGone, Status
@@ -57,7 +58,7 @@ class _Stop:
 class BayWorker:
     """Owns one bay: identifies, validates, offloads, then watches the docked recorder."""
 
-    def __init__(self, number: int, services: Services, refresh_s: float = 5.0) -> None:
+    def __init__(self, number: int, services: DockParts, refresh_s: float = 5.0) -> None:
         self.number = number
         self.s = services
         self.refresh_s = refresh_s
@@ -69,6 +70,7 @@ class BayWorker:
         self.recorder: Recorder | None = None
         self.docking: Docking | None = None
         self.findings: list[Finding] = []
+        self.unfreed: set[str] = set()  # the docked recorder's clips whose copy is still there
         self._emit = ThrottledSend(self._send_view, EMIT_INTERVAL_S)
         self._thread = threading.Thread(target=self._run, name=f"bay-{number}", daemon=True)
 
@@ -248,19 +250,16 @@ class BayWorker:
         )
         events = read_events_of(recorder)
         self.findings.extend(events.findings)
-        if self.s.analyser is not None and clip_ids:
-            self.s.analyser.submit(
-                docking.docking_id,
-                clip_ids,
-                {"docking": docking, "events": events.events},
-            )
+        if clip_ids:
+            self.s.flow.publish(Offloaded(docking, tuple(clip_ids), tuple(events.events)))
         # This pass's clips and any earlier ones whose recorder copy is still to be handled
         # (acked while the recorder was away, or a deletion a crash interrupted).
-        waiting = [
-            r["clip_id"] for r in self.s.index.find(device_id=device, recorder_deleted=False)
-        ]
+        waiting = [r["clip_id"] for r in self.s.index.find(device_id=device, **RECORDER_PENDING)]
         for clip_id in dict.fromkeys([*clip_ids, *waiting]):
             self._maybe_delete(clip_id)
+        self.unfreed = {
+            r["clip_id"] for r in self.s.index.find(device_id=device, **RECORDER_PENDING)
+        }
         self._refresh()
 
     # ---- recorder deletion ----------------------------------------------------------------
@@ -268,6 +267,9 @@ class BayWorker:
     def _clip_synced(self, clip_id: str) -> None:
         if self.recorder is not None:
             self._maybe_delete(clip_id)
+            record = self.s.index.get(clip_id)
+            if record is None or recorder_handled(record):
+                self.unfreed.discard(clip_id)
             self._refresh()
 
     def _maybe_delete(self, clip_id: str) -> None:
@@ -323,10 +325,9 @@ class BayWorker:
             self._emit(force=True)
 
     def _awaiting_ack(self) -> list[Finding]:
-        if self.docking is None or self.s.cfg.policy.delete_from_recorder != "after_upstream_ack":
+        if self.docking is None or self.s.cfg.delete_policy != "after_upstream_ack":
             return []
-        device = self.docking.identity.device_id
-        waiting = self.s.index.find(device_id=device, recorder_deleted=False)
+        waiting = self.unfreed  # kept after each offload and ack: no index query per refresh
         if not waiting:
             return []
         return [
@@ -368,6 +369,7 @@ class BayWorker:
                 logger.exception("bay %d: closing the recorder failed", self.number)
         self.recorder = None
         self.docking = None
+        self.unfreed = set()
 
     def _send_view(self) -> None:
         self.view.ts = now_iso()

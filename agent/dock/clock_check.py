@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agent.daemon.services import Services
 from agent.dock.checks import check_clock
+from agent.dock.parts import DockParts
 from agent.findings import Finding, fault, info
 from agent.timebase import local_now, utcnow
 from firmware_interface.base import Recorder, RecorderError, RecorderGone, Status
@@ -12,7 +12,7 @@ from firmware_interface.base import Recorder, RecorderError, RecorderGone, Statu
 class ClockCheck:
     """One docking's clock check: custody entries, findings, alerts, and the clock set."""
 
-    def __init__(self, services: Services, bay: int, recorder: Recorder, device_id: str) -> None:
+    def __init__(self, services: DockParts, bay: int, recorder: Recorder, device_id: str) -> None:
         self.s = services
         self.bay = bay
         self.recorder = recorder
@@ -79,9 +79,6 @@ class ClockCheck:
             )
         )
         self.s.bus.event("clock_corrected", bay=self.bay, device_id=device_id, offset_s=offset)
-        notes = self.s.clock_notes
-        if notes is not None:
-            notes.clock_corrected(device_id, offset)
 
     def _escalate_drift(self) -> None:
         drift = next(f for f in self.findings if f.code == "clock_drift")

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from agent.daemon.services import Services
+from agent.dock.parts import DockParts
 from agent.dock.proof import recorder_sha256
-from agent.evidence.lifecycle import archive_if_finished, deletable
+from agent.events import Freed
+from agent.evidence import lifecycle
+from agent.evidence.lifecycle import deletable, recorder_handled
 from agent.findings import Finding, warning
 from firmware_interface.base import ClipEntry, ClipMissing, Recorder, RecorderError, RecorderGone
 
@@ -54,7 +56,7 @@ def recorder_entry(record: dict[str, Any]) -> ClipEntry:
 class RecorderDeleter:
     """Deletes recorder copies of one docked recorder's clips, each proved first."""
 
-    def __init__(self, services: Services, recorder: Recorder, device_id: str) -> None:
+    def __init__(self, services: DockParts, recorder: Recorder, device_id: str) -> None:
         self.s = services
         self.recorder = recorder
         self.device_id = device_id
@@ -62,8 +64,8 @@ class RecorderDeleter:
     def delete(self, clip_id: str) -> Deletion:
         """Delete the recorder's copy of `clip_id` if policy allows and it is still that clip."""
         record = self.s.index.get(clip_id)
-        policy = self.s.cfg.policy.delete_from_recorder
-        if record is None or record["recorder_deleted"] or record["device_id"] != self.device_id:
+        policy = self.s.cfg.delete_policy
+        if record is None or recorder_handled(record) or record["device_id"] != self.device_id:
             return Deletion(Outcome.KEPT)
         if not deletable(record, policy):
             return Deletion(Outcome.KEPT)
@@ -133,8 +135,9 @@ class RecorderDeleter:
         )
 
     def _done(self, clip_id: str) -> None:
-        updated = self.s.index.update(clip_id, recorder_deleted=True)
-        archive_if_finished(self.s.index, updated, self.s.cfg.policy.delete_from_recorder)
+        policy = self.s.cfg.delete_policy
+        lifecycle.advance(self.s.index, clip_id, policy, **lifecycle.freed())
+        self.s.flow.publish(Freed(clip_id, self.device_id))
 
     def _extra(self) -> dict[str, Any]:
         return {"DOCK_ID": self.s.cfg.dock.id, "DEVICE_ID": self.device_id}

@@ -10,14 +10,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from agent.daemon.services import Services
 from agent.dock import roster
 from agent.dock.ahead import Ahead, Opened, opened_ahead
 from agent.dock.batches import batches
+from agent.dock.parts import DockParts
 from agent.dock.pipeline import Pipeline
 from agent.dock.proof import recorder_sha256
 from agent.evidence.clip_time import StartTime, start_time
-from agent.evidence.lifecycle import has_local_copy
+from agent.evidence.lifecycle import has_local_copy, new_clip
 from agent.evidence.record import Docking, custody_items, dest_rel, new_record
 from agent.evidence.retention.classes import classify
 from agent.evidence.store import (
@@ -52,7 +52,7 @@ class Offloader:
 
     def __init__(
         self,
-        services: Services,
+        services: DockParts,
         docking: Docking,
         recorder: Recorder,
         cancel: threading.Event,
@@ -341,7 +341,7 @@ class Offloader:
     ) -> dict[str, Any] | None:
         """The index row of the same bytes, or an earlier copy of them in this batch."""
         if copy.sha256 in fresh:
-            return {"local_path": str(fresh[copy.sha256][1].path), "state": "offloaded"}
+            return {"local_path": str(fresh[copy.sha256][1].path), **new_clip()}
         return self.s.index.get(copy.sha256)
 
     def _new_record(

@@ -43,11 +43,10 @@ def start_time(
     if parsed:
         return StartTime(to_true(parsed.start_local, tz, clock_offset_s), "name")
     header = _header(open_source) if clip.media_type == "video" else None
-    drift = timedelta(seconds=clock_offset_s or 0.0)
     created = header.created if header else None
     if created and created.year >= MIN_PLAUSIBLE_YEAR:
-        return StartTime(created.astimezone(UTC) - drift, "container")
-    written = datetime.fromtimestamp(clip.mtime, UTC) - drift
+        return StartTime(to_true(created, tz, clock_offset_s), "container")
+    written = to_true(datetime.fromtimestamp(clip.mtime, UTC), tz, clock_offset_s)
     length = header.duration_s if header else None
     return StartTime(written - timedelta(seconds=length or 0.0), "mtime")
 

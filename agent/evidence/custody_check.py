@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.evidence.custody import ZERO_HASH, entry_hash
+from agent.evidence.lifecycle import has_local_copy, recorder_handled, state_of
 
 Head = tuple[int, str]
 
@@ -97,15 +98,17 @@ class _Row:
     """The fields of an index row the cross-check needs (kept small for 150k clips)."""
 
     state: str
-    recorder_deleted: bool
+    purged: bool
+    recorder_handled: bool
     custody_seq: Any
     custody_hash: Any
 
 
 def _row(record: Mapping[str, Any]) -> _Row:
     return _Row(
-        str(record.get("state")),
-        bool(record.get("recorder_deleted")),
+        state_of(record),
+        not has_local_copy(record),
+        recorder_handled(record),
         record.get("custody_seq"),
         record.get("custody_hash"),
     )
@@ -129,9 +132,9 @@ def _offload_problem(clip: str, row: _Row, facts: _Facts) -> str | None:
 def _row_problems(clip: str, row: _Row, facts: _Facts) -> list[str]:
     name = f"clip {clip[:12]}"
     problems = [p for p in [_offload_problem(clip, row, facts)] if p]
-    if row.state == "purged" and clip not in facts.purged:
+    if row.purged and clip not in facts.purged:
         problems.append(f"{name}: purged in the index but no local_copy_purged custody entry")
-    if row.recorder_deleted and clip not in facts.deleted:
+    if row.recorder_handled and clip not in facts.deleted:
         problems.append(
             f"{name}: recorder_deleted in the index but no recorder_clip_deleted "
             "(or recorder_clip_missing) entry"
@@ -143,12 +146,12 @@ def _log_problems(rows: dict[str, _Row], facts: _Facts, horizon: float) -> list[
     problems = []
     for clip, seq in facts.purged.items():
         row = rows.get(clip)
-        if seq <= horizon and (row is None or row.state != "purged"):
+        if seq <= horizon and (row is None or not row.purged):
             what = "unknown to the index" if row is None else f"index state {row.state!r}"
             problems.append(f"custody seq {seq}: local_copy_purged for clip {clip[:12]}, {what}")
     for clip, (seq, event) in facts.deleted.items():
         row = rows.get(clip)
-        if seq <= horizon and (row is None or not row.recorder_deleted):
+        if seq <= horizon and (row is None or not row.recorder_handled):
             what = "unknown to the index" if row is None else "index says not deleted"
             problems.append(f"custody seq {seq}: {event} of {clip[:12]}, {what}")
     for seq, clip in facts.exports:

@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent.evidence.clip_time import StartTime
+from agent.evidence.lifecycle import new_clip
 from agent.timebase import iso
 from firmware_interface.base import ClipEntry, Identity
 
@@ -74,7 +75,7 @@ def new_record(
     flags = [] if start.source == "name" else ["name_unparsed"]
     return {
         "clip_id": sha,
-        "state": "offloaded",
+        **new_clip(),
         "local_path": str(stored),
         "dock_id": docking.dock_id,
         "department": docking.department,
@@ -106,8 +107,6 @@ def new_record(
         "docking_id": docking.docking_id,
         "recorder_path": clip.path,
         "recorder_mtime": clip.mtime,
-        "recorder_deleted": False,
-        "analysed": False,
         "held": False,
         "synced_at": None,
         "purged_at": None,

@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from agent.durable import fsync_dir, write_json
+from agent.events import ClipFlow, ClipStep, Freed, Purged, Synced
+from agent.evidence import lifecycle
 from agent.evidence.index import ClipIndex
-from agent.evidence.lifecycle import archive_if_finished
 
 logger = logging.getLogger(__name__)
 
 MARK = Path("state") / "custody_applied.json"
 Record = dict[str, Any]
-_STATE_ORDER = {"offloaded": 0, "synced": 1, "purged": 2}
 
 
 @dataclass
@@ -37,6 +37,7 @@ class Repair:
     changes: dict[str, Any] = field(default_factory=dict)
     unlink: str | None = None  # a purge custody recorded whose file may still be here
     seqs: list[int] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)  # the custody events that were missing
 
 
 def _clip_of(entry: Mapping[str, Any]) -> str:
@@ -45,19 +46,13 @@ def _clip_of(entry: Mapping[str, Any]) -> str:
 
 def _after(row: Record, entry: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
     """The row changes custody `entry` implies that `row` does not show yet (pure)."""
-    event, state = entry.get("event"), str(row.get("state") or "offloaded")
-    rank = _STATE_ORDER.get(state, 0)
+    event, rank = entry.get("event"), lifecycle.rank(row)
     if event in ("recorder_clip_deleted", "recorder_clip_missing"):
-        return ({} if row.get("recorder_deleted") else {"recorder_deleted": True}), None
+        return ({} if lifecycle.recorder_handled(row) else lifecycle.freed()), None
     if event == "clip_synced" and rank < 1:
-        return {"state": "synced", "synced_at": entry.get("synced_at") or entry.get("ts")}, None
+        return lifecycle.synced(entry.get("synced_at") or entry.get("ts")), None
     if event == "local_copy_purged" and rank < 2:
-        changes = {
-            "state": "purged",
-            "purged_at": entry.get("ts"),
-            "purge_reason": entry.get("reason"),
-            "purge_custody_seq": entry.get("seq"),
-        }
+        changes = lifecycle.purged(entry.get("ts"), entry.get("reason"), entry.get("seq"))
         return changes, str(entry.get("local_path") or row.get("local_path") or "") or None
     if event == "hold":
         held = not entry.get("release")
@@ -88,6 +83,7 @@ def repairs(
             repair.changes.update(changes)
             repair.unlink = unlink or repair.unlink
             repair.seqs.append(int(entry.get("seq") or 0))
+            repair.events.append(str(entry.get("event")))
     return list(found.values())
 
 
@@ -115,8 +111,17 @@ def entries_from(path: Path, offset: int) -> Iterator[tuple[dict[str, Any], int]
 class IndexRecovery:
     """Replays the custody log's tail against the index at start-up (in the background)."""
 
-    def __init__(self, index: ClipIndex, custody_path: Path, data_dir: Path, policy: str) -> None:
+    def __init__(
+        self,
+        index: ClipIndex,
+        custody_path: Path,
+        data_dir: Path,
+        policy: str,
+        flow: ClipFlow | None = None,
+    ) -> None:
+        """`flow`: where each repaired step is published, as the stage that lost it would have."""
         self.index = index
+        self.flow = flow
         self.custody_path = custody_path
         self.mark_path = Path(data_dir) / MARK
         self.policy = policy
@@ -155,7 +160,9 @@ class IndexRecovery:
             self.done.set()
 
     def _apply(self, repair: Repair) -> None:
-        updated = self.index.update(repair.clip_id, **repair.changes, recovered=True)
+        updated = lifecycle.advance(
+            self.index, repair.clip_id, self.policy, **repair.changes, recovered=True
+        )
         if repair.unlink:
             _unlink(repair.unlink)
         logger.warning(
@@ -165,7 +172,9 @@ class IndexRecovery:
             ", ".join(sorted(repair.changes)),
             extra={"CLIP_SHA256": repair.clip_id},
         )
-        archive_if_finished(self.index, updated, self.policy)
+        if self.flow is not None:
+            for step in _steps(repair, str(updated.get("device_id") or "")):
+                self.flow.publish(step)
 
     def _marked(self) -> int:
         """Where the last pass (or clean stop) left off; 0 when unknown or past the end."""
@@ -184,6 +193,18 @@ class IndexRecovery:
 
     def _mark(self, offset: int) -> None:
         write_json(self.mark_path, {"offset": offset})
+
+
+def _steps(repair: Repair, device_id: str) -> list[ClipStep]:
+    """The clip steps a repair completes (the next stages learn of them as of any other)."""
+    clip = repair.clip_id
+    made: dict[str, ClipStep] = {
+        "clip_synced": Synced(clip, device_id),
+        "recorder_clip_deleted": Freed(clip, device_id),
+        "recorder_clip_missing": Freed(clip, device_id),
+        "local_copy_purged": Purged(clip),
+    }
+    return list(dict.fromkeys(made[e] for e in repair.events if e in made))
 
 
 def _unlink(path: str) -> None:

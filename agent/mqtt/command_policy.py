@@ -67,8 +67,8 @@ class CommandError(Exception):
 class ClipFacts(NamedTuple):
     """What commands need to know of a clip."""
 
-    state: str
-    local_copy: bool  # the dock still holds the clip's bytes
+    state: str  # for display (agent.evidence.lifecycle.STATES)
+    local_copy: bool  # the dock still holds the clip's bytes (not purged, and the file is there)
 
 
 class Known(Protocol):
@@ -173,7 +173,7 @@ def _check_clip(name: str, clip_id: str, known: Known) -> None:
     facts = known.clip(clip_id)
     if facts is None:
         raise CommandError(f"{name}: no clip {clip_id} on this dock")
-    if facts.state == "purged" or not facts.local_copy:
+    if not facts.local_copy:
         raise CommandError(f"{name}: the local copy of clip {clip_id[:12]} was already purged")
     if name == "resync" and not known.resync_room(clip_id):
         raise CommandError("resync: too many clips are waiting to be resent; try again later")

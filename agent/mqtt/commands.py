@@ -36,7 +36,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent import __version__
-from agent.daemon.events import now_iso
+from agent.events import now_iso
 from agent.mqtt.command_policy import (
     MAX_PAYLOAD,
     Command,

@@ -34,8 +34,15 @@ AlertSink = Callable[[str, str, str], None]
 # bad authentication method, banned.
 AUTH_FAILURES = frozenset({134, 135, 138, 140})
 AUTH_ALERT = "mqtt_auth_failed"
+SUBSCRIBE_ALERT = "mqtt_subscribe_refused"
+_EARLY_SUBACKS = 64  # SUBACKs that came before subscribe() returned their mid (kept at most)
 SESSION_EXPIRY_S = 7 * 24 * 3600
 _FAILURES_KEPT = 1024
+
+
+def login_refused(rc: ReasonCode) -> bool:
+    """A CONNACK refusal that retrying cannot fix (credentials, authorisation, a ban): stop."""
+    return rc.is_failure and rc.value in AUTH_FAILURES
 
 
 def _connect_properties(session_expiry_s: int) -> Properties:
@@ -75,6 +82,9 @@ class MqttConnection:
         self._on_connect: list[Callable[[], None]] = [on_online] if on_online else []
         self._on_publish: list[PublishListener] = []
         self._failures: OrderedDict[int, ReasonCode] = OrderedDict()
+        self._sub_mids: dict[int, str] = {}  # SUBSCRIBE packet id -> topic filter, until SUBACK
+        self._early: OrderedDict[int, list[ReasonCode]] = OrderedDict()
+        self.refused: dict[str, str] = {}  # topic filter -> why the broker refused it
         self.publish_failures = 0
         self.client = self._make_client(client_id)
 
@@ -87,6 +97,7 @@ class MqttConnection:
         client.on_disconnect = self._handle_disconnect
         client.on_connect_fail = self._handle_connect_fail
         client.on_publish = self._handle_publish
+        client.on_subscribe = self._handle_subscribe
         set_credentials(client, self._cfg)
         if self._will:
             client.will_set(self._will[0], self._will[1], qos=1, retain=True)
@@ -141,7 +152,7 @@ class MqttConnection:
             self._subscriptions[topic_filter] = (qos, safe)
         self.client.message_callback_add(topic_filter, lambda _c, _u, msg: safe(msg))
         if self.connected:
-            self.client.subscribe(topic_filter, qos)
+            self._subscribe(topic_filter, qos)
 
     def add_on_connect(self, cb: Callable[[], None]) -> None:
         """Call `cb` (on the network thread) after every successful (re)connect."""
@@ -204,13 +215,56 @@ class MqttConnection:
             subs = list(self._subscriptions.items())
             callbacks = list(self._on_connect)
         for topic_filter, (qos, _handler) in subs:
-            client.subscribe(topic_filter, qos)
+            self._subscribe(topic_filter, qos)
         for cb in callbacks:
             _call_safely(cb)
 
+    def _subscribe(self, topic_filter: str, qos: int) -> None:
+        """Send SUBSCRIBE and remember its packet id: the SUBACK says whether it was granted."""
+        rc, mid = self.client.subscribe(topic_filter, qos)
+        if rc != mqtt.MQTT_ERR_SUCCESS or mid is None:
+            return  # not connected after all: the next connect subscribes again
+        with self._lock:
+            early = self._early.pop(mid, None)
+            if early is None:
+                self._sub_mids[mid] = topic_filter
+                return
+        self._judge_suback(topic_filter, early)
+
+    def _handle_subscribe(
+        self, _c: Any, _u: Any, mid: int, codes: list[ReasonCode], _p: Any
+    ) -> None:
+        with self._lock:
+            topic_filter = self._sub_mids.pop(mid, None)
+            if topic_filter is None:  # before subscribe() returned (or a stray): kept, bounded
+                self._early[mid] = list(codes)
+                while len(self._early) > _EARLY_SUBACKS:
+                    self._early.popitem(last=False)
+                return
+        self._judge_suback(topic_filter, codes)
+
+    def _judge_suback(self, topic_filter: str, codes: list[ReasonCode]) -> None:
+        """A refused subscription (e.g. by the broker's ACL) is logged and raised as an alert."""
+        refused = [rc for rc in codes if rc.is_failure]
+        sink = self._on_alert
+        if not refused:
+            if self.refused.pop(topic_filter, None) is not None:
+                logger.info("MQTT subscription to %s granted", topic_filter)
+                if not self.refused and sink:
+                    granted = f"MQTT subscription to {topic_filter} granted"
+                    _call_safely(lambda: sink(SUBSCRIBE_ALERT, "clear", granted))
+            return
+        why = str(refused[0])
+        self.refused[topic_filter] = why
+        where = f"{self._cfg.host}:{self._cfg.port}"
+        message = f"MQTT broker {where} refused the subscription to {topic_filter} ({why})"
+        logger.error("%s; messages there will not reach the dock", message)
+        if sink:
+            _call_safely(lambda: sink(SUBSCRIBE_ALERT, "error", message))
+
     def _refused(self, rc: ReasonCode) -> None:
         self._connected.clear()
-        if rc.value not in AUTH_FAILURES:
+        if not login_refused(rc):
             logger.warning("MQTT broker refused the connection: %s; retrying", rc)
             return
         self._auth_failed = True

@@ -13,10 +13,8 @@
   connection is down they wait in a bounded in-memory queue (oldest dropped, counted) and
   are flushed after the reconnect; paho itself resends what was in flight.
 
-Active alerts (the `alerts` list of R/status): an Alert makes its code active unless its
-severity is `info` or it carries a truthy `one_off` field (a notice about one thing that
-happened, e.g. one late clip), or its severity is `clear` or it carries a truthy `cleared` field;
-`clear`/`cleared` removes the code. agent.daemon.alerts.transitions produces such clears.
+Active alerts (the `alerts` list of R/status) are read from an `ActiveAlerts` (agent.events):
+the daemon's own, or, when none is given, one the publisher keeps from the alerts it is handed.
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from agent.daemon.events import Alert, BayView, DockEvent, now_iso
+from agent.events import ActiveAlerts, Alert, BayView, DockEvent, now_iso
 from agent.mqtt.connection import MqttConnection
 
 logger = logging.getLogger(__name__)
@@ -46,16 +44,6 @@ def status_will(root: str) -> tuple[str, bytes]:
     return f"{root}/status", _dumps(OFFLINE)
 
 
-def alert_is_clear(alert: Alert) -> bool:
-    """True when `alert` ends its condition (severity `clear` or a truthy `cleared` field)."""
-    return alert.severity == "clear" or bool(alert.fields.get("cleared"))
-
-
-def alert_is_one_off(alert: Alert) -> bool:
-    """True for a notice about one thing that happened (severity `info`, or `one_off` set)."""
-    return alert.severity == "info" or bool(alert.fields.get("one_off"))
-
-
 def _dumps(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
@@ -63,6 +51,7 @@ def _dumps(payload: dict[str, Any]) -> bytes:
 @dataclass
 class _BaySlot:
     latest: dict[str, Any]
+    state: str
     dirty: bool = True
     sent_state: str | None = None
     sent_at: float = float("-inf")
@@ -81,7 +70,9 @@ class StatusPublisher:
         poll_s: float = 5.0,
         bay_min_interval_s: float = 0.25,
         queue_limit: int = 10000,
+        alerts: ActiveAlerts | None = None,
     ) -> None:
+        """`alerts`: the active set kept by whoever subscribed it to the bus before this."""
         self._conn = conn
         self._root = root
         self._provider = provider
@@ -92,7 +83,9 @@ class StatusPublisher:
         self._bays: dict[int, _BaySlot] = {}
         self._queue: deque[tuple[str, bytes]] = deque()
         self._queue_limit = queue_limit
-        self._active: set[str] = set()
+        self._own_alerts = alerts is None
+        self._alerts = ActiveAlerts() if alerts is None else alerts
+        self._sent_alerts: list[str] = []
         self._status_due = True
         self._last_status: dict[str, Any] = {}
         self._last_status_at = float("-inf")
@@ -105,8 +98,7 @@ class StatusPublisher:
     @property
     def active_alerts(self) -> list[str]:
         """The codes of the alerts active now, sorted."""
-        with self._cond:
-            return sorted(self._active)
+        return self._alerts.codes()
 
     def start(self) -> None:
         """Hook into the connection's (re)connects and start the publishing thread."""
@@ -138,13 +130,10 @@ class StatusPublisher:
             self._alert(item)
 
     def _alert(self, alert: Alert) -> None:
+        if self._own_alerts:
+            self._alerts.on_item(alert)
         with self._cond:
-            before = set(self._active)
-            if alert_is_clear(alert):
-                self._active.discard(alert.code)
-            elif not alert_is_one_off(alert):
-                self._active.add(alert.code)
-            if self._active != before:
+            if self._alerts.codes() != self._sent_alerts:
                 self._status_due = True
                 self._cond.notify_all()
         self._enqueue(f"{self._root}/alerts", alert.to_json())
@@ -171,21 +160,21 @@ class StatusPublisher:
     def _bay(self, view: BayView) -> None:
         payload = view.to_json()
         with self._cond:
-            slot = self._bays.setdefault(view.number, _BaySlot(payload))
-            slot.latest, slot.dirty = payload, True
+            slot = self._bays.setdefault(view.number, _BaySlot(payload, view.state))
+            slot.latest, slot.state, slot.dirty = payload, view.state, True
             if self._bay_due(slot, time.monotonic()) and self._conn.connected:
                 self._send_bay(view.number, slot)
             else:
                 self._cond.notify_all()
 
     def _bay_due(self, slot: _BaySlot, now: float) -> bool:
-        changed = slot.latest.get("state") != slot.sent_state
+        changed = slot.state != slot.sent_state
         return slot.dirty and (changed or now - slot.sent_at >= self._bay_interval)
 
     def _send_bay(self, number: int, slot: _BaySlot) -> None:
         if self._send(f"{self._root}/bay/{number}", _dumps(slot.latest), retain=True):
             slot.dirty = False
-            slot.sent_state = slot.latest.get("state")
+            slot.sent_state = slot.state
             slot.sent_at = time.monotonic()
 
     def _on_connect(self) -> None:
@@ -246,6 +235,7 @@ class StatusPublisher:
             if self._send(f"{self._root}/status", _dumps(payload), retain=True):
                 self._status_due = False
                 self._last_status = payload
+                self._sent_alerts = payload["alerts"]
                 self._last_status_at = time.monotonic()
 
     def _status_payload(self) -> dict[str, Any]:

@@ -17,14 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from agent import durable
-from agent.config import MqttSection, read_secret
-from agent.logs import register_secret
-from agent.schema import ConfigError
 from agent.transfer import emqx
-from agent.transfer.trust import TransferKeyError, parse_key
+from agent.trust.signatures import SIGNATURE_HEX
 
 MAX_USER_DATA_BYTES = 1024  # EMQX's S3 exporter puts user_data in one 2 KB metadata header
-SIG_ROOM_BYTES = len(',"dock_sig":""') + 64  # added by the sender when it has a key
+SIG_ROOM_BYTES = len(',"dock_sig":""') + SIGNATURE_HEX  # added by the sender (SPEC 11)
 COMPACT_KEYS = (
     "dock_id",
     "device_id",
@@ -143,24 +140,6 @@ class Parcels:
 
     def _marker(self, clip_id: str) -> Path:
         return self.dir / f"{clip_id}.clip-acked"
-
-
-def load_transfer_key(cfg: MqttSection) -> bytes | None:
-    """The dock's transfer key from `[mqtt] transfer_key_file`, or None when unset."""
-    where = f"mqtt.transfer_key_file = {cfg.transfer_key_file!r}"
-    if not cfg.transfer_key_file:
-        return None
-    try:
-        text = read_secret(cfg.transfer_key_file)
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or type(exc).__name__
-        raise ConfigError([f"{where}: cannot read it: {reason}"]) from None
-    try:
-        key = parse_key(text, where)
-    except TransferKeyError as exc:
-        raise ConfigError([str(exc)]) from None
-    register_secret(text.strip())
-    return key
 
 
 def manifest_name(file_name: str) -> str:

@@ -1,23 +1,31 @@
-"""Evidence sync upstream (SPEC 7): clips in priority order, resumable, then the recorder is freed."""
+"""Evidence sync upstream (SPEC 7): clips in priority order, resumable, then the recorder is freed.
+
+Clips come to sync as `Analysed` steps (and, once at start-up, from a scan of the active index
+for clips analysed before a restart but never acked); a synced clip goes on as a `Synced` step.
+Nothing here polls the index: the thread sleeps until a step, a resync, a reconnect or the
+next retry is due.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from agent.daemon.services import Services
-from agent.evidence.lifecycle import acked_upstream, archive_if_finished
+from agent.events import Analysed, ClipFlow, Synced
+from agent.evidence import lifecycle
+from agent.evidence.lifecycle import acked_upstream, awaiting_sync, has_local_copy
 from agent.evidence.record import manifest
 from agent.evidence.retention.classes import classify
 from agent.mqtt.connection import MqttConnection
 from agent.notes.model import Note
 from agent.notes.store import NotesStore
 from agent.sync.outbox import Outbox
-from agent.sync.parcel import Parcels, load_transfer_key, manifest_name, manifest_user_data
+from agent.sync.parcel import Parcels, manifest_name, manifest_user_data
+from agent.sync.parts import SyncParts
 from agent.timebase import utcnow
 from agent.transfer.sender import (
     FileSender,
@@ -28,12 +36,15 @@ from agent.transfer.sender import (
     TransferFailed,
     TransferInterrupted,
 )
+from agent.transfer.signing import Signer
+from agent.trust.dock import DockTrust
 
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 30.0  # after a clip's first failure; doubled at each failure in a row
 RETRY_MAX_S = 900.0
-IDLE_WAIT_S = 1.0
+IDLE_WAIT_S = 60.0  # the longest sleep with nothing due (a step, resync or reconnect wakes it)
+FORGERIES_REMEMBERED = 4096  # clips already alerted for a forged answer (receipt_invalid)
 RESYNC_MAX = 256  # clips waiting to be resent at most (the `resync` command is refused beyond)
 
 
@@ -52,14 +63,24 @@ def candidates(
     records: list[dict[str, Any]], now: float, retry_at: dict[str, float]
 ) -> list[dict[str, Any]]:
     """Offloaded, analysed clips not waiting out a failure, in send order."""
-    ready = [
-        r
-        for r in records
-        if r.get("state") == "offloaded"
-        and r.get("analysed")
-        and retry_at.get(r["clip_id"], 0.0) <= now
-    ]
+    ready = [r for r in records if awaiting_sync(r) and retry_at.get(r["clip_id"], 0.0) <= now]
     return sorted(ready, key=priority)
+
+
+def next_due(
+    pending: dict[str, tuple[int, str]], now: float, retry_at: dict[str, float]
+) -> str | None:
+    """The first pending clip in send order that is not waiting out a failure."""
+    ready = [(p, c) for c, p in pending.items() if retry_at.get(c, 0.0) <= now]
+    return min(ready)[1] if ready else None
+
+
+def idle_wait(
+    pending: dict[str, tuple[int, str]], now: float, retry_at: dict[str, float], cap: float
+) -> float:
+    """Seconds to sleep when nothing is due: until the earliest retry, at most `cap`."""
+    due = [retry_at[c] - now for c in pending if c in retry_at]
+    return max(0.0, min([cap, *due]))
 
 
 class Sync:
@@ -67,26 +88,31 @@ class Sync:
 
     def __init__(
         self,
-        services: Services,
+        services: SyncParts,
         conn: MqttConnection,
         notes: NotesStore,
-        on_synced: Callable[[str], None],
+        flow: ClipFlow,
         outbox: Outbox,
+        trust: DockTrust,
     ) -> None:
+        """Send what `flow` says was analysed; publish each clip acked as `Synced` on it."""
         self.s = services
         self.outbox = outbox
         self.conn = conn
         self.notes = notes
-        self.on_synced = on_synced
+        self.flow = flow
         cfg = services.cfg
+        receipts = cfg.mqtt.upstream == "receiver"
+        signer = Signer(cfg.client_id, trust.signing_key, trust.central_key, receipts)
         self.sender = FileSender(
-            conn,
-            cfg.client_id,
-            cfg.data_dir / "transfer",
-            SendSettings.from_mqtt(cfg.mqtt),
-            load_transfer_key(cfg.mqtt),
+            conn, cfg.client_id, cfg.data_dir / "transfer", SendSettings.from_mqtt(cfg.mqtt), signer
         )
+        self.sender.on_forged = self._forged
+        self.sending: dict[str, Any] | None = None  # the clip being sent now
+        self.forgery_told: dict[str, None] = {}  # clips receipt_invalid was raised for
         self.parcels = Parcels(cfg.data_dir / "transfer" / "manifests")
+        self.pending: dict[str, tuple[int, str]] = {}  # analysed, not acked: clip -> priority
+        self._pending_lock = threading.Lock()
         self.retry_at: dict[str, float] = {}
         self.failures: dict[str, int] = {}  # failures in a row, per clip
         self.receiver_full = 0  # "no space" answers in a row: the whole queue waits
@@ -99,9 +125,11 @@ class Sync:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sync", daemon=True)
         notes.on_change.append(self._note_changed)
+        flow.subscribe(Analysed, self.analysed)
 
     def start(self) -> None:
-        """Start sending in the background."""
+        """Start sending in the background (a reconnect wakes the thread)."""
+        self.conn.add_on_connect(self.wake)
         self._thread.start()
 
     def stop(self) -> None:
@@ -111,8 +139,19 @@ class Sync:
         self._thread.join(30)
 
     def wake(self) -> None:
-        """Look for work now (a clip was analysed, a command asked)."""
+        """Look for work now (a clip was analysed, a resync asked, the broker is back)."""
         self._wake.set()
+
+    def analysed(self, step: Analysed) -> None:
+        """Flow handler: queue the step's clips that await sync (called on analysis's thread)."""
+        self._queue(r for r in map(self.s.index.get, step.clip_ids) if r is not None)
+        self.wake()
+
+    def _queue(self, records: Iterable[dict[str, Any]]) -> None:
+        with self._pending_lock:
+            for record in records:
+                if awaiting_sync(record):
+                    self.pending[record["clip_id"]] = priority(record)
 
     def healthy(self, stall_s: float) -> bool:
         """False when the sync thread showed no sign of life for `stall_s`.
@@ -137,7 +176,7 @@ class Sync:
         record = self.s.index.get(payload["clip_id"])
         if record is None:
             raise KeyError(f"unknown clip {payload['clip_id']}")
-        if record["state"] == "purged" or not Path(record["local_path"]).exists():
+        if not has_local_copy(record) or not Path(record["local_path"]).exists():
             raise ValueError("the local copy was purged after its upstream ack; nothing to resend")
         with self._resync_lock:
             if record["clip_id"] not in self.resync and len(self.resync) >= RESYNC_MAX:
@@ -157,11 +196,14 @@ class Sync:
     # ---- loop -----------------------------------------------------------------------------
 
     def _run(self) -> None:
+        # Once: clips analysed before a restart and never acked (no step will name them again).
+        self._queue(candidates(self.s.index.active(), time.monotonic(), {}))
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
-            record = self._next() if time.monotonic() >= self.paused_until else None
-            if record is None or not self.conn.connected:
-                self._wake.wait(IDLE_WAIT_S)
+            paused = time.monotonic() < self.paused_until
+            record = None if paused or not self.conn.connected else self._next()
+            if record is None:
+                self._wake.wait(self._idle_wait(paused))
                 self._wake.clear()
                 continue
             self.busy = True
@@ -176,10 +218,31 @@ class Sync:
     def _next(self) -> dict[str, Any] | None:
         while (clip_id := self._next_resync()) is not None:
             record = self.s.index.get(clip_id)
-            if record is not None and record["state"] != "purged":
+            if record is not None and has_local_copy(record):
                 return record
-        found = candidates(self.s.index.active(), time.monotonic(), self.retry_at)
-        return found[0] if found else None
+        while True:
+            with self._pending_lock:
+                clip_id = next_due(self.pending, time.monotonic(), self.retry_at)
+            if clip_id is None:
+                return None
+            record = self.s.index.get(clip_id)
+            if record is not None and awaiting_sync(record):
+                return record
+            self._sent(clip_id)  # acked or gone meanwhile: nothing to send
+
+    def _idle_wait(self, paused: bool) -> float:
+        """How long to sleep: until the pause ends or the earliest retry (a wake cuts it short)."""
+        if not self.conn.connected:
+            return IDLE_WAIT_S
+        if paused:
+            return max(0.0, self.paused_until - time.monotonic())
+        with self._pending_lock:
+            return idle_wait(self.pending, time.monotonic(), self.retry_at, IDLE_WAIT_S)
+
+    def _sent(self, clip_id: str) -> None:
+        with self._pending_lock:
+            self.pending.pop(clip_id, None)
+        self.retry_at.pop(clip_id, None)
 
     def _send(self, record: dict[str, Any]) -> None:
         clip_id = record["clip_id"]
@@ -189,6 +252,7 @@ class Sync:
             "CLIP_SHA256": clip_id,
         }
         try:
+            self.sending = record
             results = self._deliver(record)
         except TransferInterrupted as exc:
             logger.info("sync of %s interrupted: %s", record["file_name"], exc, extra=extra)
@@ -205,30 +269,23 @@ class Sync:
                 delay,
                 extra=extra,
             )
-            invalid = isinstance(exc, ReceiptInvalid)
-            self.s.bus.alert(
-                "receipt_invalid" if invalid else "sync_failed",
-                "error" if invalid else "warning",
-                f"{record['file_name']}: {exc}; next try in {delay:.0f} s",
-                one_off=True,
-                sha256=clip_id,
-            )
+            if not isinstance(exc, ReceiptInvalid):  # that one was raised when it was seen
+                self.s.bus.alert(
+                    "sync_failed",
+                    "warning",
+                    f"{record['file_name']}: {exc}; next try in {delay:.0f} s",
+                    one_off=True,
+                    sha256=clip_id,
+                )
             return
+        finally:
+            self.sending = None
         self.failures.pop(clip_id, None)
+        self._sent(clip_id)
         self.receiver_full = 0
-        forged = sum(r.forged for r in results)
-        if forged:  # a broker client answered for the receiver: acked only by the real receipt
-            self.s.bus.alert(
-                "receipt_invalid",
-                "warning",
-                f"{record['file_name']}: {forged} fin answer(s) without a valid receipt ignored; "
-                "acked by the receiver's receipt",
-                one_off=True,
-                sha256=clip_id,
-            )
         sent = sum(r.segments_sent for r in results)
         logger.info("synced %s (%d segments sent)", record["file_name"], sent, extra=extra)
-        if record["state"] == "offloaded":
+        if not acked_upstream(record):
             self._synced(record)
 
     def _deliver(self, record: dict[str, Any]) -> list[SendResult]:
@@ -261,6 +318,25 @@ class Sync:
         self.parcels.done(clip_id)
         return results
 
+    def _forged(self, file_id: str) -> None:
+        """A broker client answered a fin "success" without central's receipt: told once per clip."""
+        record = self.sending
+        clip_id = record["clip_id"] if record else file_id
+        if clip_id in self.forgery_told:
+            return
+        self.forgery_told[clip_id] = None
+        while len(self.forgery_told) > FORGERIES_REMEMBERED:
+            del self.forgery_told[next(iter(self.forgery_told))]
+        name = record["file_name"] if record else file_id
+        self.s.bus.alert(
+            "receipt_invalid",
+            "error",
+            f"{name}: a fin was answered 'success' without central's valid receipt (a client on "
+            "the broker answers for the receiver); ignored, the clip waits for central's answer",
+            one_off=True,
+            sha256=clip_id,
+        )
+
     def _failed(self, clip_id: str) -> float:
         """Count a failure of `clip_id` and schedule its next try; returns the delay."""
         self.failures[clip_id] = n = self.failures.get(clip_id, 0) + 1
@@ -287,15 +363,15 @@ class Sync:
             client_id=self.s.cfg.client_id,
             synced_at=synced_at,
         )
-        updated = self.s.index.update(clip_id, state="synced", synced_at=synced_at)
-        archive_if_finished(self.s.index, updated, self.s.cfg.policy.delete_from_recorder)
+        policy = self.s.cfg.delete_policy
+        lifecycle.advance(self.s.index, clip_id, policy, **lifecycle.synced(synced_at))
         self.s.bus.event(
             "clip_synced",
             device_id=record["device_id"],
             sha256=clip_id,
             file_name=record["file_name"],
         )
-        self.on_synced(clip_id)
+        self.flow.publish(Synced(clip_id, record["device_id"]))
 
     # ---- manifest and notes ---------------------------------------------------------------
 

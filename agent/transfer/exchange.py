@@ -48,7 +48,13 @@ class Exchange:
             on_puback(self._on_puback)
         transport.subscribe(self.reply_topic, 1, self._on_response)
 
-    def publish(self, answers: queue.Queue[Answer], topic: str, payload: bytes) -> bytes:
+    def publish(
+        self,
+        answers: queue.Queue[Answer],
+        topic: str,
+        payload: bytes,
+        user_property: tuple[str, str] | None = None,
+    ) -> bytes:
         """Publish one command; its answer goes to `answers`. Returns its correlation data."""
         corr = uuid.uuid4().bytes
         with self._lock:
@@ -56,6 +62,8 @@ class Exchange:
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = self.reply_topic
         props.CorrelationData = corr
+        if user_property is not None:
+            props.UserProperty = [user_property]
         try:
             info = self.transport.publish(topic, payload, qos=1, properties=props)
         except Exception as exc:  # silence is then handled by the answer timeout
@@ -113,6 +121,14 @@ class Exchange:
             logger.warning("unreadable file-transfer response: %s", exc.description)
             return
         self._deliver(corr, resp)
+
+
+def poll(answers: queue.Queue[Answer]) -> Answer | None:
+    """The next answer waiting in `answers`, or None at once."""
+    try:
+        return answers.get_nowait()
+    except queue.Empty:
+        return None
 
 
 def _puback_response(topic: str, mid: int, code: int) -> p.Response:

@@ -7,6 +7,7 @@ from typing import Any
 
 from agent.config import MqttSection
 from agent.transfer import emqx
+from agent.transfer import protocol as p
 
 
 class TransferFailed(Exception):
@@ -80,3 +81,10 @@ class SendResult:
     fins_sent: int = 0
     forged: int = 0  # "success" answers to fin without a valid receipt, ignored
     name: str = ""  # the name the file was sent under (made safe for EMQX)
+
+
+def why(answer: p.Response | None) -> str:
+    """An answer (or its absence) in words, for logs and failures."""
+    if answer is None:
+        return "no answer in time"
+    return f"reason code {answer.reason_code}: {answer.reason_description}"

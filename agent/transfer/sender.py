@@ -2,12 +2,11 @@
 
 SPEC 7 and 7.1: one init payload per transfer, fixed at its first attempt and persisted; a
 silent fin is sent again alone before any segment is; EMQX's `enospc`/`edquot` mean no room;
-with a transfer key (SPEC 11) a fin counts only with the receiver's valid receipt.
+signed (SPEC 11), a fin counts only with central's receipt over that fin's nonce.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -15,13 +14,14 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from agent.durable import make_dirs
-from agent.transfer import emqx, trust
+from agent.transfer import emqx
 from agent.transfer import protocol as p
-from agent.transfer.exchange import Answer, Exchange
+from agent.transfer.exchange import Answer, Exchange, poll
 from agent.transfer.link import Transport
 from agent.transfer.outcome import (
     QuotaExceeded,
@@ -31,8 +31,10 @@ from agent.transfer.outcome import (
     TransferFailed,
     TransferInterrupted,
 )
+from agent.transfer.outcome import why as _why
 from agent.transfer.ratelimit import TokenBucket
 from agent.transfer.resume import ResumeState, prune_done
+from agent.transfer.signing import Signer
 
 logger = logging.getLogger(__name__)
 __all__ = [
@@ -62,13 +64,15 @@ class _Job:
 class _Slot:
     offset: int
     deadline: float
+    failure: p.Response | None = None  # held until the deadline: a success may still come
 
 
 class FileSender:
     """Sends files over a Transport; one instance per client id, `send` may run in several threads.
 
-    `key` is the dock's transfer key (SPEC 11): it signs every init and makes a fin count only
-    with the receiver's receipt. It is never logged.
+    `signer` (SPEC 11) signs every init and segment, puts a fresh nonce in every fin and
+    makes a successful fin count only with central's receipt over it; `on_forged(file_id)` is
+    told of each success answer without a valid receipt (the sender keeps listening).
     """
 
     def __init__(
@@ -77,13 +81,14 @@ class FileSender:
         client_id: str,
         state_dir: Path,
         settings: SendSettings,
-        key: bytes | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.transport = transport
         self.client_id = client_id
         self.state_dir = Path(state_dir)
         self.settings = settings
-        self._key = key
+        self.signer = signer
+        self.on_forged: Any = None
         self.exchange = Exchange(transport, client_id, settings.ack_mode)
         self._pruned_at = time.monotonic()
         self.active_at = time.monotonic()  # the sending thread's last sign of life (watchdog)
@@ -124,24 +129,24 @@ class FileSender:
             os.close(fd)
 
     def _meta(self, name: str, size: int, file_id: str, user_data: dict[str, Any]) -> p.FileMeta:
-        data = dict(user_data)
-        if self._key is not None:
-            data["dock_sig"] = trust.init_signature(
-                self._key, self.client_id, file_id, size, file_id
-            )
-        return p.FileMeta(
+        meta = p.FileMeta(
             name=name,
             size=size,
             checksum=file_id,
             expire_at=int(time.time()) + self.settings.expire_after_s,
             segments_ttl=self.settings.segments_ttl_s,
-            user_data=data,
+            user_data=dict(user_data),
         )
+        return meta if self.signer is None else self.signer.sign_meta(file_id, meta)
 
     def _deliver(self, job: _Job) -> SendResult:
         state = self._load_state(job)
-        if state.init is not None and _sig(state.init) != job.meta.user_data.get("dock_sig"):
-            state.init = None  # signed with an earlier key: the receiver would refuse it for good
+        if self.signer is not None and self.signer.stale_init(job.file_id, state.init):
+            # Signed the old way (HMAC), or with an earlier key: the receiver would refuse it for
+            # good. Sent afresh: a new init, every segment again (SPEC 11 migration).
+            logger.warning("%s: saved init not signed by this key; sent afresh", job.file_id)
+            state.init = None
+            state.reset()
         init = state.fix_init(p.init_payload(job.meta))
         answer: p.Response | None = None
         for round_no in range(1, self.settings.max_rounds + 1):
@@ -183,7 +188,9 @@ class FileSender:
             if self._ensure_link(job):
                 timeout = self.settings.ack_timeout_s
             job.result.fins_sent += 1
-            answer, dropped = self._request(job, topic, b"", timeout, self._receipted)
+            payload, nonce = self.signer.fin_payload() if self.signer else (b"", "")
+            accept = partial(self._receipted, nonce=nonce)
+            answer, dropped = self._request(job, topic, payload, timeout, accept)
             if answer is not None:
                 return answer
             if not dropped and timeout >= full:
@@ -194,21 +201,18 @@ class FileSender:
             timeout = self.settings.ack_timeout_s if dropped else min(full, timeout * 2)
         return None
 
-    def _receipted(self, job: _Job, answer: p.Response) -> bool:
-        """A fin answer to act on: any failure; success only with a valid receipt, given a key."""
-        if not answer.ok or self._key is None:
-            return True
-        m = job.meta
-        expected = trust.fin_receipt(self._key, self.client_id, job.file_id, m.size, m.checksum)
-        if trust.valid(expected, answer.receipt):
-            return True
-        job.result.forged += 1
-        logger.warning(
-            "fin of %s answered success without a valid receipt (%s); ignored",
-            job.file_id,
-            "none" if answer.receipt is None else "wrong",
+    def _receipted(self, job: _Job, answer: p.Response, nonce: str) -> bool | None:
+        """Act on a fin answer (True), ignore a forged success (False), or hold a failure (None)."""
+        verdict = (
+            True
+            if self.signer is None
+            else self.signer.judge_fin(job.file_id, job.meta, nonce, answer)
         )
-        return False
+        if verdict is False:
+            job.result.forged += 1
+            if self.on_forged is not None:
+                self.on_forged(job.file_id)
+        return verdict
 
     def _prune(self) -> None:
         """Drop kept inits past their expire_at, at most hourly."""
@@ -231,20 +235,21 @@ class FileSender:
             "segment_bytes": self.settings.segment_bytes,
         }
         make_dirs(self.state_dir)
-        state = ResumeState.load(
+        return ResumeState.load(
             self.state_dir, key, self.settings.persist_interval_s, self.settings.segments_ttl_s
         )
-        return state
 
     def _offsets(self, size: int) -> range:
         return range(0, size, self.settings.segment_bytes)
 
     def _command(self, job: _Job, topic: str, payload: bytes) -> None:
         """Send one command until it succeeds, at most `max_tries` times."""
-        answer: p.Response | None = None
+        answer = None
+        signer = self.signer
+        judge = None if signer is None else lambda _job, a: signer.judge(a)
         for _ in range(self.settings.max_tries):
             self._ensure_link(job)
-            answer, _dropped = self._request(job, topic, payload, self.settings.ack_timeout_s)
+            answer, _ = self._request(job, topic, payload, self.settings.ack_timeout_s, judge)
             if answer is not None and answer.ok:
                 return
             if p.no_room(answer):
@@ -256,20 +261,25 @@ class FileSender:
     ) -> tuple[p.Response | None, bool]:
         """One command, one answer: (answer or None on silence, whether the link dropped meanwhile).
 
-        Answers `accept(job, answer)` rejects are skipped. A command published just before the
-        broker went away is lost with it: waiting out the whole timeout after the link is back
-        would only delay the resend.
+        Answers `accept(job, answer)` rejects (False) are skipped; one it holds (None: a failure any
+        broker client could have sent) is returned only if no accepted one follows within
+        ack_timeout_s. A command published just before the broker went away is lost with it:
+        waiting out the whole timeout after the link is back would only delay the resend.
         """
         corr = self.exchange.publish(job.answers, topic, payload)
-        deadline = time.monotonic() + timeout
+        deadline, held = time.monotonic() + timeout, None
         try:
             while self.transport.wait_connected(0):
                 got = self._next_answer(job, min(deadline, time.monotonic() + _LINK_POLL_S))
-                if got is not None and got[0] == corr and (accept is None or accept(job, got[1])):
-                    return got[1], False
-                if got is None and time.monotonic() >= deadline:
-                    return None, False
-            return None, True
+                if got is not None and got[0] == corr:
+                    verdict = True if accept is None else accept(job, got[1])
+                    if verdict:
+                        return got[1], False
+                    if verdict is None and held is None:
+                        held, deadline = got[1], min(deadline, self._deadline())
+                elif got is None and time.monotonic() >= deadline:
+                    return held, False
+            return held, True
         finally:
             self.exchange.forget(corr)
 
@@ -281,7 +291,7 @@ class FileSender:
             if todo and len(inflight) < self.settings.max_inflight:
                 offset = todo.popleft()
                 inflight[self._send_segment(job, offset)] = _Slot(offset, self._deadline())
-                got = _poll(job.answers)
+                got = poll(job.answers)
             else:
                 got = self._next_answer(job, min(s.deadline for s in inflight.values()))
                 if got is None:
@@ -299,9 +309,13 @@ class FileSender:
         state: ResumeState,
     ) -> None:
         """Apply one answer: success is remembered, failure resends the segment."""
-        slot = inflight.pop(got[0], None)
+        slot = inflight.get(got[0])
         if slot is None:
             return
+        if not got[1].ok and self.signer and self.signer.holds_failures and slot.failure is None:
+            slot.failure = got[1]  # any broker client may answer so; the receiver's comes too
+            return
+        del inflight[got[0]]
         self.exchange.forget(got[0])
         if got[1].ok:
             state.ack(slot.offset)
@@ -314,10 +328,13 @@ class FileSender:
         self.active_at = time.monotonic()
         if not self._bucket.take(len(data), job.cancel):
             raise TransferInterrupted(f"{job.file_id}: cancelled")
-        topic = p.segment_topic(self.settings.prefix, job.file_id, offset, p.sha256_hex(data))
+        digest = p.sha256_hex(data)
+        topic = p.segment_topic(self.settings.prefix, job.file_id, offset, digest)
         job.result.segments_sent += 1
         job.result.bytes_sent += len(data)
-        return self.exchange.publish(job.answers, topic, data)
+        sign = self.signer.segment_property if self.signer else None
+        prop = sign(job.file_id, offset, data, digest) if sign else None
+        return self.exchange.publish(job.answers, topic, data, prop)
 
     def _expire(
         self, job: _Job, inflight: dict[bytes, _Slot], todo: deque[int], tries: dict[int, int]
@@ -333,7 +350,7 @@ class FileSender:
             if slot.deadline <= now:
                 del inflight[corr]
                 self.exchange.forget(corr)
-                self._retry(job, slot.offset, None, todo, tries)
+                self._retry(job, slot.offset, slot.failure, todo, tries)
 
     def _retry(
         self,
@@ -378,22 +395,3 @@ class FileSender:
 
     def _deadline(self) -> float:
         return time.monotonic() + self.settings.ack_timeout_s
-
-
-def _poll(answers: queue.Queue[Answer]) -> Answer | None:
-    try:
-        return answers.get_nowait()
-    except queue.Empty:
-        return None
-
-
-def _why(answer: p.Response | None) -> str:
-    if answer is None:
-        return "no answer in time"
-    return f"reason code {answer.reason_code}: {answer.reason_description}"
-
-
-def _sig(init: bytes) -> Any:
-    """The `dock_sig` a saved init payload (a JSON object: ResumeState) carries, else None."""
-    data = json.loads(init).get("user_data")
-    return data.get("dock_sig") if isinstance(data, dict) else None

@@ -35,7 +35,12 @@ def init_message(client_id: str, file_id: str, init_payload: dict[str, Any]) -> 
 
 def segment_message(client_id: str, file_id: str, offset: int, segment: bytes) -> str:
     """What a segment's `dock_sig` user property signs."""
-    return f"seg\n{client_id}\n{file_id}\n{offset}\n{hashlib.sha256(segment).hexdigest()}"
+    return segment_digest_message(client_id, file_id, offset, hashlib.sha256(segment).hexdigest())
+
+
+def segment_digest_message(client_id: str, file_id: str, offset: int, sha256_hex: str) -> str:
+    """`segment_message` from the segment's SHA-256 (lowercase hex) already computed."""
+    return f"seg\n{client_id}\n{file_id}\n{offset}\n{sha256_hex}"
 
 
 def fin_message(client_id: str, file_id: str, size: int, sha256: str, nonce: str) -> str:

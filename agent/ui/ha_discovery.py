@@ -26,8 +26,8 @@ import paho.mqtt.client as mqtt
 
 from agent import __version__
 from agent.config import ID_RE, DockConfig, split_listen
-from agent.daemon.events import BAY_STATES
 from agent.durable import write_json
+from agent.events import BAY_STATES
 from agent.ui.i18n import TEXT, text
 
 logger = logging.getLogger(__name__)

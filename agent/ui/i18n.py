@@ -201,11 +201,19 @@ TEXT: dict[str, tuple[str, str]] = {
         "Waiting for another recorder to finish",
     ),
     # dock alerts
+    "code.deletes_held": (
+        "未配置中心公钥，记录仪上的视频暂不删除",
+        "Central's key is not enrolled: nothing is deleted from recorders",
+    ),
     "code.disk_low": ("采集站存储空间不足", "The dock's storage is running low"),
     "code.late_offload": ("有视频超过规定时间才导出", "A clip was offloaded later than allowed"),
     "code.mqtt_auth_failed": (
         "采集站无法登录中心服务器",
         "The dock cannot log in to the central server",
+    ),
+    "code.mqtt_subscribe_refused": (
+        "中心服务器拒绝了采集站的订阅",
+        "The central server refused one of the dock's subscriptions",
     ),
     "code.receipt_invalid": (
         "中心回执无效，视频未确认",
@@ -224,6 +232,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "label.clips": ("个文件", "clips"),
     "label.last_upload": ("最近上传", "Last upload"),
     "label.never": ("无", "none"),
+    "label.key": ("本机密钥指纹", "Dock key"),
     "label.alerts": ("告警：", "Alerts: "),
     "label.sep": ("；", "; "),
     "label.no_alerts": ("无告警", "No alerts"),

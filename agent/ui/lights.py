@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from agent.config import DockConfig
-from agent.daemon.events import BayView, EventBus
+from agent.events import BayView, EventBus
 from agent.findings import Finding, warning
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from agent import __version__
-from agent.daemon.events import BAY_STATES, Alert, BayView, DockEvent
+from agent.events import BAY_STATES, Alert, BayView, DockEvent
 
 logger = logging.getLogger(__name__)
 disable_created_metrics()  # no *_created series beside each counter: noise for a dashboard

@@ -139,6 +139,7 @@ function dock(s) {
   if (q.oldest_unsynced_age_s) parts[0] += ", " + t("label.oldest") + " " + span(q.oldest_unsynced_age_s);
   const last = s.last_synced_at ? clock(new Date(s.last_synced_at)) : t("label.never");
   parts.push(t("label.last_upload") + " " + last);
+  if (s.key_fingerprint) parts.push(t("label.key") + " " + s.key_fingerprint);
   const foot = document.querySelector("footer");
   foot.replaceChildren(...parts.map((x) => el("span", "", x)));
   const alerts = (s.alerts || []).map((a) => ("code." + a.code) in T ? t("code." + a.code) : a.message);

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from agent.config import DockConfig
 from agent.evidence.custody import read_head
 from agent.evidence.index.snapshot import IndexSnapshot
+from agent.trust.dock import dock_fingerprint
 
 
 class IndexView(Protocol):
@@ -49,6 +50,7 @@ def dock_status(cfg: DockConfig, index: IndexView, custody: CustodyHead) -> dict
         "active_clips": stats["active_clips"],
         "alerts": state.get("alerts", []),
         "custody_head": {"seq": seq, "hash": head},
+        "key_fingerprint": dock_fingerprint(cfg),
     }
 
 

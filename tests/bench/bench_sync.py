@@ -24,16 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config import MqttSection
 from agent.transfer import protocol as p
-from agent.transfer.link import PahoLink
 from agent.transfer.sender import FileSender, SendSettings
+from agent.transfer.signing import Signer
+from agent.trust import keys
 from tests.bench import Row
 from tests.bench.stored import NotStored, sha256_file
 from tests.bench.sync_uplink import uplink_row
 from tests.broker import running_broker
+from tests.paho_link import PahoLink
 
 REPO = Path(__file__).resolve().parents[2]
 SEGMENT, WINDOW = MqttSection().segment_bytes, MqttSection().max_inflight  # the defaults
@@ -123,6 +126,20 @@ def drained_publish(port: int, clip: Path, size: int, file_id: str) -> float:
         drain.wait(10)
 
 
+def keyed(workdir: Path, client_id: str = "dock-bench") -> tuple[str, Signer]:
+    """SPEC 11 as shipped: the receiver knows the dock's key and signs receipts the dock checks.
+
+    Returns the receiver's [receiver] lines and the dock's Signer (both key pairs made here).
+    """
+    dock = Ed25519PrivateKey.generate()
+    keys_dir = workdir / "dock-keys"
+    keys_dir.mkdir(exist_ok=True)
+    keys.write_public(keys_dir / f"{client_id}.pub", dock.public_key(), client_id)
+    central = keys.create_private(workdir / "receiver.key")
+    extra = f'dock_keys_dir = "{keys_dir}"\nsigning_key_file = "{workdir / "receiver.key"}"\n'
+    return extra, Signer(client_id, dock, central.public_key())
+
+
 def start_receiver(
     workdir: Path, store: Path, port: int, extra: str = ""
 ) -> subprocess.Popen[bytes]:
@@ -137,12 +154,14 @@ def start_receiver(
     return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=log, stderr=log)
 
 
-def synced_send(port: int, workdir: Path, clip: Path, size: int, file_id: str) -> float:
-    """Seconds for FileSender to deliver the clip to the receiver (fin acknowledged)."""
+def synced_send(
+    port: int, workdir: Path, clip: Path, size: int, file_id: str, signer: Signer
+) -> float:
+    """Seconds for FileSender to deliver the clip to the receiver (fin acknowledged, receipted)."""
     client, link = connect(port, "dock-bench")
     try:
         warm = SendSettings(ack_timeout_s=1.0, max_tries=20)
-        sender = FileSender(link, "dock-bench", workdir / "state", warm)
+        sender = FileSender(link, "dock-bench", workdir / "state", warm, signer)
         tiny = workdir / "warmup.bin"
         tiny.write_bytes(b"warm-up")
         digest = hashlib.sha256(b"warm-up").hexdigest()
@@ -177,9 +196,10 @@ def measure(workdir: Path, size: int, stores: dict[str, Path]) -> dict[str, Any]
         for label, store in stores.items():
             run_dir = workdir / label
             run_dir.mkdir()
-            receiver = start_receiver(run_dir, store, broker.port)
+            extra, signer = keyed(run_dir)
+            receiver = start_receiver(run_dir, store, broker.port, extra)
             try:
-                got[label] = synced_send(broker.port, run_dir, clip, size, file_id)
+                got[label] = synced_send(broker.port, run_dir, clip, size, file_id, signer)
             finally:
                 receiver.terminate()
                 receiver.wait(30)

@@ -3,14 +3,13 @@
 The dock (FileSender, the daemon's settings) reaches Mosquitto only through the proxy;
 `dock-agent receive` sits beside the broker, as central does. Measured: the clip's bytes over
 the seconds from its init to the fin of its manifest file (SPEC 7.1: a clip is acked when both
-are), so the manifest transfer and, with transfer keys, the receipts are inside the time.
+are), so the manifest transfer, the signatures (SPEC 11) and the receipts are inside the time.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import socket
 import threading
 import time
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from agent.sync.parcel import Parcels, manifest_name, manifest_user_data
-from agent.transfer.receiver.config import ReceiverSection
 from agent.transfer.sender import FileSender, SendSettings
 from tests.bench import Row
 from tests.bench.linkproxy import LinkProxy, raw_rate
@@ -28,11 +26,6 @@ from tests.broker import running_broker
 RATE = 40_000_000 / 8  # 40 Mbit/s in bytes per second
 RTT = 0.040
 MIB = 1 << 20
-
-
-def keys_supported() -> bool:
-    """Whether this receiver takes dock keys (SPEC 11), so that fins carry receipts."""
-    return any(f.name == "dock_keys_dir" for f in dataclasses.fields(ReceiverSection))
 
 
 def measured_rtt(proxy_rate: float) -> float:
@@ -69,18 +62,11 @@ def uplink_send(
     workdir: Path, clip: Path, size: int, file_id: str, segment: int, window: int
 ) -> tuple[float, bool, bool]:
     """(seconds, receiver copy intact, receipts checked) for clip + manifest through the proxy."""
-    from tests.bench.bench_sync import connect, start_receiver
+    from tests.bench.bench_sync import connect, keyed, start_receiver
 
-    keyed = keys_supported()
-    key = os.urandom(32)
     store = workdir / "store"
     with running_broker(workdir / "broker") as broker:
-        extra = ""
-        if keyed:
-            keys = workdir / "keys"
-            keys.mkdir()
-            (keys / "dock-bench.key").write_text(key.hex())
-            extra = f'dock_keys_dir = "{keys}"\n'
+        extra, signer = keyed(workdir)
         receiver = start_receiver(workdir, store, broker.port, extra)
         proxy = LinkProxy((broker.host, broker.port), RATE, RTT)
         client, link = connect(proxy.port, "dock-bench")
@@ -90,7 +76,7 @@ def uplink_send(
                 "dock-bench",
                 workdir / "state",
                 SendSettings(ack_timeout_s=2.0, max_tries=30),
-                key if keyed else None,
+                signer,
             )
             tiny = workdir / "warmup.bin"
             tiny.write_bytes(b"warm-up")
@@ -119,7 +105,7 @@ def uplink_send(
     held = store / "dock-bench" / file_id / "clip.mp4"
     if not held.is_file() or sha256_file(held) != file_id:
         raise NotStored(f"the receiver's {held} is missing or differs: the send is not timed")
-    return seconds, True, keyed
+    return seconds, True, True
 
 
 def uplink_row(workdir: Path, clip: Path, size: int, file_id: str, seg: int, win: int) -> Row:

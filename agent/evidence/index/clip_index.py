@@ -8,7 +8,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +26,14 @@ from agent.evidence.index.archive import (
     latest_in,
     shard_name,
 )
-from agent.evidence.index.journal import IndexCorrupt, Journal, MemoryStorage, dumps, plain
+from agent.evidence.index.journal import (
+    IndexCorrupt,
+    Journal,
+    MemoryStorage,
+    apply,
+    dumps,
+    plain,
+)
 from agent.evidence.lifecycle import acked_upstream
 
 logger = logging.getLogger(__name__)
@@ -150,6 +157,14 @@ class ClipIndex:
 
     def update(self, clip_id: str, **changes: Any) -> Record:
         """Change fields of an active or archived clip and return the new record."""
+        return self.change(clip_id, changes, lambda _record: False)
+
+    def change(self, clip_id: str, changes: Record, finished: Callable[[Record], bool]) -> Record:
+        """Change fields of a clip and, when `finished` says so of the result, archive it.
+
+        One operation under one lock: no reader sees the changed clip still active once
+        finished. The way a clip's state changes (see agent.evidence.lifecycle.advance).
+        """
         if "clip_id" in changes:
             raise ValueError("a clip's clip_id cannot change")
         clean = plain(changes)
@@ -158,20 +173,19 @@ class ClipIndex:
             if doc_id is None:
                 return self._update_archived(clip_id, clean)
             self._commit({"op": "update", "id": clip_id, "set": clean})
-            return _copy(self._raw()[str(doc_id)])
+            record = _copy(self._raw()[str(doc_id)])
+            if finished(record):
+                self._archive_held(clip_id)
+            return record
 
     def archive(self, clip_id: str) -> None:
         """Move a finished clip from the active set to its shard (no-op if already there)."""
         with self._mutating():
-            doc_id = self._ids.get(clip_id)
-            if doc_id is None:
+            if self._ids.get(clip_id) is None:
                 if self._archived(clip_id) is None:
                     raise KeyError(clip_id)
                 return
-            record = self._raw()[str(doc_id)]
-            # Shard first: a crash in between leaves the clip in both places, never in neither.
-            append_shard(self._shard(clip_id), (dumps(record) + "\n").encode("utf-8"))
-            self._commit({"op": "remove", "id": clip_id})
+            self._archive_held(clip_id)
 
     def import_archived(self, records: Iterable[Record]) -> int:
         """Append finished records straight to their shards in bulk (migration, benchmarks)."""
@@ -263,26 +277,19 @@ class ClipIndex:
             self._apply(op)
 
     def _apply(self, op: Record) -> None:
-        """Apply one journaled operation to the in-memory table (idempotent when replayed)."""
-        kind = op.get("op")
-        raw = self._raw()
-        if kind == "batch":
-            for inner in op["ops"]:
-                self._apply(inner)
-        elif kind == "put":
-            clip_id = str(op["r"]["clip_id"])
-            doc_id = self._ids.get(clip_id)
-            if doc_id is None:
-                doc_id = self._ids[clip_id] = self._next_id
-                self._next_id += 1
-            raw[str(doc_id)] = op["r"]
-        elif kind == "update" and op["id"] in self._ids:
-            raw[str(self._ids[op["id"]])].update(op["set"])
-        elif kind == "remove" and op["id"] in self._ids:
-            del raw[str(self._ids.pop(op["id"]))]
-        elif kind not in ("update", "remove"):
-            raise IndexCorrupt(f"{self.root / JOURNAL}: unknown operation {kind!r}")
+        """Apply one journaled operation to the in-memory table (journal.apply gives its meaning)."""
+        try:
+            apply(_DocTable(self), op)
+        except IndexCorrupt as exc:
+            raise IndexCorrupt(f"{self.root / JOURNAL}: {exc}") from None
         self._table.clear_cache()
+
+    def _archive_held(self, clip_id: str) -> None:
+        """Move an active clip to its shard (called with the mutation lock held)."""
+        record = self._raw()[str(self._ids[clip_id])]
+        # Shard first: a crash in between leaves the clip in both places, never in neither.
+        append_shard(self._shard(clip_id), (dumps(record) + "\n").encode("utf-8"))
+        self._commit({"op": "remove", "id": clip_id})
 
     def _raw(self) -> dict[str, Record]:
         """The table's documents by doc id (TinyDB's own dict: the query layer sees changes)."""
@@ -341,6 +348,31 @@ class ClipIndex:
                     tmp.unlink()
             except FileNotFoundError:
                 continue
+
+
+class _DocTable:
+    """The journal's Table over TinyDB's documents, which are keyed by doc id."""
+
+    def __init__(self, index: ClipIndex) -> None:
+        self.index = index
+
+    def put(self, clip_id: str, record: Record) -> None:
+        ix = self.index
+        doc_id = ix._ids.get(clip_id)
+        if doc_id is None:
+            doc_id = ix._ids[clip_id] = ix._next_id
+            ix._next_id += 1
+        ix._raw()[str(doc_id)] = record
+
+    def update(self, clip_id: str, fields: Record) -> None:
+        doc_id = self.index._ids.get(clip_id)
+        if doc_id is not None:
+            self.index._raw()[str(doc_id)].update(fields)
+
+    def remove(self, clip_id: str) -> None:
+        doc_id = self.index._ids.pop(clip_id, None)
+        if doc_id is not None:
+            del self.index._raw()[str(doc_id)]
 
 
 def _copy(value: Any) -> Any:

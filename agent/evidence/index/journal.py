@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tinydb.storages import Storage
 
@@ -26,6 +26,59 @@ def plain(record: Record) -> Record:
     """A deep, JSON-clean copy: refuses what JSON cannot hold before any state changes."""
     copied: Record = json.loads(dumps(record))
     return copied
+
+
+class Table(Protocol):
+    """Where journaled operations land: active records by clip id."""
+
+    def put(self, clip_id: str, record: Record) -> None:
+        """Insert or replace the record of `clip_id`."""
+        ...
+
+    def update(self, clip_id: str, fields: Record) -> None:
+        """Change fields of `clip_id`'s record (no-op when it is not there)."""
+        ...
+
+    def remove(self, clip_id: str) -> None:
+        """Drop `clip_id`'s record (no-op when it is not there)."""
+        ...
+
+
+def apply(table: Table, op: Record) -> None:
+    """The meaning of one journaled operation, the only one (idempotent when replayed: every
+    operation sets a state rather than changing one). Raises IndexCorrupt for anything else."""
+    kind = op.get("op") if isinstance(op, dict) else None
+    try:
+        if kind == "batch":
+            for inner in op["ops"]:
+                apply(table, inner)
+        elif kind == "put":
+            table.put(str(op["r"]["clip_id"]), op["r"])
+        elif kind == "update":
+            table.update(str(op["id"]), op["set"])
+        elif kind == "remove":
+            table.remove(str(op["id"]))
+        else:
+            raise IndexCorrupt(f"unknown operation {kind!r}")
+    except (KeyError, TypeError):
+        raise IndexCorrupt(f"a {kind!r} operation without its fields") from None
+
+
+class Records(dict[str, Record]):
+    """A Table in a plain dict (the read-only snapshot's)."""
+
+    def put(self, clip_id: str, record: Record) -> None:
+        """Insert or replace."""
+        self[clip_id] = record
+
+    def update(self, clip_id: str, fields: Record) -> None:  # type: ignore[override]
+        """Change fields of a record that is there."""
+        if clip_id in self:
+            self[clip_id].update(fields)
+
+    def remove(self, clip_id: str) -> None:
+        """Drop a record if there."""
+        self.pop(clip_id, None)
 
 
 class MemoryStorage(Storage):

@@ -21,7 +21,7 @@ from typing import Any
 from agent.durable import flocked
 from agent.evidence.index.archive import complete_records
 from agent.evidence.index.clip_index import JOURNAL, SNAPSHOT, TABLE, Record, active_stats
-from agent.evidence.index.journal import IndexCorrupt
+from agent.evidence.index.journal import IndexCorrupt, Records, apply
 
 
 class IndexSnapshot:
@@ -80,30 +80,14 @@ def _active_records(root: Path) -> dict[str, Record]:
     except ValueError as exc:
         raise IndexCorrupt(f"{root / SNAPSHOT}: not valid JSON ({exc})") from None
     table = doc.get(TABLE, {}) if isinstance(doc, dict) else {}
-    records = {str(r["clip_id"]): r for r in table.values()}
+    records = Records({str(r["clip_id"]): r for r in table.values()})
     try:
         data = (root / JOURNAL).read_bytes()
     except FileNotFoundError:
         return records
     for number, line in enumerate(data[: data.rfind(b"\n") + 1].splitlines(), start=1):
         try:
-            _replay(records, json.loads(line))
-        except (ValueError, KeyError, TypeError):
+            apply(records, json.loads(line))
+        except (ValueError, IndexCorrupt):
             raise IndexCorrupt(f"{root / JOURNAL}: line {number} is not an operation") from None
     return records
-
-
-def _replay(records: dict[str, Record], op: dict[str, Any]) -> None:
-    """One journaled operation (the same meaning as ClipIndex._apply)."""
-    kind = op["op"]
-    if kind == "batch":
-        for inner in op["ops"]:
-            _replay(records, inner)
-    elif kind == "put":
-        records[str(op["r"]["clip_id"])] = op["r"]
-    elif kind == "update" and op["id"] in records:
-        records[op["id"]].update(op["set"])
-    elif kind == "remove":
-        records.pop(op["id"], None)
-    elif kind != "update":
-        raise ValueError(kind)

@@ -8,12 +8,14 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from agent.evidence import lifecycle
+from agent.evidence.lifecycle import SYNCED_LINE, acked
+
 if TYPE_CHECKING:
     from agent.evidence.index import ClipIndex
 
 logger = logging.getLogger(__name__)
 
-SYNCED = b'"state":"synced"'  # in every archive line whose state is synced (compact JSON)
 Record = dict[str, Any]
 
 
@@ -43,7 +45,8 @@ class LocalCopy(NamedTuple):
 
     def record(self, clip_id: str) -> Record:
         """A minimal synced record for select_purges."""
-        return {"clip_id": clip_id, "state": "synced", **self._asdict(), "flags": list(self.flags)}
+        fields = {**self._asdict(), "flags": list(self.flags)}
+        return {"clip_id": clip_id, **lifecycle.synced(self.synced_at), **fields}
 
 
 def _interned(value: Any) -> str | None:
@@ -103,8 +106,8 @@ class LocalCopies:
 
     def _apply(self, clip_id: str, line: bytes) -> None:
         """A later version wins: synced keeps (or refreshes) the entry, anything else drops it."""
-        record = _parsed(line) if SYNCED in line else None  # most lines: purged, not parsed
-        if record is not None and record.get("state") == "synced":
+        record = _parsed(line) if SYNCED_LINE in line else None  # most: purged, not parsed
+        if record is not None and acked(record):
             self._copies[sys.intern(clip_id)] = LocalCopy.of(record)
         else:
             self._copies.pop(clip_id, None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from agent.evidence.lifecycle import has_local_copy, state_of
+
 if TYPE_CHECKING:
     from agent.evidence.custody import CustodyLog
     from agent.evidence.index import ClipIndex
@@ -30,7 +32,7 @@ def set_hold(
     record = index.get(clip_id)
     if record is None:
         raise HoldError(f"unknown clip {clip_id}")
-    if not release and record.get("state") == "purged":
+    if not release and not has_local_copy(record):
         raise HoldError(f"clip {clip_id[:12]}: its local copy was already purged")
     entry = custody.append(
         "hold", clip=clip_id, sha256=record["sha256"], reason=reason, release=release, by=by
@@ -47,7 +49,7 @@ def set_hold(
         "clip_id": clip_id,
         "held": updated.get("held"),
         "hold_reason": updated.get("hold_reason"),
-        "state": updated.get("state"),
+        "state": state_of(updated),
         "custody_seq": entry["seq"],
         "custody_hash": entry["hash"],
     }

@@ -1,4 +1,12 @@
-"""The purger (daemon plugin): removes local copies that are acked and due, custody first."""
+"""The purger (daemon plugin): removes local copies that are acked and due, custody first.
+
+Retention is counted in days, so a pass runs on a timer (`purge_interval_s`); what it looks
+at comes from the clip's steps, not from a scan of the index each time: active clips become
+candidates when their `Synced` step comes (or at the first pass's scan of the active set,
+which also archives clips an older agent left finished), their class is decided again when
+their `Analysed` step adds flags, and archived copies are followed from the archive shards.
+A reload (a new configuration) has the next pass look at the whole active set once again.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +18,23 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.durable import fsync_dir
-from agent.evidence.lifecycle import archive_if_finished, has_local_copy, purgeable
+from agent.events import Analysed, Purged, Synced
+from agent.evidence import lifecycle
+from agent.evidence.lifecycle import acked, archive_if_finished, has_local_copy, purgeable
 from agent.evidence.retention.classes import classify, keep_days
 from agent.evidence.retention.copies import LocalCopies
 from agent.evidence.retention.rules import select_purges
 from agent.timebase import iso, utcnow
 
 if TYPE_CHECKING:
-    from agent.daemon.services import Services
+    from agent.config import DockConfig
+    from agent.events import ClipFlow
+    from agent.evidence.custody import CustodyLog
+    from agent.evidence.index import ClipIndex
+    from agent.evidence.store import EvidenceStore
 
 logger = logging.getLogger(__name__)
 
@@ -41,18 +55,56 @@ def _unlink(path: str | None) -> bool:
     return True
 
 
+class PurgerParts(Protocol):
+    """The shared, thread-safe parts the purger uses (the daemon's `Services` is one)."""
+
+    @property
+    def cfg(self) -> DockConfig:
+        """The configuration in force (replaced whole on reload)."""
+        ...
+
+    @property
+    def store(self) -> EvidenceStore:
+        """The evidence store."""
+        ...
+
+    @property
+    def index(self) -> ClipIndex:
+        """The clip index."""
+        ...
+
+    @property
+    def custody(self) -> CustodyLog:
+        """The custody log."""
+        ...
+
+    @property
+    def flow(self) -> ClipFlow:
+        """A clip's steps."""
+        ...
+
+
 class Purger:
     """Daemon plugin: purges local copies that are acked and due (or under disk pressure)."""
 
-    def __init__(self, services: Services, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, services: PurgerParts, clock: Callable[[], datetime] = utcnow) -> None:
         """Purge within `services`' store; `clock` is the trusted time."""
         self.s = services
         self.clock = clock
-        self.interval_s = services.cfg.retention.purge_interval_s
         self.copies = LocalCopies(services.index)
         self._last = -math.inf
         self._stop = threading.Event()
         self._scan = threading.Thread(target=self._load, name="purger-scan", daemon=True)
+        self._acked: set[str] = set()  # active clips acked with a local copy
+        self._acked_lock = threading.Lock()
+        self._scanned_cfg: object = None  # the configuration of the last whole-set scan
+        services.flow.subscribe(Synced, self.synced)
+        services.flow.subscribe(Analysed, self.analysed)
+
+    @property
+    def interval_s(self) -> float:
+        """Seconds between passes, as configured now (a reload changes it in flight)."""
+        return self.s.cfg.retention.purge_interval_s
 
     def start(self) -> None:
         """Scan the archive in the background: start-up does not wait for it."""
@@ -63,6 +115,16 @@ class Purger:
         self._stop.set()
         if self._scan.is_alive():
             self._scan.join(5)
+
+    def synced(self, step: Synced) -> None:
+        """Flow handler: an acked clip becomes a candidate."""
+        with self._acked_lock:
+            self._acked.add(step.clip_id)
+
+    def analysed(self, step: Analysed) -> None:
+        """Flow handler: analysis added flags; the clips' class follows (on analysis's thread)."""
+        records = [r for r in map(self.s.index.get, step.clip_ids) if r is not None]
+        self._reclassify([r for r in records if has_local_copy(r)])
 
     def tick(self) -> None:
         """Run a pass when the interval has passed and the start-up scan is done (every 0.5 s)."""
@@ -79,7 +141,7 @@ class Purger:
     def run_pass(self) -> list[tuple[str, str]]:
         """Tidy the active set, select and purge; returns what was purged as (clip_id, reason)."""
         self.copies.load()  # no-op once the start-up scan is done
-        active = self._tidy_active()
+        active = self._active_acked()
         self.copies.catch_up()
         records = self._candidates(active)
         usage = shutil.disk_usage(self.s.store.root)
@@ -103,14 +165,30 @@ class Purger:
         took = time.monotonic() - started
         logger.info("retention: %d archived local copies (scan %.1f s)", len(self.copies), took)
 
-    def _tidy_active(self) -> list[Record]:
-        """Archive finished clips, reclassify the rest; the active records with a local copy."""
-        policy = self.s.cfg.policy.delete_from_recorder
+    def _active_acked(self) -> list[Record]:
+        """The acked clips known to be active, each read now (a whole-set scan after a reload)."""
+        cfg = self.s.cfg
+        if cfg is not self._scanned_cfg:
+            self._tidy_active()
+            self._scanned_cfg = cfg
+        with self._acked_lock:
+            known = list(self._acked)
+        records = [r for r in map(self.s.index.get, known) if r is not None]
+        keep = [r for r in records if acked(r)]
+        gone = set(known) - {r["clip_id"] for r in keep}
+        with self._acked_lock:
+            self._acked -= gone
+        return keep
+
+    def _tidy_active(self) -> None:
+        """Archive finished clips, reclassify the rest, and note the acked ones (whole set)."""
+        policy = self.s.cfg.delete_policy
         records = self.s.index.active()
         live = [r for r in records if not archive_if_finished(self.s.index, r, policy)]
         live = [r for r in live if has_local_copy(r)]
         self._reclassify(live)
-        return live
+        with self._acked_lock:
+            self._acked |= {r["clip_id"] for r in live if acked(r)}
 
     def _candidates(self, active: list[Record]) -> list[Record]:
         """Active records plus archived local copies (the active version wins a crash's twin)."""
@@ -144,16 +222,11 @@ class Purger:
         )
         _unlink(record.get("local_path"))
         _unlink(record.get("thumbnail"))
-        updated = self.s.index.update(
-            clip_id,
-            state="purged",
-            purged_at=iso(self.clock()),
-            purge_reason=reason,
-            purge_custody_seq=entry["seq"],
-        )
+        changes = lifecycle.purged(iso(self.clock()), reason, entry["seq"])
+        lifecycle.advance(self.s.index, clip_id, self.s.cfg.delete_policy, **changes)
         self.copies.forget(clip_id)
         self._log(record, reason)
-        archive_if_finished(self.s.index, updated, self.s.cfg.policy.delete_from_recorder)
+        self.s.flow.publish(Purged(clip_id))
         return True
 
     def _log(self, record: Record, reason: str) -> None:

@@ -10,6 +10,8 @@ from typing import Any
 from agent.config import MqttSection, read_toml, resolve_path
 from agent.schema import in_range, parse, pattern, setting
 from agent.transfer.receiver.expiry import DEFAULT_PARTIAL_TTL_S, MIN_PARTIAL_TTL_S
+from agent.trust.keys import credential_path
+from agent.trust.settings import mqtt_trust_problems
 
 DEFAULT_MAX_FILE_BYTES = 64 << 30
 MAX_FILE_BYTES_LIMIT = 1 << 62  # far below what os.pwrite can address (2**63 - 1)
@@ -39,8 +41,14 @@ class ReceiverSection:
     )
     dock_keys_dir: str = setting(
         "",
-        doc="directory of every dock's transfer key, {client_id}.key (SPEC 11); when set, "
-        "unsigned or badly signed inits are refused (0x87) and successful fins carry a receipt",
+        doc="directory of every dock's public key, {client_id}.pub (one OpenSSH line, SPEC 11), "
+        "or a systemd credential name; when set, an init or segment not signed by the key of "
+        "the dock it claims to be is refused (0x87), and unidentified transfers always are",
+    )
+    signing_key_file: str = setting(
+        "",
+        doc="the receiver's Ed25519 private key (PKCS#8 PEM, 0600), which signs receipts; made "
+        "at first start with its .pub beside it; default {store_dir}/../receiver.key",
     )
     max_file_bytes: int = setting(
         DEFAULT_MAX_FILE_BYTES,
@@ -67,6 +75,14 @@ class ReceiverConfig:
         return Path(self.receiver.store_dir)
 
 
+def receiver_key_path(cfg: ReceiverConfig) -> Path:
+    """`[receiver] signing_key_file` (a path or credential name), default beside the store."""
+    name = cfg.receiver.signing_key_file
+    if name:
+        return credential_path(name)
+    return Path(cfg.receiver.store_dir).parent / "receiver.key"
+
+
 def _cross_problems(cfg: ReceiverConfig) -> list[str]:
     problems: list[str] = []
     if not cfg.receiver.store_dir:
@@ -75,6 +91,7 @@ def _cross_problems(cfg: ReceiverConfig) -> list[str]:
         problems.append("mqtt.tls_cert/tls_key: expected both or neither (mutual TLS)")
     if cfg.mqtt.tls_cert and not cfg.mqtt.tls_ca:
         problems.append("mqtt.tls_ca = '': expected a CA bundle when tls_cert is set")
+    problems.extend(mqtt_trust_problems(cfg.mqtt, "never"))  # no password in clear text
     prefix = cfg.mqtt.file_transfer_prefix
     if not prefix or any(ch in prefix for ch in "#+") or prefix.endswith("/"):
         problems.append(

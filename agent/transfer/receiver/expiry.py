@@ -7,13 +7,18 @@ one). Complete files and their manifests are never candidates.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.transfer import protocol as p
 from agent.transfer.receiver.escape import is_transfer_dir
+
+logger = logging.getLogger(__name__)
 
 PARTIAL_DIR = ".partial"
 MANIFEST = "manifest.json"
@@ -108,3 +113,24 @@ def _subdirs(path: Path) -> list[Path]:
     except OSError:
         return []
     return [path / n for n in sorted(names) if not n.startswith(".")]
+
+
+def remove_partial(fdir: Path, entry: PartialEntry, now: float) -> bool:
+    """Remove a stale partial's state and data (its file directory too when left empty); logged."""
+    try:
+        shutil.rmtree(fdir / PARTIAL_DIR)
+    except OSError as exc:
+        logger.warning("could not remove the expired partial %s: %s", fdir, exc)
+        return False
+    age = now - entry.last_activity
+    logger.info(
+        "expired partial transfer %s/%s: %s bytes, idle %.0f s (%.1f days)",
+        entry.client_id,
+        entry.file_id,
+        entry.size,
+        age,
+        age / 86400,
+    )
+    with contextlib.suppress(OSError):
+        fdir.rmdir()  # only when empty
+    return True

@@ -6,6 +6,7 @@ import errno
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,18 @@ def same_as_done(fdir: Path, meta: p.FileMeta) -> bool:
         return bool(manifest == meta.user_data and (fdir / meta.name).stat().st_size == meta.size)
     except (OSError, ValueError, RecursionError):
         return False
+
+
+def unsigned_done(
+    fdir: Path, meta: p.FileMeta, signed: Callable[[p.FileMeta], bool] | None
+) -> bool:
+    """A complete file whose first init the dock's key cannot verify (HMAC-era), same bytes."""
+    done = _done_record(fdir)
+    if signed is None or done is None:
+        return False
+    first = done[0]
+    same = (first.size, first.checksum) == (meta.size, meta.checksum)
+    return same and not signed(first)
 
 
 def check_complete(fdir: Path, cmd: p.Fin) -> str:

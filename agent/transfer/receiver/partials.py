@@ -24,6 +24,7 @@ from agent.transfer.receiver.expiry import (
     PartialEntry,
     is_complete_dir,
     read_partial,
+    remove_partial,
     scan_partials,
     stale_partials,
 )
@@ -40,6 +41,7 @@ from agent.transfer.receiver.partfile import (
     read_meta,
     same_as_done,
     storage_error,
+    unsigned_done,
 )
 from agent.transfer.receiver.quota import InProgress
 
@@ -52,6 +54,7 @@ COMMIT_S = 1.0  # ... and this often, and whenever the receiver is idle
 MAX_OPEN = 64  # partials held in memory per store, each with at most one open descriptor
 DEFAULT_MAX_FILE_BYTES = 64 << 30
 Key = tuple[str, str]  # (client id, escaped file id)
+Signed = Callable[[p.FileMeta], bool]  # does the client's key sign this (stored) init
 
 
 def conflict() -> p.ProtocolError:
@@ -95,8 +98,12 @@ class TransferStore:
         """True when the file and its manifest are in place (a lost file is received again)."""
         return is_complete_dir(self.file_dir(client_id, file_id))
 
-    def begin(self, client_id: str, cmd: p.Init) -> None:
-        """Handle `init`: start, or resume, a partial file; a differing re-init is refused."""
+    def begin(self, client_id: str, cmd: p.Init, signed: Signed | None = None) -> None:
+        """Handle `init`: start, or resume, a partial file; a differing re-init is refused.
+
+        `signed` (keys on; `cmd` verified): a differing earlier init it cannot verify (HMAC-era,
+        SPEC 11 migration) gives way: its partial starts over, a file held with it is kept.
+        """
         if cmd.meta.size > self.max_file_bytes:
             raise p.ProtocolError(
                 p.UNSPECIFIED_ERROR,
@@ -104,19 +111,23 @@ class TransferStore:
             )
         fdir = self.file_dir(client_id, cmd.file_id)
         if is_complete_dir(fdir):
-            if not same_as_done(fdir, cmd.meta):
+            if not same_as_done(fdir, cmd.meta) and not unsigned_done(fdir, cmd.meta, signed):
                 raise conflict()
             return
         try:
-            self._begin(client_id, cmd, fdir)
+            self._begin(client_id, cmd, fdir, signed)
         except OSError as exc:
             err = storage_error(exc)
             logger.error("cannot start %s in %s: %s", cmd.meta.name, fdir, err.description)
             raise err from exc
 
-    def _begin(self, client_id: str, cmd: p.Init, fdir: Path) -> None:
+    def _begin(self, client_id: str, cmd: p.Init, fdir: Path, signed: Signed | None) -> None:
         key = (client_id, fdir.name)
         current = self._get(key)
+        if current is not None and current.meta != cmd.meta and signed and not signed(current.meta):
+            logger.warning("%s: partial begun by an unsigned init; started over", fdir)
+            self._drop(key, current)
+            current = None
         if current is not None:
             if current.meta != cmd.meta:
                 raise conflict()
@@ -302,23 +313,9 @@ class TransferStore:
         fdir = self.root / entry.client_id / entry.file_id
         if (entry.client_id, entry.file_id) in self._open or is_complete_dir(fdir):
             return False
-        try:
-            shutil.rmtree(fdir / PARTIAL_DIR)
-        except OSError as exc:
-            logger.warning("could not remove the expired partial %s: %s", fdir, exc)
+        if not remove_partial(fdir, entry, now):
             return False
-        age = now - entry.last_activity
-        logger.info(
-            "expired partial transfer %s/%s: %s bytes, idle %.0f s (%.1f days)",
-            entry.client_id,
-            entry.file_id,
-            entry.size,
-            age,
-            age / 86400,
-        )
         self.in_progress.done(entry.client_id, entry.file_id)
-        with contextlib.suppress(OSError):
-            fdir.rmdir()  # only when empty
         return True
 
     def close(self) -> None:

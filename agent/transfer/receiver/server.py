@@ -20,9 +20,8 @@ from paho.mqtt.properties import Properties
 
 from agent.config import MqttSection
 from agent.durable import make_dirs
-from agent.mqtt.connection import set_credentials
+from agent.mqtt.connection import login_refused, set_credentials
 from agent.transfer import protocol as p
-from agent.transfer import trust
 from agent.transfer.receiver.escape import UNIDENTIFIED_DIR, escape_file_id
 from agent.transfer.receiver.expiry import DEFAULT_PARTIAL_TTL_S
 from agent.transfer.receiver.oncelog import OnceLog
@@ -34,7 +33,7 @@ from agent.transfer.receiver.partials import (
     storage_error,
 )
 from agent.transfer.receiver.quota import InProgress
-from agent.transfer.receiver.trustdir import DockKeys
+from agent.transfer.receiver.trustdir import DockKeys, fin_nonce, load_receiver_key, receipt
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +57,8 @@ class Receiver:
     or unknown) is handled and answered by the worker, in order behind the writes it follows.
     A command with no Response Topic is dropped (one log line per transfer), or with
     `unidentified = "store"` kept under `{store}/_unidentified/`. With `dock_keys_dir`, inits
-    must carry a valid `dock_sig` and successful fins carry a `receipt` (SPEC 11). An
+    and segments must carry the dock's valid `dock_sig`; a successful fin with a nonce carries
+    a `receipt` signed with the receiver's key (SPEC 11). An
     unexpected error in a worker or the network thread sets `failed`: the process then ends
     non-zero, so that systemd restarts it; `healthy()` feeds the watchdog.
     """
@@ -75,6 +75,7 @@ class Receiver:
         dock_keys_dir: Path | str | None = None,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         max_partials_per_client: int = 16,
+        signing_key_file: Path | str | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.mqtt_cfg = mqtt_cfg
@@ -87,6 +88,8 @@ class Receiver:
         self.failed = threading.Event()
         self.failure = ""
         self.keys = DockKeys(dock_keys_dir) if dock_keys_dir else None
+        key_path = Path(signing_key_file or self.store_dir.parent / "receiver.key")
+        self.signing_key = load_receiver_key(key_path, client_id)
         self.store_unidentified = unidentified == "store" and self.keys is None
         count = max(1, workers)
         self._queues: list[queue.Queue[Job | None]] = [
@@ -144,8 +147,17 @@ class Receiver:
         self.failed.set()
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
+        if login_refused(rc):  # the dock's policy: retrying cannot fix it, so stop and say so
+            where = f"{self.mqtt_cfg.host}:{self.mqtt_cfg.port}"
+            logger.error(
+                "receiver: broker %s refused our credentials (%s); not retrying", where, rc
+            )
+            self._fail(f"the login to MQTT broker {where}")
+            client.disconnect()
+            client.loop_stop()  # from the network thread this only asks it to end
+            return
         if rc.is_failure:
-            logger.error("receiver: broker refused the connection: %s", rc)
+            logger.error("receiver: broker refused the connection: %s; retrying", rc)
             return
         self.subscribed.clear()
         prefixes = [self.prefix, p.async_prefix(self.prefix)]
@@ -157,8 +169,9 @@ class Receiver:
     ) -> None:
         if all(not c.is_failure for c in codes):
             self.subscribed.set()
-        else:
+        else:  # nothing would ever arrive: fail, as the dock raises an alert
             logger.error("receiver: subscription to %s/# refused: %s", self.prefix, codes)
+            self._fail(f"the subscription to {self.prefix}/#")
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
@@ -237,6 +250,11 @@ class Receiver:
             check_segment(size, cmd, msg.payload)
         except p.ProtocolError:
             return None  # the worker refuses it, with the reason, in order
+        props = getattr(msg, "properties", None)  # checksum, when given, checked just above
+        if self.keys is not None and not self.keys.segment_ok(
+            route[0], cmd, bytes(msg.payload), props, cmd.checksum
+        ):
+            return None  # refused by the worker; it never touches the stored ranges
         self.send_response(route[1], route[2], _answer(msg, p.SUCCESS, "success"))
         return cmd
 
@@ -282,7 +300,8 @@ class Receiver:
             return
         try:
             req = p.parse_request(self.prefix, msg.topic, payload)[1]
-            resp = _answer(msg, p.SUCCESS, "success", self._apply(store, client_id, req, payload))
+            got = self._apply(store, client_id, req, payload, getattr(msg, "properties", None))
+            resp = _answer(msg, p.SUCCESS, "success", got)
         except p.ProtocolError as exc:
             if not isinstance(exc, StorageError):  # the store logs those, once per file
                 self._once.warning(
@@ -307,20 +326,25 @@ class Receiver:
             self.send_response(reply_to, correlation, resp)
 
     def _apply(
-        self, store: TransferStore, client_id: str, req: p.Request, data: bytes
+        self, store: TransferStore, client_id: str, req: p.Request, data: bytes, props: Any
     ) -> str | None:
-        """Carry out one command; the fin's receipt when the client has a key, else None."""
+        """Carry out one command (checked first: nothing unverified is stored); a fin's receipt."""
+        keys = self.keys
         if isinstance(req, p.Segment):
+            if keys is not None:
+                keys.check_segment(client_id, req, data, props)
             store.write_segment(client_id, req, data)
         elif isinstance(req, p.Init):
-            if self.keys is not None:
-                self.keys.check_init(client_id, req)  # refused before anything is stored
-            store.begin(client_id, req)
+            if keys is not None:
+                keys.check_init(client_id, req, data)  # refused before anything is stored
+                store.begin(client_id, req, lambda m: keys.meta_signed(client_id, req.file_id, m))
+            else:
+                store.begin(client_id, req)
         elif isinstance(req, p.Fin):
-            sha = store.finish(client_id, req, signed=self.keys is not None)
-            key = None if self.keys is None else self.keys.key(client_id)
-            if key is not None:
-                return trust.fin_receipt(key, client_id, req.file_id, req.size, sha)
+            nonce = fin_nonce(data)
+            sha = store.finish(client_id, req, signed=keys is not None)
+            if nonce is not None:
+                return receipt(self.signing_key, client_id, req, sha, nonce)
         # abort: acknowledged, nothing dropped (as EMQX; an abort is not signed)
         return None
 
