@@ -114,9 +114,8 @@ def test_a_rehashed_log_is_refused_and_a_wiped_one_is_a_new_chain(
 def test_the_pacer_sends_at_a_dockings_end_before_clips_and_every_period(
     tmp_path: Path, key: Ed25519PrivateKey
 ) -> None:
-    from agent.daemon.events import DockEvent
-
     from agent.chain.pacer import ChainPacer
+    from agent.events import DockEvent
 
     central = Central(tmp_path / "store", key)
     (tmp_path / "data").mkdir()

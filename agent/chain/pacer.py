@@ -9,6 +9,7 @@ before the clips of later dockings.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -16,9 +17,15 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.chain.upload import ChainUpload, SendFile
+from agent.chain.upload import ChainUpload
 from agent.config import DockConfig
+from agent.events import EventBus, Offloaded
 from agent.evidence.custody import FILE_NAME
+from agent.transfer.outcome import QuotaExceeded, TransferFailed, TransferInterrupted
+from agent.transfer.sender import FileSender
+
+logger = logging.getLogger(__name__)
+RETRY_MAX_S = 900.0  # a refused or failed chunk is tried again at most this far apart
 
 DOCKING_ENDS = frozenset({"offload_complete", "undocked"})
 
@@ -32,17 +39,23 @@ class ChainPacer:
         every_s: float,
         wake: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
+        alert: Callable[..., None] = lambda *a, **k: None,
     ) -> None:
         self.upload = upload
         self.every_s = every_s
         self.wake = wake
         self.clock = clock
+        self.alert = alert  # EventBus.alert(code, severity, message, **fields)
+        self._failures = 0
+        self._retry_at = 0.0
         self._docking_ended = threading.Event()
         self._last = -float("inf")  # at start-up, whatever is new goes up at once
 
     def listen(self, item: Any) -> None:
-        """Bus subscriber: a docking's end makes a flush due (and wakes the sync thread)."""
-        if getattr(item, "type", None) in DOCKING_ENDS and hasattr(item, "fields"):
+        """Bus and clip-flow subscriber: a docking's end (its clips stored, the recorder
+        undocked) makes a flush due and wakes the sync thread."""
+        ended = getattr(item, "type", None) in DOCKING_ENDS and hasattr(item, "fields")
+        if ended or isinstance(item, Offloaded):
             self._docking_ended.set()
             self.wake()
 
@@ -54,6 +67,8 @@ class ChainPacer:
 
     def due(self) -> bool:
         """Whether new entries should go up now."""
+        if self.clock() < self._retry_at:
+            return False
         if self._docking_ended.is_set():
             return True
         return self.clock() - self._last >= self.every_s and self.upload.pending()
@@ -64,11 +79,43 @@ class ChainPacer:
         self._last = self.clock()
         return self.upload.flush(cancel)
 
+    def send_due(self, cancel: threading.Event | None = None) -> None:
+        """Flush when due; a failure is logged and alerted, and the next try waits a period."""
+        if not self.due():
+            return
+        try:
+            self.flush(cancel)
+        except TransferInterrupted as exc:
+            logger.info("custody chunk interrupted: %s", exc)
+            return
+        except TransferFailed as exc:
+            self._failed(exc)
+            return
+        self._failures = 0
+
+    def _failed(self, exc: TransferFailed) -> None:
+        self._failures += 1
+        delay = min(self.every_s * 2 ** (self._failures - 1), RETRY_MAX_S)
+        self._retry_at = self.clock() + delay
+        why = (
+            "central has no room for the custody log"
+            if isinstance(exc, QuotaExceeded)
+            else ("custody log chunk not held by central")
+        )
+        message = f"{why}: {exc}; next try in {delay:.0f} s"
+        logger.error("%s", message)
+        self.alert("sync_failed", "error", message, one_off=True, kind="custody")
+
 
 def pacer_for(
-    cfg: DockConfig, key: Ed25519PrivateKey, send: SendFile, wake: Callable[[], None]
+    cfg: DockConfig,
+    key: Ed25519PrivateKey,
+    sender: FileSender,
+    wake: Callable[[], None],
+    bus: EventBus,
 ) -> ChainPacer:
-    """The sync worker's pacer: the dock's log, its key, its sender, `[mqtt] custody_sync_s`."""
+    """The sync worker's pacer: the dock's log, its key, its FileSender, `[mqtt] custody_sync_s`,
+    its alerts on the EventBus."""
     work = cfg.data_dir / "transfer" / "custody"
-    upload = ChainUpload(cfg.data_dir / FILE_NAME, cfg.dock.id, key, work, send)
-    return ChainPacer(upload, cfg.mqtt.custody_sync_s, wake)
+    upload = ChainUpload(cfg.data_dir / FILE_NAME, cfg.dock.id, key, work, sender.send)
+    return ChainPacer(upload, cfg.mqtt.custody_sync_s, wake, alert=bus.alert)

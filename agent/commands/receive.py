@@ -49,9 +49,9 @@ def _stop_on_signals(stop: threading.Event, hup: threading.Event) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Receive files until SIGTERM/SIGINT; 2 on bad configuration, 1 if the store is unusable."""
-    if args.action == "verify":
+    if getattr(args, "action", None) == "verify":
         return receive_verify.run(args)
-    if args.dock or args.json:
+    if getattr(args, "dock", None) or getattr(args, "json", False):
         print("dock-agent: receive: --dock and --json go with `receive verify`", file=sys.stderr)
         return 2
     if not logging.getLogger().handlers:
