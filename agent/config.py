@@ -15,7 +15,7 @@ from agent.evidence.retention.settings import (
 )
 from agent.schema import ConfigError, in_range, parse, pattern, setting
 from agent.transfer.emqx import MAX_SEGMENT_BYTES
-from agent.trust.settings import mqtt_trust_problems, without_removed_keys
+from agent.trust.settings import deletes_held_reason, mqtt_trust_problems, without_removed_keys
 
 DEFAULT_CONFIG_PATH = "/etc/dock-agent/dock-agent.toml"
 ID_RE = r"[A-Za-z0-9_-]{1,64}"
@@ -278,9 +278,8 @@ class DockConfig:
     @property
     def delete_policy(self) -> str:
         """`policy.delete_from_recorder` in effect: "never" while deletes are held (SPEC 11)."""
-        from agent.trust.dock import effective_delete_policy
-
-        return effective_delete_policy(self)
+        held = deletes_held_reason(self.mqtt, self.policy.delete_from_recorder)
+        return "never" if held else self.policy.delete_from_recorder
 
     @property
     def topic(self) -> str:

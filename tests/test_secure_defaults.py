@@ -4,6 +4,7 @@ deletes_held says why; with the keys enrolled by `dock-agent keys`, the same doc
 from __future__ import annotations
 
 import io
+import json
 import re
 from collections.abc import Iterator
 from contextlib import redirect_stdout
@@ -126,3 +127,54 @@ def test_a_fresh_install_frees_recorders_only_once_central_is_enrolled(
 
 def codes(cfg: object) -> list[str]:
     return [a["code"] for a in read_status(cfg)["alerts"]]  # type: ignore[arg-type]
+
+
+def test_an_ack_no_one_proved_frees_nothing_until_central_is_enrolled_and_proves_it(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """Without central's key any broker client could have said "success": such an ack frees
+    neither the recorder nor, whatever the retention, the dock's own copy. Once central's key is
+    enrolled the clips are sent again, the receipts prove them, and only then do they go."""
+    dock_toml, receiver_toml = install(tmp_path, broker)
+    text = dock_toml.read_text().replace("local_retention_days = 30", "local_retention_days = 0")
+    dock_toml.write_text(text)
+    pub_line, _fingerprint = keys_output("-c", str(dock_toml))
+    (tmp_path / "dock-keys" / "dock-01.pub").write_text(pub_line + "\n")
+    receiver = receiver_from_config(load_receiver_config(str(receiver_toml)))
+    receiver.start()
+    assert receiver.wait_subscribed(10)
+    start = datetime.now() - timedelta(hours=1)
+    originals = simkit.build(
+        tmp_path / "bay1", simkit.SimRecorder(clips=simkit.shift(start, [1, 1]))
+    )
+    try:
+        cfg = load_config(str(dock_toml))
+        with running(cfg) as (daemon, _views):
+            index = daemon.services.index
+            wait_for(lambda: {r["state"] for r in index.iter_all()} == {"synced"}, 90, "synced")
+            assert daemon.parts is not None
+            assert daemon.parts.purger.run_pass() == []  # retention 0, yet nothing purged
+            records = list(index.iter_all())
+        assert [r["ack_proven"] for r in records] == [False] * len(originals)
+        assert all(Path(r["local_path"]).exists() for r in records), "the dock kept its copies"
+        assert all(p.exists() for p in originals), "nothing left the recorder"
+
+        central_line, _fp = keys_output("--receiver", "-c", str(receiver_toml))
+        (tmp_path / "central.pub").write_text(central_line + "\n")
+        text = dock_toml.read_text().replace(
+            'central_key_file = ""', f'central_key_file = "{tmp_path / "central.pub"}"', 1
+        )
+        dock_toml.write_text(text)
+        cfg = load_config(str(dock_toml))
+        with running(cfg) as (daemon, _views):
+            wait_for(lambda: not any(p.exists() for p in originals), 60, "recorder freed")
+    finally:
+        receiver.stop()
+    entries = [json.loads(line) for line in (tmp_path / "data" / "custody.jsonl").open()]
+    synced = [e for e in entries if e["event"] == "clip_synced"]
+    proven = [e for e in entries if e["event"] == "clip_ack_proven"]
+    assert {e["ack"] for e in synced} == {"unproven"} and len(synced) == len(originals)
+    assert {e["ack"] for e in proven} == {"receipt"} and len(proven) == len(originals)
+    first_proof = min(e["seq"] for e in proven)
+    deleted = [e for e in entries if e["event"] == "recorder_clip_deleted"]
+    assert len(deleted) == len(originals) and min(e["seq"] for e in deleted) > first_proof

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.sync.worker import candidates, idle_wait, next_due, priority, retry_delay
+from agent.sync.queue import idle_wait, next_due, priority, retry_delay, to_send
 
 
 def rec(clip_id: str, start: str, flags: list[str] | None = None, **kw: object) -> dict:
@@ -23,22 +23,28 @@ def test_marked_and_late_go_first_then_oldest() -> None:
         rec("marked", "2026-11-21T11:00:00+08:00", ["marked"]),
         rec("late", "2026-11-21T12:00:00+08:00", ["late_offload", "gap_after"]),
     ]
-    order = [r["clip_id"] for r in candidates(records, now=100.0, retry_at={})]
+    pending = {r["clip_id"]: priority(r) for r in records}
+    order = []
+    while (due := next_due(pending, 100.0, {})) is not None:
+        order.append(due)
+        del pending[due]
     assert order == ["marked", "late", "old", "new"]
     assert priority(records[2]) < priority(records[1])
 
 
-def test_only_analysed_offloaded_clips_not_waiting_out_a_failure() -> None:
-    records = [
-        rec("ok", "2026-11-21T10:00:00+08:00"),
-        rec("probing", "2026-11-21T10:00:00+08:00", analysed=False),
-        rec("sent", "2026-11-21T10:00:00+08:00", state="synced"),
-        rec("failed", "2026-11-21T09:00:00+08:00"),
+def test_only_analysed_unacked_clips_and_unproven_acks_once_they_can_be_proved() -> None:
+    ok = rec("ok", "2026-11-21T10:00:00+08:00")
+    probing = rec("probing", "2026-11-21T10:00:00+08:00", analysed=False)
+    sent = rec("sent", "2026-11-21T10:00:00+08:00", state="synced", ack_proven=True)
+    old = rec("old", "2026-11-21T10:00:00+08:00", state="synced")  # acked before the field
+    unproven = rec("unproven", "2026-11-21T10:00:00+08:00", state="synced", ack_proven=False)
+    purged = rec("purged", "2026-11-21T10:00:00+08:00", state="purged", ack_proven=False)
+    can_prove = [
+        r["clip_id"] for r in (ok, probing, sent, old, unproven, purged) if to_send(r, True)
     ]
-    found = candidates(records, now=100.0, retry_at={"failed": 130.0})
-    assert [r["clip_id"] for r in found] == ["ok"]
-    found = candidates(records, now=131.0, retry_at={"failed": 130.0})
-    assert [r["clip_id"] for r in found] == ["failed", "ok"]
+    assert can_prove == ["ok", "unproven"]
+    cannot = [r["clip_id"] for r in (ok, probing, sent, old, unproven, purged) if to_send(r, False)]
+    assert cannot == ["ok"]  # without central's key a resend proves nothing: not sent again
 
 
 def test_retries_back_off_doubling_to_a_cap() -> None:

@@ -44,9 +44,24 @@ def acked(record: Row) -> bool:
     return record.get("state") == SYNCED
 
 
+def proven(record: Row) -> bool:
+    """Whether the ack was proved: central's verified receipt, or an authenticated EMQX.
+
+    An ack taken while central's key was not enrolled (SPEC 11, `deletes_held`) proves nothing:
+    any broker client could have sent it, so it frees neither the recorder nor the local copy.
+    Records from before this field existed were acked under the rules of their day: proven.
+    """
+    return record.get("ack_proven") is not False
+
+
+def awaiting_proof(record: Row) -> bool:
+    """Acked without proof, local copy still here: to be sent again once receipts can be checked."""
+    return record.get("state") == SYNCED and not proven(record)
+
+
 def purgeable(record: Row) -> bool:
-    """Acked, not held: the only clips a purge may ever touch."""
-    return acked(record) and not record.get("held")
+    """Acked with proof, not held: the only clips a purge may ever touch."""
+    return acked(record) and proven(record) and not record.get("held")
 
 
 def acked_upstream(record: Row) -> bool:
@@ -75,12 +90,12 @@ def deletable(record: Row, policy: str) -> bool:
         return False
     if policy == "after_local_verify":
         return record["state"] in STATES
-    return acked_upstream(record)
+    return acked_upstream(record) and proven(record)
 
 
 def finished(record: Row, delete_policy: str) -> bool:
     """Nothing left for the live workflow: acked upstream and the recorder copy handled."""
-    if not acked_upstream(record):
+    if not acked_upstream(record) or not proven(record):
         return False
     return recorder_handled(record) or delete_policy == "never"
 
@@ -88,9 +103,14 @@ def finished(record: Row, delete_policy: str) -> bool:
 # ---- the changes a step makes (pure) -------------------------------------------------------
 
 
-def synced(synced_at: str | None) -> Record:
-    """Central acknowledged the clip."""
-    return {"state": SYNCED, "synced_at": synced_at}
+def synced(synced_at: str | None, proven: bool = True) -> Record:
+    """Central acknowledged the clip (`proven`: with a verified receipt or an authenticated EMQX)."""
+    return {"state": SYNCED, "synced_at": synced_at, "ack_proven": proven}
+
+
+def ack_proven() -> Record:
+    """An ack taken without proof was proved later (a verified receipt on a resend)."""
+    return {"ack_proven": True}
 
 
 def freed() -> Record:

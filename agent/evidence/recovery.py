@@ -50,7 +50,10 @@ def _after(row: Record, entry: Mapping[str, Any]) -> tuple[dict[str, Any], str |
     if event in ("recorder_clip_deleted", "recorder_clip_missing"):
         return ({} if lifecycle.recorder_handled(row) else lifecycle.freed()), None
     if event == "clip_synced" and rank < 1:
-        return lifecycle.synced(entry.get("synced_at") or entry.get("ts")), None
+        proven = entry.get("ack") != "unproven"
+        return lifecycle.synced(entry.get("synced_at") or entry.get("ts"), proven), None
+    if event == "clip_ack_proven" and not lifecycle.proven(row):
+        return lifecycle.ack_proven(), None
     if event == "local_copy_purged" and rank < 2:
         changes = lifecycle.purged(entry.get("ts"), entry.get("reason"), entry.get("seq"))
         return changes, str(entry.get("local_path") or row.get("local_path") or "") or None
@@ -88,7 +91,14 @@ def repairs(
 
 
 _EVENTS = frozenset(
-    {"recorder_clip_deleted", "recorder_clip_missing", "clip_synced", "local_copy_purged", "hold"}
+    {
+        "recorder_clip_deleted",
+        "recorder_clip_missing",
+        "clip_synced",
+        "clip_ack_proven",
+        "local_copy_purged",
+        "hold",
+    }
 )
 
 
@@ -200,6 +210,7 @@ def _steps(repair: Repair, device_id: str) -> list[ClipStep]:
     clip = repair.clip_id
     made: dict[str, ClipStep] = {
         "clip_synced": Synced(clip, device_id),
+        "clip_ack_proven": Synced(clip, device_id),
         "recorder_clip_deleted": Freed(clip, device_id),
         "recorder_clip_missing": Freed(clip, device_id),
         "local_copy_purged": Purged(clip),

@@ -18,7 +18,7 @@ from typing import Any
 from agent.chain.pacer import pacer_for
 from agent.events import Analysed, ClipFlow, Offloaded, Synced
 from agent.evidence import lifecycle
-from agent.evidence.lifecycle import acked_upstream, awaiting_sync, has_local_copy
+from agent.evidence.lifecycle import acked_upstream, has_local_copy, proven
 from agent.evidence.record import manifest
 from agent.evidence.retention.classes import classify
 from agent.mqtt.connection import MqttConnection
@@ -27,6 +27,7 @@ from agent.notes.store import NotesStore
 from agent.sync.outbox import Outbox
 from agent.sync.parcel import Parcels, manifest_name, manifest_user_data
 from agent.sync.parts import SyncParts
+from agent.sync.queue import idle_wait, next_due, priority, retry_delay, to_send
 from agent.timebase import utcnow
 from agent.transfer.sender import (
     FileSender,
@@ -47,41 +48,6 @@ RETRY_MAX_S = 900.0
 IDLE_WAIT_S = 60.0  # the longest sleep with nothing due (a step, resync or reconnect wakes it)
 FORGERIES_REMEMBERED = 4096  # clips already alerted for a forged answer (receipt_invalid)
 RESYNC_MAX = 256  # clips waiting to be resent at most (the `resync` command is refused beyond)
-
-
-def retry_delay(failures: int, first: float, cap: float) -> float:
-    """Seconds to wait after the `failures`-th failure in a row: `first`, doubling, at most `cap`."""
-    return min(first * 2 ** max(failures - 1, 0), cap)
-
-
-def priority(record: dict[str, Any]) -> tuple[int, str]:
-    """Send order: marked and late clips first, then the oldest recording."""
-    urgent = {"marked", "late_offload"} & set(record.get("flags") or [])
-    return (0 if urgent else 1, record.get("recorded_start") or "")
-
-
-def candidates(
-    records: list[dict[str, Any]], now: float, retry_at: dict[str, float]
-) -> list[dict[str, Any]]:
-    """Offloaded, analysed clips not waiting out a failure, in send order."""
-    ready = [r for r in records if awaiting_sync(r) and retry_at.get(r["clip_id"], 0.0) <= now]
-    return sorted(ready, key=priority)
-
-
-def next_due(
-    pending: dict[str, tuple[int, str]], now: float, retry_at: dict[str, float]
-) -> str | None:
-    """The first pending clip in send order that is not waiting out a failure."""
-    ready = [(p, c) for c, p in pending.items() if retry_at.get(c, 0.0) <= now]
-    return min(ready)[1] if ready else None
-
-
-def idle_wait(
-    pending: dict[str, tuple[int, str]], now: float, retry_at: dict[str, float], cap: float
-) -> float:
-    """Seconds to sleep when nothing is due: until the earliest retry, at most `cap`."""
-    due = [retry_at[c] - now for c in pending if c in retry_at]
-    return max(0.0, min([cap, *due]))
 
 
 class Sync:
@@ -110,6 +76,7 @@ class Sync:
         )
         self.sender.on_forged = self._forged
         self.chain = pacer_for(cfg, trust.signing_key, self.sender, self.wake, services.bus)
+        self.proves_acks = trust.proves_acks
         self.sending: dict[str, Any] | None = None  # the clip being sent now
         self.forgery_told: dict[str, None] = {}  # clips receipt_invalid was raised for
         self.parcels = Parcels(cfg.data_dir / "transfer" / "manifests")
@@ -153,8 +120,12 @@ class Sync:
     def _queue(self, records: Iterable[dict[str, Any]]) -> None:
         with self._pending_lock:
             for record in records:
-                if awaiting_sync(record):
+                if self._to_send(record):
                     self.pending[record["clip_id"]] = priority(record)
+
+    def _to_send(self, record: dict[str, Any]) -> bool:
+        """Not acked yet; or acked without proof while receipts can now be checked (SPEC 11)."""
+        return to_send(record, self.proves_acks)
 
     def healthy(self, stall_s: float) -> bool:
         """False when the sync thread showed no sign of life for `stall_s`.
@@ -199,8 +170,9 @@ class Sync:
     # ---- loop -----------------------------------------------------------------------------
 
     def _run(self) -> None:
-        # Once: clips analysed before a restart and never acked (no step will name them again).
-        self._queue(candidates(self.s.index.active(), time.monotonic(), {}))
+        # Once: clips analysed before a restart and never acked (no step will name them again),
+        # and clips acked without proof before central's key was enrolled (sent again for it).
+        self._queue(self.s.index.active())
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
             paused = time.monotonic() < self.paused_until
@@ -231,7 +203,7 @@ class Sync:
             if clip_id is None:
                 return None
             record = self.s.index.get(clip_id)
-            if record is not None and awaiting_sync(record):
+            if record is not None and self._to_send(record):
                 return record
             self._sent(clip_id)  # acked or gone meanwhile: nothing to send
 
@@ -292,6 +264,8 @@ class Sync:
         logger.info("synced %s (%d segments sent)", record["file_name"], sent, extra=extra)
         if not acked_upstream(record):
             self._synced(record)
+        elif self.proves_acks and not proven(record):
+            self._proven(record)
 
     def _deliver(self, record: dict[str, Any]) -> list[SendResult]:
         """The chain to the clip's entry (SPEC 8.1), the clip, its manifest (7.1): acked when all are."""
@@ -369,15 +343,31 @@ class Sync:
             sha256=clip_id,
             client_id=self.s.cfg.client_id,
             synced_at=synced_at,
+            ack=self._ack_kind(),
         )
-        policy = self.s.cfg.delete_policy
-        lifecycle.advance(self.s.index, clip_id, policy, **lifecycle.synced(synced_at))
+        changes = lifecycle.synced(synced_at, self.proves_acks)
+        lifecycle.advance(self.s.index, clip_id, self.s.cfg.delete_policy, **changes)
         self.s.bus.event(
             "clip_synced",
             device_id=record["device_id"],
             sha256=clip_id,
             file_name=record["file_name"],
         )
+        self.flow.publish(Synced(clip_id, record["device_id"]))
+
+    def _ack_kind(self) -> str:
+        """How the ack was proved, for the custody entry: a receipt, EMQX, or not at all."""
+        if not self.proves_acks:
+            return "unproven"
+        return "broker" if self.s.cfg.mqtt.upstream == "emqx" else "receipt"
+
+    def _proven(self, record: dict[str, Any]) -> None:
+        """A clip acked without proof got central's verified receipt on a resend: now it counts."""
+        clip_id = record["clip_id"]
+        self.s.custody.append(
+            "clip_ack_proven", device_id=record["device_id"], sha256=clip_id, ack=self._ack_kind()
+        )
+        lifecycle.advance(self.s.index, clip_id, self.s.cfg.delete_policy, **lifecycle.ack_proven())
         self.flow.publish(Synced(clip_id, record["device_id"]))
 
     # ---- manifest and notes ---------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent.schema import ConfigError
-from agent.trust import keys
+from agent.trust import keys, settings
 
 if TYPE_CHECKING:
     from agent.config import DockConfig, MqttSection
@@ -27,6 +27,11 @@ class DockTrust:
     signing_key: Ed25519PrivateKey
     central_key: Ed25519PublicKey | None
     upstream: str
+
+    @property
+    def proves_acks(self) -> bool:
+        """Whether an ack proves central holds the clip: a checked receipt, or EMQX (SPEC 11)."""
+        return self.upstream == "emqx" or self.central_key is not None
 
     @property
     def fingerprint(self) -> str:
@@ -107,24 +112,8 @@ def load_dock_trust(cfg: DockConfig) -> DockTrust:
 
 
 def deletes_held_reason(cfg: DockConfig) -> str | None:
-    """Why recorders are not freed although the policy says after the upstream ack (pure).
-
-    Only acks are held: `after_local_verify` deletes on the dock's own proof, no answer needed.
-    """
-    if cfg.policy.delete_from_recorder != "after_upstream_ack":
-        return None
-    if cfg.mqtt.upstream == "receiver" and not cfg.mqtt.central_key_file:
-        return (
-            "mqtt.central_key_file is not set, so no receipt from central can be verified: "
-            "clips are offloaded and synced, but nothing is deleted from recorders until "
-            "central's .pub is enrolled (docs/INSTALL.md)"
-        )
-    return None
-
-
-def effective_delete_policy(cfg: DockConfig) -> str:
-    """`policy.delete_from_recorder`, or "never" while deletions are held (SPEC 11)."""
-    return "never" if deletes_held_reason(cfg) else cfg.policy.delete_from_recorder
+    """Why recorders are not freed although the policy says after the upstream ack (pure)."""
+    return settings.deletes_held_reason(cfg.mqtt, cfg.policy.delete_from_recorder)
 
 
 def dock_fingerprint(cfg: DockConfig) -> str | None:

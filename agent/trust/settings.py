@@ -3,10 +3,36 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from agent.config import MqttSection
+
+class MqttSection(Protocol):
+    """The `[mqtt]` settings these rules read (agent.config.MqttSection, read-only)."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def username(self) -> str: ...
+
+    @property
+    def password_file(self) -> str: ...
+
+    @property
+    def tls_ca(self) -> str: ...
+
+    @property
+    def tls_cert(self) -> str: ...
+
+    @property
+    def upstream(self) -> str: ...
+
+    @property
+    def ack_mode(self) -> str: ...
+
+    @property
+    def central_key_file(self) -> str: ...
+
 
 REMOVED_MQTT_KEYS = {
     "transfer_key_file": (
@@ -68,3 +94,19 @@ def mqtt_trust_problems(mqtt: MqttSection, delete_policy: str) -> list[str]:
             "username + password_file or tls_cert/tls_key (or delete_from_recorder = 'never')"
         )
     return problems
+
+
+def deletes_held_reason(mqtt: MqttSection, delete_from_recorder: str) -> str | None:
+    """Why recorders are not freed although the policy says after the upstream ack (pure).
+
+    Only acks are held: `after_local_verify` deletes on the dock's own proof, no answer needed.
+    """
+    if delete_from_recorder != "after_upstream_ack":
+        return None
+    if mqtt.upstream == "receiver" and not mqtt.central_key_file:
+        return (
+            "mqtt.central_key_file is not set, so no receipt from central can be verified: "
+            "clips are offloaded and synced, but nothing is deleted from recorders and no local "
+            "copy is purged until central's .pub is enrolled (docs/INSTALL.md)"
+        )
+    return None

@@ -1,0 +1,40 @@
+"""The sync queue's rules (pure): what to send, in which order, and when to try again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.evidence.lifecycle import awaiting_proof, awaiting_sync
+
+
+def to_send(record: dict[str, Any], proves_acks: bool) -> bool:
+    """Not acked yet; or acked without proof while acks can now be proved (SPEC 11): a clip
+    acked before central's key was enrolled is sent again for a receipt that frees it."""
+    return awaiting_sync(record) or (proves_acks and awaiting_proof(record))
+
+
+def retry_delay(failures: int, first: float, cap: float) -> float:
+    """Seconds to wait after the `failures`-th failure in a row: `first`, doubling, at most `cap`."""
+    return min(first * 2 ** max(failures - 1, 0), cap)
+
+
+def priority(record: dict[str, Any]) -> tuple[int, str]:
+    """Send order: marked and late clips first, then the oldest recording."""
+    urgent = {"marked", "late_offload"} & set(record.get("flags") or [])
+    return (0 if urgent else 1, record.get("recorded_start") or "")
+
+
+def next_due(
+    pending: dict[str, tuple[int, str]], now: float, retry_at: dict[str, float]
+) -> str | None:
+    """The first pending clip in send order that is not waiting out a failure."""
+    ready = [(p, c) for c, p in pending.items() if retry_at.get(c, 0.0) <= now]
+    return min(ready)[1] if ready else None
+
+
+def idle_wait(
+    pending: dict[str, tuple[int, str]], now: float, retry_at: dict[str, float], cap: float
+) -> float:
+    """Seconds to sleep when nothing is due: until the earliest retry, at most `cap`."""
+    due = [retry_at[c] - now for c in pending if c in retry_at]
+    return max(0.0, min([cap, *due]))
