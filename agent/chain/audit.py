@@ -29,7 +29,7 @@ MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
-class Finding:
+class AuditLine:
     """One line of the report: a problem, a clip pending, or a chain to acknowledge."""
 
     kind: str  # "mismatch", "pending", "acknowledge"
@@ -73,9 +73,9 @@ class DockAudit:
         self._offloaded: dict[str, list[tuple[str, int, str]]] = {}
         self._notes: set[str] = set()
         self._synced: set[str] = set()  # clips whose arrival at central the chain logged so far
-        self._found: list[Finding] = []
+        self._found: list[AuditLine] = []
 
-    def findings(self) -> Iterator[Finding]:
+    def findings(self) -> Iterator[AuditLine]:
         """Every finding of the dock, chains first, then the clips at central, then pending."""
         if self.pub is None:
             yield self._problem("no public key of this dock: chain signatures not checked")
@@ -88,13 +88,13 @@ class DockAudit:
 
     def _problem(
         self, text: str, chain: str = "", seq: int | None = None, clip: str = ""
-    ) -> Finding:
+    ) -> AuditLine:
         self.report.problems += 1
-        return Finding("mismatch", self.dir.name, text, chain, seq, clip)
+        return AuditLine("mismatch", self.dir.name, text, chain, seq, clip)
 
-    def _chain(self, cdir: Path, first: bool) -> Iterator[Finding]:
+    def _chain(self, cdir: Path, first: bool) -> Iterator[AuditLine]:
         chain = cdir.name
-        found: list[Finding] = []
+        found: list[AuditLine] = []
 
         def problem(seq: int | None, text: str) -> None:
             where = f"seq {seq}: " if seq is not None else ""
@@ -113,13 +113,13 @@ class DockAudit:
         yield from found
         yield from self._summarise(cdir, walked, first)
 
-    def _summarise(self, cdir: Path, walked: Walked, first: bool) -> Iterator[Finding]:
+    def _summarise(self, cdir: Path, walked: Walked, first: bool) -> Iterator[AuditLine]:
         acknowledged = first or (cdir / ACKNOWLEDGED).exists()
         self.report.chains.append(
             ChainReport(cdir.name, walked.last_seq, walked.runs, walked.first_ts, acknowledged)
         )
         if not acknowledged:
-            yield Finding(
+            yield AuditLine(
                 "acknowledge",
                 self.dir.name,
                 f"chain {cdir.name}: a new chain of this dock (seqs 1-{walked.last_seq}, begun "
@@ -150,7 +150,7 @@ class DockAudit:
         elif sha not in self._synced:
             problem(seq, f"recorder_clip_deleted of clip {sha} before its clip_synced entry")
 
-    def _forks(self, fdir: Path) -> Iterator[Finding]:
+    def _forks(self, fdir: Path) -> Iterator[AuditLine]:
         if not fdir.is_dir():
             return
         for why in sorted(fdir.glob("*.json")):
@@ -163,7 +163,7 @@ class DockAudit:
                 doc.get("seq") if isinstance(doc.get("seq"), int) else None,
             )
 
-    def _clips(self) -> Iterator[Finding]:
+    def _clips(self) -> Iterator[AuditLine]:
         with os.scandir(self.dir) as it:
             for item in it:
                 if item.name.startswith(("_", ".")) or not item.is_dir():
@@ -177,7 +177,7 @@ class DockAudit:
                 elif kind != "custody":
                     yield from self._clip(item.name, user_data)
 
-    def _clip(self, name: str, user_data: dict[str, Any]) -> Iterator[Finding]:
+    def _clip(self, name: str, user_data: dict[str, Any]) -> Iterator[AuditLine]:
         self.report.clips += 1
         sha = str(user_data.get("sha256"))
         at = (user_data.get("custody_seq"), user_data.get("custody_hash"))
@@ -200,7 +200,7 @@ class DockAudit:
         self._offloaded.pop(sha, None)
         self.report.matched += match is not None
 
-    def _manifest_notes(self, fdir: Path, user_data: dict[str, Any]) -> Iterator[Finding]:
+    def _manifest_notes(self, fdir: Path, user_data: dict[str, Any]) -> Iterator[AuditLine]:
         clip = str(user_data.get("clip_sha256"))
         names = [p for p in fdir.iterdir() if p.name.endswith(".manifest.json")]
         manifest = _read_json(names[0]) if names else None
@@ -212,11 +212,11 @@ class DockAudit:
                     clip=clip,
                 )
 
-    def _pending(self) -> Iterator[Finding]:
+    def _pending(self) -> Iterator[AuditLine]:
         for sha, offloads in sorted(self._offloaded.items(), key=lambda kv: kv[1][0][1]):
             chain, seq, _ = offloads[0]
             self.report.pending += 1
-            yield Finding(
+            yield AuditLine(
                 "pending",
                 self.dir.name,
                 f"clip {sha} (custody seq {seq}): not at central yet",

@@ -12,7 +12,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.chain.audit import DockAudit, DockReport, Finding, dock_dirs
+from agent.chain.audit import AuditLine, DockAudit, DockReport, dock_dirs
 from agent.schema import ConfigError
 from agent.transfer.receiver.config import ReceiverConfig, load_receiver_config
 from agent.trust import keys
@@ -119,5 +119,5 @@ def _as_json(audit: DockAudit) -> dict[str, Any]:
     }
 
 
-def _finding_json(f: Finding) -> dict[str, Any]:
+def _finding_json(f: AuditLine) -> dict[str, Any]:
     return {"chain": f.chain, "seq": f.seq, "clip": f.clip, "text": f.text}
