@@ -186,6 +186,12 @@ class MqttSection:
         doc="central's public key (one OpenSSH line, the receiver's .pub) that signs receipts; "
         "unset with upstream receiver: no ack frees a recorder (alert deletes_held)",
     )
+    custody_sync_s: float = setting(
+        300.0,
+        doc="custody log chunks go upstream at least this often while entries are new, and at "
+        "the end of each docking (SPEC 8.1)",
+        check=in_range(1, 86400),
+    )
     command_rate_per_min: int = setting(
         60,
         doc="remote commands (R/cmd/#) accepted per minute; more are refused with a "

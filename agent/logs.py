@@ -35,7 +35,9 @@ class RedactSecrets(logging.Filter):
             return True
         message = record.getMessage()
         masked = message
-        for secret in list(_secrets):
+        with _lock:  # the longest first: a secret that contains another is masked whole
+            secrets = sorted(_secrets, key=len, reverse=True)
+        for secret in secrets:
             masked = masked.replace(secret, MASK)
         if masked != message:
             record.msg, record.args = masked, ()

@@ -127,21 +127,33 @@ def mounted_under(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: len(p.parts), reverse=True)
 
 
+LOOP_LOCK = Path("/run/lock/dock-agent-tests-loop.lock")
+
+
 class Loops:
-    """Loop devices and mounts of one test; everything is released at teardown."""
+    """Loop devices and mounts of one test; everything is released at teardown.
+
+    A device named by `free()` is only free at that moment: the test then starts a daemon that
+    waits for it and attaches an image later, or re-attaches it as a recorder re-enumerates.
+    Tests run in parallel workers, so from `free()` to teardown the test holds a lock that
+    every other `free()` waits for: no other worker can take the device meanwhile.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.devices: list[str] = []
+        self._lock_fd: int | None = None
 
     def free(self) -> str:
         """A loop device free now (its name is needed for udev_match before attaching)."""
+        self._hold_lock()
         device = run("losetup", "-f")
         self.devices.append(device)
         return device
 
     def attach(self, image: Path, device: str | None = None) -> str:
         """Attach `image` to `device` (or the first free one); returns the device."""
+        self._hold_lock()
         if device is None:
             device = run("losetup", "-f", "--show", str(image))
         else:
@@ -149,6 +161,13 @@ class Loops:
         if device not in self.devices:
             self.devices.append(device)
         return device
+
+    def _hold_lock(self) -> None:
+        """Take the workers' loop-device lock until teardown (once per test)."""
+        if self._lock_fd is None:
+            LOOP_LOCK.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(LOOP_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
 
     def detach(self, device: str) -> None:
         """losetup -d: immediate when unused, deferred (autoclear) while mounted."""
@@ -182,6 +201,9 @@ class Loops:
         for device in self.devices:
             if sectors(device) > 0:
                 subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
 
 
 @pytest.fixture

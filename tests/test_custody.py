@@ -263,3 +263,35 @@ def test_append_many_refuses_reserved_fields_and_writes_nothing(log_path: Path) 
     with pytest.raises(ValueError):
         log.append_many([("docked", {"device": "a"}), ("docked", {"seq": 9})])
     assert not log_path.read_bytes() and log.head() == (0, ZERO_HASH)
+
+
+def test_the_first_entry_alone_carries_a_random_chain_id(tmp_path: Path) -> None:
+    from agent.evidence.custody import chain_id_of
+
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first_a, second_a = _fill(a, 2)
+    (first_b,) = _fill(b, 1)
+    assert len(first_a["chain_id"]) == 32 and int(first_a["chain_id"], 16) >= 0
+    assert first_a["chain_id"] != first_b["chain_id"], "each log its own chain"
+    assert "chain_id" not in second_a
+    assert entry_hash(first_a) == first_a["hash"], "the id is covered by the first hash"
+    assert chain_id_of(first_a) == first_a["chain_id"]
+    legacy = {k: v for k, v in first_a.items() if k != "chain_id"}
+    assert chain_id_of(legacy) == legacy["hash"][:32], "a log from before chain ids: derived"
+    with pytest.raises(ValueError, match="chain_id"):
+        CustodyLog(a).append("hold", chain_id="x")
+
+
+def test_a_cut_ends_at_the_last_complete_line(log_path: Path) -> None:
+    from agent.evidence.custody import read_cut
+
+    assert read_cut(log_path).seq == 0
+    entries = _fill(log_path, 3)
+    size = log_path.stat().st_size
+    with open(log_path, "ab") as fh:
+        fh.write(b'{"seq": 4, "torn')
+    cut = read_cut(log_path)
+    assert (cut.size, cut.seq, cut.hash) == (size, 3, entries[-1]["hash"])
+    assert [e["seq"] for e in iter_entries(log_path, cut.size)] == [1, 2, 3]
+    assert verify_chain(log_path, cut.size) == []
+    assert [e["seq"] for e in iter_entries(log_path, len(_lines(log_path)[0]))] == [1]

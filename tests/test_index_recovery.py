@@ -36,9 +36,21 @@ def test_repairs_name_what_the_index_lacks_and_nothing_it_has() -> None:
     assert found.changes == {
         "state": "synced",
         "synced_at": "2026-12-01T01:00:00+00:00",
+        "ack_proven": True,  # an entry from before `ack` was logged was proved by its rules
         "recorder_deleted": True,
     }
     assert found.seqs == [5, 6]
+
+
+def test_an_unproven_ack_is_recovered_unproven_and_its_later_proof_applied() -> None:
+    rows = {A: {"clip_id": A, "state": "offloaded", "recorder_deleted": False, "held": False}}
+    synced = {"seq": 5, "event": "clip_synced", "sha256": A, "ack": "unproven", "ts": "t"}
+    (found,) = repairs([synced], lambda c: dict(rows[c]) if c in rows else None)
+    assert found.changes == {"state": "synced", "synced_at": "t", "ack_proven": False}
+    rows[A] |= found.changes
+    proof = {"seq": 9, "event": "clip_ack_proven", "sha256": A, "ack": "receipt"}
+    (found,) = repairs([synced, proof], lambda c: dict(rows[c]) if c in rows else None)
+    assert found.changes == {"ack_proven": True} and found.seqs == [9]
 
 
 def test_a_purge_custody_recorded_is_completed_and_a_release_applied() -> None:

@@ -180,9 +180,9 @@ def test_a_data_dir_without_permission_is_one_line(tmp_path: Path) -> None:
         for command in ("clips", "status", "verify"):
             result = cli(command, "-c", str(config), user=prefix)
             assert result.returncode == 1, result.stderr
-            assert one_line(result) == (
-                f"dock-agent {command}: {data / 'index' / 'lock'}: Permission denied"
-            )
+            # verify reads the custody log's end first (SPEC 9: one moment, custody first)
+            first = data / ("custody.jsonl" if command == "verify" else "index/lock")
+            assert one_line(result) == f"dock-agent {command}: {first}: Permission denied"
     finally:
         data.chmod(0o700)  # so that tmp_path can be removed
 

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from agent.config import load_config
 from agent.evidence.custody import iter_entries
 from firmware_interface import simkit
 from tests.broker import free_port, mosquitto_binary, running_broker
-from tests.dock import wait_for
+from tests.dock import central_pub, enroll, wait_for
 from tests.loopdev import Loops, build_ext4, loop_skip_reason, recorder_tree
 from tests.syscall_filter import (
     Filter,
@@ -114,6 +115,8 @@ def dock_toml(tmp: Path, port: int, ui_port: int, device: str | None) -> str:
         "[policy]\nrequire_synced_clock = false\ndisk_reserve_bytes = 0\n"
         'delete_from_recorder = "after_upstream_ack"\nclock_sync_source = "auto"\n'
         f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\n'
+        f'signing_key_file = "{tmp / "keys" / "dock.key"}"\n'
+        f'central_key_file = "{central_pub(tmp)}"\n'
         f'[ui]\nlisten = "127.0.0.1:{ui_port}"\n'
     )
 
@@ -134,8 +137,10 @@ def run(
         broker = stack.enter_context(running_broker(tmp / "broker"))
         store = tmp / "central"
         rx_cfg = tmp / "receiver.toml"
+        keys_dir = tmp / "dock-keys"
         rx_cfg.write_text(
             f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\n[receiver]\nstore_dir = "{store}"\n'
+            f'dock_keys_dir = "{keys_dir}"\nsigning_key_file = "{tmp / "receiver.key"}"\n'
         )
         log = tmp / "run.log"
         receiver = traced(["receive", "-c", str(rx_cfg)], tmp / "receiver.trace", log)
@@ -147,6 +152,7 @@ def run(
         ui_port = free_port()
         cfg = tmp / "dock.toml"
         cfg.write_text(dock_toml(tmp, broker.port, ui_port, device))
+        enroll(load_config(str(cfg)), keys_dir)  # each side knows the other's public key
         now = datetime.now()
         rec = simkit.SimRecorder(
             device_id="ZFY0077777",

@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 from agent.cli import add_config_arg
+from agent.commands import receive_verify
 from agent.daemon import sdnotify
 from agent.schema import ConfigError
 from agent.transfer.receiver.config import ReceiverConfig, load_receiver_config, receiver_key_path
@@ -29,10 +30,15 @@ def add_parser(subparsers: Any) -> None:
         description="Run on the central server: receive the clips docks send over MQTT (EMQX's\n"
         "file-transfer protocol, served here for Mosquitto and other brokers), check each\n"
         "segment and the whole file by SHA-256 and store it with its manifest. Config:\n"
-        "[mqtt] and [receiver] store_dir (see config/receiver.toml); runs until SIGTERM.",
+        "[mqtt] and [receiver] store_dir (see config/receiver.toml); runs until SIGTERM.\n\n"
+        "dock-agent receive verify [--dock ID] [--json]: check, per dock and chain, the custody\n"
+        "chain central holds (continuous, signed) against the clips it holds (SPEC 8.1); one\n"
+        "line per dock, one MISMATCH line per problem, exit 1 on any.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("action", nargs="?", choices=["verify"], help="verify: check the chains")
     add_config_arg(parser)
+    receive_verify.add_arguments(parser)
 
 
 def _stop_on_signals(stop: threading.Event, hup: threading.Event) -> None:
@@ -43,6 +49,11 @@ def _stop_on_signals(stop: threading.Event, hup: threading.Event) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Receive files until SIGTERM/SIGINT; 2 on bad configuration, 1 if the store is unusable."""
+    if getattr(args, "action", None) == "verify":
+        return receive_verify.run(args)
+    if getattr(args, "dock", None) or getattr(args, "json", False):
+        print("dock-agent: receive: --dock and --json go with `receive verify`", file=sys.stderr)
+        return 2
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

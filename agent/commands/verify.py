@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from agent.cli import add_config_arg
-from agent.config import DockConfig, load_config
+from agent.config import load_config
+from agent.evidence import moment
 from agent.evidence.custody import iter_entries, verify_chain
 from agent.evidence.custody_check import cross_check
 from agent.evidence.index.snapshot import IndexSnapshot
 from agent.evidence.lifecycle import has_local_copy
+from agent.evidence.moment import Moment
 from agent.evidence.store import sha256_file
 from agent.notes.check import notes_cross_check
-from agent.notes.store import NotesCorrupt, read_notes
+from agent.notes.store import NotesCorrupt
+
+CONFIRM_AFTER_S = 0.5  # a write in flight (a row changed just after its entry) lands by then
 
 
 def add_parser(subparsers: Any) -> None:
@@ -31,17 +37,17 @@ def add_parser(subparsers: Any) -> None:
     add_config_arg(parser)
 
 
-def check_store(cfg: DockConfig) -> tuple[int, list[str]]:
-    """(clips checked, problems): every local copy must exist and hash as indexed."""
-    problems: list[str] = []
+def check_store(index: IndexSnapshot) -> tuple[int, dict[str, str]]:
+    """(clips checked, problem by clip id): every local copy must exist and hash as indexed."""
+    problems: dict[str, str] = {}
     checked = 0
-    for record in IndexSnapshot.read(cfg.data_dir).iter_all():
+    for record in index.iter_all():
         if not has_local_copy(record):
             continue
         checked += 1
         problem = check_clip(record)
         if problem:
-            problems.append(problem)
+            problems[str(record["clip_id"])] = problem
     return checked, problems
 
 
@@ -61,37 +67,68 @@ def check_clip(record: dict[str, Any]) -> str | None:
     return None
 
 
-def check_custody_index(cfg: DockConfig) -> list[str]:
-    """Purges, recorder deletions, exports and offload entries: custody log vs index."""
-    log = cfg.data_dir / "custody.jsonl"
-    index = IndexSnapshot.read(cfg.data_dir)
-    return cross_check(iter_entries(log) if log.exists() else [], index.iter_all())
+def recheck_store(problems: dict[str, str], index: IndexSnapshot) -> list[str]:
+    """The store problems that still hold against a later index (a purge lands after its file
+    is gone: the row may say `purged` only a moment later)."""
+    if not problems:
+        return []
+    later = {str(r["clip_id"]): r for r in index.iter_all() if str(r["clip_id"]) in problems}
+    kept = []
+    for clip_id, problem in problems.items():
+        record = later.get(clip_id)
+        if record is not None and has_local_copy(record) and check_clip(record):
+            kept.append(problem)
+    return kept
 
 
-def check_custody_notes(cfg: DockConfig) -> list[str]:
-    """Note entries: custody log vs notes.json (a crash between the two, or a lost note)."""
-    log = cfg.data_dir / "custody.jsonl"
-    try:
-        notes = read_notes(cfg.data_dir)
-    except NotesCorrupt as exc:
-        return [str(exc)]
-    return notes_cross_check(iter_entries(log) if log.exists() else [], notes)
+def check_custody(moment: Moment) -> list[str]:
+    """Custody against the index and notes.json, judged at one moment (see agent.evidence.moment)."""
+    before = moment.before.seq
+    problems = [
+        f"custody vs index: {p}"
+        for p in cross_check(_entries(moment), moment.index.iter_all(), before)
+    ]
+    if isinstance(moment.notes, NotesCorrupt):
+        return [*problems, f"notes vs custody: {moment.notes}"]
+    notes = notes_cross_check(_entries(moment), moment.notes, before)
+    return problems + [f"notes vs custody: {p}" for p in notes]
+
+
+def _entries(moment: Moment) -> Iterator[dict[str, Any]]:
+    """The custody entries up to the moment's `after` (none when there is no log yet)."""
+    if moment.after.size:
+        yield from iter_entries(moment.log, moment.after.size)
+
+
+def confirmed(problems: list[str], data_dir: Path) -> tuple[list[str], Moment | None]:
+    """The problems that hold at a later moment too (a write in flight settles; a real
+    mismatch stays), with that moment; none taken when there is nothing to confirm."""
+    if not problems:
+        return [], None
+    time.sleep(CONFIRM_AFTER_S)
+    later = moment.take(data_dir)
+    again = set(check_custody(later))
+    return [p for p in problems if p in again], later
 
 
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when store and chain are intact, 1 naming each mismatch."""
     cfg = load_config(args.config)
-    checked, problems = check_store(cfg)
-    log = cfg.data_dir / "custody.jsonl"
-    chain = verify_chain(log) if log.exists() else []  # no log yet: nothing was ever logged
-    problems += [f"custody log: {p}" for p in chain]
-    problems += [f"custody vs index: {p}" for p in check_custody_index(cfg)]
-    problems += [f"notes vs custody: {p}" for p in check_custody_notes(cfg)]
+    now = moment.take(cfg.data_dir)
+    checked, store = check_store(now.index)
+    chain = verify_chain(now.log, now.after.size) if now.after.size else []
+    custody, later = confirmed(check_custody(now), cfg.data_dir)
+    if store:
+        later = later or moment.take(cfg.data_dir)
+        stored = recheck_store(store, later.index)
+    else:
+        stored = []
+    problems = stored + [f"custody log: {p}" for p in chain] + custody
     for problem in problems:
         print(f"MISMATCH {problem}")
     verdict = "FAILED" if problems else "OK"
     print(
         f"verify {verdict}: {checked} stored clips re-hashed, custody chain "
-        f"{'broken' if chain else 'intact'}, {len(problems)} problems"
+        f"{'broken' if chain else 'intact'} up to seq {now.after.seq}, {len(problems)} problems"
     )
     return 1 if problems else 0

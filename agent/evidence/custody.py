@@ -7,8 +7,10 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 FILE_NAME = "custody.jsonl"
 ZERO_HASH = "0" * 64
-RESERVED = frozenset({"seq", "ts", "event", "prev", "hash"})
+RESERVED = frozenset({"seq", "ts", "event", "prev", "hash", "chain_id"})
 _TAIL_CHUNK = 64 * 1024
 
 
@@ -40,12 +42,33 @@ def entry_hash(entry: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
 
 
-def seal(seq: int, ts: str, event: str, prev: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """Build a complete entry (with `hash`) from its parts."""
+def new_chain_id() -> str:
+    """A random chain id (32 lowercase hex), drawn once, when a log's first entry is written."""
+    return secrets.token_hex(16)
+
+
+def chain_id_of(first: dict[str, Any]) -> str:
+    """The chain id a log's first entry names; for logs begun before chain ids, derived.
+
+    A log whose first entry has no `chain_id` (written before SPEC 8.1) gets the first 32 hex
+    of that entry's hash: stable for as long as the entry is, and unique to the chain.
+    """
+    named = first.get("chain_id")
+    if isinstance(named, str) and named:
+        return named
+    return str(first.get("hash", ZERO_HASH))[:32]
+
+
+def seal(
+    seq: int, ts: str, event: str, prev: str, fields: dict[str, Any], chain_id: str = ""
+) -> dict[str, Any]:
+    """Build a complete entry (with `hash`) from its parts; `chain_id` goes in a first entry."""
     clash = RESERVED.intersection(fields)
     if clash:
         raise ValueError(f"custody fields may not be named {', '.join(sorted(clash))}")
     entry: dict[str, Any] = {"seq": seq, "ts": ts, "event": event, **fields, "prev": prev}
+    if chain_id:
+        entry["chain_id"] = chain_id
     entry["hash"] = entry_hash(entry)
     return entry
 
@@ -123,7 +146,9 @@ class CustodyLog:
         entries = []
         for event, fields in items:
             seq += 1
-            entry = seal(seq, now_iso(), event, prev, fields)
+            # SPEC 8.1: the chain's id is fixed by, and written in, its first entry.
+            chain = new_chain_id() if seq == 1 else ""
+            entry = seal(seq, now_iso(), event, prev, fields, chain)
             prev = entry["hash"]
             entries.append(entry)
         return entries
@@ -180,10 +205,39 @@ def read_head(path: Path) -> tuple[int, str]:
         os.close(fd)
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
-    """(line number, bytes, newline-terminated) for each line of the file."""
+@dataclass(frozen=True)
+class Cut:
+    """A custody log at one moment: its complete lines end at byte `size`, the last is `seq`."""
+
+    size: int
+    seq: int
+    hash: str
+
+
+def read_cut(path: Path) -> Cut:
+    """Where the log's complete lines end now, read under a shared lock (never mid-append)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return Cut(0, 0, ZERO_HASH)
+    try:
+        with flocked(fd, fcntl.LOCK_SH):
+            start, buf = _tail(fd, os.fstat(fd).st_size)
+        line, end = _split_tail(start, buf)
+        seq, head = _head_of(line, Path(path))
+        return Cut(end, seq, head)
+    finally:
+        os.close(fd)
+
+
+def _lines(path: Path, limit: int | None = None) -> Iterator[tuple[int, bytes, bool]]:
+    """(line number, bytes, newline-terminated) for each line of the file's first `limit` bytes."""
     with open(path, "rb") as fh:
+        read = 0
         for number, raw in enumerate(fh, start=1):
+            if limit is not None and read + len(raw) > limit:
+                return
+            read += len(raw)
             yield number, raw.rstrip(b"\n"), raw.endswith(b"\n")
 
 
@@ -196,9 +250,12 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
-def iter_entries(path: Path) -> Iterator[dict[str, Any]]:
-    """Every readable entry of a custody log, in order; unreadable lines are logged and skipped."""
-    for number, raw, complete in _lines(Path(path)):
+def iter_entries(path: Path, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """Every readable entry of a custody log (of its first `limit` bytes), in order.
+
+    Unreadable lines are logged and skipped.
+    """
+    for number, raw, complete in _lines(Path(path), limit):
         entry = _parse(raw)
         if entry is None:
             if complete:
@@ -220,12 +277,12 @@ def _check_entry(entry: dict[str, Any], expect_seq: int, expect_prev: str | None
     return problems
 
 
-def verify_chain(path: Path) -> list[str]:
-    """Every break in the custody chain, one readable line each; empty when intact."""
+def verify_chain(path: Path, limit: int | None = None) -> list[str]:
+    """Every break in the custody chain (of its first `limit` bytes), one line each."""
     problems: list[str] = []
     expect_seq = 1
     prev_hash: str | None = ZERO_HASH
-    for number, raw, complete in _lines(Path(path)):
+    for number, raw, complete in _lines(Path(path), limit):
         entry = _parse(raw)
         if entry is None:
             what = "unparseable" if complete else "torn (no newline) and unparseable"

@@ -142,28 +142,34 @@ def _row_problems(clip: str, row: _Row, facts: _Facts) -> list[str]:
     return problems
 
 
-def _log_problems(rows: dict[str, _Row], facts: _Facts) -> list[str]:
+def _log_problems(rows: dict[str, _Row], facts: _Facts, horizon: float) -> list[str]:
     problems = []
     for clip, seq in facts.purged.items():
         row = rows.get(clip)
-        if row is None or not row.purged:
+        if seq <= horizon and (row is None or not row.purged):
             what = "unknown to the index" if row is None else f"index state {row.state!r}"
             problems.append(f"custody seq {seq}: local_copy_purged for clip {clip[:12]}, {what}")
     for clip, (seq, event) in facts.deleted.items():
         row = rows.get(clip)
-        if row is None or not row.recorder_handled:
+        if seq <= horizon and (row is None or not row.recorder_handled):
             what = "unknown to the index" if row is None else "index says not deleted"
             problems.append(f"custody seq {seq}: {event} of {clip[:12]}, {what}")
     for seq, clip in facts.exports:
-        if clip not in rows:
+        if seq <= horizon and clip not in rows:
             problems.append(f"custody seq {seq}: exported clip {clip[:12]} unknown to the index")
     return problems
 
 
 def cross_check(
-    entries: Iterable[Mapping[str, Any]], records: Iterable[Mapping[str, Any]]
+    entries: Iterable[Mapping[str, Any]],
+    records: Iterable[Mapping[str, Any]],
+    horizon: int | None = None,
 ) -> list[str]:
-    """Each disagreement between the custody log and the index (purges, deletions, exports)."""
+    """Each disagreement between the custody log and the index (purges, deletions, exports).
+
+    Every index row is judged against all of `entries`; entries after seq `horizon` are
+    newer than the index that was read, so the index need not show them yet.
+    """
     facts = custody_facts(entries)
     rows: dict[str, _Row] = {}
     problems: list[str] = []
@@ -171,4 +177,5 @@ def cross_check(
         clip = str(record["clip_id"])
         rows[clip] = row = _row(record)
         problems.extend(_row_problems(clip, row, facts))
-    return problems + _log_problems(rows, facts)
+    limit = float("inf") if horizon is None else horizon
+    return problems + _log_problems(rows, facts, limit)

@@ -127,8 +127,8 @@ def _gap_problems(gap: Unlogged) -> list[str]:
     return problems
 
 
-def _entry_problems(log: NoteLog, notes: dict[str, Note]) -> list[str]:
-    """Entries for notes notes.json lacks, and explanations it lacks, by seq."""
+def _entry_problems(log: NoteLog, notes: dict[str, Note], horizon: float) -> list[str]:
+    """Entries up to seq `horizon` for notes notes.json lacks, or explanations it lacks."""
     found: list[tuple[Logged, str]] = []
     for note_id in log.note_ids() - set(notes):
         for entry in log.created.get(note_id, []) + log.explained.get(note_id, []):
@@ -140,6 +140,7 @@ def _entry_problems(log: NoteLog, notes: dict[str, Note]) -> list[str]:
             for entry in _match(notes[note_id], logged)[1]:
                 what = f"by {entry.author} matches no explanation of it in notes.json"
                 found.append((entry, f"note_explained for note {note_id} {what}"))
+    found = [item for item in found if _order(item[0].seq) <= horizon]
     found.sort(key=lambda item: (_order(item[0].seq), item[1]))
     return [f"custody seq {entry.seq}: {text}" for entry, text in found]
 
@@ -149,17 +150,21 @@ def _order(seq: Any) -> int:
     return seq if isinstance(seq, int) else -1
 
 
-def notes_cross_check(entries: Iterable[Mapping[str, Any]], notes: Iterable[Note]) -> list[str]:
+def notes_cross_check(
+    entries: Iterable[Mapping[str, Any]], notes: Iterable[Note], horizon: int | None = None
+) -> list[str]:
     """Each disagreement between the custody log's note entries and the stored notes.
 
     A note without `note_created`; a note with explanations no `note_explained` entry
-    logs (with the counts); a note entry (by seq) for a note notes.json does not hold,
-    or for an explanation it does not hold.
+    logs (with the counts); a note entry (by seq, up to `horizon`: later entries are
+    newer than the notes read) for a note notes.json does not hold, or for an
+    explanation it does not hold.
     """
     log = note_log(entries)
     stored = {note.note_id: note for note in notes}
     problems = [p for gap in unlogged(log, stored.values()) for p in _gap_problems(gap)]
-    return problems + _entry_problems(log, stored)
+    limit = float("inf") if horizon is None else horizon
+    return problems + _entry_problems(log, stored, limit)
 
 
 def restorable(log: NoteLog, notes: Mapping[str, Note]) -> list[Note]:

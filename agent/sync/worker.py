@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from agent.events import Analysed, ClipFlow, Synced
+from agent.chain.pacer import pacer_for
+from agent.events import Analysed, ClipFlow, Offloaded, Synced
 from agent.evidence import lifecycle
 from agent.evidence.lifecycle import acked_upstream, has_local_copy, proven
 from agent.evidence.record import manifest
@@ -74,6 +75,7 @@ class Sync:
             conn, cfg.client_id, cfg.data_dir / "transfer", SendSettings.from_mqtt(cfg.mqtt), signer
         )
         self.sender.on_forged = self._forged
+        self.chain = pacer_for(cfg, trust.signing_key, self.sender, self.wake, services.bus)
         self.proves_acks = trust.proves_acks
         self.sending: dict[str, Any] | None = None  # the clip being sent now
         self.forgery_told: dict[str, None] = {}  # clips receipt_invalid was raised for
@@ -93,6 +95,7 @@ class Sync:
         self._thread = threading.Thread(target=self._run, name="sync", daemon=True)
         notes.on_change.append(self._note_changed)
         flow.subscribe(Analysed, self.analysed)
+        flow.subscribe(Offloaded, self.chain.listen)  # a docking's end: its chain goes up
 
     def start(self) -> None:
         """Start sending in the background (a reconnect wakes the thread)."""
@@ -173,6 +176,8 @@ class Sync:
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
             paused = time.monotonic() < self.paused_until
+            if not paused and self.conn.connected:
+                self.chain.send_due(self._stop)  # SPEC 8.1: at a docking's end, each period
             record = None if paused or not self.conn.connected else self._next()
             if record is None:
                 self._wake.wait(self._idle_wait(paused))
@@ -263,8 +268,9 @@ class Sync:
             self._proven(record)
 
     def _deliver(self, record: dict[str, Any]) -> list[SendResult]:
-        """The clip, then its manifest file (SPEC 7.1); the clip is acked when both are."""
+        """The chain to the clip's entry (SPEC 8.1), the clip, its manifest (7.1): acked when all are."""
         clip_id = record["clip_id"]
+        self.chain.before_clip(record, self._stop)
         parcel = self.parcels.prepare(clip_id, lambda: self.manifest_of(record))
         results = []
         if not parcel.clip_acked:
@@ -301,7 +307,7 @@ class Sync:
         self.forgery_told[clip_id] = None
         while len(self.forgery_told) > FORGERIES_REMEMBERED:
             del self.forgery_told[next(iter(self.forgery_told))]
-        name = record["file_name"] if record else file_id
+        name = record["file_name"] if record else f"custody log chunk {file_id[:12]}"
         self.s.bus.alert(
             "receipt_invalid",
             "error",
@@ -309,6 +315,7 @@ class Sync:
             "the broker answers for the receiver); ignored, the clip waits for central's answer",
             one_off=True,
             sha256=clip_id,
+            **({} if record else {"kind": "custody"}),  # only chunks go without a clip
         )
 
     def _failed(self, clip_id: str) -> float:

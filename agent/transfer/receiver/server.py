@@ -18,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent.chain.receiving import CustodyDesk
 from agent.config import MqttSection
 from agent.durable import make_dirs
 from agent.mqtt.connection import login_refused, set_credentials
@@ -88,6 +89,7 @@ class Receiver:
         self.failed = threading.Event()
         self.failure = ""
         self.keys = DockKeys(dock_keys_dir) if dock_keys_dir else None
+        self.custody = CustodyDesk(self.store_dir, self.keys.key if self.keys else None)
         key_path = Path(signing_key_file or self.store_dir.parent / "receiver.key")
         self.signing_key = load_receiver_key(key_path, client_id)
         self.store_unidentified = unidentified == "store" and self.keys is None
@@ -343,6 +345,7 @@ class Receiver:
         elif isinstance(req, p.Fin):
             nonce = fin_nonce(data)
             sha = store.finish(client_id, req, signed=keys is not None)
+            self.custody.on_fin(client_id, store.file_dir(client_id, req.file_id))  # SPEC 8.1
             if nonce is not None:
                 return receipt(self.signing_key, client_id, req, sha, nonce)
         # abort: acknowledged, nothing dropped (as EMQX; an abort is not signed)

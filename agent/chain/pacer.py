@@ -1,0 +1,121 @@
+"""When the dock's chain goes up (SPEC 8.1), for the sync worker's thread.
+
+Before a clip is sent, central must hold the chain up to the clip's `clip_offloaded` entry
+(`before_clip`); besides, whatever is new goes up at the end of each docking (the bus's
+`offload_complete` or `undocked`) and at least every `custody_sync_s` while entries are new
+(`due`, then `flush`). All sends happen on the caller's thread, so chunks go in order and
+before the clips of later dockings.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.chain.upload import ChainUpload
+from agent.config import DockConfig
+from agent.events import EventBus, Offloaded
+from agent.evidence.custody import FILE_NAME
+from agent.transfer.outcome import QuotaExceeded, TransferFailed, TransferInterrupted
+from agent.transfer.sender import FileSender
+
+logger = logging.getLogger(__name__)
+RETRY_MAX_S = 900.0  # a refused or failed chunk is tried again at most this far apart
+
+DOCKING_ENDS = frozenset({"offload_complete", "undocked"})
+
+
+class ChainPacer:
+    """Decides when to send custody chunks; sends them through a ChainUpload."""
+
+    def __init__(
+        self,
+        upload: ChainUpload,
+        every_s: float,
+        wake: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+        alert: Callable[..., None] = lambda *a, **k: None,
+    ) -> None:
+        self.upload = upload
+        self.every_s = every_s
+        self.wake = wake
+        self.clock = clock
+        self.alert = alert  # EventBus.alert(code, severity, message, **fields)
+        self._failures = 0
+        self._retry_at = 0.0
+        self._docking_ended = threading.Event()
+        self._last = -float("inf")  # at start-up, whatever is new goes up at once
+
+    def listen(self, item: Any) -> None:
+        """Bus and clip-flow subscriber: a docking's end (its clips stored, the recorder
+        undocked) makes a flush due and wakes the sync thread."""
+        ended = getattr(item, "type", None) in DOCKING_ENDS and hasattr(item, "fields")
+        if ended or isinstance(item, Offloaded):
+            self._docking_ended.set()
+            self.wake()
+
+    def before_clip(self, record: dict[str, Any], cancel: threading.Event | None = None) -> None:
+        """Send the chain up to the clip's `clip_offloaded` entry (TransferFailed if refused)."""
+        seq = record.get("custody_seq")
+        if isinstance(seq, int) and seq > 0:
+            self.upload.ensure(seq, cancel)
+
+    def due(self) -> bool:
+        """Whether new entries should go up now."""
+        if self.clock() < self._retry_at:
+            return False
+        if self._docking_ended.is_set():
+            return True
+        return self.clock() - self._last >= self.every_s and self.upload.pending()
+
+    def flush(self, cancel: threading.Event | None = None) -> int:
+        """Send what is new; how many chunks (TransferFailed when central refuses one)."""
+        self._docking_ended.clear()
+        self._last = self.clock()
+        return self.upload.flush(cancel)
+
+    def send_due(self, cancel: threading.Event | None = None) -> None:
+        """Flush when due; a failure is logged and alerted, and the next try waits a period."""
+        if not self.due():
+            return
+        try:
+            self.flush(cancel)
+        except TransferInterrupted as exc:
+            logger.info("custody chunk interrupted: %s", exc)
+            return
+        except TransferFailed as exc:
+            self._failed(exc)
+            return
+        self._failures = 0
+
+    def _failed(self, exc: TransferFailed) -> None:
+        self._failures += 1
+        delay = min(self.every_s * 2 ** (self._failures - 1), RETRY_MAX_S)
+        self._retry_at = self.clock() + delay
+        why = (
+            "central has no room for the custody log"
+            if isinstance(exc, QuotaExceeded)
+            else ("custody log chunk not held by central")
+        )
+        message = f"{why}: {exc}; next try in {delay:.0f} s"
+        logger.error("%s", message)
+        self.alert("sync_failed", "error", message, one_off=True, kind="custody")
+
+
+def pacer_for(
+    cfg: DockConfig,
+    key: Ed25519PrivateKey,
+    sender: FileSender,
+    wake: Callable[[], None],
+    bus: EventBus,
+) -> ChainPacer:
+    """The sync worker's pacer: the dock's log, its key, its FileSender, `[mqtt] custody_sync_s`,
+    its alerts on the EventBus."""
+    work = cfg.data_dir / "transfer" / "custody"
+    upload = ChainUpload(cfg.data_dir / FILE_NAME, cfg.dock.id, key, work, sender.send)
+    return ChainPacer(upload, cfg.mqtt.custody_sync_s, wake, alert=bus.alert)
