@@ -95,7 +95,8 @@ class Signer:
     def judge_fin(self, file_id: str, meta: p.FileMeta, nonce: str, answer: Any) -> bool | None:
         """A fin answer: act on it (True), ignore it (False: forged), or hold it (None: failure)."""
         if not answer.ok:
-            return None if self.holds_failures else True
+            held = self.holds_failures and not self.refusal_holds(file_id, meta, nonce, answer)
+            return None if held else True
         if self.receipt_holds(file_id, meta, nonce, answer):
             return True
         logger.warning(
@@ -104,6 +105,15 @@ class Signer:
             "none" if getattr(answer, "receipt", None) is None else "wrong",
         )
         return False
+
+    def refusal_holds(self, file_id: str, meta: p.FileMeta, nonce: str, answer: Any) -> bool:
+        """Whether a failed fin answer carries central's signature over this refusal (and nonce)."""
+        if self.central_key is None:
+            return False
+        message = signatures.refusal_message(
+            self.client_id, file_id, meta.size, answer.reason_code, nonce
+        )
+        return signatures.verify(self.central_key, message, getattr(answer, "receipt", None))
 
     def receipt_holds(self, file_id: str, meta: p.FileMeta, nonce: str, answer: Any) -> bool:
         """Whether a successful fin answer proves central holds the file (for this nonce)."""

@@ -48,6 +48,11 @@ def fin_message(client_id: str, file_id: str, size: int, sha256: str, nonce: str
     return f"fin\n{client_id}\n{file_id}\n{size}\n{sha256.lower()}\n{nonce}"
 
 
+def refusal_message(client_id: str, file_id: str, size: int, reason_code: int, nonce: str) -> str:
+    """What central's `receipt` on a refused `fin` signs: the refusal is the receiver's own."""
+    return f"fin-refused\n{client_id}\n{file_id}\n{size}\n{reason_code}\n{nonce}"
+
+
 def custody_message(dock_id: str, chain_id: str, last_seq: int, head_hash: str) -> str:
     """What a custody chunk's `chain_sig` signs (SPEC 8.1)."""
     return f"custody\n{dock_id}\n{chain_id}\n{last_seq}\n{head_hash}"

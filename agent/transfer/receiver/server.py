@@ -23,6 +23,7 @@ from agent.config import MqttSection
 from agent.durable import make_dirs
 from agent.mqtt.connection import login_refused, set_credentials
 from agent.transfer import protocol as p
+from agent.transfer.receiver import trustdir
 from agent.transfer.receiver.escape import UNIDENTIFIED_DIR, escape_file_id
 from agent.transfer.receiver.expiry import DEFAULT_PARTIAL_TTL_S
 from agent.transfer.receiver.oncelog import OnceLog
@@ -313,7 +314,7 @@ class Receiver:
                     client_id,
                     exc.description,
                 )
-            resp = _answer(msg, exc.reason_code, exc.description)
+            resp = _answer(msg, exc.reason_code, exc.description, getattr(exc, "receipt", None))
         except OSError as exc:  # the store's disk, not the command: refused, the worker lives on
             err = storage_error(exc)
             logger.error("receiver: %s from %s: %s", msg.topic[:160], client_id, err.description)
@@ -344,8 +345,12 @@ class Receiver:
                 store.begin(client_id, req)
         elif isinstance(req, p.Fin):
             nonce = fin_nonce(data)
-            sha = store.finish(client_id, req, signed=keys is not None)
-            self.custody.on_fin(client_id, store.file_dir(client_id, req.file_id))  # SPEC 8.1
+            try:
+                sha = store.finish(client_id, req, signed=keys is not None)
+                self.custody.on_fin(client_id, store.file_dir(client_id, req.file_id))  # SPEC 8.1
+            except p.ProtocolError as exc:  # signed: the dock acts on it at once (SPEC 11)
+                trustdir.sign_refusal(exc, self.signing_key, client_id, req, nonce)
+                raise
             if nonce is not None:
                 return receipt(self.signing_key, client_id, req, sha, nonce)
         # abort: acknowledged, nothing dropped (as EMQX; an abort is not signed)

@@ -164,6 +164,21 @@ def receipt(key: Ed25519PrivateKey, client_id: str, fin: p.Fin, sha256: str, non
     return signatures.sign(key, message)
 
 
+def sign_refusal(
+    exc: p.ProtocolError, key: Ed25519PrivateKey, client_id: str, fin: p.Fin, nonce: str | None
+) -> None:
+    """Put central's signature on its refusal of one fin attempt (`exc.receipt`; SPEC 11).
+
+    The dock holds an unproved failure up to ack_timeout_s each round (any broker client can
+    send one); a refusal signed over the attempt's nonce it acts on at once.
+    """
+    if nonce is not None:
+        message = signatures.refusal_message(
+            client_id, fin.file_id, fin.size, exc.reason_code, nonce
+        )
+        exc.receipt = signatures.sign(key, message)  # type: ignore[attr-defined]
+
+
 def load_receiver_key(path: Path, comment: str) -> Ed25519PrivateKey:
     """The receiver's key, made (0600, .pub beside) at first start; KeyFileError when unusable."""
     key, made = keys.load_or_create_private(path)
