@@ -140,8 +140,7 @@ def test_a_dockings_clips_and_chain_arrive_and_receive_verify_passes(
 def test_an_entry_rewritten_on_the_dock_is_a_refused_fork_that_deletes_nothing(
     tmp_path: Path, broker: Broker
 ) -> None:
-    # a refused fin's third round was seen unanswered until fin_timeout_s (see the report)
-    cfg = make_cfg(tmp_path, broker, fin_timeout_s=5)
+    cfg = make_cfg(tmp_path, broker)
     enroll(cfg, tmp_path / "dock-keys")
     rx = start_receiver(tmp_path, broker)
     log = cfg.data_dir / "custody.jsonl"

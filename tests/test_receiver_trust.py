@@ -88,7 +88,9 @@ def test_a_dock_login_cannot_plant_a_clip_in_another_docks_name(
             seg = impostor.segment(fid, 0, data)
             assert seg is not None and seg.reason_code == p.NOT_AUTHORIZED
             fin = impostor.fin(fid, len(data))
-            assert fin is not None and not fin.ok and fin.receipt is None
+            assert fin is not None and not fin.ok
+            proof = signatures.fin_message("dock-a", fid, len(data), fid, impostor.last_nonce)
+            assert not signatures.verify(receiver_pub(store), proof, fin.receipt), "no success"
         finally:
             impostor.close()
     for client_id in ("dock-c", "dock-broken"):  # no key, or an unusable one: refused too
@@ -217,7 +219,13 @@ def test_every_fin_gets_a_receipt_over_its_own_nonce_so_none_replays(
         assert not signatures.verify(central, later, r1), "an old receipt never answers a new fin"
         assert (store / "dock-a" / fid / "clip.MP4").read_bytes() == data
         wrong = dock.fin(fid, len(data), checksum="1" * 64)
-        assert wrong is not None and not wrong.ok and wrong.receipt is None
+        assert wrong is not None and not wrong.ok
+        success = signatures.fin_message("dock-a", fid, len(data), fid, dock.last_nonce)
+        assert not signatures.verify(central, success, wrong.receipt)
+        refused = signatures.refusal_message(
+            "dock-a", fid, len(data), wrong.reason_code, dock.last_nonce
+        )
+        assert signatures.verify(central, refused, wrong.receipt), "the refusal is central's own"
         bad = dock.command(p.fin_topic("$file", fid, len(data), fid), b'{"nonce": "\xc3"}')
         assert bad is not None and bad.reason_code == p.PAYLOAD_FORMAT_INVALID
     finally:
