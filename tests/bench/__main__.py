@@ -1,4 +1,7 @@
-"""`python -m tests.bench [--quick] [--only NAME]`: run the benchmarks, print and save the table."""
+"""`python -m tests.bench [--quick] [--only NAME[:PART]]`: run the benchmarks, print and save the table.
+
+`--only sync:uplink` runs `run_uplink` of bench_sync alone (a module's part, where it has one).
+"""
 
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ def discover(only: str | None) -> list[str]:
     )
     if only is not None:
         wanted = only.removeprefix("bench_")
-        if wanted not in names:
+        if wanted.partition(":")[0] not in names:
             raise SystemExit(f"--only {only}: no such benchmark (have: {', '.join(names)})")
         names = [wanted]
     return names
@@ -37,8 +40,9 @@ def discover(only: str | None) -> list[str]:
 def run_one(name: str, quick: bool) -> list[Row]:
     """Run one benchmark module; a crash becomes a failed row, not a lost table."""
     try:
-        module = importlib.import_module(f"tests.bench.bench_{name}")
-        run: Callable[[bool], list[Row]] = module.run
+        module_name, _, part = name.partition(":")
+        module = importlib.import_module(f"tests.bench.bench_{module_name}")
+        run: Callable[[bool], list[Row]] = getattr(module, f"run_{part}" if part else "run")
         return run(quick)
     except Exception as exc:  # one broken benchmark must not hide the others
         traceback.print_exc()
@@ -76,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the selected benchmarks; exit 1 when a target is missed."""
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
-    parser.add_argument("--only", metavar="NAME", help="run one module, e.g. index")
+    parser.add_argument(
+        "--only", metavar="NAME", help="run one module, e.g. index (sync:uplink: that row only)"
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     rows: list[Row] = []

@@ -126,12 +126,15 @@ def drained_publish(port: int, clip: Path, size: int, file_id: str) -> float:
         drain.wait(10)
 
 
-def keyed(workdir: Path, client_id: str = "dock-bench") -> tuple[str, Signer]:
+def keyed(
+    workdir: Path, client_id: str = "dock-bench", dock: Ed25519PrivateKey | None = None
+) -> tuple[str, Signer]:
     """SPEC 11 as shipped: the receiver knows the dock's key and signs receipts the dock checks.
 
-    Returns the receiver's [receiver] lines and the dock's Signer (both key pairs made here).
+    Returns the receiver's [receiver] lines and the dock's Signer (the dock's key pair made here
+    unless given, central's made here).
     """
-    dock = Ed25519PrivateKey.generate()
+    dock = dock or Ed25519PrivateKey.generate()
     keys_dir = workdir / "dock-keys"
     keys_dir.mkdir(exist_ok=True)
     keys.write_public(keys_dir / f"{client_id}.pub", dock.public_key(), client_id)
@@ -236,16 +239,17 @@ def run(quick: bool) -> list[Row]:
         ) as mem:
             stores["tmpfs"] = Path(mem) / "store"
             got = measure(Path(tmp), size, stores)
-        uplink_size = (16 if quick else 256) * MIB  # a real clip is 0.5 to 4 GB
-        uplink_dir = Path(tmp) / "uplink"
-        uplink_dir.mkdir()
-        clip = uplink_dir / "clip.mp4"
-        uplink = uplink_row(
-            uplink_dir, clip, uplink_size, make_clip(clip, uplink_size), SEGMENT, WINDOW
-        )
     bare_rate = size / got["bare"] / MIB
     rows = [_row(size, bare_rate, got[k], got[f"{k}_ok"], k) for k in stores]
-    return [*rows, _drained_row(size, size / got["drained"] / MIB, got["disk"]), uplink]
+    return [*rows, _drained_row(size, size / got["drained"] / MIB, got["disk"]), *run_uplink(quick)]
+
+
+def run_uplink(quick: bool) -> list[Row]:
+    """The uplink row alone (`python -m tests.bench --only sync:uplink`)."""
+    size = (16 if quick else 256) * MIB  # a real clip is 0.5 to 4 GB
+    with tempfile.TemporaryDirectory(prefix="bench-uplink-") as tmp:
+        clip = Path(tmp) / "clip.mp4"
+        return [uplink_row(Path(tmp), clip, size, make_clip(clip, size), SEGMENT, WINDOW)]
 
 
 def _drained_row(size: int, drained_rate: float, seconds: float) -> Row:
