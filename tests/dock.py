@@ -13,6 +13,7 @@ from agent.daemon.runtime import Daemon
 from agent.daemon.wiring import assemble
 from agent.dock.clock import ClockSource
 from agent.events import Alert, BayView
+from agent.sync.queue import DEFAULT_BACKOFF, Backoff
 from agent.transfer.receiver.trustdir import load_receiver_key
 from agent.trust.dock import load_signing_key
 from agent.trust.keys import write_public
@@ -116,10 +117,13 @@ def wait_for(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condit
 
 @contextmanager
 def running(
-    cfg: DockConfig, refresh_s: float = 0.3, clock: ClockSource | None = None
+    cfg: DockConfig,
+    refresh_s: float = 0.3,
+    clock: ClockSource | None = None,
+    sync_backoff: Backoff = DEFAULT_BACKOFF,
 ) -> Iterator[tuple[Daemon, Views]]:
     """The daemon started with views recorded; stopped afterwards."""
-    daemon = assemble(cfg, refresh_s=refresh_s, clock=clock)
+    daemon = assemble(cfg, refresh_s=refresh_s, clock=clock, sync_backoff=sync_backoff)
     views = Views()
     daemon.services.bus.subscribe(views)
     daemon.start()

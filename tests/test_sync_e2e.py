@@ -20,6 +20,7 @@ import pytest
 from agent.config import MqttSection
 from agent.evidence.custody import iter_entries
 from agent.evidence.index import ClipIndex
+from agent.sync.queue import Backoff
 from agent.transfer import protocol as p
 from agent.transfer.receiver.server import Receiver
 from firmware_interface import simkit
@@ -401,11 +402,8 @@ class RefusingManifests(Receiver):
 
 
 def test_a_clip_is_acked_only_with_its_manifest_and_not_sent_again_for_it(
-    tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, broker: Broker
 ) -> None:
-    from agent.sync import worker as sync
-
-    monkeypatch.setattr(sync, "RETRY_AFTER_S", 1.0)
     store = tmp_path / "central"
     receiver = RefusingManifests(
         store, MqttSection(host=broker.host, port=broker.port), RECEIVER_ID
@@ -418,7 +416,7 @@ def test_a_clip_is_acked_only_with_its_manifest_and_not_sent_again_for_it(
         tmp_path / "bay1", simkit.SimRecorder(clips=simkit.shift(start, [1, 1]))
     )
     try:
-        with running(cfg) as (daemon, views):
+        with running(cfg, sync_backoff=Backoff(1.0)) as (daemon, views):
             index = daemon.services.index
             wait_for(
                 lambda: (
