@@ -78,8 +78,7 @@ def test_a_batch_on_a_trusted_file_system_is_made_durable_by_one_syncfs(
 def test_elsewhere_every_file_gets_its_own_fsync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(diskio, "SYNCFS_TYPES", {})  # as on FUSE or NFS
-    s = EvidenceStore(tmp_path / "data", reserve_bytes=0)
+    s = EvidenceStore(tmp_path / "data", reserve_bytes=0, trust_syncfs=False)  # as on FUSE, NFS
     assert not s.batch_syncfs
     blobs = [os.urandom(20_000) for _ in range(5)]
     calls = counting(monkeypatch)

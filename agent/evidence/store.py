@@ -93,7 +93,11 @@ class Staged:
 class EvidenceStore:
     """`{data_dir}/evidence/{device_id}/{date}/{file}`, written only through stage()/commit()."""
 
-    def __init__(self, data_dir: Path, reserve_bytes: int) -> None:
+    def __init__(
+        self, data_dir: Path, reserve_bytes: int, *, trust_syncfs: bool | None = None
+    ) -> None:
+        """`trust_syncfs`: whether one syncfs makes a batch durable here (None: judged from the
+        file system, see diskio.syncfs_trusted; False: every file gets its own fsync)."""
         self.root = data_dir / "evidence"
         self.incoming = self.root / INCOMING
         self.reserve_bytes = reserve_bytes
@@ -101,7 +105,8 @@ class EvidenceStore:
         self._name_lock = threading.Lock()
         self._serial = itertools.count()  # unique temp names within one thread's batch
         # One syncfs makes a whole batch durable where the file system honours it.
-        self.batch_syncfs = syncfs_trusted(self.incoming)
+        trusted = syncfs_trusted(self.incoming) if trust_syncfs is None else trust_syncfs
+        self.batch_syncfs = trusted
         # Large copies go through O_DIRECT on the same disk file systems (where it is refused,
         # or elsewhere, through the page cache with a read-back of each window after a sync).
         self.direct_io = self.batch_syncfs
