@@ -48,6 +48,13 @@ def test_demo_runs_end_to_end_and_keeps_its_page_until_ctrl_c() -> None:
     assert f"status page         : {kept.group(1)}" in out
     assert "RESULT: every clip is at central, byte for byte" in out
     assert "custody chain: intact" in out
+    fingerprint = re.search(r"dock key +: (SHA256:[A-Za-z0-9+/]{43})", out)
+    assert fingerprint, out[-3000:]
+    assert "receipts verified    : 8 of 8 acks carried central's signed receipt" in out
+    assert "recorder files freed : 8, each only after its verified receipt" in out
+    assert re.search(
+        r"chain at central +: [1-9]\d* of \d+ custody entries .*receive verify: OK", out
+    )
     assert out.count("at central, hash ok") == 8
     assert "cause low_battery" in out and "late_offload" in out
     assert "Traceback" not in err

@@ -237,6 +237,7 @@ def main(say: Callable[[str], None] = print, keep: bool = False) -> int:
     until Ctrl-C.
     """
     from agent.demo.summary import summary
+    from agent.demo.trust_summary import trust_lines
     from agent.transfer.receiver.server import Receiver
 
     root = Path(tempfile.mkdtemp(prefix="dock-agent-demo-"))
@@ -270,7 +271,11 @@ def main(say: Callable[[str], None] = print, keep: bool = False) -> int:
             records = sorted(daemon.services.index.iter_all(), key=lambda r: r["recorded_start"])
             text, ok = summary(scene, daemon, records, receiver_holds, page_url(daemon))
             chain = verify_chain(cfg.data_dir / "custody.jsonl")
-            say(text)
+            pub = site.dock_keys_dir / f"{cfg.client_id}.pub"
+            trust, proved = trust_lines(cfg, scene.store / cfg.client_id, pub)
+            ok = ok and proved
+            head, result = text.rsplit("\n\nRESULT", 1)
+            say("\n".join([head, *trust, "", "RESULT" + result]))
             say(f"custody chain: {'intact' if not chain else 'BROKEN: ' + '; '.join(chain)}")
             if keep:
                 _serve_until_interrupted(daemon, say)
