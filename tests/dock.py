@@ -17,6 +17,7 @@ from agent.sync.queue import DEFAULT_BACKOFF, Backoff
 from agent.transfer.receiver.trustdir import load_receiver_key
 from agent.trust.dock import load_signing_key
 from agent.trust.keys import write_public
+from firmware_interface.base import Recorder, Status
 
 CLOSED_PORT = 1  # nothing listens: the dock works offline and never meets a stray broker
 
@@ -139,3 +140,17 @@ def settled(daemon: Daemon, views: Views, bay: int) -> bool:
     analysis = daemon.parts.analysis if daemon.parts else None
     idle = analysis is None or analysis.idle()
     return bool(v and v.state in ("charging", "ready", "fault") and idle)
+
+
+def count_status_reads(recorder: Recorder | None) -> list[int]:
+    """Count the bay's status reads (each refresh reads the recorder once): [reads so far]."""
+    assert recorder is not None
+    reads = [0]
+    status = recorder.status
+
+    def counted() -> Status:
+        reads[0] += 1
+        return status()
+
+    recorder.status = counted  # type: ignore[method-assign]
+    return reads

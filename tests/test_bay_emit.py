@@ -8,8 +8,7 @@ from pathlib import Path
 
 from agent.dock.emit import ThrottledSend
 from firmware_interface import simkit
-from firmware_interface.base import Recorder, Status
-from tests.dock import dock_config, running, settled, wait_for
+from tests.dock import count_status_reads, dock_config, running, settled, wait_for
 
 
 class Sent:
@@ -56,20 +55,6 @@ def test_close_drops_a_pending_send() -> None:
     emit.close()
     time.sleep(0.4)  # no-event wait: 2 intervals; the dropped send was due after 1
     assert sent.values == [0]
-
-
-def count_status_reads(recorder: Recorder | None) -> list[int]:
-    """Count the bay's status reads (each refresh reads the recorder once): [reads so far]."""
-    assert recorder is not None
-    reads = [0]
-    status = recorder.status
-
-    def counted() -> Status:
-        reads[0] += 1
-        return status()
-
-    recorder.status = counted  # type: ignore[method-assign]
-    return reads
 
 
 def test_a_charging_battery_is_a_whole_percent_and_its_fractions_are_no_news(

@@ -25,7 +25,7 @@ from agent.transfer import protocol as p
 from agent.transfer.receiver.server import Receiver
 from firmware_interface import simkit
 from tests.broker import Broker, free_port, mosquitto_binary, running_broker
-from tests.dock import config_toml, dock_config, running, wait_for
+from tests.dock import config_toml, count_status_reads, dock_config, running, settled, wait_for
 from tests.mqtt_helpers import Recorder
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
@@ -168,7 +168,9 @@ def test_offline_dock_keeps_everything_then_catches_up(tmp_path: Path) -> None:
             60,
             "offload while offline",
         )
-        time.sleep(1.5)
+        wait_for(lambda: settled(daemon, views, 1), 30, "bay 1 settled")
+        reads = count_status_reads(daemon.bays[1].recorder)
+        wait_for(lambda: reads[0] >= 3, 10, "3 refreshes: a deletion would come by then")
         assert all(p.exists() for p in originals), "nothing leaves the recorder without an ack"
         assert {r["state"] for r in daemon.services.index.iter_all()} == {"offloaded"}
         broker.start()

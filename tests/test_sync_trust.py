@@ -26,7 +26,7 @@ from agent.transfer.receiver.server import Receiver
 from agent.ui.status import read_status
 from firmware_interface import simkit
 from tests.broker import Broker, mosquitto_binary, running_broker
-from tests.dock import Views, dock_config, enroll, running, wait_for
+from tests.dock import Views, count_status_reads, dock_config, enroll, running, wait_for
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
 
@@ -145,7 +145,8 @@ def test_shipped_defaults_with_a_forger_and_no_receiver_delete_nothing(
             index = daemon.services.index
             wait_for(lambda: sniffer.fins >= 2 * len(originals), 60, "the forger's fin answers")
             wait_for(lambda: alerts(views, "deletes_held"), 30, "deletes_held")
-            time.sleep(1.0)  # a deletion would follow an ack within the daemon's refresh
+            reads = count_status_reads(daemon.bays[1].recorder)
+            wait_for(lambda: reads[0] >= 3, 10, "3 refreshes: a deletion would follow by then")
             assert all(p.exists() for p in originals), "nothing left the recorder"
             records = list(index.iter_all())
             status = read_status(cfg)
