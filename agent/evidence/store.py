@@ -94,10 +94,17 @@ class EvidenceStore:
     """`{data_dir}/evidence/{device_id}/{date}/{file}`, written only through stage()/commit()."""
 
     def __init__(
-        self, data_dir: Path, reserve_bytes: int, *, trust_syncfs: bool | None = None
+        self,
+        data_dir: Path,
+        reserve_bytes: int,
+        *,
+        trust_syncfs: bool | None = None,
+        window_bytes: int = WINDOW,
     ) -> None:
         """`trust_syncfs`: whether one syncfs makes a batch durable here (None: judged from the
-        file system, see diskio.syncfs_trusted; False: every file gets its own fsync)."""
+        file system, see diskio.syncfs_trusted; False: every file gets its own fsync).
+        `window_bytes`: a large copy is read back from disk in windows of at most this size."""
+        self.window_bytes = window_bytes
         self.root = data_dir / "evidence"
         self.incoming = self.root / INCOMING
         self.reserve_bytes = reserve_bytes
@@ -160,11 +167,13 @@ class EvidenceStore:
         if large:
             tmp = self._temp_name(tag)
             if self.direct_io and (direct_fd := open_target(tmp)) is not None:
-                return _stage_direct(src, tmp, direct_fd, dest_rel, progress, cancel)
+                return _stage_direct(
+                    src, tmp, direct_fd, dest_rel, progress, cancel, self.window_bytes
+                )
             fd = _create(tmp)
         else:
             tmp, fd = temp or self.new_temp(tag)
-        reread = Reread(fd) if large else None
+        reread = Reread(fd, self.window_bytes) if large else None
         try:
             sha, size = pump(src, fd, progress, cancel, reread.written if reread else _ignore)
         except BaseException:
@@ -317,9 +326,10 @@ def _stage_direct(
     dest_rel: Path,
     progress: Callable[[int], None],
     cancel: threading.Event,
+    window: int,
 ) -> Staged:
-    """Stage a large clip through O_DIRECT (agent/evidence/direct.py)."""
-    copy = DirectCopy(fd)
+    """Stage a large clip through O_DIRECT (agent/evidence/direct.py), in windows of `window`."""
+    copy = DirectCopy(fd, window)
     try:
         sha, size = copy.copy(src, progress, cancel)
     except BaseException:
