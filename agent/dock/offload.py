@@ -12,7 +12,7 @@ from typing import Any
 
 from agent.dock import roster
 from agent.dock.ahead import Ahead, Opened, opened_ahead
-from agent.dock.batches import batches
+from agent.dock.batches import batches, copy_order
 from agent.dock.parts import DockParts
 from agent.dock.pipeline import Pipeline
 from agent.dock.proof import recorder_sha256
@@ -75,7 +75,8 @@ class Offloader:
         }
 
     def run(self, clips: list[ClipEntry]) -> OffloadResult:
-        """Offload `clips` oldest first; stop at disk full, undock or cancel (RecorderGone raised).
+        """Offload `clips` (small ones first: batches.copy_order); stop at disk full, undock or
+        cancel (RecorderGone raised).
 
         Groups (a batch of small files, or one large clip) go through a pipeline: while group N
         is staged by this thread, helper threads prove group N-1 (made durable, read back from
@@ -88,7 +89,9 @@ class Offloader:
             self._pipeline = pipeline
             name = f"bay{self.docking.bay}"
             try:
-                with opened_ahead(name, list(batches(clips)), self._open_ahead) as groups:
+                with opened_ahead(
+                    name, list(batches(copy_order(clips))), self._open_ahead
+                ) as groups:
                     for group, opened in groups:
                         self._group(group, result, opened)
                 self._finish_pending(result)
@@ -262,6 +265,7 @@ class Offloader:
                     self.cancel,
                     large=clip.size >= SMALL,
                     temp=ahead.take_temp() if ahead is not None else None,
+                    expect=clip.size,
                 )
         except (SourceReadError, CopyCancelled) as exc:  # what was proved before is kept
             raise RecorderGone(str(exc)) from exc

@@ -99,6 +99,16 @@ def open_source(src: BinaryIO) -> DirectFile | None:
         return None
 
 
+def _size(source: DirectFile | None) -> int | None:
+    """The size of the recorder's file, when it is read directly (None: not known)."""
+    if source is None:
+        return None
+    try:
+        return os.fstat(source.fd).st_size
+    except OSError:
+        return None
+
+
 class _Windows:
     """How large the next window of a copy may be: the buffer budget shared by every copy.
 
@@ -289,8 +299,11 @@ class DirectCopy:
 
     def _read(self, src: BinaryIO, source: DirectFile | None) -> None:
         offset = 0
+        total = _size(source)
         while (slot := self._ring.free.get()) is not None and not self._stop:
             want = min(windows.size(), self.window)
+            if total is not None and total - offset < want:
+                want = MIN_WINDOW  # the end in small windows: little left to do after it
             try:
                 size, source = self._fill(src, source, self._ring.use(slot, want), offset)
             except OSError as exc:

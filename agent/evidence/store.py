@@ -30,6 +30,7 @@ from agent.evidence.diskio import (
     syncfs,
     syncfs_trusted,
 )
+from agent.evidence.kept import Kept, pump_kept
 
 __all__ = [
     "CHUNK",
@@ -80,7 +81,8 @@ class Staged:
     """A copied and hashed file in `.incoming`, not yet durable, verified or in place.
 
     A large one keeps its descriptor open, with the windows already read back from disk
-    while it was copied (`reread`); prove() syncs it and reads back the rest.
+    while it was copied (`reread`); prove() syncs it and reads back the rest. A small one
+    may keep the bytes it was hashed over (`kept`): its read-back is compared with them.
     """
 
     tmp: Path
@@ -88,6 +90,7 @@ class Staged:
     sha256: str
     size: int
     reread: LargeCopy | None = field(default=None, compare=False, repr=False)
+    kept: Kept | None = field(default=None, compare=False, repr=False)
 
 
 class EvidenceStore:
@@ -157,12 +160,15 @@ class EvidenceStore:
         cancel: threading.Event,
         large: bool = False,
         temp: tuple[Path, int] | None = None,
+        expect: int | None = None,
     ) -> Staged:
         """Copy `src` to a temp file, hashing every byte; commit() makes it durable and proves it.
 
         A `large` copy is read back from disk window by window while it is written (helper
         threads), so prove() has only its last window left to read back. A small one may
         come with its `temp` file made ahead (new_temp()); stage() owns it from then on.
+        A small one of `expect` bytes keeps them while the budget allows (kept.py): its
+        read-back is then compared with them instead of hashed a second time.
         """
         if large:
             tmp = self._temp_name(tag)
@@ -174,9 +180,15 @@ class EvidenceStore:
         else:
             tmp, fd = temp or self.new_temp(tag)
         reread = Reread(fd, self.window_bytes) if large else None
+        kept = None if large else Kept.take(expect)
         try:
-            sha, size = pump(src, fd, progress, cancel, reread.written if reread else _ignore)
+            if kept is not None:
+                sha, size, kept = pump_kept(src, fd, kept, progress, cancel)
+            else:
+                sha, size = pump(src, fd, progress, cancel, reread.written if reread else _ignore)
         except BaseException:
+            if kept is not None:
+                kept.release()
             if reread is not None:
                 reread.close()
             else:
@@ -187,7 +199,7 @@ class EvidenceStore:
             if not self.batch_syncfs:  # the batch's syncfs writes it while the next is copied
                 start_writeback(fd)  # the disk writes it while we copy the next file
             os.close(fd)
-        return Staged(tmp, dest_rel, sha, size, reread)
+        return Staged(tmp, dest_rel, sha, size, reread, kept)
 
     def new_temp(self, tag: str) -> tuple[Path, int]:
         """A new temp file in `.incoming` for a small clip's copy: (path, descriptor).
@@ -243,7 +255,7 @@ class EvidenceStore:
             for fd in fds:
                 os.close(fd)
         for item in staged:  # read back from disk: the cache was dropped after the sync
-            if sha256_file(item.tmp, drop_cache=False) != item.sha256:
+            if not _reads_back_right(item):
                 raise VerifyFailed(f"{item.tmp}: stored copy does not match {item.sha256}")
 
     def place(self, staged: list[Staged]) -> list[StoredCopy]:
@@ -282,6 +294,8 @@ class EvidenceStore:
         """Remove the temp files (their content is linked into place, or abandoned)."""
         for item in staged:
             try:
+                if item.kept is not None:
+                    item.kept.release()
                 if item.reread is not None:
                     item.reread.close()
             finally:
@@ -317,6 +331,19 @@ def _prove_large(item: Staged, reread: LargeCopy) -> None:
         reread.prove(item.size, item.sha256)
     except VerifyFailed as exc:
         raise VerifyFailed(f"{item.tmp}: {exc}") from exc
+
+
+def _reads_back_right(item: Staged) -> bool:
+    """A small copy as read back from disk: equal to its kept bytes, or hashing to its sha256."""
+    kept = item.kept
+    if kept is None or not kept.held:
+        return sha256_file(item.tmp, drop_cache=False) == item.sha256
+    fd = os.open(item.tmp, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return kept.same_on_disk(fd)
+    finally:
+        os.close(fd)
+        kept.release()  # proved or not, the bytes are not needed again
 
 
 def _stage_direct(

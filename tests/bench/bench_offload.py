@@ -1,4 +1,7 @@
-"""SPEC 10 offload rows: one large clip, many photos, four bays at once (each against a baseline)."""
+"""SPEC 10 offload rows: one large clip, many photos, four bays at once (each against a baseline).
+
+The recorder-speed rows are in bench_recorders.py, the CPU rows in bench_cpu.py.
+"""
 
 from __future__ import annotations
 
@@ -140,17 +143,17 @@ def large_clip_times(root: Path, size: int, repeats: int) -> dict[str, list[floa
 
 
 def large_clip_rows(root: Path, quick: bool) -> list[Row]:
-    """Rows 1a/1b: acquire vs cp+sync (≤ 1.5×) and vs cp then sha256sum (faster).
+    """Rows 1a/1b: acquire vs the tools' floor (≤ 1.1×), and vs cp then sha256sum (faster).
 
-    Row 1a also shows the same disk work done by tools: cp + sync, then the copy read back
-    from the disk (dd iflag=direct). It tells a slow disk from a slow program: the contract's
-    verify reads the copy back from the disk, a third pass cp does not make; where the disk
-    reads slower than it writes, that pass alone can cost more than half of cp + sync.
+    The floor is the same disk work done by tools, measured in the same run: cp + sync, then
+    the copy read back from the disk (dd iflag=direct), the pass a verify that reads the disk
+    cannot avoid and cp + sync alone never makes. Row 1a shows cp + sync as well.
     """
     size, repeats = (256 * MiB, QUICK_REPEATS) if quick else (GiB, REPEATS)
     runs = large_clip_times(root, size, repeats)
-    both = [a + b for a, b in zip(runs["cp"], runs["back"], strict=True)]
+    floor_runs = [a + b for a, b in zip(runs["cp"], runs["back"], strict=True)]
     t = {k: median(v) for k, v in runs.items()}
+    floor = median(floor_runs)
     label = f"{size // MiB} MiB"
     what = f"offload of one {label} clip (read, SHA-256, write, fsync, verify)"
     ours = (
@@ -158,18 +161,20 @@ def large_clip_rows(root: Path, quick: bool) -> list[Row]:
     )
     note = f"median of {repeats} (min–max), page cache dropped before each run"
     disk = (
-        f"disk: cp + sync {size / t['cp'] / MiB:.0f} MiB/s; the copy read back from the disk "
-        f"(dd iflag=direct) {spread(runs['back'])}, {size / t['back'] / MiB:.0f} MiB/s; "
-        f"cp + sync then that read-back {median(both) / t['cp']:.2f} × cp + sync"
+        f"cp + sync {spread(runs['cp'])} = {size / t['cp'] / MiB:.0f} MiB/s, then the copy "
+        f"read back (dd iflag=direct) {spread(runs['back'])} = "
+        f"{size / t['back'] / MiB:.0f} MiB/s"
     )
     return [
         Row(
             what,
-            "≤ 1.5 × cp + sync",
-            f"cp + sync {spread(runs['cp'])} ({note}); {disk}",
-            f"{ours}; {ratios(runs['acquire'], runs['cp'])}",
-            t["acquire"] / t["cp"],
-            t["acquire"] <= 1.5 * t["cp"],
+            "≤ 1.1 × the tools' floor: cp + sync, then dd iflag=direct of the copy",
+            f"floor {spread(floor_runs)} ({note}; {disk}; the floor is "
+            f"{floor / t['cp']:.2f} × cp + sync)",
+            f"{ours}; {ratios(runs['acquire'], floor_runs)}; "
+            f"{t['acquire'] / t['cp']:.2f} × cp + sync",
+            t["acquire"] / floor,
+            t["acquire"] <= 1.1 * floor,
         ),
         Row(
             what,
@@ -253,7 +258,7 @@ def photo_rows(root: Path, quick: bool) -> list[Row]:
     return [
         Row(
             f"offload of {count:,} photos of 200 KB (per-file overhead)",
-            "≤ 2 × cp -r + sync",
+            "≤ 1.5 × cp -r + sync",
             f"cp -r + sync {spread(cp_runs)} (median of {repeats} (min–max), page cache "
             f"dropped); disk: cp -r + sync {count * size / cp / MiB:.0f} MiB/s, "
             f"{count / cp:.0f} files/s",
@@ -261,7 +266,7 @@ def photo_rows(root: Path, quick: bool) -> list[Row]:
             f"({ours / count * 1000:.2f} ms per photo; index + custody writes included, "
             f"analysis not attached); {ratios(our_runs, cp_runs)}",
             ours / cp,
-            ours <= 2 * cp,
+            ours <= 1.5 * cp,
         )
     ]
 
