@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.chain.pacer import pacer_for
-from agent.events import Analysed, ClipFlow, Offloaded, Synced
+from agent.events import Analysed, ClipFlow, Freed, Offloaded, Synced
 from agent.evidence import lifecycle
 from agent.evidence.lifecycle import acked_upstream, has_local_copy, proven
 from agent.evidence.record import manifest
@@ -100,6 +100,7 @@ class Sync:
         notes.on_change.append(self._note_changed)
         flow.subscribe(Analysed, self.analysed)
         flow.subscribe(Offloaded, self.chain.listen)  # a docking's end: its chain goes up
+        flow.subscribe(Freed, self.chain.listen)  # ... and the recorder's deletions after it
 
     def start(self) -> None:
         """Start sending in the background (a reconnect wakes the thread)."""
