@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from agent.evidence.retention.settings import (
 from agent.schema import ConfigError, in_range, parse, pattern, setting
 from agent.transfer.emqx import MAX_SEGMENT_BYTES
 from agent.trust.settings import deletes_held_reason, mqtt_trust_problems, without_removed_keys
+from agent.ui.settings import UiSection
 
 DEFAULT_CONFIG_PATH = "/etc/dock-agent/dock-agent.toml"
 ID_RE = r"[A-Za-z0-9_-]{1,64}"
@@ -203,31 +203,6 @@ class MqttSection:
         doc="Home Assistant MQTT discovery prefix; empty disables (SPEC 12)",
         check=pattern(r"([^#+/\s]+(/[^#+/\s]+)*)?", "a topic without wildcards, or empty"),
     )
-
-
-LISTEN_EXPECTED = "expected HOST:PORT with a port 0-65535 (e.g. 127.0.0.1:8080), or empty"
-
-
-def split_listen(value: str) -> tuple[str, int] | None:
-    """(host, port) of a `[ui] listen` value such as 127.0.0.1:8080 or [::1]:8080; None if bad."""
-    host, sep, port = value.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not re.fullmatch(r"[A-Za-z0-9.:-]+", host) or not re.fullmatch(r"\d{1,5}", port):
-        return None
-    return (host, int(port)) if int(port) <= 65535 else None
-
-
-@dataclass(frozen=True)
-class UiSection:
-    """[ui]: the dock's status page for its touchscreen (SPEC 12)."""
-
-    listen: str = setting(
-        "127.0.0.1:8080",
-        doc="HOST:PORT the status page listens on; empty disables it",
-        check=lambda value: None if value == "" or split_listen(value) else LISTEN_EXPECTED,
-    )
-    language: str = setting("zh-CN", doc="language of the status page", choices=("zh-CN", "en"))
-    metrics: bool = setting(True, doc="serve GET /metrics for Prometheus on the status page's port")
 
 
 @dataclass(frozen=True)

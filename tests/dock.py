@@ -13,9 +13,11 @@ from agent.daemon.runtime import Daemon
 from agent.daemon.wiring import assemble
 from agent.dock.clock import ClockSource
 from agent.events import Alert, BayView
+from agent.sync.queue import DEFAULT_BACKOFF, Backoff
 from agent.transfer.receiver.trustdir import load_receiver_key
 from agent.trust.dock import load_signing_key
 from agent.trust.keys import write_public
+from firmware_interface.base import Recorder, Status
 
 CLOSED_PORT = 1  # nothing listens: the dock works offline and never meets a stray broker
 
@@ -116,10 +118,13 @@ def wait_for(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condit
 
 @contextmanager
 def running(
-    cfg: DockConfig, refresh_s: float = 0.3, clock: ClockSource | None = None
+    cfg: DockConfig,
+    refresh_s: float = 0.3,
+    clock: ClockSource | None = None,
+    sync_backoff: Backoff = DEFAULT_BACKOFF,
 ) -> Iterator[tuple[Daemon, Views]]:
     """The daemon started with views recorded; stopped afterwards."""
-    daemon = assemble(cfg, refresh_s=refresh_s, clock=clock)
+    daemon = assemble(cfg, refresh_s=refresh_s, clock=clock, sync_backoff=sync_backoff)
     views = Views()
     daemon.services.bus.subscribe(views)
     daemon.start()
@@ -135,3 +140,17 @@ def settled(daemon: Daemon, views: Views, bay: int) -> bool:
     analysis = daemon.parts.analysis if daemon.parts else None
     idle = analysis is None or analysis.idle()
     return bool(v and v.state in ("charging", "ready", "fault") and idle)
+
+
+def count_status_reads(recorder: Recorder | None) -> list[int]:
+    """Count the bay's status reads (each refresh reads the recorder once): [reads so far]."""
+    assert recorder is not None
+    reads = [0]
+    status = recorder.status
+
+    def counted() -> Status:
+        reads[0] += 1
+        return status()
+
+    recorder.status = counted  # type: ignore[method-assign]
+    return reads

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import queue
 import time
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -95,3 +96,16 @@ def wait_for(cond: Any, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+def delivered(send: Callable[[], object], got: queue.Queue[bytes], timeout: float) -> bytes:
+    """Send until a message arrives: a subscription is live only once its SUBACK came, which
+    a client learns without telling; `send` must return truthy (e.g. publish_and_wait)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert send(), "the publish was not acknowledged"
+        try:
+            return got.get(timeout=0.2)
+        except queue.Empty:
+            continue
+    raise AssertionError(f"nothing delivered within {timeout}s")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from agent.dock.emit import ThrottledSend
 from firmware_interface import simkit
-from tests.dock import dock_config, running, settled, wait_for
+from tests.dock import count_status_reads, dock_config, running, settled, wait_for
 
 
 class Sent:
@@ -29,7 +29,7 @@ def test_the_last_update_held_back_goes_out_within_the_interval() -> None:
         sent.current = value
         emit()
     assert sent.values == [1]
-    time.sleep(0.5)
+    wait_for(lambda: len(sent.values) > 1, 5, "the trailing send")
     assert sent.values == [1, 5]  # one trailing send, with what is current then
     emit.close()
 
@@ -43,7 +43,7 @@ def test_forced_sends_go_at_once_and_cancel_the_trailing_one() -> None:
     emit()  # held back
     sent.current = 3
     emit(force=True)  # a state change: at once
-    time.sleep(0.5)
+    time.sleep(0.5)  # no-event wait: 2.5 intervals; the cancelled trailing send was due after 1
     assert sent.values == [1, 3]
 
 
@@ -53,7 +53,7 @@ def test_close_drops_a_pending_send() -> None:
     emit()
     emit()
     emit.close()
-    time.sleep(0.4)
+    time.sleep(0.4)  # no-event wait: 2 intervals; the dropped send was due after 1
     assert sent.values == [0]
 
 
@@ -65,9 +65,10 @@ def test_a_charging_battery_is_a_whole_percent_and_its_fractions_are_no_news(
     simkit.build(tmp_path / "bay1", rec)
     with running(dock_config(tmp_path), refresh_s=0.1) as (daemon, views):
         wait_for(lambda: settled(daemon, views, 1), 30, "bay 1 charging")
-        time.sleep(0.5)
+        reads = count_status_reads(daemon.bays[1].recorder)
+        wait_for(lambda: reads[0] >= 3, 10, "3 refreshes")  # views held back at settling went out
         before = len(views.items)
-        time.sleep(2.0)  # 20 refreshes; the battery gains 0.02 %
+        wait_for(lambda: reads[0] >= 23, 20, "20 more refreshes")  # the battery gains 0.02 %
         after = views.items[before:]
     assert views.latest(1).battery_pct == 80  # type: ignore[union-attr]
     assert after == [], [v.battery_pct for v in after]

@@ -159,7 +159,7 @@ def test_an_entry_rewritten_on_the_dock_is_a_refused_fork_that_deletes_nothing(
                 60,
                 "the dock told of the refusal",
             )
-            time.sleep(3)
+            time.sleep(3)  # no-event wait: a deletion for the refused clips would come by now
             assert all(o.exists() for o in originals), "no recorder file deleted for it"
     finally:
         rx.stop()

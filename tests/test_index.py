@@ -315,10 +315,8 @@ def test_crash_between_snapshot_and_truncate_replays_harmlessly(
     assert sorted(ClipIndex(tmp_path).active(), key=str) == expected
 
 
-def test_compaction_when_the_journal_grows(
-    tmp_path: Path, index: ClipIndex, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("agent.evidence.index.clip_index.COMPACT_BYTES", 2000)
+def test_compaction_when_the_journal_grows(tmp_path: Path) -> None:
+    index = ClipIndex(tmp_path, compact_bytes=2000)
     reader = ClipIndex(tmp_path)  # another process following along
     for n in range(20):
         index.put(rec(n))

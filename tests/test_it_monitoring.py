@@ -71,8 +71,12 @@ def test_status_bays_and_events_through_offload_to_ready(tmp_path: Path, broker:
             )
 
         wait_for(status_with_custody, 15, "R/status with the custody head")
-    time.sleep(0.5)
-    got += messages(watcher)
+
+    def offline() -> bool:
+        got.extend(messages(watcher))
+        return any(t.endswith("/status") and p.get("online") is False for t, p in got)
+
+    wait_for(offline, 10, "the dock's will: its last message")
     bay_states = [p["state"] for t, p in got if t == "dock/dock-test/bay/1"]
     assert "offloading" in bay_states and bay_states[-1] == "ready", bay_states
     last_bay = [p for t, p in got if t == "dock/dock-test/bay/1"][-1]
@@ -141,12 +145,29 @@ def command(client: Recorder, topic: str, payload: bytes) -> str:
     return corr
 
 
+def answered(it: Recorder, timeout: float = 10.0) -> None:
+    """Ping until a ping is answered: the dock's command subscription is live (SUBACK came).
+
+    Commands are answered in order, so once the last ping's reply came no other reply follows.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        corr = command(it, "dock/dock-test/cmd/ping", b"{}").encode()
+        try:
+            while it.next(timeout=1.0).properties.CorrelationData != corr:
+                pass
+            return
+        except AssertionError:
+            continue  # sent before the subscription: dropped
+    raise AssertionError("no ping answered")
+
+
 def test_ping_and_error_replies_with_correlation_data(tmp_path: Path, broker: Broker) -> None:
     cfg = dock_config(tmp_path, mqtt={"host": broker.host, "port": broker.port})
     it = Recorder(broker, "it-cmd", "dock/dock-test/cmd/+/reply")
     with running(cfg) as (daemon, _views):
         wait_for(lambda: daemon.parts.mqtt.connected, 10, "dock connected")
-        time.sleep(0.3)
+        answered(it)
         cases = [
             ("ping", b"{}", True),
             ("ping", b"not json", False),

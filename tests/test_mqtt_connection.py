@@ -15,7 +15,7 @@ import pytest
 
 from agent.mqtt.connection import AUTH_ALERT, SUBSCRIBE_ALERT, MqttConnection
 from tests.broker import Broker, mosquitto_binary, running_broker
-from tests.mqtt_helpers import FAST_BACKOFF, Recorder, section, wait_for
+from tests.mqtt_helpers import FAST_BACKOFF, Recorder, delivered, section, wait_for
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,9 +35,8 @@ def test_connects_and_routes_messages(broker: Broker) -> None:
     try:
         assert conn.wait_connected(5)
         assert conn.connected
-        time.sleep(0.2)  # let the SUBACK arrive
-        assert conn.publish_and_wait("dock/t1/cmd/ping", b"hello", timeout=5)
-        assert got.get(timeout=5) == b"hello"
+        send = lambda: conn.publish_and_wait("dock/t1/cmd/ping", b"hello", timeout=5)  # noqa: E731
+        assert delivered(send, got, 5) == b"hello"
     finally:
         conn.stop()
     assert not conn.connected
@@ -68,10 +67,13 @@ def test_resubscribes_after_broker_restart(broker: Broker) -> None:
         wait_for(lambda: not conn.connected, 5, "disconnect noticed")
         broker.start()
         wait_for(lambda: len(reconnects) >= 2 and conn.connected, 10, "reconnect")
-        time.sleep(0.3)
         pub = Recorder(broker, "pub-t2")
-        pub.client.publish("dock/t2/cmd/ping", b"after restart", qos=1).wait_for_publish(5)
-        assert got.get(timeout=5) == b"after restart"
+
+        def send() -> bool:
+            pub.client.publish("dock/t2/cmd/ping", b"after restart", qos=1).wait_for_publish(5)
+            return True
+
+        assert delivered(send, got, 5) == b"after restart"
         pub.close()
     finally:
         conn.stop()
@@ -89,7 +91,7 @@ def test_refused_credentials_are_not_connected_and_stop(tmp_path: Path) -> None:
         assert not conn.connected and not conn.wait_connected(0.5)
         assert alerts and alerts[0][0] == AUTH_ALERT and alerts[0][1] == "fault"
         assert "wrong" not in alerts[0][2]
-        time.sleep(1.0)  # well past the backoff: it must not have tried again
+        time.sleep(1.0)  # no-event wait: twice FAST_BACKOFF's longest delay: no second try
         log = (broker.workdir / "mosquitto.log").read_text()
         assert log.count("dock-t3") <= 2, log
         conn.stop()
@@ -110,7 +112,7 @@ conn.start()
 assert conn.wait_connected(5)
 conn.publish_and_wait("dock/child/status", b'{"online": true}', timeout=5, retain=True)
 print("ready", flush=True)
-time.sleep(60)
+time.sleep(60)  # bounded: the test kills this process long before
 """
 
 
@@ -243,7 +245,7 @@ def test_the_receiver_stops_on_refused_credentials_as_the_dock_does(tmp_path: Pa
             wait_for(receiver.failed.is_set, 5, "the receiver to give up")
             assert receiver.failure == f"the login to MQTT broker {broker.host}:{broker.port}"
             assert not receiver.wait_subscribed(0.1)
-            time.sleep(2.5)  # past paho's first reconnect delay (1 s): it must not try again
+            time.sleep(2.5)  # no-event wait: past paho's first reconnect delay (1 s): no retry
             log = (broker.workdir / "mosquitto.log").read_text()
             assert log.count("dock-receiver-t") <= 2, log
         finally:

@@ -263,7 +263,7 @@ def test_wrong_password_over_tls_fails_once_and_is_not_logged(
     conn.start()
     try:
         wait_for(lambda: conn.auth_failed, 5, "auth failure")
-        time.sleep(1.0)  # well past the backoff: no second attempt
+        time.sleep(1.0)  # no-event wait: twice FAST_BACKOFF's longest delay: no second attempt
         assert not conn.connected
         assert [a[0] for a in alerts] == [AUTH_ALERT]
     finally:

@@ -176,7 +176,7 @@ def test_notes_wait_while_reconcile_reads_the_log(cfg: DockConfig, log: CustodyL
 
     def reading() -> Iterator[dict[str, Any]]:
         creator.start()
-        time.sleep(0.2)
+        time.sleep(0.2)  # no-event wait: create() must still be waiting for the log's reader
         assert creator.is_alive(), "create() ran while reconcile was reading the log"
         yield from iter_entries(cfg.data_dir / "custody.jsonl")
 

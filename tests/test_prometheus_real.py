@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import re
 import subprocess
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -162,7 +161,7 @@ def test_promql_answers_what_the_index_and_custody_log_hold(
             wait_for(lambda: all_synced(daemon, len(originals)), 90, "every clip synced")
             wait_for(lambda: not any(p.exists() for p in originals), 30, "the recorder freed")
             wait_for(lambda: daemon.bays[1].view.state == "ready", 30, "bay 1 ready")
-            time.sleep(1.0)  # the last custody entries of the docking are written
+            wait_for(lambda: deleted(daemon) == 3, 30, "the recorder_clip_deleted entries")
             _assert_promql(prom, daemon)
         finally:
             receiver.stop()
@@ -186,6 +185,12 @@ def _with_page(cfg: Any, port: int) -> dict[str, Any]:
         },
         "ui": {"listen": f"127.0.0.1:{port}"},
     }
+
+
+def deleted(daemon: Any) -> int:
+    """The recorder_clip_deleted entries in the custody log: the last of a docking's entries."""
+    entries = iter_entries(daemon.services.custody.path)
+    return sum(e["event"] == "recorder_clip_deleted" for e in entries)
 
 
 def _assert_promql(prom: Prometheus, daemon: Any) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from agent.sync.queue import Backoff
 from agent.transfer import protocol as p
 from agent.transfer.receiver.partials import TransferStore
 from agent.transfer.receiver.server import Receiver
@@ -209,11 +210,7 @@ def test_dock_keeps_clips_unsynced_and_on_the_recorder_while_the_receiver_is_ful
     receiver: Receiver,
     store: Path,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from agent.sync import worker as sync
-
-    monkeypatch.setattr(sync, "RETRY_AFTER_S", 1.0)
     filler = fill(store, 0)
     cfg = dock_config(tmp_path, mqtt={"host": broker.host, "port": broker.port})
     assert cfg.policy.delete_from_recorder == "after_upstream_ack"
@@ -221,7 +218,7 @@ def test_dock_keeps_clips_unsynced_and_on_the_recorder_while_the_receiver_is_ful
     originals = simkit.build(
         tmp_path / "bay1", simkit.SimRecorder(clips=simkit.shift(start, [1, 1]))
     )
-    with running(cfg) as (daemon, views):
+    with running(cfg, sync_backoff=Backoff(1.0)) as (daemon, views):
         index = daemon.services.index
 
         def failed() -> list[str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from agent.transfer import protocol as p
 from agent.transfer.receiver.coverage import MAX_RANGES
 from tests.broker import Broker
+from tests.dock import wait_for
 from tests.test_receiver_hostile import legitimate_transfer_works, pipelined
 from tests.transfer_kit import RawSender
 
@@ -172,7 +173,9 @@ def test_a_stray_sighup_does_not_end_receiving(broker: Broker, tmp_path: Path) -
     store = tmp_path / "store"
     with receive_process(broker, store) as proc:
         proc.send_signal(signal.SIGHUP)
-        time.sleep(1.0)
+        log_file = tmp_path / "receiver.log"
+        told = "SIGHUP: the receiver reads its configuration only at start"
+        wait_for(lambda: told in log_file.read_text(), 10, "the receiver's answer to SIGHUP")
         assert proc.poll() is None, "SIGHUP ended the receiver"
         legitimate_transfer_works(broker, store)
         proc.terminate()

@@ -17,6 +17,7 @@ from agent.transfer.receiver.server import Receiver
 from agent.transfer.signing import Signer
 from agent.trust import keys, signatures
 from tests.broker import Broker
+from tests.dock import wait_for
 from tests.emqx.clients import emqx_ft_client
 from tests.transfer_kit import RawSender, files_under, start_receiver
 
@@ -243,7 +244,7 @@ def test_unidentified_transfers_are_refused_with_keys_even_when_store_is_set(
         assert barrier.command("$file/x/abort") is not None
     finally:
         barrier.close()
-    time.sleep(0.3)
+    time.sleep(0.3)  # no-event wait: the barrier's answer came after the sample's commands
     assert files_under(store) == []
 
 
@@ -276,7 +277,7 @@ def test_injection_on_the_last_range_while_the_dock_sends_cannot_stop_the_clip(
     client, link = connect(broker, "dock-a")
     settings = SendSettings(segment_bytes=65536, ack_timeout_s=2.0, fin_timeout_s=5.0)
     try:
-        time.sleep(0.3)
+        wait_for(lambda: sent[0] > 0, 10, "the injection under way")
         sender = FileSender(link, "dock-a", tmp_path / "state", settings, Signer("dock-a", KEY_A))
         result = sender.send(src, fid, "clip.MP4", size, {})
         assert result.rounds == 1, "the first fin succeeded"

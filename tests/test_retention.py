@@ -22,6 +22,7 @@ from agent.evidence.custody import iter_entries
 from agent.evidence.index import ArchiveFollower, ClipIndex
 from agent.evidence.lifecycle import archive_if_finished, finished
 from agent.evidence.retention.classes import classify
+from agent.evidence.retention.copies import LocalCopies
 from agent.evidence.retention.holds import HoldError, set_hold
 from agent.evidence.retention.purger import Purger
 from agent.evidence.retention.rules import DISK_PRESSURE, RETENTION_EXPIRED, select_purges
@@ -434,9 +435,8 @@ class GatedFollower(ArchiveFollower):
 
 def test_start_up_scan_runs_in_the_background(dock: Dock) -> None:
     record = archived(dock, "A.MP4", days_ago=31)
-    purger = Purger(services(dock), clock=Clock(NOW))
     gate = threading.Event()
-    purger.copies._follower = GatedFollower(dock.index.archive_dir, gate)
+    purger = Purger(services(dock), Clock(NOW), GatedFollower(dock.index.archive_dir, gate))
     started = time.monotonic()
     purger.start()
     purger.tick()  # scan not done: the pass waits, housekeeping does not
@@ -457,7 +457,8 @@ def test_daemon_starts_at_once_with_a_large_archive(tmp_path: Path) -> None:
     daemon = assemble(cfg)
     purger = next(p for p in daemon.plugins if isinstance(p, Purger))
     gate = threading.Event()
-    purger.copies._follower = GatedFollower(daemon.services.index.archive_dir, gate)
+    follower = GatedFollower(daemon.services.index.archive_dir, gate)
+    purger.copies = LocalCopies(daemon.services.index, follower)  # before the daemon starts
     started = time.monotonic()
     daemon.start()
     try:

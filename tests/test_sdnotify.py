@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from agent.daemon import sdnotify
+from tests.dock import wait_for
 
 
 @pytest.fixture
@@ -89,7 +90,8 @@ def test_watchdog_pings_stop_when_a_check_fails(
     try:
         healthy = [m for m in received(notify_socket, 0.25) if m == "WATCHDOG=1"]
         assert len(healthy) >= 3
-        time.sleep(0.3)  # the worker hangs: no beat for longer than 0.3 s
+        stale = worker.fresh(0.3)
+        wait_for(lambda: not stale(), 5, "the worker hangs: no beat for longer than 0.3 s")
         got = received(notify_socket, 0.2)  # drain the transition
         assert "STATUS=unhealthy: bay 1 worker" in got
         assert received(notify_socket, 0.4) == []  # no pings: systemd will restart us

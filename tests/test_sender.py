@@ -196,7 +196,7 @@ def test_broker_outage_mid_transfer(tmp_path: Path) -> None:
         own.stop(kill=True)
         at_cut = counting.segments
         assert "r" not in box and at_cut < 48, "the broker went down mid-send"
-        time.sleep(1.0)  # the outage
+        wait_for(lambda: not link.wait_connected(0), 10, "the outage noticed by the dock's link")
         own.start()
         worker.join(60)
         try:

@@ -15,6 +15,7 @@ import pytest
 from agent.sync.parcel import Parcels, encoded_size, manifest_name, manifest_user_data
 from agent.transfer.sender import FileSender, QuotaExceeded, SendSettings, TransferInterrupted
 from tests.broker import Broker, mosquitto_binary
+from tests.dock import wait_for
 from tests.emqx.fixture import EmqxFileTransfer
 from tests.test_sender_rules import manifest_with_notes
 from tests.transfer_kit import close, connect, random_file
@@ -100,7 +101,10 @@ def test_every_retry_sends_the_first_init_payload(
     threading.Timer(0.8, cancel.set).start()
     with pytest.raises(TransferInterrupted):
         slow.send(src, fid, "clip.MP4", 64 * SEG, {"notes": ["first"]}, cancel=cancel)
-    time.sleep(1.1)  # a later second: a fresh expire_at would differ
+    inited_by = int(
+        time.time()
+    )  # the first init's expire_at was counted from this second or before
+    wait_for(lambda: int(time.time()) > inited_by, 2, "a later second: a fresh expire_at differs")
     result = make_sender().send(src, fid, "clip.MP4", 64 * SEG, {"notes": ["first", "later"]})
     assert result.skipped > 0, "resumed"
     assert emqx_ft.conflicts == [], "no filemeta_conflict"
@@ -121,7 +125,7 @@ def test_resume_state_older_than_segments_ttl_starts_over(
     threading.Timer(0.6, cancel.set).start()
     with pytest.raises(TransferInterrupted):
         slow.send(src, fid, "clip.MP4", 32 * SEG, {}, cancel=cancel)
-    time.sleep(300 * SCALE + 0.5)  # the fixture forgets the transfer's fragments
+    emqx_ft.advance(301)  # the fixture forgets the transfer's fragments
     (state_file,) = (tmp_path / "state").glob("*.json")
     body = json.loads(state_file.read_text())
     assert body["acked"], "some segments were acknowledged"

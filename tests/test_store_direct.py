@@ -38,9 +38,8 @@ def no_progress(_n: int) -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> EvidenceStore:
-    monkeypatch.setattr(direct, "WINDOW", MiB)  # small windows: several per test clip
-    s = EvidenceStore(tmp_path / "data", reserve_bytes=0)
+def store(tmp_path: Path) -> EvidenceStore:
+    s = EvidenceStore(tmp_path / "data", reserve_bytes=0, window_bytes=MiB)  # several per clip
     if not s.direct_io:
         pytest.skip(f"{tmp_path} is not on a disk file system: large copies are not direct there")
     return s

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.dock.batches import batches
-from agent.evidence import direct, diskio, store
+from agent.evidence import diskio, store
 from agent.evidence.store import EvidenceStore, VerifyFailed
 from firmware_interface.base import ClipEntry
 from tests.fakes import flip_byte
@@ -78,8 +78,7 @@ def test_a_batch_on_a_trusted_file_system_is_made_durable_by_one_syncfs(
 def test_elsewhere_every_file_gets_its_own_fsync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(diskio, "SYNCFS_TYPES", {})  # as on FUSE or NFS
-    s = EvidenceStore(tmp_path / "data", reserve_bytes=0)
+    s = EvidenceStore(tmp_path / "data", reserve_bytes=0, trust_syncfs=False)  # as on FUSE, NFS
     assert not s.batch_syncfs
     blobs = [os.urandom(20_000) for _ in range(5)]
     calls = counting(monkeypatch)
@@ -101,20 +100,15 @@ def large_path(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def new_store(root: Path, path: str) -> EvidenceStore:
-    """A store whose large copies take `path`; the direct one only where O_DIRECT is offered."""
-    s = EvidenceStore(root, reserve_bytes=0)
+def new_store(root: Path, path: str, window: int) -> EvidenceStore:
+    """A store whose large copies take `path`, read back in windows of `window`; the direct
+    one only where O_DIRECT is offered."""
+    s = EvidenceStore(root, reserve_bytes=0, window_bytes=window)
     if path == "buffered":
         s.direct_io = False
     elif not s.direct_io:
         pytest.skip(f"{root} is not on a disk file system: large copies are not direct there")
     return s
-
-
-def windows(monkeypatch: pytest.MonkeyPatch, size: int) -> None:
-    """Both large-copy paths read back in windows of `size`."""
-    monkeypatch.setattr(diskio, "WINDOW", size)
-    monkeypatch.setattr(direct, "WINDOW", size)
 
 
 def disk_reads() -> int:
@@ -126,16 +120,14 @@ def disk_reads() -> int:
 
 
 @pytest.mark.parametrize("large", ["small", "direct", "buffered"])
-def test_the_read_back_really_comes_from_the_disk(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, large: str
-) -> None:
+def test_the_read_back_really_comes_from_the_disk(tmp_path: Path, large: str) -> None:
     """Every byte is proved as the disk gives it back: the cache is dropped after the sync."""
     if not diskio.syncfs_trusted(tmp_path):
         pytest.skip(f"{tmp_path} is not on ext4/xfs/btrfs/f2fs: no disk reads to count")
     if not Path("/proc/thread-self/io").exists():
         pytest.skip("this kernel has no task I/O accounting (/proc/thread-self/io)")
-    windows(monkeypatch, 64 * MiB)  # the large copy's proof reads it all
-    s = new_store(tmp_path / "data", "direct" if large == "small" else large)
+    large_window = 64 * MiB  # the large copy's proof reads it all
+    s = new_store(tmp_path / "data", "direct" if large == "small" else large, large_window)
     big = large != "small"
     blobs = [os.urandom(2 * MiB)] if big else [os.urandom(100_000) for _ in range(20)]
     staged = stage_all(s, blobs, large=big)
@@ -147,10 +139,9 @@ def test_the_read_back_really_comes_from_the_disk(
 
 
 def test_a_large_copy_is_read_back_window_by_window_and_its_tail_after_the_fsync(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, large_path: str
+    tmp_path: Path, large_path: str
 ) -> None:
-    windows(monkeypatch, MiB)
-    s = new_store(tmp_path / "data", large_path)
+    s = new_store(tmp_path / "data", large_path, MiB)
     blob = os.urandom(3 * MiB + 12_345)
     (staged,) = stage_all(s, [blob], large=True)
     assert staged.reread is not None
@@ -164,10 +155,9 @@ def test_a_large_copy_is_read_back_window_by_window_and_its_tail_after_the_fsync
 
 
 def test_a_large_copy_whose_tail_reads_back_wrong_is_never_placed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, large_path: str
+    tmp_path: Path, large_path: str
 ) -> None:
-    windows(monkeypatch, MiB)
-    s = new_store(tmp_path / "data", large_path)
+    s = new_store(tmp_path / "data", large_path, MiB)
     (staged,) = stage_all(s, [os.urandom(2 * MiB + 999)], large=True)
     flip_byte(staged.tmp, 2 * MiB + 10)
     with pytest.raises(VerifyFailed):

@@ -19,6 +19,7 @@ import pytest
 
 from agent.evidence.custody import iter_entries
 from agent.evidence.index import ClipIndex
+from agent.sync.queue import Backoff
 from firmware_interface import simkit
 from tests.broker import Broker, free_port, mosquitto_binary, running_broker
 from tests.dock import config_toml, dock_config, running, wait_for
@@ -132,11 +133,8 @@ def test_the_dock_syncs_every_clip_to_emqx_and_frees_the_recorder(
 
 
 def test_no_room_at_emqx_pauses_the_queue_and_keeps_everything(
-    tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch, pki: Path
+    tmp_path: Path, broker: Broker, pki: Path
 ) -> None:
-    from agent.sync import worker as sync
-
-    monkeypatch.setattr(sync, "RETRY_AFTER_S", 1.0)
     options = Options(time_scale=SCALE, disk_error="enospc")
     mqtt = emqx_mqtt(broker, pki, fin_timeout_s=FIN_TIMEOUT_S)
     cfg = dock_config(tmp_path, mqtt=mqtt)
@@ -146,7 +144,7 @@ def test_no_room_at_emqx_pauses_the_queue_and_keeps_everything(
     )
     with (
         EmqxFileTransfer(broker, tmp_path / "emqx", options) as emqx,
-        running(cfg) as (daemon, views),
+        running(cfg, sync_backoff=Backoff(1.0)) as (daemon, views),
     ):
         index = daemon.services.index
 

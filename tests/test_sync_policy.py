@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from agent.sync.queue import idle_wait, next_due, priority, retry_delay, to_send
+from agent.sync.queue import (
+    DEFAULT_BACKOFF,
+    Backoff,
+    idle_wait,
+    next_due,
+    priority,
+    retry_delay,
+    to_send,
+)
 
 
 def rec(clip_id: str, start: str, flags: list[str] | None = None, **kw: object) -> dict:
@@ -50,6 +58,11 @@ def test_only_analysed_unacked_clips_and_unproven_acks_once_they_can_be_proved()
 def test_retries_back_off_doubling_to_a_cap() -> None:
     assert [retry_delay(n, 30.0, 900.0) for n in range(1, 8)] == [30, 60, 120, 240, 480, 900, 900]
     assert retry_delay(0, 30.0, 900.0) == 30.0  # never sooner than the first delay
+
+
+def test_the_default_backoff_is_30_s_doubling_to_15_min() -> None:
+    assert [DEFAULT_BACKOFF.delay(n) for n in (1, 2, 5, 6, 9)] == [30, 60, 480, 900, 900]
+    assert [Backoff(0.5, 2.0).delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 2.0]
 
 
 def test_the_queue_sends_in_priority_order_skipping_clips_waiting_out_a_failure() -> None:

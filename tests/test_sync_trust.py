@@ -21,11 +21,12 @@ from paho.mqtt.properties import Properties
 from agent.config import DockConfig, MqttSection
 from agent.daemon.reporting import Reporting
 from agent.evidence.custody import iter_entries
+from agent.sync.queue import Backoff
 from agent.transfer.receiver.server import Receiver
 from agent.ui.status import read_status
 from firmware_interface import simkit
 from tests.broker import Broker, mosquitto_binary, running_broker
-from tests.dock import Views, dock_config, enroll, running, wait_for
+from tests.dock import Views, count_status_reads, dock_config, enroll, running, wait_for
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
 
@@ -144,7 +145,8 @@ def test_shipped_defaults_with_a_forger_and_no_receiver_delete_nothing(
             index = daemon.services.index
             wait_for(lambda: sniffer.fins >= 2 * len(originals), 60, "the forger's fin answers")
             wait_for(lambda: alerts(views, "deletes_held"), 30, "deletes_held")
-            time.sleep(1.0)  # a deletion would follow an ack within the daemon's refresh
+            reads = count_status_reads(daemon.bays[1].recorder)
+            wait_for(lambda: reads[0] >= 3, 10, "3 refreshes: a deletion would follow by then")
             assert all(p.exists() for p in originals), "nothing left the recorder"
             records = list(index.iter_all())
             status = read_status(cfg)
@@ -161,15 +163,12 @@ def test_shipped_defaults_with_a_forger_and_no_receiver_delete_nothing(
 
 
 def test_a_forger_without_a_receiver_acks_nothing_and_is_told_once_per_clip(
-    tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, broker: Broker
 ) -> None:
-    from agent.sync import worker as sync
-
-    monkeypatch.setattr(sync, "RETRY_AFTER_S", 0.5)
     sniffer = Sniffer(broker, "0" * 128)
     cfg, originals = docked(tmp_path, broker, fin_timeout_s=0.5)
     try:
-        with running(cfg) as (daemon, views):
+        with running(cfg, sync_backoff=Backoff(0.5)) as (daemon, views):
             index = daemon.services.index
             wait_for(lambda: sniffer.fins >= 12, 90, "several rounds of forged fins")
             assert {r["state"] for r in index.iter_all()} == {"offloaded"}

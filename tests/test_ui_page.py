@@ -6,7 +6,6 @@ import json
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta
@@ -56,7 +55,9 @@ def test_api_status_is_what_status_json_prints_and_never_a_dock_path(tmp_path: P
         wait_for(lambda: settled(daemon, views, 1), 60, "bay 1 to settle")
         final = daemon.bays[1].view.state
         wait_for(lambda: json.loads(get(url + "api/status")[2])["bays"]["1"]["state"] == final)
-        time.sleep(1.0)  # the state file is flushed every 0.5 s: now it holds the settled bay
+        latest = json.loads(json.dumps(views.latest(1).to_json()))  # type: ignore[union-attr]
+        state = cfg.data_dir / "state" / "bays.json"
+        wait_for(lambda: json.loads(state.read_text())["bays"]["1"] == latest, 10, "the flush")
         code, headers, body = get(url + "api/status")
         cli = subprocess.run(
             [sys.executable, "-m", "agent", "status", "--json", "-c", str(tmp_path / "dock.toml")],

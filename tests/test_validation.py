@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 from agent.analysis.late_offload import is_late
 from agent.config import PolicySection
-from agent.dock.checks import bay_state, check_battery, check_clock, check_storage
+from agent.dock.checks import awaiting_ack, bay_state, check_battery, check_clock, check_storage
 from agent.dock.clock import ClockState
 from agent.evidence.naming import parse_name
 from firmware_interface.base import Capabilities, Status
@@ -96,3 +96,10 @@ def test_file_name_parsing() -> None:
     assert p.start_local == datetime(2026, 11, 21, 9, 14, 3) and p.seq == 7
     assert parse_name("IMG_0001.MP4") is None
     assert parse_name("ZFY1_1_20261341091403_1.MP4") is None  # month 13
+
+
+def test_clips_awaiting_the_ack_keep_the_bay_charging_and_say_how_many() -> None:
+    assert awaiting_ack(0) == []
+    (finding,) = awaiting_ack(3)
+    assert finding.code == "awaiting_ack" and "3 clips" in finding.message
+    assert bay_state([finding], 0) == "charging"

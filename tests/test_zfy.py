@@ -218,7 +218,7 @@ def test_a_second_recorder_waits_until_the_first_leaves_sdk_mode(
     loops.attach(blank_image(tmp_path / "b-sdk-mode.img"), dev_b)
     waiting = events.wait_for(BayWaiting, 7)  # the officer sees why nothing happens yet
     assert waiting.code == "zfy_waiting_for_sdk" and "bay 6" in waiting.message
-    time.sleep(1.0)
+    time.sleep(1.0)  # no-event wait: bay 7 must stay quiet while bay 6 is in SDK mode
     assert [e for e in events.pending() if e.bay == 7] == [], "bay 7 waits while 6 is in SDK mode"
     assert sum(c.startswith("Init_Device") for c in control.calls()) == 1
     control.set(msdc_cmd=loops.swap_command(dev_a, volume_a))

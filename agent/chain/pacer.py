@@ -2,7 +2,8 @@
 
 Before a clip is sent, central must hold the chain up to the clip's `clip_offloaded` entry
 (`before_clip`); besides, whatever is new goes up at the end of each docking (the bus's
-`offload_complete` or `undocked`) and at least every `custody_sync_s` while entries are new
+`offload_complete` or `undocked`), once a recorder's clips are freed (so central soon holds
+the `recorder_clip_deleted` entries it checks against the clips' arrival) and at least every `custody_sync_s` while entries are new
 (`due`, then `flush`). All sends happen on the caller's thread, so chunks go in order and
 before the clips of later dockings.
 """
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.chain.upload import ChainUpload
 from agent.config import DockConfig
-from agent.events import EventBus, Offloaded
+from agent.events import EventBus, Freed, Offloaded
 from agent.evidence.custody import FILE_NAME
 from agent.transfer.outcome import QuotaExceeded, TransferFailed, TransferInterrupted
 from agent.transfer.sender import FileSender
@@ -53,9 +54,10 @@ class ChainPacer:
 
     def listen(self, item: Any) -> None:
         """Bus and clip-flow subscriber: a docking's end (its clips stored, the recorder
-        undocked) makes a flush due and wakes the sync thread."""
+        undocked, its clips freed) makes a flush due and wakes the sync thread. Steps that come
+        while a chunk is being sent are covered by the next one, so a burst costs few chunks."""
         ended = getattr(item, "type", None) in DOCKING_ENDS and hasattr(item, "fields")
-        if ended or isinstance(item, Offloaded):
+        if ended or isinstance(item, Offloaded | Freed):
             self._docking_ended.set()
             self.wake()
 

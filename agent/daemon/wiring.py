@@ -23,6 +23,7 @@ from agent.mqtt.status import status_will
 from agent.notes.reconcile import NotesReconciler
 from agent.notes.store import NotesStore
 from agent.sync.outbox import Outbox
+from agent.sync.queue import DEFAULT_BACKOFF, Backoff
 from agent.sync.worker import Sync
 from agent.trust.dock import load_dock_trust
 from agent.ui.server import MetricsSource
@@ -45,8 +46,14 @@ class ConnectionPlugin:
         self.conn.stop()
 
 
-def assemble(cfg: DockConfig, refresh_s: float = 5.0, clock: ClockSource | None = None) -> Daemon:
-    """A daemon for `cfg` with every plugin wired (`clock`: default from the policy)."""
+def assemble(
+    cfg: DockConfig,
+    refresh_s: float = 5.0,
+    clock: ClockSource | None = None,
+    sync_backoff: Backoff = DEFAULT_BACKOFF,
+) -> Daemon:
+    """A daemon for `cfg` with every plugin wired (`clock`: default from the policy;
+    `sync_backoff`: sync's wait after failures, see `Sync`)."""
     roster = Roster(cfg.central, cfg.data_dir) if cfg.central.roster_url else None
     daemon = Daemon(cfg, refresh_s, clock, roster)  # makes data_dir (a failure there: exit 1)
     trust = load_dock_trust(cfg)  # a bad or exposed key: a config error before anything runs
@@ -59,7 +66,7 @@ def assemble(cfg: DockConfig, refresh_s: float = 5.0, clock: ClockSource | None 
         cfg.mqtt, cfg.client_id, will=status_will(cfg.topic), on_alert=s.bus.alert
     )
     outbox = Outbox(cfg.data_dir / "outbox" / "notes", conn, f"{cfg.topic}/notes")
-    sync = Sync(s, conn, notes, s.flow, outbox, trust)
+    sync = Sync(s, conn, notes, s.flow, outbox, trust, sync_backoff)
     assigner = Assigner(daemon.bays, {b.number: b.kind for b in cfg.bay}, s.custody)
     handlers: dict[str, Handler] = {
         "note": note_handler(notes),

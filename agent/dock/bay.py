@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.dock.checks import (
+    STATUS_CODES,
+    awaiting_ack,
     bay_state,
     check_battery,
     check_faults,
@@ -327,16 +329,7 @@ class BayWorker:
     def _awaiting_ack(self) -> list[Finding]:
         if self.docking is None or self.s.cfg.delete_policy != "after_upstream_ack":
             return []
-        waiting = self.unfreed  # kept after each offload and ack: no index query per refresh
-        if not waiting:
-            return []
-        return [
-            info(
-                "awaiting_ack",
-                f"{len(waiting)} clips await the central server's ack",
-                clips=len(waiting),
-            )
-        ]
+        return awaiting_ack(len(self.unfreed))  # kept up to date: no index query per refresh
 
     def _waiting(self, finding: Finding) -> None:
         """A recorder is in the bay and waits its turn: `identifying`, saying why."""
@@ -385,17 +378,3 @@ class BayWorker:
             "BAY": self.number,
             "DEVICE_ID": self.view.device_id or "",
         }
-
-
-STATUS_CODES = frozenset(
-    {
-        "battery_charging",
-        "battery_unknown",
-        "battery_impossible",
-        "storage_low",
-        "storage_unknown",
-        "storage_impossible",
-        "recorder_fault",
-        "awaiting_ack",
-    }
-)

@@ -153,3 +153,25 @@ WAITING_CODES = frozenset(
         "awaiting_ack",
     }
 )
+
+
+# the codes each status refresh works out afresh (a docked recorder's other findings stay)
+STATUS_CODES = frozenset(
+    {
+        "battery_charging",
+        "battery_unknown",
+        "battery_impossible",
+        "storage_low",
+        "storage_unknown",
+        "storage_impossible",
+        "recorder_fault",
+        "awaiting_ack",
+    }
+)
+
+
+def awaiting_ack(waiting: int) -> list[Finding]:
+    """Recorder storage kept because `waiting` clips await the central server's ack."""
+    if not waiting:
+        return []
+    return [info("awaiting_ack", f"{waiting} clips await the central server's ack", clips=waiting)]

@@ -92,8 +92,9 @@ def pump(
 class Reread:
     """Re-reads a copy from disk while it is written: each full window once it is on disk."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, window: int = WINDOW) -> None:
         self.fd = fd
+        self.window = window
         self.hash = hashlib.sha256()
         self.done = 0  # bytes re-read and hashed so far
         self._queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
@@ -106,9 +107,9 @@ class Reread:
         """`size` bytes are written: hand every completed window to the re-reading thread."""
         if self._error is not None:
             raise self._error
-        if size - self._queued < WINDOW:
+        if size - self._queued < self.window:
             return
-        self._queued = size - size % WINDOW
+        self._queued = size - size % self.window
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="store-reread", daemon=True)
             self._thread.start()

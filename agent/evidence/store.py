@@ -96,7 +96,18 @@ class Staged:
 class EvidenceStore:
     """`{data_dir}/evidence/{device_id}/{date}/{file}`, written only through stage()/commit()."""
 
-    def __init__(self, data_dir: Path, reserve_bytes: int) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        reserve_bytes: int,
+        *,
+        trust_syncfs: bool | None = None,
+        window_bytes: int = WINDOW,
+    ) -> None:
+        """`trust_syncfs`: whether one syncfs makes a batch durable here (None: judged from the
+        file system, see diskio.syncfs_trusted; False: every file gets its own fsync).
+        `window_bytes`: a large copy is read back from disk in windows of at most this size."""
+        self.window_bytes = window_bytes
         self.root = data_dir / "evidence"
         self.incoming = self.root / INCOMING
         self.reserve_bytes = reserve_bytes
@@ -104,7 +115,8 @@ class EvidenceStore:
         self._name_lock = threading.Lock()
         self._serial = itertools.count()  # unique temp names within one thread's batch
         # One syncfs makes a whole batch durable where the file system honours it.
-        self.batch_syncfs = syncfs_trusted(self.incoming)
+        trusted = syncfs_trusted(self.incoming) if trust_syncfs is None else trust_syncfs
+        self.batch_syncfs = trusted
         # Large copies go through O_DIRECT on the same disk file systems (where it is refused,
         # or elsewhere, through the page cache with a read-back of each window after a sync).
         self.direct_io = self.batch_syncfs
@@ -161,11 +173,13 @@ class EvidenceStore:
         if large:
             tmp = self._temp_name(tag)
             if self.direct_io and (direct_fd := open_target(tmp)) is not None:
-                return _stage_direct(src, tmp, direct_fd, dest_rel, progress, cancel)
+                return _stage_direct(
+                    src, tmp, direct_fd, dest_rel, progress, cancel, self.window_bytes
+                )
             fd = _create(tmp)
         else:
             tmp, fd = temp or self.new_temp(tag)
-        reread = Reread(fd) if large else None
+        reread = Reread(fd, self.window_bytes) if large else None
         kept = None if large else Kept.take(expect)
         try:
             if kept is not None:
@@ -339,9 +353,10 @@ def _stage_direct(
     dest_rel: Path,
     progress: Callable[[int], None],
     cancel: threading.Event,
+    window: int,
 ) -> Staged:
-    """Stage a large clip through O_DIRECT (agent/evidence/direct.py)."""
-    copy = DirectCopy(fd)
+    """Stage a large clip through O_DIRECT (agent/evidence/direct.py), in windows of `window`."""
+    copy = DirectCopy(fd, window)
     try:
         sha, size = copy.copy(src, progress, cancel)
     except BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from agent.evidence.lifecycle import awaiting_proof, awaiting_sync
@@ -16,6 +17,21 @@ def to_send(record: dict[str, Any], proves_acks: bool) -> bool:
 def retry_delay(failures: int, first: float, cap: float) -> float:
     """Seconds to wait after the `failures`-th failure in a row: `first`, doubling, at most `cap`."""
     return min(first * 2 ** max(failures - 1, 0), cap)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How long sync waits after failures in a row: `first_s`, doubling, at most `max_s`."""
+
+    first_s: float = 30.0
+    max_s: float = 900.0
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after the `failures`-th failure in a row."""
+        return retry_delay(failures, self.first_s, self.max_s)
+
+
+DEFAULT_BACKOFF = Backoff()
 
 
 def priority(record: dict[str, Any]) -> tuple[int, str]:

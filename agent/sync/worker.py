@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.chain.pacer import pacer_for
-from agent.events import Analysed, ClipFlow, Offloaded, Synced
+from agent.events import Analysed, ClipFlow, Freed, Offloaded, Synced
 from agent.evidence import lifecycle
 from agent.evidence.lifecycle import acked_upstream, has_local_copy, proven
 from agent.evidence.record import manifest
@@ -27,7 +27,7 @@ from agent.notes.store import NotesStore
 from agent.sync.outbox import Outbox
 from agent.sync.parcel import Parcels, manifest_name, manifest_user_data
 from agent.sync.parts import SyncParts
-from agent.sync.queue import idle_wait, next_due, priority, retry_delay, to_send
+from agent.sync.queue import DEFAULT_BACKOFF, Backoff, idle_wait, next_due, priority, to_send
 from agent.timebase import utcnow
 from agent.transfer.sender import (
     FileSender,
@@ -43,8 +43,6 @@ from agent.trust.dock import DockTrust
 
 logger = logging.getLogger(__name__)
 
-RETRY_AFTER_S = 30.0  # after a clip's first failure; doubled at each failure in a row
-RETRY_MAX_S = 900.0
 IDLE_WAIT_S = 60.0  # the longest sleep with nothing due (a step, resync or reconnect wakes it)
 FORGERIES_REMEMBERED = 4096  # clips already alerted for a forged answer (receipt_invalid)
 RESYNC_MAX = 256  # clips waiting to be resent at most (the `resync` command is refused beyond)
@@ -61,8 +59,14 @@ class Sync:
         flow: ClipFlow,
         outbox: Outbox,
         trust: DockTrust,
+        backoff: Backoff = DEFAULT_BACKOFF,
     ) -> None:
-        """Send what `flow` says was analysed; publish each clip acked as `Synced` on it."""
+        """Send what `flow` says was analysed; publish each clip acked as `Synced` on it.
+
+        `backoff`: the wait after a clip's failures in a row, and after central's "no room"
+        answers (the default: 30 s, doubled at each failure, at most 900 s).
+        """
+        self.backoff = backoff
         self.s = services
         self.outbox = outbox
         self.conn = conn
@@ -96,6 +100,7 @@ class Sync:
         notes.on_change.append(self._note_changed)
         flow.subscribe(Analysed, self.analysed)
         flow.subscribe(Offloaded, self.chain.listen)  # a docking's end: its chain goes up
+        flow.subscribe(Freed, self.chain.listen)  # ... and the recorder's deletions after it
 
     def start(self) -> None:
         """Start sending in the background (a reconnect wakes the thread)."""
@@ -321,14 +326,14 @@ class Sync:
     def _failed(self, clip_id: str) -> float:
         """Count a failure of `clip_id` and schedule its next try; returns the delay."""
         self.failures[clip_id] = n = self.failures.get(clip_id, 0) + 1
-        delay = retry_delay(n, RETRY_AFTER_S, RETRY_MAX_S)
+        delay = self.backoff.delay(n)
         self.retry_at[clip_id] = time.monotonic() + delay
         return delay
 
     def _receiver_full(self, record: dict[str, Any], exc: QuotaExceeded) -> None:
         """Central has no room: every clip would fail alike, so the whole queue waits (one alert)."""
         self.receiver_full += 1
-        delay = retry_delay(self.receiver_full, RETRY_AFTER_S, RETRY_MAX_S)
+        delay = self.backoff.delay(self.receiver_full)
         self.paused_until = time.monotonic() + delay
         message = f"central has no room for {record['file_name']}: {exc}; sync paused {delay:.0f} s"
         logger.error("%s", message, extra={"DOCK_ID": self.s.cfg.dock.id})

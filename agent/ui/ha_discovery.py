@@ -25,10 +25,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from agent import __version__
-from agent.config import ID_RE, DockConfig, split_listen
+from agent.config import ID_RE, DockConfig
 from agent.durable import write_json
 from agent.events import BAY_STATES
 from agent.ui.i18n import TEXT, text
+from agent.ui.settings import split_listen
 
 logger = logging.getLogger(__name__)
 

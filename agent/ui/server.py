@@ -10,7 +10,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from agent.config import split_listen
+from agent.ui.settings import split_listen
 
 logger = logging.getLogger(__name__)
 

@@ -128,6 +128,7 @@ class EmqxFileTransfer:
         self.broker, self.root = broker, root
         self.options = options or Options()
         self._scale = self.options.time_scale
+        self._skew = 0.0  # EMQX seconds added by advance()
         self.store = SegmentStore(
             self.clock, self.options.min_segments_ttl, self.options.max_segments_ttl
         )
@@ -180,7 +181,13 @@ class EmqxFileTransfer:
 
     def clock(self) -> float:
         """Now, in EMQX seconds."""
-        return time.monotonic() / self._scale
+        return time.monotonic() / self._scale + self._skew
+
+    def advance(self, emqx_seconds: float) -> None:
+        """Let `emqx_seconds` pass at once for the fragments' ages (their ttl): a test need not
+        sleep them out. Fins already waiting (assembly_delay) keep their real-time timers."""
+        with self._lock:
+            self._skew += emqx_seconds
 
     # ---- what tests read --------------------------------------------------------------------
 

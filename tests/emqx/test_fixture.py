@@ -167,7 +167,7 @@ def test_fin_answered_after_assembly_delay(emqx_ft: EmqxFileTransfer, req: Reque
     upload(req, "slow", data)
     sent = time.monotonic()
     corr = req.send(f"$file/slow/fin/{len(data)}")
-    time.sleep(1.0)
+    time.sleep(1.0)  # deliberate: mid-assembly; a fresh one would answer 1 s after the first
     again = req.send(f"$file/slow/fin/{len(data)}")  # a resend joins the running assembly
     assert emqx_ft.export(CLIENT, "slow") is None and not emqx_ft.answers_to("$file/slow/fin/3000")
     first, at = req.answer(corr)
@@ -201,9 +201,9 @@ def test_segments_forgotten_after_ttl(emqx_ft: EmqxFileTransfer, req: Requester)
         assert req.request(f"$file/{fid}/init", body)["reason_code"] == 0
         for off in (0, 1000):
             assert req.request(f"$file/{fid}/{off}", data[off : off + 1000])["reason_code"] == 0
-    time.sleep(0.5)  # 100 EMQX seconds: past the 10 asked, within the 300 kept
+    emqx_ft.advance(100)  # past the 10 asked, within the 300 kept
     assert req.request("$file/kept/fin/2000")["reason_code"] == 0
-    time.sleep(1.2)  # 340 EMQX seconds since the segments were written
+    emqx_ft.advance(240)  # 340 EMQX seconds since the segments were written
     lost = req.request("$file/lost/fin/2000")
     assert (lost["reason_code"], lost["reason_description"]) == (0x80, "incomplete")
     assert emqx_ft.export(CLIENT, "lost") is None

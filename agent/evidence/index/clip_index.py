@@ -70,8 +70,11 @@ def active_stats(records: list[Record]) -> dict[str, Any]:
 class ClipIndex:
     """Clip records: active ones in TinyDB (journaled), finished ones in append-only shards."""
 
-    def __init__(self, data_dir: Path) -> None:
-        """Open the index under data_dir/index; archive shards are not read here."""
+    def __init__(self, data_dir: Path, compact_bytes: int = COMPACT_BYTES) -> None:
+        """Open the index under data_dir/index; archive shards are not read here.
+
+        A write that grows the journal past `compact_bytes` compacts it into the snapshot."""
+        self.compact_bytes = compact_bytes
         self.root = Path(data_dir) / "index"
         self.archive_dir = self.root / "archive"
         make_dirs(self.archive_dir)
@@ -232,7 +235,7 @@ class ClipIndex:
         journal = self._live_journal()
         journal.append(((dumps(op) if line is None else line) + "\n").encode("utf-8"))
         self._apply(op)
-        if journal.offset > COMPACT_BYTES:
+        if journal.offset > self.compact_bytes:
             self._compact()
 
     def _compact(self) -> None:

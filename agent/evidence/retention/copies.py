@@ -12,7 +12,7 @@ from agent.evidence import lifecycle
 from agent.evidence.lifecycle import SYNCED_LINE, acked
 
 if TYPE_CHECKING:
-    from agent.evidence.index import ClipIndex
+    from agent.evidence.index import ArchiveFollower, ClipIndex
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +67,9 @@ def _parsed(line: bytes) -> Record | None:
 class LocalCopies:
     """Archived clips whose local copy is still here, followed from the shards (any writer)."""
 
-    def __init__(self, index: ClipIndex) -> None:
-        """Empty until load(); the shards are read by an ArchiveFollower."""
-        self._follower = index.follow_archive()
+    def __init__(self, index: ClipIndex, follower: ArchiveFollower | None = None) -> None:
+        """Empty until load(); the shards are read by `follower` (default: the index's)."""
+        self._follower = follower or index.follow_archive()
         self._copies: dict[str, LocalCopy] = {}
         self._lock = threading.Lock()
         self.ready = threading.Event()

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from agent.config import DockConfig
     from agent.events import ClipFlow
     from agent.evidence.custody import CustodyLog
-    from agent.evidence.index import ClipIndex
+    from agent.evidence.index import ArchiveFollower, ClipIndex
     from agent.evidence.store import EvidenceStore
 
 logger = logging.getLogger(__name__)
@@ -87,11 +87,17 @@ class PurgerParts(Protocol):
 class Purger:
     """Daemon plugin: purges local copies that are acked and due (or under disk pressure)."""
 
-    def __init__(self, services: PurgerParts, clock: Callable[[], datetime] = utcnow) -> None:
-        """Purge within `services`' store; `clock` is the trusted time."""
+    def __init__(
+        self,
+        services: PurgerParts,
+        clock: Callable[[], datetime] = utcnow,
+        follower: ArchiveFollower | None = None,
+    ) -> None:
+        """Purge within `services`' store; `clock` is the trusted time; `follower` reads the
+        archive for the local copies (default: the index's own)."""
         self.s = services
         self.clock = clock
-        self.copies = LocalCopies(services.index)
+        self.copies = LocalCopies(services.index, follower)
         self._last = -math.inf
         self._stop = threading.Event()
         self._scan = threading.Thread(target=self._load, name="purger-scan", daemon=True)
