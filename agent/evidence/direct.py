@@ -33,6 +33,7 @@ from agent.evidence.diskio import (
     SourceReadError,
     VerifyFailed,
     fsync,
+    memcmp,
     raise_disk_error,
 )
 from firmware_interface.directio import DirectFile
@@ -45,17 +46,7 @@ DEPTH = 3  # buffers in the ring (being read, hashed, written or read back), plu
 ALIGN = 4096  # offsets, lengths and buffer addresses of O_DIRECT I/O (a page: every disk's block)
 
 
-def _load_memcmp() -> Callable[[int, int, int], int] | None:
-    try:
-        fn = ctypes.CDLL(None).memcmp  # a CDLL call releases the GIL while it runs
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_memcmp = _load_memcmp()
+_memcmp = memcmp
 _pwrite = os.pwrite  # the one call that hands the disk our bytes (a test makes it lie)
 
 

@@ -78,11 +78,11 @@ def pump(
     h = hashlib.sha256()
     buf, view = _buffer()
     size = 0
-    while n := _read(src, buf):
+    while n := read_into(src, buf):
         if cancel.is_set():
             raise CopyCancelled("copy cancelled")
         h.update(view[:n])
-        _write_all(fd, view[:n])
+        write_all(fd, view[:n])
         size += n
         written(size)
         progress(n)
@@ -241,14 +241,16 @@ def prefetch(src: BinaryIO) -> None:
         pass
 
 
-def _read(src: BinaryIO, buf: bytearray) -> int:
+def read_into(src: BinaryIO, buf: bytearray | memoryview) -> int:
+    """Read from the recorder into `buf`; how many bytes (a read error is SourceReadError)."""
     try:
         return src.readinto(buf) or 0  # type: ignore[attr-defined]
     except OSError as exc:
         raise SourceReadError(f"reading the recorder failed: {exc.strerror or exc}") from exc
 
 
-def _write_all(fd: int, data: memoryview) -> None:
+def write_all(fd: int, data: memoryview) -> None:
+    """Write all of `data` to the store (no room is DiskFull)."""
     try:
         while data:
             data = data[os.write(fd, data) :]
@@ -269,3 +271,16 @@ def raise_disk_error(exc: OSError) -> None:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         raise DiskFull("the dock's disk is full") from exc
     raise exc
+
+
+def _load_memcmp() -> Callable[[int, int, int], int] | None:
+    try:
+        fn = ctypes.CDLL(None).memcmp  # a CDLL call releases the GIL while it runs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+memcmp = _load_memcmp()  # libc's memcmp over two addresses, or None where it cannot be loaded

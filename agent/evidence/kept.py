@@ -18,24 +18,14 @@ import threading
 from collections.abc import Callable
 from typing import BinaryIO
 
-from agent.evidence.diskio import CHUNK, CopyCancelled, SourceReadError, raise_disk_error
+from agent.evidence.diskio import CHUNK, CopyCancelled, memcmp, read_into, write_all
 
 BUDGET = 32 * 1024 * 1024  # bytes of every bay's small copies held until they are proved
 GRAIN = 64 * 1024  # buffers are made in multiples of this, so they fit the next photo too
 LARGEST = 2 * 1024 * 1024  # larger small clips are hashed again (bounds each read-back buffer)
 
 
-def _load_memcmp() -> Callable[[int, int, int], int] | None:
-    try:
-        fn = ctypes.CDLL(None).memcmp  # a CDLL call releases the GIL while it runs
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_memcmp = _load_memcmp()
+_memcmp = memcmp
 
 
 class _Buffer:
@@ -175,12 +165,12 @@ def pump_kept(
     view = kept.view()
     size = 0
     try:
-        while size < len(view) and (n := _read(src, view[size : size + CHUNK])):
+        while size < len(view) and (n := read_into(src, view[size : size + CHUNK])):
             if cancel.is_set():
                 raise CopyCancelled("copy cancelled")
             part = view[size : size + n]
             h.update(part)
-            _write_all(fd, part)
+            write_all(fd, part)
             size += n
             progress(n)
         extra = _rest(src, fd, h, progress, cancel) if size == len(view) else 0
@@ -204,26 +194,11 @@ def _rest(
     buf = bytearray(GRAIN)
     view = memoryview(buf)
     extra = 0
-    while n := _read(src, view):
+    while n := read_into(src, view):
         if cancel.is_set():
             raise CopyCancelled("copy cancelled")
         h.update(view[:n])
-        _write_all(fd, view[:n])
+        write_all(fd, view[:n])
         extra += n
         progress(n)
     return extra
-
-
-def _read(src: BinaryIO, view: memoryview) -> int:
-    try:
-        return src.readinto(view) or 0  # type: ignore[attr-defined]
-    except OSError as exc:
-        raise SourceReadError(f"reading the recorder failed: {exc.strerror or exc}") from exc
-
-
-def _write_all(fd: int, data: memoryview) -> None:
-    try:
-        while data:
-            data = data[os.write(fd, data) :]
-    except OSError as exc:
-        raise_disk_error(exc)
