@@ -67,6 +67,7 @@ def serving(
     server.start()
     conn.start()
     assert conn.wait_connected(5)
+    assert conn.wait_subscribed(f"{ROOT}/cmd/+", 5), "the dock's command subscription"
     it = Recorder(broker, "it-c", f"{ROOT}/cmd/+/reply")
     try:
         yield server, it

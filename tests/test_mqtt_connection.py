@@ -79,6 +79,29 @@ def test_resubscribes_after_broker_restart(broker: Broker) -> None:
         conn.stop()
 
 
+def test_wait_subscribed_knows_the_subscription_is_granted_and_forgets_it_on_a_new_connection(
+    broker: Broker,
+) -> None:
+    got: queue.Queue[bytes] = queue.Queue()
+    conn = MqttConnection(section(broker), "dock-t3", backoff=FAST_BACKOFF)
+    conn.subscribe("dock/t3/cmd/+", 1, lambda m: got.put(m.payload))
+    conn.start()
+    try:
+        assert conn.wait_subscribed("dock/t3/cmd/+", 5)
+        assert not conn.wait_subscribed("dock/t3/other", 0.2)  # never asked for
+        pub = Recorder(broker, "pub-t3")  # the first message after the SUBACK arrives
+        pub.client.publish("dock/t3/cmd/ping", b"first", qos=1).wait_for_publish(5)
+        assert got.get(timeout=5) == b"first"
+        broker.stop(kill=True)
+        wait_for(lambda: not conn.connected, 5, "disconnect noticed")
+        assert not conn.wait_subscribed("dock/t3/cmd/+", 0.1)  # gone with the connection
+        broker.start()
+        assert conn.wait_subscribed("dock/t3/cmd/+", 10)  # granted again on reconnect
+        pub.close()
+    finally:
+        conn.stop()
+
+
 def test_refused_credentials_are_not_connected_and_stop(tmp_path: Path) -> None:
     with running_broker(tmp_path / "b", users={"dock": "right"}) as broker:
         (tmp_path / "pw").write_text("wrong\n")

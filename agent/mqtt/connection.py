@@ -85,6 +85,8 @@ class MqttConnection:
         self._sub_mids: dict[int, str] = {}  # SUBSCRIBE packet id -> topic filter, until SUBACK
         self._early: OrderedDict[int, list[ReasonCode]] = OrderedDict()
         self.refused: dict[str, str] = {}  # topic filter -> why the broker refused it
+        self._granted: set[str] = set()  # topic filters the broker granted on this connection
+        self._granted_changed = threading.Condition()
         self.publish_failures = 0
         self.client = self._make_client(client_id)
 
@@ -144,6 +146,12 @@ class MqttConnection:
             if time.monotonic() >= deadline:
                 return False
         return False
+
+    def wait_subscribed(self, topic_filter: str, timeout: float) -> bool:
+        """Wait until the broker granted `topic_filter` on this connection (its SUBACK came):
+        being connected does not mean messages there reach the dock yet."""
+        with self._granted_changed:
+            return self._granted_changed.wait_for(lambda: topic_filter in self._granted, timeout)
 
     def subscribe(self, topic_filter: str, qos: int, handler: MessageHandler) -> None:
         """Route `topic_filter` to `handler`; the subscription is renewed on every connect."""
@@ -247,6 +255,9 @@ class MqttConnection:
         """A refused subscription (e.g. by the broker's ACL) is logged and raised as an alert."""
         refused = [rc for rc in codes if rc.is_failure]
         sink = self._on_alert
+        with self._granted_changed:
+            (self._granted.discard if refused else self._granted.add)(topic_filter)
+            self._granted_changed.notify_all()
         if not refused:
             if self.refused.pop(topic_filter, None) is not None:
                 logger.info("MQTT subscription to %s granted", topic_filter)
@@ -279,6 +290,8 @@ class MqttConnection:
     def _handle_disconnect(self, _c: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         was = self._connected.is_set()
         self._connected.clear()
+        with self._granted_changed:
+            self._granted.clear()  # a new connection subscribes again
         answered, self._answered = self._answered, False
         if was and not self._stopping:
             logger.warning("MQTT connection lost: %s", rc)
