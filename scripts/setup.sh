@@ -56,8 +56,12 @@ extra=""; [ "${1:-}" = "--dev" ] && extra="[dev]"
 if [ -n "$extra" ] && [ ! -e /dev/fuse ] && [ "$(id -u)" -eq 0 ]; then
   modprobe fuse 2>/dev/null || echo "setup: no /dev/fuse (the power-cut tests will skip)" >&2
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}" 2>&1 \
+# (This machine's pip configuration may name a package index folder that does not exist: pip
+# says so on every call, a line about the machine, not about dock-agent.)
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 >/dev/null \
+  | grep -v "^WARNING: Location" >&2 || true
+# setuptools warns about editable installs in general (a BuildBackendWarning): not ours to act on.
+PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}" 2>&1 \
   | grep -v "^WARNING: Location" || true
 .venv/bin/python -c 'import agent, paho.mqtt, tinydb, pyudev, requests' \
   || { echo "setup: the Python packages did not install" >&2; exit 1; }
