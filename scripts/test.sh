@@ -12,5 +12,6 @@ echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
 # Most tests wait on a broker, a daemon or a child process rather than compute (the whole
-# suite is under 3 minutes of CPU), so four workers on two cores overlap the waiting.
-exec .venv/bin/pytest -q -p no:cacheprovider -n "${PYTEST_WORKERS:-4}" tests/ "$@"
+# suite is under 3.5 minutes of CPU), so four workers on two cores overlap the waiting; an idle
+# worker steals queued tests (worksteal), so the long ones do not all end up last on one.
+exec .venv/bin/pytest -q -p no:cacheprovider -n "${PYTEST_WORKERS:-4}" --dist worksteal tests/ "$@"
