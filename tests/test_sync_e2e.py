@@ -51,12 +51,19 @@ def start_receiver(store: Path, broker: Broker) -> Receiver:
 
 
 def _held(store: Path, client_id: str) -> dict[str, Path]:
-    """file_id -> the one file the receiver holds under it (with its user_data)."""
+    """file_id -> the one file the receiver holds under it (with its user_data).
+
+    A custody chunk's transfer directory is removed once the chunk is filed under `_custody/`,
+    so a directory listed a moment ago may be gone: it held no clip."""
     out = {}
     for d in (store / client_id).glob("*"):
+        try:
+            listed = list(d.iterdir())
+        except (FileNotFoundError, NotADirectoryError):
+            continue
         files = [
             f
-            for f in d.iterdir()
+            for f in listed
             if f.is_file() and f.name != "manifest.json" and not f.name.startswith(".")
         ]
         if (d / "manifest.json").exists() and len(files) == 1:

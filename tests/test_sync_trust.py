@@ -121,16 +121,20 @@ def custody_events(cfg: DockConfig) -> set[str]:
 
 
 def held_by(store: Path, client_id: str = "dock-test") -> dict[str, str]:
-    """file id -> SHA-256 of the one file the receiver holds under it."""
+    """file id -> SHA-256 of the one file the receiver holds under it (a custody chunk's
+    transfer directory may vanish while this looks: it is filed under `_custody/`)."""
     out = {}
     for d in (store / client_id).glob("*"):
-        files = [
-            f
-            for f in d.iterdir()
-            if f.is_file() and f.name != "manifest.json" and not f.name.startswith(".")
-        ]
-        if len(files) == 1:
-            out[d.name] = hashlib.sha256(files[0].read_bytes()).hexdigest()
+        try:
+            files = [
+                f
+                for f in d.iterdir()
+                if f.is_file() and f.name != "manifest.json" and not f.name.startswith(".")
+            ]
+            if len(files) == 1:
+                out[d.name] = hashlib.sha256(files[0].read_bytes()).hexdigest()
+        except (FileNotFoundError, NotADirectoryError):
+            continue
     return out
 
 
