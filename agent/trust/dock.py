@@ -55,25 +55,11 @@ def load_signing_key(cfg: DockConfig) -> Ed25519PrivateKey:
     path = signing_key_path(cfg)
     where = f"mqtt.signing_key_file = {cfg.mqtt.signing_key_file!r}"
     try:
-        key, made = keys.load_or_create_private(path)
+        return keys.key_pair(path, cfg.client_id, "this dock's", "central")
     except keys.KeyFileError as exc:
         raise ConfigError([f"{where}: {exc}"]) from None
     except OSError as exc:
         raise ConfigError([f"{where}: {path}: cannot create it: {exc.strerror or exc}"]) from None
-    pub = public_path(path)
-    if made or not pub.exists():
-        try:
-            keys.write_public(pub, key.public_key(), cfg.client_id)
-        except OSError as exc:  # a read-only credential directory: `dock-agent keys` prints it
-            logger.warning("could not write %s: %s", pub, exc.strerror or exc)
-    if made:
-        logger.info(
-            "made this dock's key pair %s (fingerprint %s): give %s to central",
-            path,
-            keys.fingerprint(key.public_key()),
-            pub,
-        )
-    return key
 
 
 def load_central_key(cfg: DockConfig) -> Ed25519PublicKey | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import stat
 from pathlib import Path
@@ -18,6 +19,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent.durable import fsync_dir
+
+logger = logging.getLogger(__name__)
 
 MAX_KEY_FILE_BYTES = 16_384
 
@@ -150,3 +153,25 @@ def write_public(path: Path, key: Ed25519PublicKey, comment: str) -> None:
     tmp.write_text(public_line(key, comment) + "\n", encoding="ascii")
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
+
+
+def key_pair(path: Path, comment: str, whose: str, give_to: str) -> Ed25519PrivateKey:
+    """The private key at `path`, made at first start with its `.pub` beside (re-written when
+    missing); a key made now is logged with its fingerprint and who should get the `.pub`."""
+    key, made = load_or_create_private(path)
+    pub = path.with_suffix(".pub")
+    if made or not pub.exists():
+        try:
+            write_public(pub, key.public_key(), comment)
+        except OSError as exc:  # a read-only credential directory: `dock-agent keys` prints it
+            logger.warning("could not write %s: %s", pub, exc.strerror or exc)
+    if made:
+        logger.info(
+            "made %s key pair %s (fingerprint %s): give %s to %s",
+            whose,
+            path,
+            fingerprint(key.public_key()),
+            pub,
+            give_to,
+        )
+    return key

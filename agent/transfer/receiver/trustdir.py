@@ -181,21 +181,7 @@ def sign_refusal(
 
 def load_receiver_key(path: Path, comment: str) -> Ed25519PrivateKey:
     """The receiver's key, made (0600, .pub beside) at first start; KeyFileError when unusable."""
-    key, made = keys.load_or_create_private(path)
-    pub = path.with_suffix(".pub")
-    if made or not pub.exists():
-        try:
-            keys.write_public(pub, key.public_key(), comment)
-        except OSError as exc:
-            logger.warning("could not write %s: %s", pub, exc.strerror or exc)
-    if made:
-        logger.info(
-            "made the receiver's key pair %s (fingerprint %s): give %s to every dock",
-            path,
-            keys.fingerprint(key.public_key()),
-            pub,
-        )
-    return key
+    return keys.key_pair(path, comment, "the receiver's", "every dock")
 
 
 def old_key_files(directory: Path) -> list[str]:
