@@ -131,6 +131,23 @@ class _Windows:
 windows = _Windows()
 
 
+def _huge_map(size: int) -> mmap.mmap:
+    """An anonymous mapping for a buffer of the ring, backed by huge pages where it can be.
+
+    O_DIRECT pins the buffer's pages for every request and the block layer walks them: with
+    4 KiB pages that is 4,096 pages a window of 16 MiB, three passes a byte; a 2 MiB page is
+    pinned and mapped in one step (a hint: without transparent huge pages it changes nothing).
+    """
+    buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # not shmem
+    advice = getattr(mmap, "MADV_HUGEPAGE", None)
+    if advice is not None:
+        try:
+            buf.madvise(advice)
+        except OSError:
+            pass
+    return buf
+
+
 @dataclass(frozen=True)
 class _Window:
     slot: int  # which buffer of the ring
@@ -143,7 +160,7 @@ class _Ring:
     """DEPTH page-aligned buffers plus one to read back into, and their addresses for memcmp."""
 
     def __init__(self, window: int) -> None:
-        self.maps = [mmap.mmap(-1, window) for _ in range(DEPTH + 1)]
+        self.maps = [_huge_map(window) for _ in range(DEPTH + 1)]
         self.views = [memoryview(m) for m in self.maps]
         self._arrays = [(ctypes.c_char * window).from_buffer(m) for m in self.maps]
         self.addrs = [ctypes.addressof(a) for a in self._arrays]

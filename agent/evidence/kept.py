@@ -34,7 +34,7 @@ class _Buffer:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._map = mmap.mmap(-1, size)
+        self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self.view = memoryview(self._map)
         self._array: ctypes.Array[ctypes.c_char] | None = (ctypes.c_char * size).from_buffer(
             self._map
