@@ -408,3 +408,37 @@ def test_a_change_that_finishes_a_clip_archives_it_in_the_same_operation(tmp_pat
         assert again.active() == [] and again.get(cid(1)) == freed
     finally:
         again.close()
+
+
+def test_update_many_is_one_journal_line_for_active_clips_and_a_version_for_archived(
+    tmp_path: Path, index: ClipIndex
+) -> None:
+    for n in range(3):
+        index.put(rec(n))
+    index.archive(cid(2))
+    before = journal_path(tmp_path).read_bytes()
+    index.update_many(
+        {cid(0): {"analysed": True, "width": 8}, cid(1): {"analysed": True}, cid(2): {"x": 1}}
+    )
+    added = journal_path(tmp_path).read_bytes()[len(before) :].splitlines()
+    assert [json.loads(line)["op"] for line in added] == ["batch"]
+    again = ClipIndex(tmp_path)
+    assert again.get(cid(0))["width"] == 8 and again.get(cid(1))["analysed"]  # type: ignore[index]
+    assert again.get(cid(2))["x"] == 1  # type: ignore[index]
+    assert [r["clip_id"] for r in again.active()] == [cid(0), cid(1)]
+
+
+def test_a_failed_update_many_changes_none_of_its_clips(
+    tmp_path: Path, index: ClipIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index.put_many([rec(1), rec(2)])
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("agent.durable.os.fsync", full)
+    with pytest.raises(OSError):
+        index.update_many({cid(1): {"analysed": True}, cid(2): {"analysed": True}})
+    monkeypatch.undo()
+    for reader in (index, ClipIndex(tmp_path)):
+        assert [r.get("analysed") for r in reader.active()] == [None, None]

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+PROBED_CLIPS = 64  # probe results written in one transaction at most
+PROBED_S = 2.0  # ... and held at most this long (a long video's is not held for the next)
+
 
 class AnalysisParts(Protocol):
     """The shared, thread-safe parts analysis uses (the daemon's `Services` is one)."""
@@ -144,21 +147,36 @@ class Analysis:
 
     def _analyse(self, batch: Offloaded) -> None:
         records = [r for r in (self.s.index.get(c) for c in batch.clip_ids) if r is not None]
+        probed = _Probed(self.s.index)
         for record in records:
             if not record.get("analysed"):
-                self._probe(record)
+                probed.add(record, *self._probe(record))
+                if probed.due():
+                    self._write_probed(probed)
                 self.heartbeat = time.monotonic()
+        self._write_probed(probed)
         records = [r for r in (self.s.index.get(c) for c in batch.clip_ids) if r is not None]
         self._timeline(records, batch)
+        done: dict[str, dict[str, Any]] = {}
         for record in records:
             if not record.get("analysed"):
-                self._lateness(record, batch.docking)
-                self.s.index.update(record["clip_id"], analysed=True)
+                if self._lateness(record, batch.docking):
+                    self.s.index.update(record["clip_id"], analysed=True)
+                else:
+                    done[record["clip_id"]] = {"analysed": True}
+        self.s.index.update_many(done)  # one transaction for the docking's ordinary clips
         self.s.flow.publish(Analysed(batch.clip_ids))
+
+    def _write_probed(self, probed: _Probed) -> None:
+        """Write what probing found (one transaction), then note the clips that need it."""
+        for record, changes in probed.write():
+            self._clip_note("truncated", record, changes)
 
     # ---- per clip -------------------------------------------------------------------------
 
-    def _probe(self, record: dict[str, Any]) -> None:
+    def _probe(self, record: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Probe one clip (and make a video's thumbnail): the changes to its record, and
+        whether it is truncated or undecodable (a note says so)."""
         from agent.media.probe import probe
         from agent.media.thumbnail import make_thumbnail
 
@@ -178,15 +196,14 @@ class Analysis:
             thumb = path.with_name(f"{path.stem}.thumb.jpg")
             if make_thumbnail(path, thumb, tmp_dir=self.s.store.incoming):
                 changes["thumbnail"] = str(thumb)
-        self.s.index.update(record["clip_id"], **changes)
-        if "truncated" in result.flags or "undecodable" in result.flags:
-            self._clip_note("truncated", record, changes)
+        return changes, bool({"truncated", "undecodable"} & result.flags)
 
-    def _lateness(self, record: dict[str, Any], docking: Docking) -> None:
+    def _lateness(self, record: dict[str, Any], docking: Docking) -> bool:
+        """Note and announce a clip offloaded past the window: whether it was."""
         window = self.s.cfg.policy.offload_window_hours
         end, offloaded = parse_iso(record["recorded_end"]), parse_iso(record["offloaded_at"])
         if not is_late(end, offloaded, window):
-            return
+            return False
         late_h = round(hours_late(end, offloaded, window), 1)
         note = self._clip_note("late_offload", record, {})
         flags = sorted(set(record["flags"]) | {"late_offload"})
@@ -208,6 +225,7 @@ class Analysis:
             one_off=True,
             **fields,
         )
+        return True
 
     def _clip_note(self, kind: str, record: dict[str, Any], changes: dict[str, Any]) -> str:
         start = parse_iso(changes.get("recorded_start", record["recorded_start"]))
@@ -264,6 +282,32 @@ class Analysis:
             record = self.s.index.get(sha)
             if record is not None and flags - set(record["flags"]):
                 self.s.index.update(sha, flags=sorted(set(record["flags"]) | flags))
+
+
+class _Probed:
+    """Probe results not yet written: written together, every PROBED_CLIPS clips or once the
+    oldest has waited PROBED_S (a journal line and a sync per photo cost more than its probe)."""
+
+    def __init__(self, index: ClipIndex) -> None:
+        self.index = index
+        self.held: list[tuple[dict[str, Any], dict[str, Any], bool]] = []
+        self.since = 0.0
+
+    def add(self, record: dict[str, Any], changes: dict[str, Any], noted: bool) -> None:
+        """Hold a clip's changes; `noted`: it gets a note once they are written."""
+        if not self.held:
+            self.since = time.monotonic()
+        self.held.append((record, changes, noted))
+
+    def due(self) -> bool:
+        """Whether the held results are to be written now."""
+        return len(self.held) >= PROBED_CLIPS or time.monotonic() - self.since >= PROBED_S
+
+    def write(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Write the held results as one transaction: those of clips that need a note."""
+        held, self.held = self.held, []
+        self.index.update_many({record["clip_id"]: changes for record, changes, _ in held})
+        return [(record, changes) for record, changes, noted in held if noted]
 
 
 def _round(value: float | None) -> float | None:

@@ -7,7 +7,7 @@ import statistics
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from agent.findings import Finding, info, warning
 from agent.media import audio, container
@@ -20,6 +20,8 @@ MISSING_FRAMES_SHARE = 0.05  # fewer decoded frames than the header by more than
 MIN_JUMP_S = 1.0  # a pts jump shorter than this is jitter, not an interruption
 JUMP_INTERVALS = 5  # ... and so is one shorter than this many frame intervals
 MAX_JPEG_SCAN = 1024 * 1024  # bytes read looking for a JPEG frame header
+READ_WHOLE = 32 * 1024 * 1024  # a photo up to this size is read into memory once
+TAIL = 4096  # bytes at a JPEG's end where its end-of-image marker is looked for
 
 
 @dataclass
@@ -180,26 +182,49 @@ def _interruptions(stamps: array[float], interval: float) -> list[tuple[float, f
 
 
 def _probe_photo(path: Path) -> ProbeResult:
-    """Size from the JPEG frame header, decodability from a reduced-size decode."""
+    """Size from the JPEG frame header, decodability from a reduced-size decode.
+
+    A photo of up to READ_WHOLE bytes is read once and its bytes serve all three checks (the
+    header, the end marker and the decode); a larger one is decoded from the file.
+    """
     import cv2
 
-    size = _jpeg_size(path)
-    image = cv2.imread(str(path), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+    with open(path, "rb") as fh:
+        data = fh.read(READ_WHOLE + 1)
+        whole = len(data) <= READ_WHOLE
+        tail = data[-TAIL:] if whole else _tail(fh)
+    size = _jpeg_size(data[:MAX_JPEG_SCAN])
+    complete = _jpeg_complete(tail)
+    if not data:
+        image = None
+    elif whole:
+        import numpy as np
+
+        if not complete:  # as imread's file reader does at a premature end: an end marker
+            data += b"\xff\xd9"
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+    else:
+        image = cv2.imread(str(path), cv2.IMREAD_REDUCED_GRAYSCALE_8)
     if image is None:
         return _failed(path, "does not decode as an image")
     if size is None:
         height, width = image.shape[:2]
         size = (width * 8, height * 8)  # only when the header could not be read
     result = ProbeResult(width=size[0], height=size[1], decode_ok=True)
-    if not _jpeg_complete(path):
+    if not complete:
         result.flags.add(TRUNCATED)
     return result
 
 
-def _jpeg_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the first JPEG SOF marker, or None."""
-    with open(path, "rb") as fh:
-        data = fh.read(MAX_JPEG_SCAN)
+def _tail(fh: BinaryIO) -> bytes:
+    """The last TAIL bytes of an open file."""
+    fh.seek(0, 2)
+    fh.seek(max(0, fh.tell() - TAIL))
+    return fh.read()
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the first JPEG SOF marker in `data` (the file's start), or None."""
     at = 2 if data[:2] == b"\xff\xd8" else len(data)
     while at + 9 <= len(data):
         if data[at] != 0xFF:
@@ -212,13 +237,9 @@ def _jpeg_size(path: Path) -> tuple[int, int] | None:
     return None
 
 
-def _jpeg_complete(path: Path) -> bool:
-    """True when a JPEG ends with its end-of-image marker (trailing padding allowed)."""
-    with open(path, "rb") as fh:
-        fh.seek(0, 2)
-        fh.seek(max(0, fh.tell() - 4096))
-        tail = fh.read().rstrip(b"\x00")
-    return tail.endswith(b"\xff\xd9")
+def _jpeg_complete(tail: bytes) -> bool:
+    """True when a JPEG's last bytes end with its end-of-image marker (trailing padding allowed)."""
+    return tail.rstrip(b"\x00").endswith(b"\xff\xd9")
 
 
 def _probe_audio(path: Path) -> ProbeResult:

@@ -162,6 +162,22 @@ class ClipIndex:
         """Change fields of an active or archived clip and return the new record."""
         return self.change(clip_id, changes, lambda _record: False)
 
+    def update_many(self, changes: dict[str, Record]) -> None:
+        """Change fields of several clips as one durable transaction (one journal line, one
+        sync: all or none); an archived clip among them gets its new version in its shard."""
+        if not changes:
+            return
+        if any("clip_id" in fields for fields in changes.values()):
+            raise ValueError("a clip's clip_id cannot change")
+        clean = {clip_id: plain(fields) for clip_id, fields in changes.items()}
+        with self._mutating():
+            active = [cid for cid in clean if cid in self._ids]
+            ops = [{"op": "update", "id": cid, "set": clean[cid]} for cid in active]
+            if ops:
+                self._commit(ops[0] if len(ops) == 1 else {"op": "batch", "ops": ops})
+            for clip_id in clean.keys() - set(active):
+                self._update_archived(clip_id, clean[clip_id])
+
     def change(self, clip_id: str, changes: Record, finished: Callable[[Record], bool]) -> Record:
         """Change fields of a clip and, when `finished` says so of the result, archive it.
 
