@@ -21,7 +21,7 @@ from typing import BinaryIO
 from agent.evidence.diskio import CHUNK, CopyCancelled, memcmp, read_into, write_all
 
 BUDGET = 32 * 1024 * 1024  # bytes of every bay's small copies held until they are proved
-GRAIN = 64 * 1024  # buffers are made in multiples of this, so they fit the next photo too
+GRAIN = 16 * 1024  # buffers are made in multiples of this (a 200 KB photo: 208 KiB)
 LARGEST = 2 * 1024 * 1024  # larger small clips are hashed again (bounds each read-back buffer)
 
 
