@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import statistics
 from array import array
 from dataclasses import dataclass, field
@@ -190,10 +191,11 @@ def _probe_photo(path: Path) -> ProbeResult:
     import cv2
 
     with open(path, "rb") as fh:
-        data = fh.read(READ_WHOLE + 1)
-        whole = len(data) <= READ_WHOLE
+        size = os.fstat(fh.fileno()).st_size
+        whole = size <= READ_WHOLE
+        data = fh.read(size + 1 if whole else MAX_JPEG_SCAN)  # a buffer of the file's size
         tail = data[-TAIL:] if whole else _tail(fh)
-    size = _jpeg_size(data[:MAX_JPEG_SCAN])
+    frame = _jpeg_size(data[:MAX_JPEG_SCAN])
     complete = _jpeg_complete(tail)
     if not data:
         image = None
@@ -207,10 +209,10 @@ def _probe_photo(path: Path) -> ProbeResult:
         image = cv2.imread(str(path), cv2.IMREAD_REDUCED_GRAYSCALE_8)
     if image is None:
         return _failed(path, "does not decode as an image")
-    if size is None:
+    if frame is None:
         height, width = image.shape[:2]
-        size = (width * 8, height * 8)  # only when the header could not be read
-    result = ProbeResult(width=size[0], height=size[1], decode_ok=True)
+        frame = (width * 8, height * 8)  # only when the header could not be read
+    result = ProbeResult(width=frame[0], height=frame[1], decode_ok=True)
     if not complete:
         result.flags.add(TRUNCATED)
     return result
