@@ -22,7 +22,9 @@ from agent.evidence.custody import iter_entries
 from agent.evidence.index import ClipIndex
 from agent.sync.queue import Backoff
 from agent.transfer import protocol as p
+from agent.transfer.receiver import trustdir
 from agent.transfer.receiver.server import Receiver
+from agent.transfer.receiver.trustdir import fin_nonce
 from firmware_interface import simkit
 from tests.broker import Broker, free_port, mosquitto_binary, running_broker
 from tests.dock import config_toml, count_status_reads, dock_config, running, settled, wait_for
@@ -401,7 +403,8 @@ def test_resync_command_sends_a_clip_again_and_refuses_unknown(
 
 
 class RefusingManifests(Receiver):
-    """The reference receiver, except that while `refusing` it answers a manifest's fin 0x80."""
+    """The reference receiver, except that while `refusing` it refuses a manifest's fin (0x80,
+    signed as the receiver signs every refusal of a fin: the dock acts on it at once)."""
 
     refusing = True
 
@@ -409,15 +412,19 @@ class RefusingManifests(Receiver):
         super().__init__(*args, **kwargs)
         self.fins: list[str] = []  # file ids whose fin was answered success
 
-    def send_response(self, topic: str, correlation: bytes | None, resp: p.Response) -> None:
-        parts = resp.topic.split("/")
-        if resp.ok and len(parts) >= 3 and parts[2] == "fin":
-            held = list((self.store_dir / "dock-test" / parts[1]).glob("*.manifest.json"))
-            if held and self.refusing:
-                resp = p.Response(resp.topic, resp.packet_id, 0x80, "test: manifest refused")
-            elif (self.store_dir / "dock-test" / parts[1]).exists():  # not a custody chunk
-                self.fins.append(parts[1])
-        super().send_response(topic, correlation, resp)
+    def _apply(
+        self, store: Any, client_id: str, req: p.Request, data: bytes, props: Any
+    ) -> str | None:
+        got = super()._apply(store, client_id, req, data, props)
+        if isinstance(req, p.Fin):
+            where = self.store_dir / "dock-test" / req.file_id
+            if self.refusing and list(where.glob("*.manifest.json")):
+                refused = p.ProtocolError(0x80, "test: manifest refused")
+                trustdir.sign_refusal(refused, self.signing_key, client_id, req, fin_nonce(data))
+                raise refused
+            if where.exists():  # not a custody chunk
+                self.fins.append(req.file_id)
+        return got
 
 
 def test_a_clip_is_acked_only_with_its_manifest_and_not_sent_again_for_it(
@@ -442,7 +449,7 @@ def test_a_clip_is_acked_only_with_its_manifest_and_not_sent_again_for_it(
                     len({a.fields.get("sha256") for a in views.alerts if a.code == "sync_failed"})
                     == len(originals)
                 ),
-                150,  # each refused fin is held ack_timeout_s for a proved success (SPEC 11)
+                60,
                 "every clip failed on its manifest",
             )
             assert sorted(receiver.fins) == sorted(sha(p) for p in originals), "clips held"

@@ -326,6 +326,7 @@ class Receiver:
                 )
             raise
         if reply_to is not None:
+            resp = trustdir.signed(resp, self.signing_key, client_id, msg, correlation)
             self.send_response(reply_to, correlation, resp)
 
     def _apply(
