@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import signal
@@ -20,7 +21,9 @@ import pytest
 from agent.config import MqttSection
 from agent.evidence.custody import iter_entries
 from agent.evidence.index import ClipIndex
+from agent.evidence.retention.rules import select_purges
 from agent.sync.queue import Backoff
+from agent.timebase import parse_iso
 from agent.transfer import protocol as p
 from agent.transfer.receiver import trustdir
 from agent.transfer.receiver.server import Receiver
@@ -488,3 +491,40 @@ def test_the_daemon_connection_serves_puback_mode(tmp_path: Path, broker: Broker
             "every clip acked by PUBACK alone",
         )
     assert custody_seq(cfg.data_dir, "clip_synced")
+
+
+def test_a_clip_marked_by_analysis_after_offload_goes_with_its_class_and_stays_longer(
+    tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Offload stores `routine`; analysis finds the mark (shipped rule: marked -> evidence,
+    90 days) and stores the class with the flag: the manifest says evidence, purging keeps it,
+    and no later pass had to correct a stored class."""
+    caplog.set_level(logging.INFO, logger="agent.evidence.retention.purger")
+    store = tmp_path / "central"
+    receiver = start_receiver(store, broker)
+    cfg = dock_config(tmp_path, mqtt={"host": broker.host, "port": broker.port})
+    start = datetime.now() - timedelta(hours=1)
+    clips = [simkit.SimClip(start, 2), simkit.SimClip(start + timedelta(minutes=10), 2)]
+    mark = (clips[1].start_local + timedelta(seconds=1)).isoformat(timespec="seconds")
+    rec = simkit.SimRecorder(clips=clips, events=[{"ts": mark, "event": "mark"}])
+    originals = simkit.build(tmp_path / "bay1", rec)
+    try:
+        with running(cfg) as (daemon, _views):
+            index = daemon.services.index
+            wait_for(lambda: {r["state"] for r in index.iter_all()} == {"synced"}, 60, "synced")
+            records = {r["file_name"]: r for r in index.iter_all()}
+    finally:
+        receiver.stop()
+    plain, marked = (records[clip.name] for clip in originals)
+    assert "marked" in marked["flags"] and "marked" not in plain["flags"]
+    sent = {f.name: full_manifest(store, f) for f in received(store).values()}
+    assert sent[originals[1].name]["retention_class"] == marked["retention_class"] == "evidence"
+    assert sent[originals[0].name]["retention_class"] == plain["retention_class"] == "routine"
+    synced = max(parse_iso(r["synced_at"]) for r in records.values())
+    days = cfg.policy.local_retention_days
+    for after, purged in ((days + 1, [plain]), (91, [plain, marked])):
+        chosen = select_purges(
+            records.values(), synced + timedelta(days=after), cfg.policy, 1, 1, cfg.retention
+        )
+        assert sorted(c for c, _ in chosen) == sorted(r["clip_id"] for r in purged), after
+    assert not [r for r in caplog.records if "reclassified" in r.getMessage()]
