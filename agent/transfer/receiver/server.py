@@ -111,7 +111,7 @@ class Receiver:
         self._once = OnceLog(logger)
 
     def start(self) -> None:
-        """Start the workers and connect (paho reconnects on its own afterwards)."""
+        """Start the workers and connect (the connection reconnects on its own afterwards)."""
         make_dirs(self.store_dir)
         for i, q in enumerate(self._queues):
             t = threading.Thread(
