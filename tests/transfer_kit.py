@@ -51,7 +51,8 @@ def start_receiver(
 
 
 def connect(broker: Broker, client_id: str, max_inflight: int = 20) -> tuple[mqtt.Client, PahoLink]:
-    """A plain paho v5 client wrapped as a Transport, connected and looping."""
+    """A plain paho v5 client wrapped as a Transport, connected and looping: a bare peer (a
+    hostile client, a spy); a dock's FileSender runs over `dock_connection`."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     client.max_inflight_messages_set(max_inflight)
     client.reconnect_delay_set(0.1, 0.5)
@@ -89,8 +90,11 @@ def dock_sender(
     return conn, sender
 
 
-def close(client: mqtt.Client) -> None:
-    """Disconnect and stop a client's loop."""
+def close(client: mqtt.Client | MqttConnection) -> None:
+    """Disconnect and stop a client's loop (the dock's connection: stop it)."""
+    if isinstance(client, MqttConnection):
+        client.stop()
+        return
     client.disconnect()
     client.loop_stop()
 
