@@ -93,7 +93,7 @@ class Signer:
     def judge(self, answer: Any) -> bool | None:
         """An answer to any other command: act on it, or hold a failure (see holds_failures).
 
-        A held failure that `refusal_proved` shows is central's own is then acted on at once.
+        A held failure that `refused` shows is central's own is then acted on at once.
         """
         return True if answer.ok or not self.holds_failures else None
 
