@@ -4,6 +4,7 @@ evidence/lifecycle.py reads a clip's state (all read from the source with ast)."
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -169,3 +170,45 @@ def test_the_state_check_sees_a_comparison() -> None:
         "compares with synced",
         "recorder_deleted=",
     ]
+
+
+def map_entries(doc: str) -> dict[str, str]:
+    """docs/ARCHITECTURE.md's "Where things are" map: each entry's names (its first column,
+    e.g. `cli.py commands/`) -> its text, continuation lines included."""
+    block = doc.split("## Where things are", 1)[1].split("```", 2)[1]
+    entries: dict[str, str] = {}
+    names = ""
+    for line in block.splitlines():
+        if line.startswith("  ") and not line[2].isspace():
+            names = line[:24].strip()
+            entries[names] = ""
+        if names:
+            entries[names] += line[24:] + "\n"
+    return entries
+
+
+def unnamed_modules(doc: str) -> list[str]:
+    """Modules under agent/ the map does not name: a module of a folder must be named in
+    that folder's entry, a top-level one in an entry of its own (its file name)."""
+    entries = map_entries(doc)
+    missing = []
+    for path in sorted(AGENT.rglob("*.py")):
+        rel = path.relative_to(AGENT)
+        if rel.name == "__init__.py":
+            continue
+        if len(rel.parts) == 1:
+            found = any(rel.name in names.split() for names in entries)
+        else:
+            folder = f"{rel.parts[0]}/"
+            text = "".join(t for names, t in entries.items() if folder in names.split())
+            found = re.search(rf"(?<![\w.]){re.escape(rel.stem)}(?!\w)", text) is not None
+        if not found:
+            missing.append(str(rel))
+    return missing
+
+
+def test_the_architecture_map_names_every_module() -> None:
+    doc = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    assert unnamed_modules(doc) == []
+    assert "sync/worker.py" in unnamed_modules(doc.replace("  sync/ ", "  syncs/"))
+    assert "durable.py" in unnamed_modules(doc.replace("  durable.py", "  durably.py"))

@@ -201,9 +201,12 @@ def test_stop_publishes_the_will_as_offline(broker: Broker) -> None:
 DYNSEC = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
 
 
-def dynsec_broker_config(tmp_path: Path) -> str:
-    """Mosquitto's dynamic security: user `dock` (password `secret`) may subscribe only under
-    dock/ok/ (Mosquitto's acl_file grants every SUBSCRIBE; this plugin refuses with 0x87)."""
+def dynsec_broker_config(
+    tmp_path: Path, user: str = "dock", subscribe: tuple[str, ...] = ("dock/ok/#",)
+) -> str:
+    """Mosquitto's dynamic security: `user` (password `secret`) may subscribe only to the
+    `subscribe` patterns and publish under dock/ (Mosquitto's acl_file grants every
+    SUBSCRIBE; this plugin refuses with 0x87)."""
     path = tmp_path / "dynsec.json"
     subprocess.run(
         ["mosquitto_ctrl", "dynsec", "init", str(path), "admin", "secret"],
@@ -215,14 +218,14 @@ def dynsec_broker_config(tmp_path: Path) -> str:
         {
             "rolename": "dock",
             "acls": [
-                {"acltype": "subscribePattern", "topic": "dock/ok/#", "allow": True},
+                *({"acltype": "subscribePattern", "topic": t, "allow": True} for t in subscribe),
                 {"acltype": "publishClientSend", "topic": "dock/#", "allow": True},
             ],
         }
     )
     admin = doc["clients"][0]
     dock = {k: admin[k] for k in ("password", "salt", "iterations")}  # the same password
-    doc["clients"].append({"username": "dock", "roles": [{"rolename": "dock"}], **dock})
+    doc["clients"].append({"username": user, "roles": [{"rolename": "dock"}], **dock})
     path.write_text(json.dumps(doc))
     return f"plugin {DYNSEC}\nplugin_opt_config_file {path}\nallow_anonymous false\n"
 
@@ -266,10 +269,64 @@ def test_the_receiver_stops_on_refused_credentials_as_the_dock_does(tmp_path: Pa
         receiver.start()
         try:
             wait_for(receiver.failed.is_set, 5, "the receiver to give up")
-            assert receiver.failure == f"the login to MQTT broker {broker.host}:{broker.port}"
+            where = f"MQTT broker {broker.host}:{broker.port}"
+            assert receiver.failure.startswith(f"{where} refused our credentials (")
             assert not receiver.wait_subscribed(0.1)
             time.sleep(2.5)  # no-event wait: past paho's first reconnect delay (1 s): no retry
             log = (broker.workdir / "mosquitto.log").read_text()
             assert log.count("dock-receiver-t") <= 2, log
         finally:
             receiver.stop()
+
+
+def test_the_receiver_process_ends_on_refused_credentials_with_one_line_naming_it(
+    tmp_path: Path,
+) -> None:
+    """`dock-agent receive` with a wrong password: exit 1 at once, the cause in one line."""
+    with running_broker(tmp_path / "b", users={"receiver": "right"}) as broker:
+        (tmp_path / "pw").write_text("wrong\n")
+        (tmp_path / "pw").chmod(0o600)
+        conf = tmp_path / "receiver.toml"
+        conf.write_text(
+            f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nusername = "receiver"\n'
+            f'password_file = "{tmp_path / "pw"}"\n[receiver]\nstore_dir = "{tmp_path / "store"}"\n'
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "agent", "receive", "-c", str(conf)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    where = f"MQTT broker {broker.host}:{broker.port} refused our credentials"
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1, done.stderr
+    assert last.startswith("CRITICAL") and where in last and last.endswith("; exit 1"), last
+    assert "Traceback" not in done.stderr and "wrong" not in done.stderr
+
+
+@pytest.mark.skipif(not DYNSEC.exists(), reason="mosquitto's dynamic security plugin is missing")
+def test_the_receiver_stops_when_the_broker_refuses_one_of_its_subscriptions(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ACL grants `$file/#` but not `$file-async/#`: commands there would never arrive."""
+    from agent.transfer.receiver.server import Receiver
+
+    extra = dynsec_broker_config(tmp_path, "receiver", ("$file/#",))
+    (tmp_path / "pw").write_text("secret\n")
+    with running_broker(tmp_path / "b", extra_config=extra) as broker:
+        cfg = section(broker, username="receiver", password_file=str(tmp_path / "pw"))
+        receiver = Receiver(tmp_path / "store", cfg, "receiver")
+        receiver.start()
+        try:
+            wait_for(receiver.failed.is_set, 10, "the receiver to stop")
+            assert not receiver.wait_subscribed(0.1)
+        finally:
+            receiver.stop()
+    where = f"MQTT broker {broker.host}:{broker.port}"
+    assert receiver.failure.startswith(f"{where} refused the subscription to $file-async/# ("), (
+        receiver.failure
+    )
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert [e for e in errors if "$file-async/#" in e], errors
+    assert not [e for e in errors if "subscription to $file/#" in e], "the granted one is fine"

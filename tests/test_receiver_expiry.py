@@ -19,7 +19,13 @@ from agent.transfer.receiver.expiry import MIN_PARTIAL_TTL_S, PartialEntry, stal
 from agent.transfer.receiver.partials import PARTIAL_DIR, TransferStore
 from agent.transfer.sender import FileSender, SendSettings, TransferInterrupted
 from tests.broker import Broker
-from tests.transfer_kit import close, connect, files_under, random_file, start_receiver
+from tests.transfer_kit import (
+    close,
+    dock_connection,
+    files_under,
+    random_file,
+    start_receiver,
+)
 
 pytest_plugins = ["tests.transfer_kit"]  # fixtures: broker, receiver, dock
 
@@ -188,7 +194,7 @@ def test_sender_resuming_an_expired_partial_still_completes(
     fid = random_file(src, 16 * SEG + 123)
     size = src.stat().st_size
     rx = start_receiver(broker, store, partial_ttl_s=3600)
-    client, link = connect(broker, CLIENT)
+    client = link = dock_connection(broker, CLIENT)
     try:
         cancel = threading.Event()
         sender = FileSender(CancelAfter(link, 8, cancel), CLIENT, state, FAST)

@@ -28,7 +28,7 @@ from agent.transfer.sender import FileSender, QuotaExceeded, SendSettings
 from firmware_interface import simkit
 from tests.broker import Broker, mosquitto_binary
 from tests.dock import dock_config, running, wait_for
-from tests.transfer_kit import RawSender, close, connect, files_under, random_file
+from tests.transfer_kit import RawSender, close, dock_connection, files_under, random_file
 
 pytest_plugins = ["tests.transfer_kit"]  # fixtures: broker, receiver, dock
 
@@ -179,7 +179,7 @@ def test_sender_fails_once_with_the_receivers_reason_then_the_same_send_succeeds
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     filler = fill(store, 2 * MIB)
-    client, link = connect(broker, "dock-01")
+    client = link = dock_connection(broker, "dock-01")
     counting = Counting(link)
     settings = SendSettings(segment_bytes=SEG, max_inflight=4, ack_timeout_s=2.0, max_rounds=3)
     sender = FileSender(counting, "dock-01", tmp_path / "state", settings)

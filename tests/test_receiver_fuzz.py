@@ -76,7 +76,7 @@ def message(topic: bytes, payload: bytes, props: Properties | None) -> mqtt.MQTT
 def deliver(rx: Recording, msg: mqtt.MQTTMessage) -> p.Response | None:
     """One message as paho delivers it, then every queued job as the workers would run it."""
     before = len(rx.sent)
-    rx._on_message(rx.client, None, msg)
+    rx._on_command(msg)
     for i, q in enumerate(rx._queues):
         while not q.empty():
             job = q.get_nowait()

@@ -19,7 +19,7 @@ from agent.trust import keys, signatures
 from tests.broker import Broker
 from tests.dock import wait_for
 from tests.emqx.clients import emqx_ft_client
-from tests.transfer_kit import RawSender, files_under, start_receiver
+from tests.transfer_kit import RawSender, dock_connection, files_under, start_receiver
 
 pytest_plugins = ["tests.transfer_kit"]  # fixtures: broker
 
@@ -253,7 +253,7 @@ def test_injection_on_the_last_range_while_the_dock_sends_cannot_stop_the_clip(
 ) -> None:
     """Issue 21: random bytes for the clip's last range every 50 ms made every fin fail."""
     from agent.transfer.sender import FileSender, SendSettings
-    from tests.transfer_kit import close, connect, random_file
+    from tests.transfer_kit import close, random_file
 
     size = 8 * 65536 + 1234
     src = tmp_path / "clip.MP4"
@@ -274,7 +274,7 @@ def test_injection_on_the_last_range_while_the_dock_sends_cannot_stop_the_clip(
 
     injector = threading.Thread(target=inject)
     injector.start()
-    client, link = connect(broker, "dock-a")
+    client = link = dock_connection(broker, "dock-a")
     settings = SendSettings(segment_bytes=65536, ack_timeout_s=2.0, fin_timeout_s=5.0)
     try:
         wait_for(lambda: sent[0] > 0, 10, "the injection under way")

@@ -24,7 +24,7 @@ from agent.transfer.signing import Signer
 from agent.trust import keys, signatures
 from tests.broker import Broker, mosquitto_binary
 from tests.chain_kit import fill, rewrite
-from tests.transfer_kit import close, connect, start_receiver
+from tests.transfer_kit import close, dock_connection, start_receiver
 
 pytest_plugins = ["tests.transfer_kit"]  # fixtures: broker
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
@@ -86,7 +86,7 @@ def send(broker: Broker, tmp_path: Path, chunk: Chunk) -> TimedSender:
     path.parent.mkdir(exist_ok=True)
     path.write_bytes(chunk.data)
     central = keys.load_public(tmp_path / "receiver.pub")
-    client, link = connect(broker, DOCK)
+    client = link = dock_connection(broker, DOCK)
     sender = TimedSender(link, DOCK, tmp_path / "state", SETTINGS, Signer(DOCK, KEY, central))
     sender.fins = []
     try:
@@ -135,7 +135,7 @@ def test_a_forked_chain_is_refused_promptly_chunk_after_chunk(
     log.parent.mkdir()
     fill(log, 4)
     central = keys.load_public(tmp_path / "receiver.pub")
-    client, link = connect(broker, DOCK)
+    client = link = dock_connection(broker, DOCK)
     sender = TimedSender(link, DOCK, tmp_path / "state", SETTINGS, Signer(DOCK, KEY, central))
     sender.fins = []
     up = ChainUpload(log, DOCK, KEY, tmp_path / "data" / "transfer", sender.send)

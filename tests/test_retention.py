@@ -17,11 +17,11 @@ import pytest
 from agent.cli import main
 from agent.config import PolicySection, parse_config
 from agent.daemon.services import Services
-from agent.events import Analysed, ClipFlow, EventBus, Synced
+from agent.events import ClipFlow, EventBus, Synced
 from agent.evidence.custody import iter_entries
 from agent.evidence.index import ArchiveFollower, ClipIndex
 from agent.evidence.lifecycle import archive_if_finished, finished
-from agent.evidence.retention.classes import classify
+from agent.evidence.retention.classes import classify, flagged, keep_days
 from agent.evidence.retention.copies import LocalCopies
 from agent.evidence.retention.holds import HoldError, set_hold
 from agent.evidence.retention.purger import Purger
@@ -108,8 +108,8 @@ def test_only_acked_clips_past_their_class_retention_are_selected() -> None:
     records = [
         rec(1, days_ago=31),
         rec(2, days_ago=29),
-        rec(3, days_ago=100, flags=["marked"]),  # evidence: 180 days
-        rec(4, days_ago=200, flags=["marked"]),
+        rec(3, days_ago=100, flags=["marked"], retention_class="evidence"),  # 180 days
+        rec(4, days_ago=200, flags=["marked"], retention_class="evidence"),
         rec(5, state="offloaded", days_ago=400),
         rec(6, days_ago=400, held=True),
         rec(7, state="purged", days_ago=400),
@@ -243,11 +243,20 @@ def test_disk_pressure_never_purges_an_unacked_clip(dock: Dock) -> None:
         assert (dock.index.get(record["clip_id"]) or {})["state"] == "offloaded"
 
 
-def test_pass_reclassifies_clips_whose_flags_grew(dock: Dock) -> None:
-    record = dock.clip("M.MP4", b"marked later")
+def test_the_first_pass_under_a_configuration_reclassifies_what_its_rules_change(
+    dock: Dock,
+) -> None:
+    """Stored under rules without `marked -> evidence` (the daemon restarted or reloaded with
+    it): active clips take the new class; archived copies only a longer one."""
+    record = dock.clip("M.MP4", b"marked under other rules")
     dock.index.update(record["clip_id"], flags=["marked"])
+    kept = archived(dock, "K.MP4", days_ago=1, flags=["marked"])
+    longer = archived(dock, "L.MP4", days_ago=1, retention_class="evidence")
+    assert (dock.index.get(kept["clip_id"]) or {})["retention_class"] == "routine"
     Purger(services(dock), clock=Clock(NOW)).run_pass()
     assert (dock.index.get(record["clip_id"]) or {})["retention_class"] == "evidence"
+    assert (dock.index.get(kept["clip_id"]) or {})["retention_class"] == "evidence"
+    assert (dock.index.get(longer["clip_id"]) or {})["retention_class"] == "evidence"
 
 
 def test_hold_refusals(dock: Dock, capsys: pytest.CaptureFixture[str]) -> None:
@@ -356,14 +365,16 @@ def test_a_reload_has_the_next_pass_look_at_the_whole_active_set(dock: Dock) -> 
     assert purger.run_pass() == [(old["clip_id"], RETENTION_EXPIRED)]
 
 
-def test_the_analysed_step_reclassifies_at_once(dock: Dock) -> None:
-    s = services(dock)
-    purger = Purger(s, clock=Clock(NOW))
-    assert purger.run_pass() == []
-    record = dock.clip("M.MP4", b"marked by analysis")
-    dock.index.update(record["clip_id"], flags=["marked"])
-    s.flow.publish(Analysed((record["clip_id"],)))
-    assert (dock.index.get(record["clip_id"]) or {})["retention_class"] == "evidence"
+def test_flags_and_the_class_they_make_are_one_index_change() -> None:
+    """retention.classes owns a clip's class: what offload and analysis store with its flags."""
+    assert flagged(rec(1), (), RULES) == {"flags": [], "retention_class": "routine"}
+    marked = flagged(rec(1, flags=["gap_before"]), {"marked"}, RULES)
+    assert marked == {"flags": ["gap_before", "marked"], "retention_class": "evidence"}
+    both = flagged(rec(1, flags=["marked"]), ["complaint"], RULES)
+    assert both["retention_class"] == "long_term"
+    stored = rec(1, flags=["marked"], retention_class="evidence")
+    assert keep_days(stored, POLICY, RULES) == 180
+    assert keep_days({**stored, "retention_class": "routine"}, POLICY, RULES) == 30, "as stored"
 
 
 def test_a_held_archived_clip_survives_until_released(dock: Dock) -> None:

@@ -25,7 +25,7 @@ from agent.transfer.sender import (
 )
 from tests.broker import Broker, running_broker
 from tests.mqtt_helpers import wait_for
-from tests.transfer_kit import close, connect, random_file, start_receiver
+from tests.transfer_kit import close, dock_connection, random_file, start_receiver
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = SendSettings(
@@ -89,7 +89,7 @@ def setup(broker: Broker, tmp_path: Path) -> Iterator[tuple[Path, Any]]:
     clients: list[Any] = []
 
     def make_sender(settings: SendSettings = FAST, wrap: Any = None) -> FileSender:
-        client, link = connect(broker, "dock-01")
+        client = link = dock_connection(broker, "dock-01")
         clients.append(client)
         transport = wrap(link) if wrap else link
         return FileSender(transport, "dock-01", tmp_path / "state", settings)
@@ -126,8 +126,8 @@ def _kill_script(port: int, src: Path, fid: str, state: Path) -> str:
             "from pathlib import Path",
             "from agent.transfer.sender import FileSender, SendSettings",
             "from tests.broker import Broker",
-            "from tests.transfer_kit import connect",
-            f"_, link = connect(Broker(port={port}, workdir=Path('.')), 'dock-01')",
+            "from tests.transfer_kit import dock_connection",
+            f"link = dock_connection(Broker(port={port}, workdir=Path('.')), 'dock-01')",
             "s = SendSettings(segment_bytes=65536, rate_limit_bytes_per_s=1 << 20,"
             " persist_interval_s=0.05)",
             f"FileSender(link, 'dock-01', Path({str(state)!r}), s)"
@@ -176,7 +176,7 @@ class CountingSegments:
 def test_broker_outage_mid_transfer(tmp_path: Path) -> None:
     with running_broker(tmp_path / "broker") as own:
         rx = start_receiver(own, tmp_path / "store")
-        client, link = connect(own, "dock-01")
+        client = link = dock_connection(own, "dock-01")
         settings = SendSettings(
             segment_bytes=65536,
             rate_limit_bytes_per_s=2 << 20,  # 48 segments in about 1.5 s
@@ -210,7 +210,7 @@ def test_broker_outage_mid_transfer(tmp_path: Path) -> None:
 
 def test_lost_answers_are_resent(broker: Broker, tmp_path: Path) -> None:
     rx = start_receiver(broker, tmp_path / "store", DropEveryNth)
-    client, link = connect(broker, "dock-01")
+    client = link = dock_connection(broker, "dock-01")
     try:
         src = tmp_path / "clip.MP4"
         fid = random_file(src, 40 * 65536)

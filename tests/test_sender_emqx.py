@@ -18,7 +18,7 @@ from tests.broker import Broker, mosquitto_binary
 from tests.dock import wait_for
 from tests.emqx.fixture import EmqxFileTransfer
 from tests.test_sender_rules import manifest_with_notes
-from tests.transfer_kit import close, connect, random_file
+from tests.transfer_kit import close, dock_connection, random_file
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
 pytest_plugins = ["tests.transfer_kit", "tests.emqx.fixture"]  # broker; emqx_ft
@@ -43,7 +43,7 @@ def settings(**kw: Any) -> SendSettings:
 @pytest.fixture
 def make_sender(broker: Broker, tmp_path: Path) -> Iterator[Any]:
     """make_sender(settings) -> a FileSender as dock-01 (one connection per test: one client id)."""
-    client, link = connect(broker, CLIENT)
+    client = link = dock_connection(broker, CLIENT)
 
     def make(s: SendSettings | None = None) -> FileSender:
         return FileSender(link, CLIENT, tmp_path / "state", s or settings())

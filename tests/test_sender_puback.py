@@ -13,7 +13,7 @@ import pytest
 
 from agent.transfer.sender import FileSender, SendSettings, TransferFailed
 from tests.broker import Broker, mosquitto_binary, running_broker
-from tests.transfer_kit import close, connect, random_file
+from tests.transfer_kit import close, dock_connection, random_file
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
 
@@ -21,7 +21,7 @@ PUBACK = SendSettings(segment_bytes=65536, max_inflight=8, ack_timeout_s=2.0, ac
 
 
 def test_puback_codes_are_the_answers(broker_plain: Broker, tmp_path: Path) -> None:
-    client, link = connect(broker_plain, "dock-01")
+    client = link = dock_connection(broker_plain, "dock-01")
     try:
         src = tmp_path / "clip.MP4"
         fid = random_file(src, 20 * 65536 + 3)
@@ -38,7 +38,7 @@ def test_a_refusing_puback_fails_the_send(tmp_path: Path) -> None:
     acl = tmp_path / "acl"
     acl.write_text("topic readwrite $file-response/#\n")  # $file/# not allowed: PUBACK 0x87
     with running_broker(tmp_path / "broker", extra_config=f"acl_file {acl}\n") as b:
-        client, link = connect(b, "dock-01")
+        client = link = dock_connection(b, "dock-01")
         try:
             src = tmp_path / "clip.MP4"
             fid = random_file(src, 65536)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import signal
@@ -20,9 +21,13 @@ import pytest
 from agent.config import MqttSection
 from agent.evidence.custody import iter_entries
 from agent.evidence.index import ClipIndex
+from agent.evidence.retention.rules import select_purges
 from agent.sync.queue import Backoff
+from agent.timebase import parse_iso
 from agent.transfer import protocol as p
+from agent.transfer.receiver import trustdir
 from agent.transfer.receiver.server import Receiver
+from agent.transfer.receiver.trustdir import fin_nonce
 from firmware_interface import simkit
 from tests.broker import Broker, free_port, mosquitto_binary, running_broker
 from tests.dock import config_toml, count_status_reads, dock_config, running, settled, wait_for
@@ -401,7 +406,8 @@ def test_resync_command_sends_a_clip_again_and_refuses_unknown(
 
 
 class RefusingManifests(Receiver):
-    """The reference receiver, except that while `refusing` it answers a manifest's fin 0x80."""
+    """The reference receiver, except that while `refusing` it refuses a manifest's fin (0x80,
+    signed as the receiver signs every refusal of a fin: the dock acts on it at once)."""
 
     refusing = True
 
@@ -409,15 +415,19 @@ class RefusingManifests(Receiver):
         super().__init__(*args, **kwargs)
         self.fins: list[str] = []  # file ids whose fin was answered success
 
-    def send_response(self, topic: str, correlation: bytes | None, resp: p.Response) -> None:
-        parts = resp.topic.split("/")
-        if resp.ok and len(parts) >= 3 and parts[2] == "fin":
-            held = list((self.store_dir / "dock-test" / parts[1]).glob("*.manifest.json"))
-            if held and self.refusing:
-                resp = p.Response(resp.topic, resp.packet_id, 0x80, "test: manifest refused")
-            elif (self.store_dir / "dock-test" / parts[1]).exists():  # not a custody chunk
-                self.fins.append(parts[1])
-        super().send_response(topic, correlation, resp)
+    def _apply(
+        self, store: Any, client_id: str, req: p.Request, data: bytes, props: Any
+    ) -> str | None:
+        got = super()._apply(store, client_id, req, data, props)
+        if isinstance(req, p.Fin):
+            where = self.store_dir / "dock-test" / req.file_id
+            if self.refusing and list(where.glob("*.manifest.json")):
+                refused = p.ProtocolError(0x80, "test: manifest refused")
+                trustdir.sign_refusal(refused, self.signing_key, client_id, req, fin_nonce(data))
+                raise refused
+            if where.exists():  # not a custody chunk
+                self.fins.append(req.file_id)
+        return got
 
 
 def test_a_clip_is_acked_only_with_its_manifest_and_not_sent_again_for_it(
@@ -442,7 +452,7 @@ def test_a_clip_is_acked_only_with_its_manifest_and_not_sent_again_for_it(
                     len({a.fields.get("sha256") for a in views.alerts if a.code == "sync_failed"})
                     == len(originals)
                 ),
-                150,  # each refused fin is held ack_timeout_s for a proved success (SPEC 11)
+                60,
                 "every clip failed on its manifest",
             )
             assert sorted(receiver.fins) == sorted(sha(p) for p in originals), "clips held"
@@ -481,3 +491,40 @@ def test_the_daemon_connection_serves_puback_mode(tmp_path: Path, broker: Broker
             "every clip acked by PUBACK alone",
         )
     assert custody_seq(cfg.data_dir, "clip_synced")
+
+
+def test_a_clip_marked_by_analysis_after_offload_goes_with_its_class_and_stays_longer(
+    tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Offload stores `routine`; analysis finds the mark (shipped rule: marked -> evidence,
+    90 days) and stores the class with the flag: the manifest says evidence, purging keeps it,
+    and no later pass had to correct a stored class."""
+    caplog.set_level(logging.INFO, logger="agent.evidence.retention.purger")
+    store = tmp_path / "central"
+    receiver = start_receiver(store, broker)
+    cfg = dock_config(tmp_path, mqtt={"host": broker.host, "port": broker.port})
+    start = datetime.now() - timedelta(hours=1)
+    clips = [simkit.SimClip(start, 2), simkit.SimClip(start + timedelta(minutes=10), 2)]
+    mark = (clips[1].start_local + timedelta(seconds=1)).isoformat(timespec="seconds")
+    rec = simkit.SimRecorder(clips=clips, events=[{"ts": mark, "event": "mark"}])
+    originals = simkit.build(tmp_path / "bay1", rec)
+    try:
+        with running(cfg) as (daemon, _views):
+            index = daemon.services.index
+            wait_for(lambda: {r["state"] for r in index.iter_all()} == {"synced"}, 60, "synced")
+            records = {r["file_name"]: r for r in index.iter_all()}
+    finally:
+        receiver.stop()
+    plain, marked = (records[clip.name] for clip in originals)
+    assert "marked" in marked["flags"] and "marked" not in plain["flags"]
+    sent = {f.name: full_manifest(store, f) for f in received(store).values()}
+    assert sent[originals[1].name]["retention_class"] == marked["retention_class"] == "evidence"
+    assert sent[originals[0].name]["retention_class"] == plain["retention_class"] == "routine"
+    synced = max(parse_iso(r["synced_at"]) for r in records.values())
+    days = cfg.policy.local_retention_days
+    for after, purged in ((days + 1, [plain]), (91, [plain, marked])):
+        chosen = select_purges(
+            records.values(), synced + timedelta(days=after), cfg.policy, 1, 1, cfg.retention
+        )
+        assert sorted(c for c, _ in chosen) == sorted(r["clip_id"] for r in purged), after
+    assert not [r for r in caplog.records if "reclassified" in r.getMessage()]

@@ -19,7 +19,7 @@ from agent.transfer.signing import Signer
 from agent.trust import keys
 from tests.broker import Broker
 from tests.test_receiver_expiry import CancelAfter
-from tests.transfer_kit import close, connect, random_file, start_receiver
+from tests.transfer_kit import close, connect, dock_connection, random_file, start_receiver
 
 pytest_plugins = ["tests.transfer_kit"]  # fixtures: broker
 
@@ -51,7 +51,7 @@ def test_a_transfer_half_sent_under_hmac_is_sent_afresh_after_the_upgrade(
     src = tmp_path / "clip.MP4"
     fid = random_file(src, 10 * SEG + 77)
     old = start_receiver(broker, store)  # before the upgrade: this receiver took HMAC inits
-    client, link = connect(broker, "dock-01")
+    client = link = dock_connection(broker, "dock-01")
     try:
         cancel = threading.Event()
         with pytest.raises(TransferInterrupted):
@@ -87,7 +87,7 @@ def test_a_clip_held_since_hmac_days_is_acked_again_with_a_receipt(
     src = tmp_path / "clip.MP4"
     fid = random_file(src, 3 * SEG)
     old = start_receiver(broker, store)
-    client, link = connect(broker, "dock-01")
+    client = link = dock_connection(broker, "dock-01")
     try:
         FileSender(link, "dock-01", state, SETTINGS).send(src, fid, "clip.MP4", 3 * SEG, HMAC_SIG)
         old.stop()
@@ -118,7 +118,7 @@ def test_a_replayed_receipt_does_not_ack_a_later_fin(
     spy, spy_link = connect(broker, "spy")
     spy_link.subscribe("$file-response/dock-01", 1, lambda m: recorded.put(bytes(m.payload)))
     rx = keyed_receiver(broker, store, tmp_path)
-    client, link = connect(broker, "dock-01")
+    client = link = dock_connection(broker, "dock-01")
     try:
         signer = Signer("dock-01", dock_key, central(store))
         FileSender(link, "dock-01", state, signer=signer, settings=SETTINGS).send(

@@ -22,9 +22,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.config import MqttSection
+from agent.mqtt.connection import MqttConnection
 from agent.transfer import protocol as p
 from agent.transfer.receiver.partfile import DONE_INIT
 from agent.transfer.receiver.server import Receiver
+from agent.transfer.sender import FileSender, SendSettings
 from agent.transfer.signing import Signer
 from tests.broker import Broker, running_broker
 from tests.paho_link import PahoLink
@@ -49,7 +51,8 @@ def start_receiver(
 
 
 def connect(broker: Broker, client_id: str, max_inflight: int = 20) -> tuple[mqtt.Client, PahoLink]:
-    """A plain paho v5 client wrapped as a Transport, connected and looping."""
+    """A plain paho v5 client wrapped as a Transport, connected and looping: a bare peer (a
+    hostile client, a spy); a dock's FileSender runs over `dock_connection`."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     client.max_inflight_messages_set(max_inflight)
     client.reconnect_delay_set(0.1, 0.5)
@@ -60,8 +63,38 @@ def connect(broker: Broker, client_id: str, max_inflight: int = 20) -> tuple[mqt
     return client, link
 
 
-def close(client: mqtt.Client) -> None:
-    """Disconnect and stop a client's loop."""
+def dock_connection(broker: Broker, client_id: str) -> MqttConnection:
+    """The dock's own MQTT connection (agent.mqtt.connection) to the test broker, connected.
+
+    Its session ends with it (no messages for an earlier test with the same client id) and it
+    reconnects within half a second; everything else is the daemon's policy.
+    """
+    cfg = MqttSection(host=broker.host, port=broker.port)
+    conn = MqttConnection(cfg, client_id, backoff=(0.1, 0.5), session_expiry_s=0)
+    conn.start()
+    assert conn.wait_connected(10), "the dock's connection did not connect"
+    return conn
+
+
+def dock_sender(
+    broker: Broker,
+    client_id: str,
+    state_dir: Path,
+    settings: SendSettings,
+    signer: Signer | None = None,
+) -> tuple[MqttConnection, FileSender]:
+    """A FileSender over the dock's own connection, once the broker granted its answers' topic."""
+    conn = dock_connection(broker, client_id)
+    sender = FileSender(conn, client_id, state_dir, settings, signer)
+    assert conn.wait_subscribed(p.response_topic(client_id), 10), "answers' topic not granted"
+    return conn, sender
+
+
+def close(client: mqtt.Client | MqttConnection) -> None:
+    """Disconnect and stop a client's loop (the dock's connection: stop it)."""
+    if isinstance(client, MqttConnection):
+        client.stop()
+        return
     client.disconnect()
     client.loop_stop()
 

@@ -15,6 +15,7 @@ from agent.analysis.timeline import TimelineClip, TimelinePolicy, analyse
 from agent.events import Alert, Analysed, BayView, DockEvent, Offloaded
 from agent.evidence.clip_time import span
 from agent.evidence.record import Docking
+from agent.evidence.retention.classes import flagged
 from agent.notes.model import NoteDraft
 from agent.notes.store import NotesStore
 from agent.timebase import parse_iso, recorder_to_true, utcnow
@@ -188,7 +189,7 @@ class Analysis:
             "width": result.width,
             "height": result.height,
             "decode_ok": result.decode_ok,
-            "flags": sorted(set(record["flags"]) | result.flags),
+            **flagged(record, result.flags, self.s.cfg.retention),
             "interruptions": result.interruptions,
         }
         changes.update(span(record, result.duration_s))
@@ -206,8 +207,7 @@ class Analysis:
             return False
         late_h = round(hours_late(end, offloaded, window), 1)
         note = self._clip_note("late_offload", record, {})
-        flags = sorted(set(record["flags"]) | {"late_offload"})
-        self.s.index.update(record["clip_id"], flags=flags)
+        self._add_flags(record["clip_id"], {"late_offload"})
         fields = {
             "bay": docking.bay,
             "device_id": record["device_id"],
@@ -279,9 +279,14 @@ class Analysis:
                     cause=note.cause,
                 )
         for sha, flags in result.flags.items():
-            record = self.s.index.get(sha)
-            if record is not None and flags - set(record["flags"]):
-                self.s.index.update(sha, flags=sorted(set(record["flags"]) | flags))
+            self._add_flags(sha, flags)
+
+    def _add_flags(self, clip_id: str, flags: set[str]) -> None:
+        """Flags found after offload, read afresh (the timeline's and lateness's add up), with
+        the retention class they make stored in the same index change."""
+        record = self.s.index.get(clip_id)
+        if record is not None and flags - set(record["flags"]):
+            self.s.index.update(clip_id, **flagged(record, flags, self.s.cfg.retention))
 
 
 class _Probed:

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     watchdog.stop()
     receiver.stop()
     if receiver.failed.is_set():
-        logger.critical("receiver stopped: %s failed (see above); exit 1", receiver.failure)
+        logger.critical("receiver stopped: %s; exit 1", receiver.failure)
         return 1
     logger.info("receiver stopped")
     return 0

@@ -19,7 +19,7 @@ from agent.dock.proof import recorder_sha256
 from agent.evidence.clip_time import StartTime, start_time
 from agent.evidence.lifecycle import has_local_copy, new_clip
 from agent.evidence.record import Docking, custody_items, dest_rel, new_record
-from agent.evidence.retention.classes import classify
+from agent.evidence.retention.classes import flagged
 from agent.evidence.store import (
     SMALL,
     CopyCancelled,
@@ -354,7 +354,7 @@ class Offloader:
         start = self._starts.pop(clip.path)
         record = new_record(self.docking, clip, copy.sha256, copy.size, copy.path, start, entry)
         roster.annotate(record, self.s.roster)
-        record["retention_class"] = classify(record, self.s.cfg.retention)
+        record.update(flagged(record, (), self.s.cfg.retention))
         return record
 
     def _announce(self, clip: ClipEntry, copy: StoredCopy) -> None:

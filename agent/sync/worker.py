@@ -20,7 +20,6 @@ from agent.events import Analysed, ClipFlow, Freed, Offloaded, Synced
 from agent.evidence import lifecycle
 from agent.evidence.lifecycle import acked_upstream, has_local_copy, proven
 from agent.evidence.record import manifest
-from agent.evidence.retention.classes import classify
 from agent.mqtt.connection import MqttConnection
 from agent.notes.model import Note
 from agent.notes.store import NotesStore
@@ -379,8 +378,7 @@ class Sync:
 
     def manifest_of(self, record: dict[str, Any]) -> dict[str, Any]:
         """SPEC 7 MANIFEST with the clip's notes in full (explanations included)."""
-        data = manifest(record)
-        data["retention_class"] = classify(record, self.s.cfg.retention)
+        data = manifest(record)  # retention_class as stored with the flags (retention.classes)
         notes = [self.notes.get(note_id) for note_id in record.get("notes") or []]
         data["notes"] = [n.to_json() for n in notes if n is not None]
         return data

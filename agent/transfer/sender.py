@@ -263,8 +263,9 @@ class FileSender:
 
         Answers `accept(job, answer)` rejects (False) are skipped; one it holds (None: a failure any
         broker client could have sent) is returned only if no accepted one follows within
-        ack_timeout_s. A command published just before the broker went away is lost with it:
-        waiting out the whole timeout after the link is back would only delay the resend.
+        ack_timeout_s, unless central signed it as its refusal of this very command. A command
+        published just before the broker went away is lost with it: waiting out the whole
+        timeout after the link is back would only delay the resend.
         """
         corr = self.exchange.publish(job.answers, topic, payload)
         deadline, held = time.monotonic() + timeout, None
@@ -273,6 +274,8 @@ class FileSender:
                 got = self._next_answer(job, min(deadline, time.monotonic() + _LINK_POLL_S))
                 if got is not None and got[0] == corr:
                     verdict = True if accept is None else accept(job, got[1])
+                    if verdict is None and self.signer and self.signer.refused(topic, payload, got):
+                        verdict = True
                     if verdict:
                         return got[1], False
                     if verdict is None and held is None:
@@ -312,7 +315,7 @@ class FileSender:
         slot = inflight.get(got[0])
         if slot is None:
             return
-        if not got[1].ok and self.signer and self.signer.holds_failures and slot.failure is None:
+        if not got[1].ok and slot.failure is None and self._holds(job, slot.offset, got):
             slot.failure = got[1]  # any broker client may answer so; the receiver's comes too
             return
         del inflight[got[0]]
@@ -321,6 +324,14 @@ class FileSender:
             state.ack(slot.offset)
         else:
             self._retry(job, slot.offset, got[1], todo, tries)
+
+    def _holds(self, job: _Job, offset: int, got: Answer) -> bool:
+        """Whether a segment's failure waits for a proved success: not one central signed."""
+        if self.signer is None or not self.signer.holds_failures:
+            return False
+        size = min(self.settings.segment_bytes, job.meta.size - offset)
+        read = partial(os.pread, job.fd, size, offset)  # only for a failure that has a receipt
+        return not self.signer.segment_refused(self.settings.prefix, job.file_id, offset, read, got)
 
     def _send_segment(self, job: _Job, offset: int) -> bytes:
         length = min(self.settings.segment_bytes, job.meta.size - offset)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -85,11 +86,15 @@ class Signer:
 
         Anyone on the broker can answer a command; with receipts only the receiver can prove
         a success, so a failure it did not send must not cost the clip a resend or a round.
+        Central's refusals it signed (`refused`, `segment_refused`, `judge_fin`) count at once.
         """
         return self.receipts and self.central_key is not None
 
     def judge(self, answer: Any) -> bool | None:
-        """An answer to any other command: act on it, or hold a failure (see holds_failures)."""
+        """An answer to any other command: act on it, or hold a failure (see holds_failures).
+
+        A held failure that `refused` shows is central's own is then acted on at once.
+        """
         return True if answer.ok or not self.holds_failures else None
 
     def judge_fin(self, file_id: str, meta: p.FileMeta, nonce: str, answer: Any) -> bool | None:
@@ -114,6 +119,46 @@ class Signer:
             self.client_id, file_id, meta.size, answer.reason_code, nonce
         )
         return signatures.verify(self.central_key, message, getattr(answer, "receipt", None))
+
+    def refused(self, topic: str, payload: bytes, got: tuple[bytes, Any]) -> bool:
+        """Whether a failed answer `got` (correlation, response) to a command without a
+        `dock_sig` property (init, fin) is central's signed refusal of that command."""
+        return self._proves_refusal(topic, p.sha256_hex(payload), "", got)
+
+    def segment_refused(
+        self,
+        prefix: str,
+        file_id: str,
+        offset: int,
+        read: Callable[[], bytes],
+        got: tuple[bytes, Any],
+    ) -> bool:
+        """`refused` for the segment at `offset`, its bytes read again (`read`) only when the
+        answer carries a receipt; its topic and `dock_sig` are made again as it was sent."""
+        if self.central_key is None or getattr(got[1], "receipt", None) is None:
+            return False
+        data = read()
+        digest = p.sha256_hex(data)
+        topic = p.segment_topic(prefix, file_id, offset, digest)
+        sig = self.segment_property(file_id, offset, data, digest)[1]
+        return self._proves_refusal(topic, digest, sig, got)
+
+    def _proves_refusal(
+        self, topic: str, payload_sha256: str, dock_sig: str, got: tuple[bytes, Any]
+    ) -> bool:
+        """Central's signature over its refusal of what this dock published under `got[0]`.
+
+        A refusal of any other command (a copy a broker client altered, another publish) does
+        not verify: it is held like any unproved failure.
+        """
+        correlation, answer = got
+        receipt = getattr(answer, "receipt", None)
+        if self.central_key is None or answer.ok or not isinstance(receipt, str):
+            return False
+        message = signatures.refused_message(
+            self.client_id, topic, payload_sha256, dock_sig, answer.reason_code, correlation
+        )
+        return signatures.verify(self.central_key, message, receipt)
 
     def receipt_holds(self, file_id: str, meta: p.FileMeta, nonce: str, answer: Any) -> bool:
         """Whether a successful fin answer proves central holds the file (for this nonce)."""

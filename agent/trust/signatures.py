@@ -53,6 +53,25 @@ def refusal_message(client_id: str, file_id: str, size: int, reason_code: int, n
     return f"fin-refused\n{client_id}\n{file_id}\n{size}\n{reason_code}\n{nonce}"
 
 
+def refused_message(
+    client_id: str,
+    topic: str,
+    payload_sha256: str,
+    dock_sig: str,
+    reason_code: int,
+    correlation: bytes,
+) -> str:
+    """What central's `receipt` on a refused init or segment signs: that exact command, refused.
+
+    The command is the topic, its payload's SHA-256 and the `dock_sig` user property it came
+    with ("" for none), hashed so that no field a client chose can shift another; the MQTT
+    correlation data (random per command) makes the refusal answer that one publish only.
+    """
+    fields = json.dumps([topic, payload_sha256, dock_sig], ensure_ascii=False)
+    command = hashlib.sha256(fields.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"refused\n{client_id}\n{command}\n{reason_code}\n{correlation.hex()}"
+
+
 def custody_message(dock_id: str, chain_id: str, last_seq: int, head_hash: str) -> str:
     """What a custody chunk's `chain_sig` signs (SPEC 8.1)."""
     return f"custody\n{dock_id}\n{chain_id}\n{last_seq}\n{head_hash}"
@@ -60,7 +79,7 @@ def custody_message(dock_id: str, chain_id: str, last_seq: int, head_hash: str) 
 
 def sign(key: Ed25519PrivateKey, message: str) -> str:
     """The signature of `message`, as 128 lowercase hex digits."""
-    return key.sign(message.encode("utf-8")).hex()
+    return key.sign(message.encode("utf-8", "surrogatepass")).hex()
 
 
 def verify(key: Ed25519PublicKey, message: str, signature: object) -> bool:

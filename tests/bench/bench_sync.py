@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config import MqttSection
+from agent.mqtt.connection import MqttConnection
 from agent.transfer import protocol as p
 from agent.transfer.sender import FileSender, SendSettings
 from agent.transfer.signing import Signer
@@ -63,6 +64,15 @@ def connect(port: int, client_id: str) -> tuple[mqtt.Client, PahoLink]:
     if not link.wait_connected(10):
         raise RuntimeError("benchmark client could not connect")
     return client, link
+
+
+def dock_connection(port: int, client_id: str) -> MqttConnection:
+    """The dock's own MQTT connection (agent.mqtt.connection, as the daemon sends), started."""
+    conn = MqttConnection(MqttSection(host="127.0.0.1", port=port), client_id, session_expiry_s=0)
+    conn.start()
+    if not conn.wait_connected(10):
+        raise RuntimeError("the dock's connection could not connect")
+    return conn
 
 
 def bare_publish(port: int, clip: Path, size: int, file_id: str) -> float:
@@ -161,7 +171,7 @@ def synced_send(
     port: int, workdir: Path, clip: Path, size: int, file_id: str, signer: Signer
 ) -> float:
     """Seconds for FileSender to deliver the clip to the receiver (fin acknowledged, receipted)."""
-    client, link = connect(port, "dock-bench")
+    link = dock_connection(port, "dock-bench")
     try:
         warm = SendSettings(ack_timeout_s=1.0, max_tries=20)
         sender = FileSender(link, "dock-bench", workdir / "state", warm, signer)
@@ -174,8 +184,7 @@ def synced_send(
         sender.send(clip, file_id, "clip.mp4", size, {"sha256": file_id})
         return time.monotonic() - started
     finally:
-        client.disconnect()
-        client.loop_stop()
+        link.stop()
 
 
 def received_ok(store: Path, file_id: str) -> bool:

@@ -86,7 +86,7 @@ def uplink_send(
 ) -> tuple[float, int, bool]:
     """(seconds, custody chunk bytes sent, receiver copy intact) for the custody chunks, the
     clip and its manifest through the proxy."""
-    from tests.bench.bench_sync import connect, keyed, start_receiver
+    from tests.bench.bench_sync import dock_connection, keyed, start_receiver
 
     store = workdir / "store"
     dock_key = Ed25519PrivateKey.generate()
@@ -95,7 +95,7 @@ def uplink_send(
         extra, signer = keyed(workdir, dock=dock_key)
         receiver = start_receiver(workdir, store, broker.port, extra)
         proxy = LinkProxy((broker.host, broker.port), RATE, RTT)
-        client, link = connect(proxy.port, "dock-bench")
+        link = dock_connection(proxy.port, "dock-bench")
         try:
             sender = FileSender(
                 link,
@@ -132,8 +132,7 @@ def uplink_send(
             )
             seconds = time.monotonic() - started
         finally:
-            client.disconnect()
-            client.loop_stop()
+            link.stop()
             proxy.close()
             receiver.terminate()
             receiver.wait(30)

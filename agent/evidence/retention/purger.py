@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.durable import fsync_dir
-from agent.events import Analysed, Purged, Synced
+from agent.events import Purged, Synced
 from agent.evidence import lifecycle
 from agent.evidence.lifecycle import acked, archive_if_finished, has_local_copy, purgeable
-from agent.evidence.retention.classes import classify, keep_days
+from agent.evidence.retention.classes import keep_days, reclassified
 from agent.evidence.retention.copies import LocalCopies
 from agent.evidence.retention.rules import select_purges
 from agent.timebase import iso, utcnow
@@ -105,7 +105,6 @@ class Purger:
         self._acked_lock = threading.Lock()
         self._scanned_cfg: object = None  # the configuration of the last whole-set scan
         services.flow.subscribe(Synced, self.synced)
-        services.flow.subscribe(Analysed, self.analysed)
 
     @property
     def interval_s(self) -> float:
@@ -126,11 +125,6 @@ class Purger:
         """Flow handler: an acked clip becomes a candidate."""
         with self._acked_lock:
             self._acked.add(step.clip_id)
-
-    def analysed(self, step: Analysed) -> None:
-        """Flow handler: analysis added flags; the clips' class follows (on analysis's thread)."""
-        records = [r for r in map(self.s.index.get, step.clip_ids) if r is not None]
-        self._reclassify([r for r in records if has_local_copy(r)])
 
     def tick(self) -> None:
         """Run a pass when the interval has passed and the start-up scan is done (every 0.5 s)."""
@@ -187,12 +181,16 @@ class Purger:
         return keep
 
     def _tidy_active(self) -> None:
-        """Archive finished clips, reclassify the rest, and note the acked ones (whole set)."""
+        """Archive finished clips, reclassify the rest under the rules in force (at start-up
+        and after a reload), and note the acked ones (whole set)."""
         policy = self.s.cfg.delete_policy
         records = self.s.index.active()
         live = [r for r in records if not archive_if_finished(self.s.index, r, policy)]
         live = [r for r in live if has_local_copy(r)]
         self._reclassify(live)
+        if self.copies.ready.is_set():
+            self.copies.catch_up()
+            self._reclassify(self.copies.records(), keep_longer=True)
         with self._acked_lock:
             self._acked |= {r["clip_id"] for r in live if acked(r)}
 
@@ -201,11 +199,11 @@ class Purger:
         ids = {r["clip_id"] for r in active}
         return active + [r for r in self.copies.records() if r["clip_id"] not in ids]
 
-    def _reclassify(self, records: list[Record]) -> None:
-        """Flags grow after offload (analysis adds `marked`): keep retention_class current."""
+    def _reclassify(self, records: list[Record], keep_longer: bool = False) -> None:
+        """The rules may have changed (a reload): each stored class as they give it now."""
         for record in records:
-            cls = classify(record, self.s.cfg.retention)
-            if cls != record.get("retention_class"):
+            cls = reclassified(record, self.s.cfg.retention, keep_longer)
+            if cls is not None:
                 self.s.index.update(record["clip_id"], retention_class=cls)
                 record["retention_class"] = cls
                 logger.info("clip %s reclassified %s", record["clip_id"][:12], cls)

@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.chain.receiving import CustodyDesk
 from agent.config import MqttSection
 from agent.durable import make_dirs
-from agent.mqtt.connection import login_refused, set_credentials
+from agent.mqtt.connection import AUTH_ALERT, SUBSCRIBE_ALERT, MqttConnection
 from agent.transfer import protocol as p
 from agent.transfer.receiver import trustdir
 from agent.transfer.receiver.escape import UNIDENTIFIED_DIR, escape_file_id
@@ -82,11 +81,15 @@ class Receiver:
         self.store_dir = Path(store_dir)
         self.mqtt_cfg = mqtt_cfg
         self.prefix = mqtt_cfg.file_transfer_prefix
-        self.client = _make_client(client_id, mqtt_cfg)
-        self.client.on_connect = self._on_connect
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_message = self._on_message
-        self.subscribed = threading.Event()
+        # The dock's connection policy (agent.mqtt.connection): backoff, stop on a refused
+        # login, every SUBACK checked. No session kept: commands sent while it was away are
+        # resent by their docks, not replayed from a backlog.
+        self.conn = MqttConnection(
+            mqtt_cfg, client_id, on_alert=self._on_alert, backoff=(1.0, 30.0), session_expiry_s=0
+        )
+        self.filters = [f"{x}/#" for x in (self.prefix, p.async_prefix(self.prefix))]
+        for topic_filter in self.filters:
+            self.conn.subscribe(topic_filter, 1, self._on_command)
         self.failed = threading.Event()
         self.failure = ""
         self.keys = DockKeys(dock_keys_dir) if dock_keys_dir else None
@@ -108,7 +111,7 @@ class Receiver:
         self._once = OnceLog(logger)
 
     def start(self) -> None:
-        """Start the workers and connect (paho reconnects on its own afterwards)."""
+        """Start the workers and connect (the connection reconnects on its own afterwards)."""
         make_dirs(self.store_dir)
         for i, q in enumerate(self._queues):
             t = threading.Thread(
@@ -116,13 +119,12 @@ class Receiver:
             )
             t.start()
             self._threads.append(t)
-        self.client.connect_async(self.mqtt_cfg.host, self.mqtt_cfg.port, keepalive=30)
-        self.client.loop_start()
+        self.conn.start()
+        logger.info("receiver connecting; subscribing %s", ", ".join(self.filters))
 
     def stop(self) -> None:
         """Disconnect, let the workers finish what is queued, and close every partial file."""
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.conn.stop()
         for q in self._queues:
             with contextlib.suppress(queue.Full):  # a dead worker's queue may be full
                 q.put(None, timeout=1.0)
@@ -135,53 +137,38 @@ class Receiver:
         return not self.failed.is_set() and all(t.is_alive() for t in self._threads)
 
     def wait_subscribed(self, timeout: float) -> bool:
-        """Block until the command subscriptions are acknowledged."""
-        return self.subscribed.wait(timeout)
+        """Block until the broker granted both command subscriptions on this connection."""
+        deadline = time.monotonic() + timeout
+        return all(
+            self.conn.wait_subscribed(f, max(0.0, deadline - time.monotonic()))
+            for f in self.filters
+        )
 
     def send_response(self, topic: str, correlation: bytes | None, resp: p.Response) -> None:
         """Publish one answer (EMQX shape) on the sender's response topic, echoing correlation data."""
         props = Properties(PacketTypes.PUBLISH)
         if correlation is not None:
             props.CorrelationData = correlation
-        self.client.publish(topic, p.response_payload(resp), qos=1, properties=props)
+        self.conn.publish(topic, p.response_payload(resp), qos=1, properties=props)
 
     def _fail(self, what: str) -> None:
+        """End the receiver (the process exits non-zero); `what` is why, in words."""
         self.failure = self.failure or what
         self.failed.set()
 
-    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
-        if login_refused(rc):  # the dock's policy: retrying cannot fix it, so stop and say so
-            where = f"{self.mqtt_cfg.host}:{self.mqtt_cfg.port}"
-            logger.error(
-                "receiver: broker %s refused our credentials (%s); not retrying", where, rc
-            )
-            self._fail(f"the login to MQTT broker {where}")
-            client.disconnect()
-            client.loop_stop()  # from the network thread this only asks it to end
-            return
-        if rc.is_failure:
-            logger.error("receiver: broker refused the connection: %s; retrying", rc)
-            return
-        self.subscribed.clear()
-        prefixes = [self.prefix, p.async_prefix(self.prefix)]
-        client.subscribe([(f"{prefix}/#", 1) for prefix in prefixes])
-        logger.info("receiver connected; subscribing %s", ", ".join(f"{x}/#" for x in prefixes))
+    def _on_alert(self, code: str, severity: str, message: str) -> None:
+        """What the connection raises as an alert ends a receiver: a refused login (it has
+        stopped; retrying cannot fix it) or a refused subscription (no command would arrive).
+        The connection has logged it; the process then ends non-zero, naming it."""
+        if severity != "clear" and code in (AUTH_ALERT, SUBSCRIBE_ALERT):
+            self._fail(message)
 
-    def _on_subscribe(
-        self, _c: mqtt.Client, _u: Any, _mid: int, codes: Any, _p: Any = None
-    ) -> None:
-        if all(not c.is_failure for c in codes):
-            self.subscribed.set()
-        else:  # nothing would ever arrive: fail, as the dock raises an alert
-            logger.error("receiver: subscription to %s/# refused: %s", self.prefix, codes)
-            self._fail(f"the subscription to {self.prefix}/#")
-
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_command(self, msg: mqtt.MQTTMessage) -> None:
         try:
             self._dispatch(msg)
         except Exception:  # paho's thread would die and the receiver go deaf: fail loudly
             logger.critical("receiver: network thread failed; stopping", exc_info=True)
-            self._fail("network thread")
+            self._fail("its network thread failed (see above)")
 
     def _dispatch(self, msg: mqtt.MQTTMessage) -> None:
         if self.failed.is_set():
@@ -266,7 +253,7 @@ class Receiver:
             self._serve(index, q, store)
         except BaseException:  # no worker may die silently: the process ends, systemd restarts it
             logger.critical("receiver worker %d failed; stopping", index, exc_info=True)
-            self._fail(f"worker {index}")
+            self._fail(f"worker {index} failed (see above)")
         finally:
             try:
                 store.close()
@@ -326,6 +313,7 @@ class Receiver:
                 )
             raise
         if reply_to is not None:
+            resp = trustdir.signed(resp, self.signing_key, client_id, msg, correlation)
             self.send_response(reply_to, correlation, resp)
 
     def _apply(
@@ -390,10 +378,3 @@ def _answer(
         reason_description=description,
         receipt=receipt,
     )
-
-
-def _make_client(client_id: str, cfg: MqttSection) -> mqtt.Client:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    client.reconnect_delay_set(1, 30)
-    set_credentials(client, cfg)  # unreadable secrets or certificates: a ConfigError naming the key
-    return client

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,29 @@ def sign_refusal(
             client_id, fin.file_id, fin.size, exc.reason_code, nonce
         )
         exc.receipt = signatures.sign(key, message)  # type: ignore[attr-defined]
+
+
+def signed(
+    resp: p.Response, key: Ed25519PrivateKey, client_id: str, msg: Any, correlation: bytes | None
+) -> p.Response:
+    """`resp` with central's signature when it refuses an init or a segment (SPEC 11).
+
+    Signed over that exact command (topic, payload, `dock_sig` property) and its correlation
+    data, so the dock acts on it at once; a success, an already signed fin refusal or a
+    command without correlation data is returned as it is.
+    """
+    if resp.ok or resp.receipt is not None or not isinstance(correlation, bytes):
+        return resp
+    dock_sig = segment_signature(getattr(msg, "properties", None)) or ""
+    message = signatures.refused_message(
+        client_id,
+        msg.topic,
+        p.sha256_hex(bytes(msg.payload)),
+        dock_sig,
+        resp.reason_code,
+        correlation,
+    )
+    return replace(resp, receipt=signatures.sign(key, message))
 
 
 def load_receiver_key(path: Path, comment: str) -> Ed25519PrivateKey:
