@@ -74,9 +74,10 @@ class ChainPacer:
 
         While another thread sends a chunk this one waits, calling `alive()` now and then."""
         seq = record.get("custody_seq")
-        if isinstance(seq, int) and seq > 0:
-            with self._turn(cancel, alive):
-                self.upload.ensure(seq, cancel)
+        if not isinstance(seq, int) or seq <= 0 or self.upload.held_seq_of_current() >= seq:
+            return  # held already: no wait for a chunk another thread sends meanwhile
+        with self._turn(cancel, alive):
+            self.upload.ensure(seq, cancel)
 
     @contextmanager
     def _turn(self, cancel: threading.Event | None, alive: Callable[[], None]) -> Iterator[None]:

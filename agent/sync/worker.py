@@ -100,6 +100,10 @@ class Sync:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sync", daemon=True)
+        self._chain_go = threading.Event()  # the chain's thread: a flush is due
+        self._chain_thread = threading.Thread(
+            target=self._chain_run, name="sync-chain", daemon=True
+        )
         self.lanes = Lanes(lanes, self._lane_deliver, self.wake)
         notes.on_change.append(self._note_changed)
         flow.subscribe(Analysed, self.analysed)
@@ -110,6 +114,7 @@ class Sync:
         """Start sending in the background (a reconnect wakes the thread)."""
         self.conn.add_on_connect(self.wake)
         self.lanes.start()
+        self._chain_thread.start()
         self._thread.start()
 
     def stop(self) -> None:
@@ -117,7 +122,9 @@ class Sync:
         deadline = time.monotonic() + 30
         self._stop.set()
         self._wake.set()
+        self._chain_go.set()
         self._thread.join(30)
+        self._chain_thread.join(max(0.0, deadline - time.monotonic()))
         self.lanes.stop(max(0.0, deadline - time.monotonic()))
 
     @property
@@ -187,8 +194,8 @@ class Sync:
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
             paused = time.monotonic() < self.paused_until
-            if not paused and self.conn.connected:
-                self.chain.send_due(self._stop)  # SPEC 8.1: at a docking's end, each period
+            if not paused and self.conn.connected and self.chain.due():
+                self._chain_go.set()  # SPEC 8.1: at a docking's end, each period
             ready = not paused and self.conn.connected and self.lanes.free()
             record = self._next() if ready else None
             if record is None:
@@ -196,6 +203,15 @@ class Sync:
                 self._wake.clear()
                 continue
             self.lanes.submit(record)  # in priority order; a lane's end wakes this thread
+
+    def _chain_run(self) -> None:
+        """Send the chain's due chunks on a thread of their own: clips go on meanwhile (each
+        lane still waits, before its clip, for the chunk holding the clip's entry)."""
+        while not self._stop.is_set():
+            self._chain_go.wait()
+            self._chain_go.clear()
+            if not self._stop.is_set():
+                self.chain.send_due(self._stop)
 
     def _lane_deliver(self, record: dict[str, Any]) -> None:
         """A lane's work: one clip, whatever happens to it."""

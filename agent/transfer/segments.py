@@ -71,10 +71,11 @@ class Segments:
         """Keep segments unanswered, within the connection's window, until all are acknowledged."""
         inflight: dict[bytes, Slot] = {}
         tries: dict[int, int] = {}
+        self.window.join()
         try:
             while todo or inflight:
                 wait = 0.0 if inflight else LINK_POLL_S
-                if todo and self.window.take(self.settings.max_inflight, bool(inflight), wait):
+                if todo and self.window.take(self.settings.max_inflight, len(inflight), wait):
                     try:
                         corr = self._send_segment(job, todo[0])
                     except BaseException:
@@ -92,6 +93,7 @@ class Segments:
                     self._settle(job, got, inflight, todo, tries, state)
         finally:
             self.window.give(len(inflight))
+            self.window.leave()
 
     def _settle(
         self,
