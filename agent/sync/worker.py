@@ -196,7 +196,9 @@ class Sync:
             paused = time.monotonic() < self.paused_until
             if not paused and self.conn.connected and self.chain.due():
                 self._chain_go.set()  # SPEC 8.1: at a docking's end, each period
-            ready = not paused and self.conn.connected and self.lanes.free()
+            # After central said it had no room, one clip probes it before the lanes fill again.
+            room = self.lanes.free() if not self.receiver_full else not self.lanes.busy()
+            ready = not paused and self.conn.connected and room
             record = self._next() if ready else None
             if record is None:
                 self._wake.wait(self._idle_wait(paused))
@@ -359,8 +361,12 @@ class Sync:
         return delay
 
     def _receiver_full(self, record: dict[str, Any], exc: QuotaExceeded) -> None:
-        """Central has no room: every clip would fail alike, so the whole queue waits (one alert)."""
+        """Central has no room: every clip would fail alike, so the whole queue waits (one alert;
+        the other lanes' clips that meet the same answer meanwhile neither lengthen it nor alert)."""
         with self._state_lock:
+            if time.monotonic() < self.paused_until:
+                logger.info("central has no room for %s either", record["file_name"])
+                return
             self.receiver_full += 1
             delay = self.backoff.delay(self.receiver_full)
             self.paused_until = time.monotonic() + delay
