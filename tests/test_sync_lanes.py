@@ -148,7 +148,7 @@ def test_the_window_is_shared_fairly_and_a_send_holding_none_goes_first() -> Non
     got = threading.Event()
     waiter = threading.Thread(target=lambda: got.set() if window.take(4, 0, 10) else None)
     waiter.start()
-    wait_for(lambda: window._waiting == 1, 5, "the second send waiting for a slot")
+    wait_for(lambda: window.waiting == 1, 5, "the second send waiting for a slot")
     window.give()  # the first send's answer: the slot goes to the one holding none
     waiter.join(5)
     assert got.is_set() and window.used == 4

@@ -32,6 +32,11 @@ class Window:
         """Segments unanswered now, over every send."""
         return self._used
 
+    @property
+    def waiting(self) -> int:
+        """Sends holding no slot that wait for one now."""
+        return self._waiting
+
     def join(self) -> None:
         """A send starts its segments (the shares shrink)."""
         with self._cond:
