@@ -153,6 +153,12 @@ def test_shipped_defaults_with_a_forger_and_no_receiver_delete_nothing(
             wait_for(lambda: reads[0] >= 3, 10, "3 refreshes: a deletion would follow by then")
             assert all(p.exists() for p in originals), "nothing left the recorder"
             records = list(index.iter_all())
+            # The state file is written at the next housekeeping tick (0.5 s) after the alert.
+            wait_for(
+                lambda: "deletes_held" in [a["code"] for a in read_status(cfg)["alerts"]],
+                10,
+                "the status file shows deletes_held",
+            )
             status = read_status(cfg)
             published = next(p for p in daemon.plugins if isinstance(p, Reporting)).status_payload()
     finally:

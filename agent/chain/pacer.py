@@ -4,8 +4,9 @@ Before a clip is sent, central must hold the chain up to the clip's `clip_offloa
 (`before_clip`); besides, whatever is new goes up at the end of each docking (the bus's
 `offload_complete` or `undocked`), once a recorder's clips are freed (so central soon holds
 the `recorder_clip_deleted` entries it checks against the clips' arrival) and at least every `custody_sync_s` while entries are new
-(`due`, then `flush`). All sends happen on the caller's thread, so chunks go in order and
-before the clips of later dockings.
+(`due`, then `flush`). Sends happen on the caller's thread, one chunk at a time whatever the
+thread (the sync worker's lanes share the pacer), so chunks go in order, each once, and before
+the clips of later dockings.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -51,6 +53,7 @@ class ChainPacer:
         self._retry_at = 0.0
         self._docking_ended = threading.Event()
         self._last = -float("inf")  # at start-up, whatever is new goes up at once
+        self._lock = threading.Lock()  # one thread sends chunks at a time
 
     def listen(self, item: Any) -> None:
         """Bus and clip-flow subscriber: a docking's end (its clips stored, the recorder
@@ -61,11 +64,32 @@ class ChainPacer:
             self._docking_ended.set()
             self.wake()
 
-    def before_clip(self, record: dict[str, Any], cancel: threading.Event | None = None) -> None:
-        """Send the chain up to the clip's `clip_offloaded` entry (TransferFailed if refused)."""
+    def before_clip(
+        self,
+        record: dict[str, Any],
+        cancel: threading.Event | None = None,
+        alive: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Send the chain up to the clip's `clip_offloaded` entry (TransferFailed if refused).
+
+        While another thread sends a chunk this one waits, calling `alive()` now and then."""
         seq = record.get("custody_seq")
-        if isinstance(seq, int) and seq > 0:
+        if not isinstance(seq, int) or seq <= 0 or self.upload.held_seq_of_current() >= seq:
+            return  # held already: no wait for a chunk another thread sends meanwhile
+        with self._turn(cancel, alive):
             self.upload.ensure(seq, cancel)
+
+    @contextmanager
+    def _turn(self, cancel: threading.Event | None, alive: Callable[[], None]) -> Iterator[None]:
+        """Hold the right to send chunks (TransferInterrupted when cancelled meanwhile)."""
+        while not self._lock.acquire(timeout=0.25):
+            alive()
+            if cancel is not None and cancel.is_set():
+                raise TransferInterrupted("custody chunk: cancelled while another was sent")
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     def due(self) -> bool:
         """Whether new entries should go up now."""
@@ -77,9 +101,10 @@ class ChainPacer:
 
     def flush(self, cancel: threading.Event | None = None) -> int:
         """Send what is new; how many chunks (TransferFailed when central refuses one)."""
-        self._docking_ended.clear()
-        self._last = self.clock()
-        return self.upload.flush(cancel)
+        with self._turn(cancel, lambda: None):
+            self._docking_ended.clear()
+            self._last = self.clock()
+            return self.upload.flush(cancel)
 
     def send_due(self, cancel: threading.Event | None = None) -> None:
         """Flush when due; a failure is logged and alerted, and the next try waits a period."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,10 +42,13 @@ def priority(record: dict[str, Any]) -> tuple[int, str]:
 
 
 def next_due(
-    pending: dict[str, tuple[int, str]], now: float, retry_at: dict[str, float]
+    pending: dict[str, tuple[int, str]],
+    now: float,
+    retry_at: dict[str, float],
+    busy: Container[str] = (),
 ) -> str | None:
-    """The first pending clip in send order that is not waiting out a failure."""
-    ready = [(p, c) for c, p in pending.items() if retry_at.get(c, 0.0) <= now]
+    """The first pending clip in send order not waiting out a failure nor being sent (`busy`)."""
+    ready = [(p, c) for c, p in pending.items() if retry_at.get(c, 0.0) <= now and c not in busy]
     return min(ready)[1] if ready else None
 
 

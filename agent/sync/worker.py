@@ -2,8 +2,10 @@
 
 Clips come to sync as `Analysed` steps (and, once at start-up, from a scan of the active index
 for clips analysed before a restart but never acked); a synced clip goes on as a `Synced` step.
-Nothing here polls the index: the thread sleeps until a step, a resync, a reconnect or the
-next retry is due.
+Nothing here polls the index: the thread sleeps until a step, a resync, a reconnect, the
+next retry or a free lane is due. It starts clips in priority order on a few lanes
+(agent/sync/lanes.py) that deliver them at once, so one clip's round trips overlap another's
+segments.
 """
 
 from __future__ import annotations
@@ -16,18 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from agent.chain.pacer import pacer_for
-from agent.events import Analysed, ClipFlow, Freed, Offloaded, Synced
-from agent.evidence import lifecycle
+from agent.events import Analysed, ClipFlow, Freed, Offloaded
 from agent.evidence.lifecycle import acked_upstream, has_local_copy, proven
 from agent.evidence.record import manifest
 from agent.mqtt.connection import MqttConnection
 from agent.notes.model import Note
 from agent.notes.store import NotesStore
+from agent.sync import acked
+from agent.sync.lanes import LANES, Lanes
 from agent.sync.outbox import Outbox
 from agent.sync.parcel import Parcels, manifest_name, manifest_user_data
 from agent.sync.parts import SyncParts
 from agent.sync.queue import DEFAULT_BACKOFF, Backoff, idle_wait, next_due, priority, to_send
-from agent.timebase import utcnow
+from agent.sync.resync import ResyncQueue
 from agent.transfer.sender import (
     FileSender,
     QuotaExceeded,
@@ -44,11 +47,10 @@ logger = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 60.0  # the longest sleep with nothing due (a step, resync or reconnect wakes it)
 FORGERIES_REMEMBERED = 4096  # clips already alerted for a forged answer (receipt_invalid)
-RESYNC_MAX = 256  # clips waiting to be resent at most (the `resync` command is refused beyond)
 
 
 class Sync:
-    """Daemon plugin: one thread that sends clips and marks them synced on a successful fin."""
+    """Daemon plugin: sends clips on a few lanes and marks each synced on its successful fins."""
 
     def __init__(
         self,
@@ -59,11 +61,13 @@ class Sync:
         outbox: Outbox,
         trust: DockTrust,
         backoff: Backoff = DEFAULT_BACKOFF,
+        lanes: int = LANES,
     ) -> None:
         """Send what `flow` says was analysed; publish each clip acked as `Synced` on it.
 
         `backoff`: the wait after a clip's failures in a row, and after central's "no room"
-        answers (the default: 30 s, doubled at each failure, at most 900 s).
+        answers (the default: 30 s, doubled at each failure, at most 900 s). `lanes`: clips
+        delivered at once.
         """
         self.backoff = backoff
         self.s = services
@@ -80,8 +84,9 @@ class Sync:
         self.sender.on_forged = self._forged
         self.chain = pacer_for(cfg, trust.signing_key, self.sender, self.wake, services.bus)
         self.proves_acks = trust.proves_acks
-        self.sending: dict[str, Any] | None = None  # the clip being sent now
+        self._lane = threading.local()  # .record: the clip the calling lane delivers
         self.forgery_told: dict[str, None] = {}  # clips receipt_invalid was raised for
+        self._state_lock = threading.Lock()  # forgery_told, receiver_full, paused_until
         self.parcels = Parcels(cfg.data_dir / "transfer" / "manifests")
         self.pending: dict[str, tuple[int, str]] = {}  # analysed, not acked: clip -> priority
         self._pending_lock = threading.Lock()
@@ -89,13 +94,16 @@ class Sync:
         self.failures: dict[str, int] = {}  # failures in a row, per clip
         self.receiver_full = 0  # "no space" answers in a row: the whole queue waits
         self.paused_until = 0.0
-        self.resync: dict[str, None] = {}  # clips to resend first, in order asked, no repeats
-        self._resync_lock = threading.Lock()
+        self.resync = ResyncQueue()  # clips to resend first
         self.heartbeat = time.monotonic()
-        self.busy = False
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sync", daemon=True)
+        self._chain_go = threading.Event()  # the chain's thread: a flush is due
+        self._chain_thread = threading.Thread(
+            target=self._chain_run, name="sync-chain", daemon=True
+        )
+        self.lanes = Lanes(lanes, self._lane_deliver, self.wake)
         notes.on_change.append(self._note_changed)
         flow.subscribe(Analysed, self.analysed)
         flow.subscribe(Offloaded, self.chain.listen)  # a docking's end: its chain goes up
@@ -104,13 +112,30 @@ class Sync:
     def start(self) -> None:
         """Start sending in the background (a reconnect wakes the thread)."""
         self.conn.add_on_connect(self.wake)
+        self.lanes.start()
+        self._chain_thread.start()
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop after the current segment window; acked offsets are kept for resume."""
+        """Stop after the current segment windows; acked offsets are kept for resume."""
+        deadline = time.monotonic() + 30
         self._stop.set()
         self._wake.set()
+        self._chain_go.set()
         self._thread.join(30)
+        self._chain_thread.join(max(0.0, deadline - time.monotonic()))
+        self.lanes.stop(max(0.0, deadline - time.monotonic()))
+
+    @property
+    def busy(self) -> bool:
+        """Whether a lane is delivering a clip."""
+        return self.lanes.busy()
+
+    @property
+    def sending(self) -> dict[str, Any] | None:
+        """The clip the calling lane delivers (None on any other thread)."""
+        record: dict[str, Any] | None = getattr(self._lane, "record", None)
+        return record
 
     def wake(self) -> None:
         """Look for work now (a clip was analysed, a resync asked, the broker is back)."""
@@ -132,13 +157,13 @@ class Sync:
         return to_send(record, self.proves_acks)
 
     def healthy(self, stall_s: float) -> bool:
-        """False when the sync thread showed no sign of life for `stall_s`.
+        """False when a lane delivering a clip showed no sign of life for `stall_s`.
 
         A send waits in bounded steps (an answer, the link, a fin EMQX answers after assembly,
-        up to fin_timeout_s): each step counts as life, so a long clip or a slow fin is healthy.
+        up to fin_timeout_s): each step counts as life, so a long clip or a slow fin is healthy;
+        so does a lane's wait while another sends the custody chunk its clip needs.
         """
-        alive = max(self.heartbeat, self.sender.active_at)
-        return not self.busy or time.monotonic() - alive < stall_s
+        return self.lanes.healthy(stall_s, self.sender.alive_at)
 
     def tick(self) -> None:
         """Pick up explanations added by other processes (`dock-agent notes add`)."""
@@ -146,8 +171,7 @@ class Sync:
 
     def resync_room(self, clip_id: str) -> bool:
         """True when a resync of `clip_id` can be queued (or is queued already)."""
-        with self._resync_lock:
-            return clip_id in self.resync or len(self.resync) < RESYNC_MAX
+        return self.resync.room(clip_id)
 
     def request_resync(self, payload: dict[str, Any]) -> dict[str, Any]:
         """The `resync` command: send a clip again (central lost it)."""
@@ -156,20 +180,9 @@ class Sync:
             raise KeyError(f"unknown clip {payload['clip_id']}")
         if not has_local_copy(record) or not Path(record["local_path"]).exists():
             raise ValueError("the local copy was purged after its upstream ack; nothing to resend")
-        with self._resync_lock:
-            if record["clip_id"] not in self.resync and len(self.resync) >= RESYNC_MAX:
-                raise ValueError(f"{RESYNC_MAX} clips are already waiting to be resent")
-            self.resync[record["clip_id"]] = None
+        self.resync.add(record["clip_id"])
         self.wake()
         return {"queued": record["clip_id"], "file_name": record["file_name"]}
-
-    def _next_resync(self) -> str | None:
-        with self._resync_lock:
-            if not self.resync:
-                return None
-            clip_id = next(iter(self.resync))
-            del self.resync[clip_id]
-            return clip_id
 
     # ---- loop -----------------------------------------------------------------------------
 
@@ -180,30 +193,44 @@ class Sync:
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
             paused = time.monotonic() < self.paused_until
-            if not paused and self.conn.connected:
-                self.chain.send_due(self._stop)  # SPEC 8.1: at a docking's end, each period
-            record = None if paused or not self.conn.connected else self._next()
+            if not paused and self.conn.connected and self.chain.due():
+                self._chain_go.set()  # SPEC 8.1: at a docking's end, each period
+            # After central said it had no room, one clip probes it before the lanes fill again.
+            room = self.lanes.free() if not self.receiver_full else not self.lanes.busy()
+            ready = not paused and self.conn.connected and room
+            record = self._next() if ready else None
             if record is None:
                 self._wake.wait(self._idle_wait(paused))
                 self._wake.clear()
                 continue
-            self.busy = True
-            try:
-                self._send(record)
-            except Exception:
-                logger.exception("sync of %s failed unexpectedly", record["clip_id"][:12])
-                self._failed(record["clip_id"])
-            finally:
-                self.busy = False
+            self.lanes.submit(record)  # in priority order; a lane's end wakes this thread
+
+    def _chain_run(self) -> None:
+        """Send the chain's due chunks on a thread of their own: clips go on meanwhile (each
+        lane still waits, before its clip, for the chunk holding the clip's entry)."""
+        while not self._stop.is_set():
+            self._chain_go.wait()
+            self._chain_go.clear()
+            if not self._stop.is_set():
+                self.chain.send_due(self._stop)
+
+    def _lane_deliver(self, record: dict[str, Any]) -> None:
+        """A lane's work: one clip, whatever happens to it."""
+        try:
+            self._send(record)
+        except Exception:
+            logger.exception("sync of %s failed unexpectedly", record["clip_id"][:12])
+            self._failed(record["clip_id"])
 
     def _next(self) -> dict[str, Any] | None:
-        while (clip_id := self._next_resync()) is not None:
+        busy = self.lanes.clips()
+        while (clip_id := self.resync.take(busy)) is not None:
             record = self.s.index.get(clip_id)
             if record is not None and has_local_copy(record):
                 return record
         while True:
             with self._pending_lock:
-                clip_id = next_due(self.pending, time.monotonic(), self.retry_at)
+                clip_id = next_due(self.pending, time.monotonic(), self.retry_at, busy)
             if clip_id is None:
                 return None
             record = self.s.index.get(clip_id)
@@ -223,7 +250,7 @@ class Sync:
     def _sent(self, clip_id: str) -> None:
         with self._pending_lock:
             self.pending.pop(clip_id, None)
-        self.retry_at.pop(clip_id, None)
+            self.retry_at.pop(clip_id, None)
 
     def _send(self, record: dict[str, Any]) -> None:
         clip_id = record["clip_id"]
@@ -233,7 +260,7 @@ class Sync:
             "CLIP_SHA256": clip_id,
         }
         try:
-            self.sending = record
+            self._lane.record = record
             results = self._deliver(record)
         except TransferInterrupted as exc:
             logger.info("sync of %s interrupted: %s", record["file_name"], exc, extra=extra)
@@ -260,21 +287,22 @@ class Sync:
                 )
             return
         finally:
-            self.sending = None
+            self._lane.record = None
         self.failures.pop(clip_id, None)
         self._sent(clip_id)
-        self.receiver_full = 0
+        with self._state_lock:
+            self.receiver_full = 0
         sent = sum(r.segments_sent for r in results)
         logger.info("synced %s (%d segments sent)", record["file_name"], sent, extra=extra)
         if not acked_upstream(record):
-            self._synced(record)
+            acked.synced(self.s, self.flow, self.proves_acks, record)
         elif self.proves_acks and not proven(record):
-            self._proven(record)
+            acked.proven(self.s, self.flow, self.proves_acks, record)
 
     def _deliver(self, record: dict[str, Any]) -> list[SendResult]:
         """The chain to the clip's entry (SPEC 8.1), the clip, its manifest (7.1): acked when all are."""
         clip_id = record["clip_id"]
-        self.chain.before_clip(record, self._stop)
+        self.chain.before_clip(record, self._stop, self.lanes.touch)
         parcel = self.parcels.prepare(clip_id, lambda: self.manifest_of(record))
         results = []
         if not parcel.clip_acked:
@@ -306,11 +334,12 @@ class Sync:
         """A broker client answered a fin "success" without central's receipt: told once per clip."""
         record = self.sending
         clip_id = record["clip_id"] if record else file_id
-        if clip_id in self.forgery_told:
-            return
-        self.forgery_told[clip_id] = None
-        while len(self.forgery_told) > FORGERIES_REMEMBERED:
-            del self.forgery_told[next(iter(self.forgery_told))]
+        with self._state_lock:
+            if clip_id in self.forgery_told:
+                return
+            self.forgery_told[clip_id] = None
+            while len(self.forgery_told) > FORGERIES_REMEMBERED:
+                del self.forgery_told[next(iter(self.forgery_told))]
         name = record["file_name"] if record else f"custody log chunk {file_id[:12]}"
         self.s.bus.alert(
             "receipt_invalid",
@@ -324,55 +353,25 @@ class Sync:
 
     def _failed(self, clip_id: str) -> float:
         """Count a failure of `clip_id` and schedule its next try; returns the delay."""
-        self.failures[clip_id] = n = self.failures.get(clip_id, 0) + 1
+        self.failures[clip_id] = n = self.failures.get(clip_id, 0) + 1  # one lane per clip
         delay = self.backoff.delay(n)
-        self.retry_at[clip_id] = time.monotonic() + delay
+        with self._pending_lock:
+            self.retry_at[clip_id] = time.monotonic() + delay
         return delay
 
     def _receiver_full(self, record: dict[str, Any], exc: QuotaExceeded) -> None:
-        """Central has no room: every clip would fail alike, so the whole queue waits (one alert)."""
-        self.receiver_full += 1
-        delay = self.backoff.delay(self.receiver_full)
-        self.paused_until = time.monotonic() + delay
+        """Central has no room: every clip would fail alike, so the whole queue waits (one alert;
+        the other lanes' clips that meet the same answer meanwhile neither lengthen it nor alert)."""
+        with self._state_lock:
+            if time.monotonic() < self.paused_until:
+                logger.info("central has no room for %s either", record["file_name"])
+                return
+            self.receiver_full += 1
+            delay = self.backoff.delay(self.receiver_full)
+            self.paused_until = time.monotonic() + delay
         message = f"central has no room for {record['file_name']}: {exc}; sync paused {delay:.0f} s"
         logger.error("%s", message, extra={"DOCK_ID": self.s.cfg.dock.id})
         self.s.bus.alert("sync_failed", "error", message, one_off=True, sha256=record["clip_id"])
-
-    def _synced(self, record: dict[str, Any]) -> None:
-        clip_id = record["clip_id"]
-        synced_at = utcnow().isoformat(timespec="seconds")
-        self.s.custody.append(
-            "clip_synced",
-            device_id=record["device_id"],
-            sha256=clip_id,
-            client_id=self.s.cfg.client_id,
-            synced_at=synced_at,
-            ack=self._ack_kind(),
-        )
-        changes = lifecycle.synced(synced_at, self.proves_acks)
-        lifecycle.advance(self.s.index, clip_id, self.s.cfg.delete_policy, **changes)
-        self.s.bus.event(
-            "clip_synced",
-            device_id=record["device_id"],
-            sha256=clip_id,
-            file_name=record["file_name"],
-        )
-        self.flow.publish(Synced(clip_id, record["device_id"]))
-
-    def _ack_kind(self) -> str:
-        """How the ack was proved, for the custody entry: a receipt, EMQX, or not at all."""
-        if not self.proves_acks:
-            return "unproven"
-        return "broker" if self.s.cfg.mqtt.upstream == "emqx" else "receipt"
-
-    def _proven(self, record: dict[str, Any]) -> None:
-        """A clip acked without proof got central's verified receipt on a resend: now it counts."""
-        clip_id = record["clip_id"]
-        self.s.custody.append(
-            "clip_ack_proven", device_id=record["device_id"], sha256=clip_id, ack=self._ack_kind()
-        )
-        lifecycle.advance(self.s.index, clip_id, self.s.cfg.delete_policy, **lifecycle.ack_proven())
-        self.flow.publish(Synced(clip_id, record["device_id"]))
 
     # ---- manifest and notes ---------------------------------------------------------------
 

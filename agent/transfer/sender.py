@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 from agent.durable import make_dirs
 from agent.transfer import emqx
 from agent.transfer import protocol as p
-from agent.transfer.exchange import Answer, Exchange, poll
+from agent.transfer.exchange import Exchange
 from agent.transfer.link import Transport
 from agent.transfer.outcome import (
     QuotaExceeded,
@@ -34,7 +34,9 @@ from agent.transfer.outcome import (
 from agent.transfer.outcome import why as _why
 from agent.transfer.ratelimit import TokenBucket
 from agent.transfer.resume import ResumeState, prune_done
+from agent.transfer.segments import LINK_POLL_S, Job, Segments
 from agent.transfer.signing import Signer
+from agent.transfer.window import Window
 
 logger = logging.getLogger(__name__)
 __all__ = [
@@ -47,27 +49,8 @@ __all__ = [
     "TransferInterrupted",
 ]
 
-_LINK_POLL_S = 0.1  # how often a wait for one answer checks that the link is still up
 
-
-@dataclass
-class _Job:
-    fd: int
-    file_id: str
-    meta: p.FileMeta
-    answers: queue.Queue[Answer]
-    cancel: threading.Event
-    result: SendResult = field(default_factory=SendResult)
-
-
-@dataclass
-class _Slot:
-    offset: int
-    deadline: float
-    failure: p.Response | None = None  # held until the deadline: a success may still come
-
-
-class FileSender:
+class FileSender(Segments):
     """Sends files over a Transport; one instance per client id, `send` may run in several threads.
 
     `signer` (SPEC 11) signs every init and segment, puts a fresh nonce in every fin and
@@ -91,12 +74,18 @@ class FileSender:
         self.on_forged: Any = None
         self.exchange = Exchange(transport, client_id, settings.ack_mode)
         self._pruned_at = time.monotonic()
-        self.active_at = time.monotonic()  # the sending thread's last sign of life (watchdog)
+        self.active_at = time.monotonic()  # the last sign of life of any sending thread
+        self._alive: dict[int, float] = {}  # ... of each sending thread (watchdog, per lane)
+        self.window = Window()  # max_inflight holds for all sends together
         prune_done(self.state_dir)
         self._bucket = TokenBucket(
             settings.rate_limit_bytes_per_s,
             max(settings.rate_limit_bytes_per_s, settings.segment_bytes),
         )
+
+    def alive_at(self, thread_id: int) -> float:
+        """When the send on thread `thread_id` last showed life (0 when it never sent)."""
+        return self._alive.get(thread_id, 0.0)
 
     def set_rate_limit(self, bytes_per_s: int) -> None:
         """A new upload rate limit (0 = unlimited), from the next segment on."""
@@ -121,7 +110,7 @@ class FileSender:
         p.check_file_id(file_id)
         meta = self._meta(emqx.safe_name(name), size, file_id, user_data)
         fd = os.open(path, os.O_RDONLY)
-        job = _Job(fd, file_id, meta, queue.Queue(), cancel or threading.Event())
+        job = Job(fd, file_id, meta, queue.Queue(), cancel or threading.Event())
         job.result.name = meta.name
         try:
             return self._deliver(job)
@@ -139,7 +128,7 @@ class FileSender:
         )
         return meta if self.signer is None else self.signer.sign_meta(file_id, meta)
 
-    def _deliver(self, job: _Job) -> SendResult:
+    def _deliver(self, job: Job) -> SendResult:
         state = self._load_state(job)
         if self.signer is not None and self.signer.stale_init(job.file_id, state.init):
             # Signed the old way (HMAC), or with an earlier key: the receiver would refuse it for
@@ -180,7 +169,7 @@ class FileSender:
             f"{job.file_id}: fin failed after {self.settings.max_rounds} rounds: {_why(answer)}"
         )
 
-    def _fin(self, job: _Job) -> p.Response | None:
+    def _fin(self, job: Job) -> p.Response | None:
         """Send `fin`; on silence the fin alone again (EMQX answers after assembly), sooner if lost."""
         topic = p.fin_topic(self.settings.prefix, job.file_id, job.meta.size, job.meta.checksum)
         full = timeout = self.settings.fin_timeout_s
@@ -201,7 +190,7 @@ class FileSender:
             timeout = self.settings.ack_timeout_s if dropped else min(full, timeout * 2)
         return None
 
-    def _receipted(self, job: _Job, answer: p.Response, nonce: str) -> bool | None:
+    def _receipted(self, job: Job, answer: p.Response, nonce: str) -> bool | None:
         """Act on a fin answer (True), ignore a forged success (False), or hold a failure (None)."""
         verdict = (
             True
@@ -220,14 +209,14 @@ class FileSender:
             self._pruned_at = time.monotonic()
             prune_done(self.state_dir)
 
-    def _ensure_link(self, job: _Job) -> bool:
+    def _ensure_link(self, job: Job) -> bool:
         """Wait for the link if it is down; True when it was."""
         if self.transport.wait_connected(0):
             return False
         self._await_link(job)
         return True
 
-    def _load_state(self, job: _Job) -> ResumeState:
+    def _load_state(self, job: Job) -> ResumeState:
         key = {
             "client_id": self.client_id,
             "file_id": job.file_id,
@@ -242,7 +231,7 @@ class FileSender:
     def _offsets(self, size: int) -> range:
         return range(0, size, self.settings.segment_bytes)
 
-    def _command(self, job: _Job, topic: str, payload: bytes) -> None:
+    def _command(self, job: Job, topic: str, payload: bytes) -> None:
         """Send one command until it succeeds, at most `max_tries` times."""
         answer = None
         signer = self.signer
@@ -257,7 +246,7 @@ class FileSender:
         raise TransferFailed(f"{topic}: {_why(answer)} after {self.settings.max_tries} tries")
 
     def _request(
-        self, job: _Job, topic: str, payload: bytes, timeout: float, accept: Any = None
+        self, job: Job, topic: str, payload: bytes, timeout: float, accept: Any = None
     ) -> tuple[p.Response | None, bool]:
         """One command, one answer: (answer or None on silence, whether the link dropped meanwhile).
 
@@ -271,7 +260,7 @@ class FileSender:
         deadline, held = time.monotonic() + timeout, None
         try:
             while self.transport.wait_connected(0):
-                got = self._next_answer(job, min(deadline, time.monotonic() + _LINK_POLL_S))
+                got = self._next_answer(job, min(deadline, time.monotonic() + LINK_POLL_S))
                 if got is not None and got[0] == corr:
                     verdict = True if accept is None else accept(job, got[1])
                     if verdict is None and self.signer and self.signer.refused(topic, payload, got):
@@ -285,124 +274,3 @@ class FileSender:
             return held, True
         finally:
             self.exchange.forget(corr)
-
-    def _send_segments(self, job: _Job, todo: deque[int], state: ResumeState) -> None:
-        """Keep up to `max_inflight` segments unanswered until every one is acknowledged."""
-        inflight: dict[bytes, _Slot] = {}
-        tries: dict[int, int] = {}
-        while todo or inflight:
-            if todo and len(inflight) < self.settings.max_inflight:
-                offset = todo.popleft()
-                inflight[self._send_segment(job, offset)] = _Slot(offset, self._deadline())
-                got = poll(job.answers)
-            else:
-                got = self._next_answer(job, min(s.deadline for s in inflight.values()))
-                if got is None:
-                    self._expire(job, inflight, todo, tries)
-            if got is not None:
-                self._settle(job, got, inflight, todo, tries, state)
-
-    def _settle(
-        self,
-        job: _Job,
-        got: Answer,
-        inflight: dict[bytes, _Slot],
-        todo: deque[int],
-        tries: dict[int, int],
-        state: ResumeState,
-    ) -> None:
-        """Apply one answer: success is remembered, failure resends the segment."""
-        slot = inflight.get(got[0])
-        if slot is None:
-            return
-        if not got[1].ok and slot.failure is None and self._holds(job, slot.offset, got):
-            slot.failure = got[1]  # any broker client may answer so; the receiver's comes too
-            return
-        del inflight[got[0]]
-        self.exchange.forget(got[0])
-        if got[1].ok:
-            state.ack(slot.offset)
-        else:
-            self._retry(job, slot.offset, got[1], todo, tries)
-
-    def _holds(self, job: _Job, offset: int, got: Answer) -> bool:
-        """Whether a segment's failure waits for a proved success: not one central signed."""
-        if self.signer is None or not self.signer.holds_failures:
-            return False
-        size = min(self.settings.segment_bytes, job.meta.size - offset)
-        read = partial(os.pread, job.fd, size, offset)  # only for a failure that has a receipt
-        return not self.signer.segment_refused(self.settings.prefix, job.file_id, offset, read, got)
-
-    def _send_segment(self, job: _Job, offset: int) -> bytes:
-        length = min(self.settings.segment_bytes, job.meta.size - offset)
-        data = os.pread(job.fd, length, offset)
-        self.active_at = time.monotonic()
-        if not self._bucket.take(len(data), job.cancel):
-            raise TransferInterrupted(f"{job.file_id}: cancelled")
-        digest = p.sha256_hex(data)
-        topic = p.segment_topic(self.settings.prefix, job.file_id, offset, digest)
-        job.result.segments_sent += 1
-        job.result.bytes_sent += len(data)
-        sign = self.signer.segment_property if self.signer else None
-        prop = sign(job.file_id, offset, data, digest) if sign else None
-        return self.exchange.publish(job.answers, topic, data, prop)
-
-    def _expire(
-        self, job: _Job, inflight: dict[bytes, _Slot], todo: deque[int], tries: dict[int, int]
-    ) -> None:
-        """Handle silence: wait out a lost connection, else resend what timed out."""
-        if not self.transport.wait_connected(0):
-            self._await_link(job)
-            for slot in inflight.values():
-                slot.deadline = self._deadline()
-            return
-        now = time.monotonic()
-        for corr, slot in list(inflight.items()):
-            if slot.deadline <= now:
-                del inflight[corr]
-                self.exchange.forget(corr)
-                self._retry(job, slot.offset, slot.failure, todo, tries)
-
-    def _retry(
-        self,
-        job: _Job,
-        offset: int,
-        answer: p.Response | None,
-        todo: deque[int],
-        tries: dict[int, int],
-    ) -> None:
-        tries[offset] = tries.get(offset, 0) + 1
-        if p.no_room(answer):
-            raise QuotaExceeded(f"{job.file_id}: segment at {offset}: {_why(answer)}")
-        if tries[offset] >= self.settings.max_tries:
-            raise TransferFailed(f"{job.file_id}: segment at {offset}: {_why(answer)}")
-        logger.debug("resending %s segment %s: %s", job.file_id, offset, _why(answer))
-        job.result.resends += 1
-        todo.appendleft(offset)
-
-    def _await_link(self, job: _Job) -> None:
-        deadline = time.monotonic() + self.settings.reconnect_wait_s
-        logger.warning("connection lost while sending %s; waiting for it", job.file_id)
-        while not self.transport.wait_connected(0.2):
-            self.active_at = time.monotonic()
-            if job.cancel.is_set():
-                raise TransferInterrupted(f"{job.file_id}: cancelled")
-            if time.monotonic() > deadline:
-                raise TransferInterrupted(f"{job.file_id}: connection down too long")
-
-    def _next_answer(self, job: _Job, deadline: float) -> Answer | None:
-        """The next answer for this job before `deadline`; raises if cancelled."""
-        while True:
-            self.active_at = time.monotonic()
-            if job.cancel.is_set():
-                raise TransferInterrupted(f"{job.file_id}: cancelled")
-            wait = min(deadline - time.monotonic(), 0.25)
-            if wait <= 0:
-                return None
-            try:
-                return job.answers.get(timeout=wait)
-            except queue.Empty:
-                continue
-
-    def _deadline(self) -> float:
-        return time.monotonic() + self.settings.ack_timeout_s

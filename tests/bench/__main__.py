@@ -1,6 +1,7 @@
 """`python -m tests.bench [--quick] [--only NAME[:PART]]`: run the benchmarks, print and save the table.
 
-`--only sync:uplink` runs `run_uplink` of bench_sync alone (a module's part, where it has one).
+`--only sync:uplink` runs `run_uplink` of bench_sync alone (a module's part, where it has one);
+`--only sync:mix` the docking's mix over the same uplink.
 """
 
 from __future__ import annotations
@@ -81,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     parser.add_argument(
-        "--only", metavar="NAME", help="run one module, e.g. index (sync:uplink: that row only)"
+        "--only",
+        metavar="NAME",
+        help="run one module, e.g. index (sync:uplink, sync:mix: that row only)",
     )
     args = parser.parse_args(argv)
     started = time.monotonic()

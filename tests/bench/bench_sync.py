@@ -35,6 +35,7 @@ from agent.transfer.signing import Signer
 from agent.trust import keys
 from tests.bench import Row
 from tests.bench.stored import NotStored, sha256_file
+from tests.bench.sync_mix import mix_row
 from tests.bench.sync_uplink import uplink_row
 from tests.broker import running_broker
 from tests.paho_link import PahoLink
@@ -250,7 +251,8 @@ def run(quick: bool) -> list[Row]:
             got = measure(Path(tmp), size, stores)
     bare_rate = size / got["bare"] / MIB
     rows = [_row(size, bare_rate, got[k], got[f"{k}_ok"], k) for k in stores]
-    return [*rows, _drained_row(size, size / got["drained"] / MIB, got["disk"]), *run_uplink(quick)]
+    drained = _drained_row(size, size / got["drained"] / MIB, got["disk"])
+    return [*rows, drained, *run_uplink(quick), *run_mix(quick)]
 
 
 def run_uplink(quick: bool) -> list[Row]:
@@ -259,6 +261,12 @@ def run_uplink(quick: bool) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="bench-uplink-") as tmp:
         clip = Path(tmp) / "clip.mp4"
         return [uplink_row(Path(tmp), clip, size, make_clip(clip, size), SEGMENT, WINDOW)]
+
+
+def run_mix(quick: bool) -> list[Row]:
+    """The docking's mix over the uplink alone (`python -m tests.bench --only sync:mix`)."""
+    with tempfile.TemporaryDirectory(prefix="bench-mix-") as tmp:
+        return [mix_row(Path(tmp))]  # the same ten clips with --quick: a docking is that small
 
 
 def _drained_row(size: int, drained_rate: float, seconds: float) -> Row:

@@ -35,6 +35,8 @@ class _Pipe:
     departed: float = 0.0
     closed: bool = False
     cond: threading.Condition = field(default_factory=threading.Condition)
+    idle: float = 0.0  # seconds the bottleneck had nothing to send, since the first byte
+    gaps: list[tuple[float, float]] = field(default_factory=list)  # (from, seconds) >= 10 ms
 
     def read(self) -> None:
         while True:
@@ -51,6 +53,10 @@ class _Pipe:
                     self.cond.notify_all()
                     return
                 now = time.monotonic()
+                if self.departed and now > self.departed:
+                    self.idle += now - self.departed
+                    if now - self.departed >= 0.01:
+                        self.gaps.append((self.departed, now - self.departed))
                 self.departed = max(self.departed, now) + len(data) / self.rate
                 self.queue.append((self.departed + self.delay, data))
                 self.queued += len(data)
@@ -80,7 +86,8 @@ class _Pipe:
 
 
 class LinkProxy:
-    """Listens on 127.0.0.1:`port` and forwards every connection to `target` through the link."""
+    """Listens on 127.0.0.1:`port` (a free one by default) and forwards every connection to
+    `target` through the link."""
 
     def __init__(
         self,
@@ -88,14 +95,16 @@ class LinkProxy:
         rate_bytes_per_s: float,
         rtt_s: float,
         buffer: int = 1 << 20,
+        port: int = 0,
     ) -> None:
         self.target = target
         self.rate = rate_bytes_per_s
         self.delay = rtt_s / 2
         self.buffer = buffer
-        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server = socket.create_server(("127.0.0.1", port))
         self.port = int(self.server.getsockname()[1])
         self._sockets: list[socket.socket] = [self.server]
+        self._up: list[_Pipe] = []  # the client-to-server direction of each connection
         threading.Thread(target=self._accept, daemon=True, name="linkproxy").start()
 
     def _accept(self) -> None:
@@ -110,8 +119,20 @@ class LinkProxy:
                 self._sockets.append(s)
             for src, dst in ((conn, upstream), (upstream, conn)):
                 pipe = _Pipe(src, dst, self.rate, self.delay, self.buffer)
+                if src is conn:
+                    self._up.append(pipe)
                 threading.Thread(target=pipe.read, daemon=True).start()
                 threading.Thread(target=pipe.write, daemon=True).start()
+
+    def upstream_idle(self) -> float:
+        """Seconds the client-to-server bottleneck has idled so far, summed over connections
+        (the current gap included): the difference of two calls is the idle time between them."""
+        total = 0.0
+        now = time.monotonic()
+        for pipe in self._up:
+            with pipe.cond:
+                total += pipe.idle + (max(0.0, now - pipe.departed) if pipe.departed else 0.0)
+        return total
 
     def close(self) -> None:
         """Stop accepting and drop every connection."""
