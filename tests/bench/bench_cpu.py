@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
+import subprocess
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -110,8 +112,54 @@ def real_photos(root: Path, count: int) -> list[Path]:
     return paths
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def photo_floor(root: Path, paths: list[Path]) -> tuple[float, str]:
+    """CPU seconds tools take for the photos' unavoidable work, and what each part took.
+
+    Not SPEC 10's baseline (that is one hash pass): the same run's measure of what any dock that
+    copies, reads back and decodes every photo must spend, for the row's reader. `cp -r` + `sync`
+    and `cat` of the copies (cache dropped) are counted as the children's CPU; OpenCV's reduced
+    decode (the analysis's) as this thread's, over bytes already in memory.
+    """
+    import cv2
+    import numpy as np
+
+    copy = root / "floor-copy"
+    before = _children_cpu()
+    subprocess.run(["cp", "-r", str(paths[0].parent), str(copy)], check=True)
+    subprocess.run(["sync"], check=True)
+    copied = _children_cpu() - before
+    drop_caches()
+    before = _children_cpu()
+    files = sorted(str(p) for p in copy.iterdir())
+    subprocess.run(["cat", *files], check=True, stdout=subprocess.DEVNULL)
+    read_back = _children_cpu() - before
+    remove(copy)
+    decoded = 0.0
+    for path in paths:
+        data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+        started = time.thread_time()
+        image = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8)
+        decoded += time.thread_time() - started
+        if image is None:
+            raise RuntimeError(f"{path.name}: the bench's own photo does not decode")
+    parts = f"cp -r + sync {copied:.2f} s, cat of the copies {read_back:.2f} s, " + (
+        f"OpenCV's reduced decode {decoded:.2f} s"
+    )
+    return copied + read_back + decoded, parts
+
+
 def cpu_row(
-    what: str, target: float, paths: list[Path], runs: list[tuple[float, float]], base: float
+    what: str,
+    target: float,
+    paths: list[Path],
+    runs: list[tuple[float, float]],
+    base: float,
+    floor: tuple[float, str] | None = None,
 ) -> Row:
     """The row: the daemon's CPU a GiB against one hash pass a GiB."""
     size = sum(p.stat().st_size for p in paths)
@@ -130,7 +178,15 @@ def cpu_row(
         f"= {base * per:.2f} s a GiB ({size / base / 1e9:.2f} GB/s)",
         f"{ours:.2f} s of CPU = {ours * per:.2f} s a GiB (median of {len(runs)}: "
         f"{min(totals):.2f}–{max(totals):.2f} s{split}); {len(paths)} clips, "
-        f"{ours / len(paths) * 1000:.2f} ms each",
+        f"{ours / len(paths) * 1000:.2f} ms each"
+        + (
+            ""
+            if floor is None
+            else f". For the reader, not SPEC's baseline: tools doing the same unavoidable work "
+            f"(the hash pass + {floor[1]}) take {base + floor[0]:.2f} s of CPU, "
+            f"{(base + floor[0]) / base:.1f} × the hash pass; ours is "
+            f"{ours / (base + floor[0]):.2f} × that"
+        ),
         ours / base,
         ours <= target * base,
     )
@@ -152,8 +208,9 @@ def photo_rows(root: Path, quick: bool) -> list[Row]:
     paths = real_photos(root, count)
     base, expected = sha_cpu(paths)
     runs = [daemon_cpu(root, expected, analysis=True) for _ in range(repeats)]
+    floor = photo_floor(root, paths)
     what = f"CPU cost of offloading {count:,} photos of 200 KB (analysis included)"
-    return [cpu_row(what, PHOTO_TARGET, paths, runs, base)]
+    return [cpu_row(what, PHOTO_TARGET, paths, runs, base, floor)]
 
 
 def run(quick: bool) -> list[Row]:
