@@ -27,7 +27,7 @@ from agent.dock.emit import ThrottledSend
 from agent.dock.offload import Offloader
 from agent.dock.parts import DockParts
 from agent.events import BayView, Offloaded, Progress, now_iso
-from agent.evidence.lifecycle import RECORDER_PENDING, recorder_handled
+from agent.evidence.lifecycle import RECORDER_PENDING, deletable, recorder_handled
 from agent.evidence.record import Docking
 from agent.findings import Finding, fault, info
 from firmware_interface.base import Recorder, RecorderError, RecorderGone, Status
@@ -256,12 +256,20 @@ class BayWorker:
             self.s.flow.publish(Offloaded(docking, tuple(clip_ids), tuple(events.events)))
         # This pass's clips and any earlier ones whose recorder copy is still to be handled
         # (acked while the recorder was away, or a deletion a crash interrupted).
-        waiting = [r["clip_id"] for r in self.s.index.find(device_id=device, **RECORDER_PENDING)]
+        waiting = {r["clip_id"]: r for r in self.s.index.find(device_id=device, **RECORDER_PENDING)}
+        policy = self.s.cfg.delete_policy
+        tried = False
         for clip_id in dict.fromkeys([*clip_ids, *waiting]):
+            row = waiting.get(clip_id)
+            if row is not None and not deletable(row, policy):
+                continue  # kept for now: a later ack comes to this bay as ClipSynced
+            tried = True
             self._maybe_delete(clip_id)
-        self.unfreed = {
-            r["clip_id"] for r in self.s.index.find(device_id=device, **RECORDER_PENDING)
-        }
+        self.unfreed = (
+            {r["clip_id"] for r in self.s.index.find(device_id=device, **RECORDER_PENDING)}
+            if tried
+            else set(waiting)
+        )
         self._refresh()
 
     # ---- recorder deletion ----------------------------------------------------------------

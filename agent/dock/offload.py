@@ -314,8 +314,9 @@ class Offloader:
     ) -> None:
         """Custody entries of the batch (one fsync), then its index rows (one), then events."""
         fresh: dict[str, tuple[ClipEntry, StoredCopy]] = {}
+        indexed = self.s.index.get_many(copy.sha256 for copy in copies)  # one look for all
         for clip, copy in zip(clips, copies, strict=True):
-            existing = self._existing(copy, fresh)
+            existing = self._existing(copy, fresh, indexed)
             result.clip_ids.append(copy.sha256)
             if existing is not None:
                 self._drop_duplicate(copy, existing)
@@ -341,12 +342,16 @@ class Offloader:
             result.new += 1
 
     def _existing(
-        self, copy: StoredCopy, fresh: dict[str, tuple[ClipEntry, StoredCopy]]
+        self,
+        copy: StoredCopy,
+        fresh: dict[str, tuple[ClipEntry, StoredCopy]],
+        indexed: dict[str, dict[str, Any]],
     ) -> dict[str, Any] | None:
-        """The index row of the same bytes, or an earlier copy of them in this batch."""
+        """The index row of the same bytes (`indexed`: the batch's, looked up at once), or an
+        earlier copy of them in this batch."""
         if copy.sha256 in fresh:
             return {"local_path": str(fresh[copy.sha256][1].path), **new_clip()}
-        return self.s.index.get(copy.sha256)
+        return indexed.get(copy.sha256)
 
     def _new_record(
         self, clip: ClipEntry, copy: StoredCopy, entry: dict[str, Any]

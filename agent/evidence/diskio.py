@@ -67,6 +67,18 @@ def sha256_file(path: os.PathLike[str] | str, drop_cache: bool = True) -> str:
     return h.hexdigest()
 
 
+def sha256_fd(fd: int) -> str:
+    """SHA-256 of the whole file behind `fd` from its start (positional reads: the caller's
+    offset is left alone), as the page cache or the disk returns it."""
+    h = hashlib.sha256()
+    buf, view = _buffer()
+    offset = 0
+    while n := os.preadv(fd, [buf], offset):
+        h.update(view[:n])
+        offset += n
+    return h.hexdigest()
+
+
 def pump(
     src: BinaryIO,
     fd: int,

@@ -25,6 +25,7 @@ from agent.evidence.diskio import (
     fsync,
     prefetch,
     pump,
+    sha256_fd,
     sha256_file,
     start_writeback,
     syncfs,
@@ -251,12 +252,14 @@ class EvidenceStore:
             for fd in fds:  # drop the cache, then ask for every file at once: a deep queue
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            # Read back from disk (the cache was dropped after the sync) through the same
+            # descriptors: no second open and close per file.
+            for item, fd in zip(staged, fds, strict=True):
+                if not _reads_back_right(item, fd):
+                    raise VerifyFailed(f"{item.tmp}: stored copy does not match {item.sha256}")
         finally:
             for fd in fds:
                 os.close(fd)
-        for item in staged:  # read back from disk: the cache was dropped after the sync
-            if not _reads_back_right(item):
-                raise VerifyFailed(f"{item.tmp}: stored copy does not match {item.sha256}")
 
     def place(self, staged: list[Staged]) -> list[StoredCopy]:
         """Link proved files into place, fsync each directory once, remove the temp files."""
@@ -333,16 +336,15 @@ def _prove_large(item: Staged, reread: LargeCopy) -> None:
         raise VerifyFailed(f"{item.tmp}: {exc}") from exc
 
 
-def _reads_back_right(item: Staged) -> bool:
-    """A small copy as read back from disk: equal to its kept bytes, or hashing to its sha256."""
+def _reads_back_right(item: Staged, fd: int) -> bool:
+    """A small copy as read back from disk through `fd` (its temp file, opened by the caller):
+    equal to its kept bytes, or hashing to its sha256."""
     kept = item.kept
     if kept is None or not kept.held:
-        return sha256_file(item.tmp, drop_cache=False) == item.sha256
-    fd = os.open(item.tmp, os.O_RDONLY | os.O_CLOEXEC)
+        return sha256_fd(fd) == item.sha256
     try:
         return kept.same_on_disk(fd)
     finally:
-        os.close(fd)
         kept.release()  # proved or not, the bytes are not needed again
 
 

@@ -306,10 +306,19 @@ def four_bay_rows(root: Path, quick: bool) -> list[Row]:
     ]
 
 
-def run(quick: bool) -> list[Row]:
-    """The offload rows of SPEC 10."""
+def _run(parts: tuple[Callable[[Path, bool], list[Row]], ...], quick: bool) -> list[Row]:
     rows: list[Row] = []
-    for part in (large_clip_rows, photo_rows, four_bay_rows):
+    for part in parts:
         with tempfile.TemporaryDirectory(prefix="bench-offload-", dir=WORK_DIR) as tmp:
             rows += part(Path(tmp), quick)
     return rows
+
+
+def run(quick: bool) -> list[Row]:
+    """The offload rows of SPEC 10."""
+    return _run((large_clip_rows, photo_rows, four_bay_rows), quick)
+
+
+def run_photos(quick: bool) -> list[Row]:
+    """`--only offload:photos`: the photo row alone."""
+    return _run((photo_rows,), quick)

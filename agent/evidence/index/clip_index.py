@@ -108,6 +108,33 @@ class ClipIndex:
                 return _copy(self._raw()[str(doc_id)])
         return self._archived(clip_id)
 
+    def get_many(self, clip_ids: Iterable[str]) -> dict[str, Record]:
+        """The records of those clips that have one, as get() gives them, by clip id.
+
+        One look at the disk for all (a batch of photos: not one per photo), and each archive
+        shard read once.
+        """
+        found: dict[str, Record] = {}
+        missing: dict[str, list[str]] = {}
+        with self._lock:
+            self._follow_disk()
+            raw = self._raw()
+            for clip_id in clip_ids:
+                doc_id = self._ids.get(clip_id)
+                if doc_id is not None:
+                    found[clip_id] = _copy(raw[str(doc_id)])
+                else:
+                    missing.setdefault(shard_name(clip_id), []).append(clip_id)
+        for name, ids in missing.items():
+            try:
+                data = (self.archive_dir / name).read_bytes()
+            except FileNotFoundError:
+                continue
+            for clip_id in ids:
+                if (record := latest_in(data, clip_id)) is not None:
+                    found[clip_id] = record
+        return found
+
     def active(self) -> list[Record]:
         """Every active (unfinished) record."""
         with self._lock:
