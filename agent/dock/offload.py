@@ -24,6 +24,7 @@ from agent.evidence.store import (
     SMALL,
     CopyCancelled,
     DiskFull,
+    EvidenceStore,
     SourceReadError,
     Staged,
     StoredCopy,
@@ -68,6 +69,7 @@ class Offloader:
         self._handled = 0  # clips of this pass done with: the rest are pending at a stop
         self._starts: dict[str, StartTime] = {}  # by recorder path, from staging to the record
         self._pipeline: Pipeline[OffloadResult]
+        self._room = Room(services.store)
         self.log_extra = {
             "DOCK_ID": services.cfg.dock.id,
             "BAY": docking.bay,
@@ -163,10 +165,13 @@ class Offloader:
                 raise RecorderGone("offload cancelled: recorder undocked")
             for clip in group:
                 try:
-                    _check_room(self.s.store.has_room(clip.size))
+                    _check_room(self._room.fits(clip.size))
                     work = partial(self._stage, clip, result, staged, opened.pop(clip.path, None))
+                    copied = len(staged)
                     if not self._guarded(work, clip, result):
                         self._settle()
+                    for _, item in staged[copied:]:
+                        self._room.took(item.size)
                 except DiskFull as exc:
                     return exc
             return None
@@ -377,6 +382,36 @@ class Offloader:
             copy.size,
             extra={**self.log_extra, "CLIP_SHA256": copy.sha256},
         )
+
+
+# The store's free space is looked up afresh once this much was staged since the last look
+# (a photo each time cost a statvfs per photo), and whenever a clip seems not to fit.
+RECHECK_BYTES = 16 * 1024 * 1024
+
+
+class Room:
+    """Room in the store for the next clips of one offload, above the reserve.
+
+    A clip is refused only on a fresh look at the file system; one that fits is admitted
+    on a look at most RECHECK_BYTES of this offload's own copies old, what those took off.
+    """
+
+    def __init__(self, store: EvidenceStore) -> None:
+        self._store = store
+        self._left = 0
+        self._since = RECHECK_BYTES  # no look yet
+
+    def fits(self, size: int) -> bool:
+        """Whether a clip of `size` bytes fits and leaves the reserve free."""
+        if self._since >= RECHECK_BYTES or size > self._left:
+            self._left = self._store.free_bytes() - self._store.reserve_bytes
+            self._since = 0
+        return size <= self._left
+
+    def took(self, size: int) -> None:
+        """A copy of `size` bytes was written."""
+        self._left -= size
+        self._since += size
 
 
 def _check_room(has_room: bool) -> None:
