@@ -47,18 +47,23 @@ def gone_or_raise(exc: OSError) -> RecorderError:
 
 
 def _open_dir_inside(root_fd: int, parts: list[str]) -> int:
-    """Open a directory below root_fd one component at a time, never following a link."""
-    fd = os.dup(root_fd)
+    """Open a directory below root_fd one component at a time, never following a link.
+
+    A new descriptor, the caller's to close (root_fd stays the caller's too).
+    """
+    fd = root_fd
     try:
         for part in parts:
             if part in ("", ".", "..") or "\x00" in part:
                 raise RecorderError("path_refused", f"path component {part!r} refused")
             nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
+            if fd != root_fd:
+                os.close(fd)
             fd = nxt
-        return fd
+        return fd if fd != root_fd else os.dup(root_fd)
     except BaseException:
-        os.close(fd)
+        if fd != root_fd:
+            os.close(fd)
         raise
 
 

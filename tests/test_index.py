@@ -442,3 +442,18 @@ def test_a_failed_update_many_changes_none_of_its_clips(
     monkeypatch.undo()
     for reader in (index, ClipIndex(tmp_path)):
         assert [r.get("analysed") for r in reader.active()] == [None, None]
+
+
+def test_get_many_answers_as_get_does_for_each_clip(index: ClipIndex) -> None:
+    for n in range(6):
+        index.put(rec(n, state="synced"))
+    for n in range(3):
+        index.archive(cid(n))
+    index.update(cid(1), state="purged")  # an archived clip's latest version
+    asked = [cid(n) for n in range(8)]  # 6 and 7 were never indexed
+    found = index.get_many(asked)
+    assert found == {c: index.get(c) for c in asked if index.get(c) is not None}
+    assert set(found) == {cid(n) for n in range(6)}
+    assert found[cid(1)]["state"] == "purged" and found[cid(4)]["state"] == "synced"
+    found[cid(4)]["state"] = "changed"  # copies, as get() returns
+    assert index.get(cid(4))["state"] == "synced"  # type: ignore[index]

@@ -168,3 +168,20 @@ def test_a_small_clip_over_2_mib_is_hashed_again(tmp_path: Path, budget: kept._P
     assert item.kept is None and budget.held == 0
     [copy] = s.commit([item])
     assert copy.sha256 == sha(blob)
+
+
+@pytest.mark.parametrize("where", [0, 1_400_000])
+def test_a_copy_hashed_again_on_read_back_finds_one_other_byte(
+    tmp_path: Path, budget: kept._Pool, where: int
+) -> None:
+    s = EvidenceStore(tmp_path / "data", reserve_bytes=0)
+    blobs = [os.urandom(1_500_000) for _ in range(2)]  # more than one read-back chunk each
+    staged = [stage(s, blob, n, None) for n, blob in enumerate(blobs)]  # none kept
+    assert [item.kept for item in staged] == [None, None]
+    with open(staged[1].tmp, "r+b") as fh:
+        fh.seek(where)
+        fh.write(bytes([blobs[1][where] ^ 1]))
+    with pytest.raises(VerifyFailed, match="does not match"):
+        s.commit(staged)
+    assert not (s.root / "ZFY1").exists()
+    assert list(s.incoming.iterdir()) == []

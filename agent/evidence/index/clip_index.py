@@ -125,7 +125,10 @@ class ClipIndex:
                     found[clip_id] = _copy(raw[str(doc_id)])
                 else:
                     missing.setdefault(shard_name(clip_id), []).append(clip_id)
+        shards = set(os.listdir(self.archive_dir)) if missing else set()
         for name, ids in missing.items():
+            if name not in shards:
+                continue  # one listing, not a failed open per shard
             try:
                 data = (self.archive_dir / name).read_bytes()
             except FileNotFoundError:
