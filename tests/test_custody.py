@@ -18,9 +18,12 @@ from agent.evidence.custody import (
     ZERO_HASH,
     CustodyError,
     CustodyLog,
+    canonical,
     entry_hash,
     iter_entries,
     read_head,
+    seal,
+    sealed_line,
     verify_chain,
 )
 from agent.evidence.index import ClipIndex
@@ -295,3 +298,20 @@ def test_a_cut_ends_at_the_last_complete_line(log_path: Path) -> None:
     assert [e["seq"] for e in iter_entries(log_path, cut.size)] == [1, 2, 3]
     assert verify_chain(log_path, cut.size) == []
     assert [e["seq"] for e in iter_entries(log_path, len(_lines(log_path)[0]))] == [1]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_sealed_line_is_the_canonical_entry_and_its_hash_the_entry_hash(seed: int) -> None:
+    rng = random.Random(seed)
+    names = ["a", "file", "hash_of", "h", "hasi", "size", "zz", "Ü", "device_id", "offloaded"]
+    fields = {
+        name: rng.choice([rng.randint(-5, 10**12), 'x\u00e9\n"', None, [1, "b"], {"k": 1.5}])
+        for name in rng.sample(names, rng.randint(0, len(names)))
+    }
+    chain = rng.choice(["", "c" * 32])
+    entry, line = sealed_line(
+        rng.randint(1, 99), "2026-12-07T18:00:00Z", "e", "p" * 64, fields, chain
+    )
+    assert line == canonical(entry)
+    assert entry["hash"] == entry_hash(entry)
+    assert entry == seal(entry["seq"], entry["ts"], "e", "p" * 64, fields, chain)

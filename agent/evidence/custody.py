@@ -63,14 +63,30 @@ def seal(
     seq: int, ts: str, event: str, prev: str, fields: dict[str, Any], chain_id: str = ""
 ) -> dict[str, Any]:
     """Build a complete entry (with `hash`) from its parts; `chain_id` goes in a first entry."""
+    return sealed_line(seq, ts, event, prev, fields, chain_id)[0]
+
+
+def sealed_line(
+    seq: int, ts: str, event: str, prev: str, fields: dict[str, Any], chain_id: str = ""
+) -> tuple[dict[str, Any], str]:
+    """seal() and the entry's canonical line, the JSON encoded once for both.
+
+    Sorted keys put `hash` between the keys before it and those after: the canonical text
+    of the entry without its hash (what is hashed) and with it (the line) share both parts.
+    """
     clash = RESERVED.intersection(fields)
     if clash:
         raise ValueError(f"custody fields may not be named {', '.join(sorted(clash))}")
     entry: dict[str, Any] = {"seq": seq, "ts": ts, "event": event, **fields, "prev": prev}
     if chain_id:
         entry["chain_id"] = chain_id
-    entry["hash"] = entry_hash(entry)
-    return entry
+    before = canonical({k: v for k, v in entry.items() if k < "hash"})[1:-1]
+    after = canonical({k: v for k, v in entry.items() if k > "hash"})[1:-1]
+    body = "{" + ",".join(part for part in (before, after) if part) + "}"
+    digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
+    entry["hash"] = digest
+    line = "{" + ",".join(part for part in (before, f'"hash":"{digest}"', after) if part) + "}"
+    return entry, line
 
 
 def now_iso() -> str:
@@ -130,8 +146,8 @@ class CustodyLog:
             # Another process (a CLI command) may have appended since our last look.
             if os.fstat(self._fd).st_size != self._size:
                 self._refresh(repair=True)
-            entries = self._chain(items)
-            data = "".join(canonical(entry) + "\n" for entry in entries).encode("utf-8")
+            entries, lines = self._chain(items)
+            data = "".join(line + "\n" for line in lines).encode("utf-8")
             try:
                 self._size = self._log.append(data)
             except OSError as exc:
@@ -140,18 +156,22 @@ class CustodyLog:
             self._head = (entries[-1]["seq"], entries[-1]["hash"])
             return entries
 
-    def _chain(self, items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-        """Sealed entries for `items`, continuing the chain from the current head."""
+    def _chain(
+        self, items: list[tuple[str, dict[str, Any]]]
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """Sealed entries for `items`, continuing the chain from the current head, and their
+        canonical lines."""
         seq, prev = self._head
-        entries = []
+        entries, lines = [], []
         for event, fields in items:
             seq += 1
             # SPEC 8.1: the chain's id is fixed by, and written in, its first entry.
             chain = new_chain_id() if seq == 1 else ""
-            entry = seal(seq, now_iso(), event, prev, fields, chain)
+            entry, line = sealed_line(seq, now_iso(), event, prev, fields, chain)
             prev = entry["hash"]
             entries.append(entry)
-        return entries
+            lines.append(line)
+        return entries, lines
 
     def head(self) -> tuple[int, str]:
         """(seq, hash) of the last entry; (0, 64 zeros) when the log is empty."""

@@ -57,7 +57,9 @@ class Docking:
 
 def dest_rel(docking: Docking, start: datetime, clip: ClipEntry) -> Path:
     """Where a clip lives in the store: {device_id}/{local date}/{file}."""
-    day = start.astimezone(docking.tz).strftime("%Y-%m-%d")
+    local = start.astimezone(docking.tz)
+    # isoformat: the same YYYY-MM-DD as strftime, a quarter of its cost (a photo each)
+    day = local.date().isoformat() if local.year >= 1000 else local.strftime("%Y-%m-%d")
     return Path(docking.identity.device_id, day, clip.name)
 
 
