@@ -22,6 +22,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import MqttSection, read_secret
 from agent.logs import register_secret
+from agent.mqtt import paho_client
 from agent.schema import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ class MqttConnection:
         self.client = self._make_client(client_id)
 
     def _make_client(self, client_id: str) -> mqtt.Client:
-        client = mqtt.Client(
+        client = paho_client.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
         )
         client.suppress_exceptions = True  # a failing callback must not kill the network thread

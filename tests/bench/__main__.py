@@ -1,7 +1,8 @@
 """`python -m tests.bench [--quick] [--only NAME[:PART]]`: run the benchmarks, print and save the table.
 
 `--only sync:uplink` runs `run_uplink` of bench_sync alone (a module's part, where it has one);
-`--only sync:mix` the docking's mix over the same uplink.
+`--only sync:mix` the docking's mix over the same uplink; `--only sync:loopback` the loopback
+rows (store on disk, on tmpfs, and against a drained bare publisher).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         metavar="NAME",
-        help="run one module, e.g. index (sync:uplink, sync:mix: that row only)",
+        help="run one module, e.g. index (sync:uplink, sync:mix, sync:loopback: those rows only)",
     )
     args = parser.parse_args(argv)
     started = time.monotonic()

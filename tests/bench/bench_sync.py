@@ -239,7 +239,14 @@ def _row(size: int, bare_rate: float, seconds: float, intact: bool, where: str) 
 
 
 def run(quick: bool) -> list[Row]:
-    """The sync rows of SPEC 10: receiver store on disk, and on tmpfs (no disk in the way)."""
+    """The sync rows of SPEC 10: loopback (store on disk, on tmpfs, vs a drained publisher),
+    the uplink and the docking's mix."""
+    return [*run_loopback(quick), *run_uplink(quick), *run_mix(quick)]
+
+
+def run_loopback(quick: bool) -> list[Row]:
+    """The loopback rows alone (`python -m tests.bench --only sync:loopback`): receiver store
+    on disk, and on tmpfs (no disk in the way), and the disk run vs a drained publisher."""
     size = (64 if quick else 256) * MIB
     with tempfile.TemporaryDirectory(prefix="bench-sync-") as tmp:
         stores = {"disk": Path(tmp) / "store"}
@@ -252,7 +259,7 @@ def run(quick: bool) -> list[Row]:
     bare_rate = size / got["bare"] / MIB
     rows = [_row(size, bare_rate, got[k], got[f"{k}_ok"], k) for k in stores]
     drained = _drained_row(size, size / got["drained"] / MIB, got["disk"])
-    return [*rows, drained, *run_uplink(quick), *run_mix(quick)]
+    return [*rows, drained]
 
 
 def run_uplink(quick: bool) -> list[Row]:

@@ -66,7 +66,7 @@ class Partial:
             fd, self.fd = self.fd, None
             os.close(fd)
 
-    def account(self, offset: int, data: bytes) -> None:
+    def account(self, offset: int, data: bytes | bytearray) -> None:
         """Extend the running hash when `data` continues it; restart it on a rewrite."""
         if offset == self.hashed_upto:
             self.hasher.update(data)
@@ -133,7 +133,7 @@ def read_meta(path: Path) -> tuple[p.FileMeta, str | None]:
     return p.parse_init(json.dumps(body).encode(), checksum_required=False), sha
 
 
-def pwrite_all(fd: int, data: bytes, offset: int) -> None:
+def pwrite_all(fd: int, data: bytes | bytearray, offset: int) -> None:
     """Write all of `data` at `offset`, or raise the error that stopped it (ENOSPC).
 
     A short write (a disk filling up) is continued rather than its missing tail counted as held.

@@ -148,7 +148,7 @@ class TransferStore:
             raise
         self._remember(key, part)
 
-    def write_segment(self, client_id: str, cmd: p.Segment, data: bytes) -> None:
+    def write_segment(self, client_id: str, cmd: p.Segment, data: bytes | bytearray) -> None:
         """Handle one segment: bounds, hash, ranges, write at its offset (durable at `commit`)."""
         part = self._writable(client_id, cmd.file_id)
         if part is not None:
@@ -159,7 +159,7 @@ class TransferStore:
             except OSError as exc:
                 raise self._failed(part, exc) from exc
 
-    def write_checked(self, client_id: str, cmd: p.Segment, data: bytes) -> None:
+    def write_checked(self, client_id: str, cmd: p.Segment, data: bytes | bytearray) -> None:
         """Write a segment already passed by `check_segment` (and answered) on the network thread.
 
         A write error cannot be answered any more: it is remembered, and the fin reports it.
@@ -208,7 +208,7 @@ class TransferStore:
             )
         return part.failed
 
-    def _put(self, part: Partial, offset: int, data: bytes) -> None:
+    def _put(self, part: Partial, offset: int, data: bytes | bytearray) -> None:
         end = offset + len(data)
         if part.coverage.covers(offset, end):
             return

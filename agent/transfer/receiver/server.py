@@ -242,7 +242,7 @@ class Receiver:
             return None  # the worker refuses it, with the reason, in order
         props = getattr(msg, "properties", None)  # checksum, when given, checked just above
         if self.keys is not None and not self.keys.segment_ok(
-            route[0], cmd, bytes(msg.payload), props, cmd.checksum
+            route[0], cmd, msg.payload, props, cmd.checksum
         ):
             return None  # refused by the worker; it never touches the stored ranges
         self.send_response(route[1], route[2], _answer(msg, p.SUCCESS, "success"))
@@ -281,13 +281,13 @@ class Receiver:
         self, store: TransferStore, msg: mqtt.MQTTMessage, route: Route, checked: p.Segment | None
     ) -> None:
         client_id, reply_to, correlation = route
-        payload = bytes(msg.payload)
         if checked is not None:
             try:  # already answered: the store remembers a write error, and the fin reports it
-                store.write_checked(client_id, checked, payload)
+                store.write_checked(client_id, checked, msg.payload)  # no copy of the segment
             except OSError as exc:  # e.g. the partial could not be reopened
                 logger.error("receiver: could not write %s: %s", msg.topic, exc)
             return
+        payload = bytes(msg.payload)
         try:
             req = p.parse_request(self.prefix, msg.topic, payload)[1]
             got = self._apply(store, client_id, req, payload, getattr(msg, "properties", None))

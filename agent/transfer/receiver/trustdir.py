@@ -87,7 +87,12 @@ class DockKeys:
         return key is not None and init_signed(key, client_id, file_id, payload)
 
     def check_segment(
-        self, client_id: str, seg: p.Segment, data: bytes, props: Any, digest: str | None = None
+        self,
+        client_id: str,
+        seg: p.Segment,
+        data: bytes | bytearray,
+        props: Any,
+        digest: str | None = None,
     ) -> None:
         """Refuse (0x87) a segment whose `dock_sig` user property does not sign it.
 
@@ -101,7 +106,12 @@ class DockKeys:
             raise p.ProtocolError(p.NOT_AUTHORIZED, "segment: dock_sig missing or does not verify")
 
     def segment_ok(
-        self, client_id: str, seg: p.Segment, data: bytes, props: Any, digest: str | None = None
+        self,
+        client_id: str,
+        seg: p.Segment,
+        data: bytes | bytearray,
+        props: Any,
+        digest: str | None = None,
     ) -> bool:
         """`check_segment` as a yes or no."""
         try:
