@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.dock import offload
-from agent.dock.offload import RECHECK_BYTES, Room
+from agent.dock.room import RECHECK_BYTES, Room
 from agent.evidence.store import EvidenceStore
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 from collections.abc import Iterator
 
 from agent.evidence.store import SMALL
@@ -20,6 +21,27 @@ BATCH_BYTES = 64 * 1024 * 1024
 TAIL_FILES = 8
 
 
+# Descriptors a batch's small file holds at the peak of a bay's pipeline (its recorder file
+# and temp file, the next batch opened ahead, the batch before being proved): measured 2,205
+# open for four bays of 600 photos at 128 a batch, 4.3 a file.
+FDS_PER_FILE = 5
+# Descriptors kept for everything else: sockets, logs, the index, custody, status, analysis.
+FD_RESERVE = 256
+
+
+def files_per_batch(open_files: int, bays: int) -> int:
+    """The most small files a bay's batch may hold so that every bay offloading at once stays
+    within `open_files` descriptors (RLIMIT_NOFILE; systemd's soft default is 1,024)."""
+    room = max(0, open_files - FD_RESERVE) // (max(1, bays) * FDS_PER_FILE)
+    return max(1, min(MAX_BATCH_FILES, room))
+
+
+def open_files_limit() -> int:
+    """This process's soft limit on open descriptors."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
 def batch_sizes(first: int = BATCH_FILES, most: int = MAX_BATCH_FILES) -> Iterator[int]:
     """Files per batch, batch after batch: two of `first`, then doubling up to `most`."""
     yield first
@@ -30,10 +52,14 @@ def batch_sizes(first: int = BATCH_FILES, most: int = MAX_BATCH_FILES) -> Iterat
 
 
 def batches(
-    clips: list[ClipEntry], files: int = BATCH_FILES, size: int = BATCH_BYTES
+    clips: list[ClipEntry],
+    files: int = BATCH_FILES,
+    size: int = BATCH_BYTES,
+    most: int = MAX_BATCH_FILES,
 ) -> Iterator[list[ClipEntry]]:
-    """Clips in order: each large one alone, runs of small ones in bounded batches."""
-    limits = batch_sizes(files)
+    """Clips in order: each large one alone, runs of small ones in batches of at most `most`
+    files (files_per_batch) and `size` bytes."""
+    limits = batch_sizes(min(files, most), most)
     limit = next(limits)
     batch: list[ClipEntry] = []
     for clip in clips:

@@ -12,10 +12,11 @@ from typing import Any
 
 from agent.dock import roster
 from agent.dock.ahead import Ahead, Opened, opened_ahead
-from agent.dock.batches import batches, copy_order
+from agent.dock.batches import batches, copy_order, files_per_batch, open_files_limit
 from agent.dock.parts import DockParts
 from agent.dock.pipeline import Pipeline
 from agent.dock.proof import recorder_sha256
+from agent.dock.room import Room
 from agent.evidence.clip_time import StartTime, start_time
 from agent.evidence.lifecycle import has_local_copy, new_clip
 from agent.evidence.record import Docking, custody_items, dest_rel, new_record
@@ -24,7 +25,6 @@ from agent.evidence.store import (
     SMALL,
     CopyCancelled,
     DiskFull,
-    EvidenceStore,
     SourceReadError,
     Staged,
     StoredCopy,
@@ -91,9 +91,9 @@ class Offloader:
             self._pipeline = pipeline
             name = f"bay{self.docking.bay}"
             try:
-                with opened_ahead(
-                    name, list(batches(copy_order(clips))), self._open_ahead
-                ) as groups:
+                most = files_per_batch(open_files_limit(), len(self.s.cfg.bay))
+                groups_of = list(batches(copy_order(clips), most=most))
+                with opened_ahead(name, groups_of, self._open_ahead) as groups:
                     for group, opened in groups:
                         self._group(group, result, opened)
                 self._finish_pending(result)
@@ -382,36 +382,6 @@ class Offloader:
             copy.size,
             extra={**self.log_extra, "CLIP_SHA256": copy.sha256},
         )
-
-
-# The store's free space is looked up afresh once this much was staged since the last look
-# (a photo each time cost a statvfs per photo), and whenever a clip seems not to fit.
-RECHECK_BYTES = 16 * 1024 * 1024
-
-
-class Room:
-    """Room in the store for the next clips of one offload, above the reserve.
-
-    A clip is refused only on a fresh look at the file system; one that fits is admitted
-    on a look at most RECHECK_BYTES of this offload's own copies old, what those took off.
-    """
-
-    def __init__(self, store: EvidenceStore) -> None:
-        self._store = store
-        self._left = 0
-        self._since = RECHECK_BYTES  # no look yet
-
-    def fits(self, size: int) -> bool:
-        """Whether a clip of `size` bytes fits and leaves the reserve free."""
-        if self._since >= RECHECK_BYTES or size > self._left:
-            self._left = self._store.free_bytes() - self._store.reserve_bytes
-            self._since = 0
-        return size <= self._left
-
-    def took(self, size: int) -> None:
-        """A copy of `size` bytes was written."""
-        self._left -= size
-        self._since += size
 
 
 def _check_room(has_room: bool) -> None:
