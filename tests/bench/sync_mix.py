@@ -28,11 +28,10 @@ from agent.chain.upload import ChainUpload
 from agent.evidence.custody import CustodyLog
 from agent.sync.lanes import LANES, Lanes
 from agent.sync.parcel import Parcels, manifest_name, manifest_user_data
-from agent.transfer.sender import FileSender, SendSettings
 from tests.bench import Row
 from tests.bench.linkproxy import LinkProxy, raw_rate
 from tests.bench.stored import NotStored, sha256_file
-from tests.bench.sync_uplink import RATE, RTT, _manifest, measured_rtt
+from tests.bench.sync_uplink import RATE, RTT, _manifest, measured_rtt, warm_sender
 from tests.broker import running_broker
 
 MB = 1_000_000
@@ -108,14 +107,7 @@ def mix_send(workdir: Path, records: list[dict[str, Any]], lanes: int = LANES) -
         proxy = LinkProxy((broker.host, broker.port), RATE, RTT)
         client, link = connect(proxy.port, "dock-bench")
         try:
-            warm = SendSettings(ack_timeout_s=2.0, max_tries=30)
-            sender = FileSender(link, "dock-bench", workdir / "state", warm, signer)
-            tiny = workdir / "warmup.bin"
-            tiny.write_bytes(b"warm-up")
-            sender.send(tiny, hashlib.sha256(b"warm-up").hexdigest(), "warmup.bin", 7, {})
-            sender.settings = dataclasses.replace(
-                SendSettings(), segment_bytes=SEGMENT, max_inflight=WINDOW
-            )
+            sender = warm_sender(link, workdir, signer, SEGMENT, WINDOW)
             parcels = Parcels(workdir / "manifests")
             chunks: list[int] = []
 

@@ -60,6 +60,21 @@ def measured_rtt(proxy_rate: float) -> float:
     return sorted(samples)[2]
 
 
+def warm_sender(link: Any, workdir: Path, signer: Any, segment: int, window: int) -> FileSender:
+    """The dock's sender over `link`, warmed up by one tiny transfer (the connection, the
+    receiver's key lookup), then set to `segment` bytes and a window of `window`."""
+    sender = FileSender(
+        link, "dock-bench", workdir / "state", SendSettings(ack_timeout_s=2.0, max_tries=30), signer
+    )
+    tiny = workdir / "warmup.bin"
+    tiny.write_bytes(b"warm-up")
+    sender.send(tiny, hashlib.sha256(b"warm-up").hexdigest(), "warmup.bin", 7, {})
+    sender.settings = dataclasses.replace(
+        SendSettings(), segment_bytes=segment, max_inflight=window
+    )
+    return sender
+
+
 def _manifest(file_id: str, size: int) -> dict[str, Any]:
     notes = [{"note_id": f"n{i}", "type": "gap", "text": "换电池" * 40} for i in range(10)]
     return {"dock_id": "dock-bench", "sha256": file_id, "size": size, "notes": notes}
@@ -97,19 +112,7 @@ def uplink_send(
         proxy = LinkProxy((broker.host, broker.port), RATE, RTT)
         link = dock_connection(proxy.port, "dock-bench")
         try:
-            sender = FileSender(
-                link,
-                "dock-bench",
-                workdir / "state",
-                SendSettings(ack_timeout_s=2.0, max_tries=30),
-                signer,
-            )
-            tiny = workdir / "warmup.bin"
-            tiny.write_bytes(b"warm-up")
-            sender.send(tiny, hashlib.sha256(b"warm-up").hexdigest(), "warmup.bin", 7, {})
-            sender.settings = dataclasses.replace(
-                SendSettings(), segment_bytes=segment, max_inflight=window
-            )
+            sender = warm_sender(link, workdir, signer, segment, window)
             parcels = Parcels(workdir / "manifests")
             sent = sender.send
             chunk_bytes = [0]
