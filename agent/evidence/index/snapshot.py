@@ -20,8 +20,9 @@ from typing import Any
 
 from agent.durable import flocked
 from agent.evidence.index.archive import complete_records
-from agent.evidence.index.clip_index import JOURNAL, SNAPSHOT, TABLE, Record, active_stats
+from agent.evidence.index.clip_index import JOURNAL, SNAPSHOT, TABLE
 from agent.evidence.index.journal import IndexCorrupt, Records, apply
+from agent.evidence.index.records import Record, active_stats
 
 
 class IndexSnapshot:
