@@ -44,6 +44,20 @@ def budget(monkeypatch: pytest.MonkeyPatch) -> kept._Pool:
     return own
 
 
+def commit_refused_after_spoiling(
+    s: EvidenceStore, staged: list[Staged], blob: bytes, where: int
+) -> None:
+    """The disk returns other bytes than were written for the second copy: the commit is
+    refused and nothing of the batch is placed or left behind."""
+    with open(staged[1].tmp, "r+b") as fh:
+        fh.seek(where)
+        fh.write(bytes([blob[where] ^ 1]))
+    with pytest.raises(VerifyFailed, match="does not match"):
+        s.commit(staged)
+    assert not (s.root / "ZFY1").exists()
+    assert list(s.incoming.iterdir()) == []
+
+
 def test_photos_hashed_once_are_stored_right_and_their_memory_given_back(
     tmp_path: Path, budget: kept._Pool
 ) -> None:
@@ -89,13 +103,7 @@ def test_a_disk_giving_back_one_other_byte_fails_the_batch_and_places_nothing(
     s = EvidenceStore(tmp_path / "data", reserve_bytes=0)
     blobs = [os.urandom(150_001) for _ in range(3)]
     staged = [stage(s, blob, n, len(blob)) for n, blob in enumerate(blobs)]
-    with open(staged[1].tmp, "r+b") as fh:  # the disk returns other bytes than were written
-        fh.seek(where)
-        fh.write(bytes([blobs[1][where] ^ 1]))
-    with pytest.raises(VerifyFailed, match="does not match"):
-        s.commit(staged)
-    assert not (s.root / "ZFY1").exists()
-    assert list(s.incoming.iterdir()) == []
+    commit_refused_after_spoiling(s, staged, blobs[1], where)
     assert (budget.in_use, budget.held) == (0, 0)
 
 
@@ -178,10 +186,4 @@ def test_a_copy_hashed_again_on_read_back_finds_one_other_byte(
     blobs = [os.urandom(1_500_000) for _ in range(2)]  # more than one read-back chunk each
     staged = [stage(s, blob, n, None) for n, blob in enumerate(blobs)]  # none kept
     assert [item.kept for item in staged] == [None, None]
-    with open(staged[1].tmp, "r+b") as fh:
-        fh.seek(where)
-        fh.write(bytes([blobs[1][where] ^ 1]))
-    with pytest.raises(VerifyFailed, match="does not match"):
-        s.commit(staged)
-    assert not (s.root / "ZFY1").exists()
-    assert list(s.incoming.iterdir()) == []
+    commit_refused_after_spoiling(s, staged, blobs[1], where)

@@ -9,7 +9,6 @@ lanes share is unit-tested below.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from firmware_interface import simkit
 from tests.bench.linkproxy import LinkProxy
 from tests.broker import Broker, free_port, running_broker
 from tests.dock import dock_config, enroll, running, wait_for
-from tests.test_chain_e2e import receive_verify, receiver_toml, start_receiver
+from tests.test_chain_e2e import receive_verify, receiver_toml, sha, start_receiver
 
 RTT = 0.2
 CLIPS = 12
@@ -37,10 +36,6 @@ CLIPS = 12
 def broker(tmp_path: Path) -> Iterator[Broker]:
     with running_broker(tmp_path / "broker") as b:
         yield b
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def docking(n: int = CLIPS) -> simkit.SimRecorder:
