@@ -19,6 +19,10 @@ if [ -z "$cache" ]; then
   fi
 fi
 mkdir -p "$cache"
+# One installer at a time: two setups running at once (two checkouts on one machine) would
+# otherwise remove each other's half-made environment.
+exec 9>"$cache/.install.lock"
+flock 9
 
 HA_VERSION=2024.1.6
 # The requirements of onboarding, config, api, websocket_api, mqtt and frontend (with their
