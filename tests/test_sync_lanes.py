@@ -9,6 +9,7 @@ lanes share is unit-tested below.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -153,3 +154,45 @@ def test_the_window_is_shared_fairly_and_a_send_holding_none_goes_first() -> Non
     window.leave()
     window.give(4)
     assert window.used == 0
+
+
+class Ordered(Receiver):
+    """Answers as the receiver does, and keeps the order of its answers: (command, file id)."""
+
+    answered: list[tuple[str, str]] = []
+
+    def send_response(self, topic: str, correlation: bytes | None, resp: p.Response) -> None:
+        parts = resp.topic.split("/")
+        if len(parts) >= 3 and parts[2] in ("init", "fin"):
+            self.answered.append((parts[2], parts[1]))
+        super().send_response(topic, correlation, resp)
+
+
+def test_a_clips_manifest_goes_while_the_clip_does(tmp_path: Path, broker: Broker) -> None:
+    """agent/sync/delivery.py: a manifest sent after its clip's fin idled the link for its three
+    round trips at the end of every docking; it goes beside the clip, after the chain."""
+    cfg = dock_config(tmp_path, mqtt={"host": broker.host, "port": broker.port})
+    enroll(cfg, tmp_path / "dock-keys")
+    originals = simkit.build(tmp_path / "bay1", docking(3))
+    expected = sorted(sha(o) for o in originals)
+    Ordered.answered = []
+    rx = start_receiver(tmp_path, broker, Ordered)
+    try:
+        with running(cfg) as (_daemon, _views):
+            wait_for(lambda: not any(o.exists() for o in originals), 60, "every clip freed")
+    finally:
+        rx.stop()
+    order = Ordered.answered
+    central = tmp_path / "central" / "dock-test"
+    manifests = {}  # clip sha -> its manifest transfer's file id
+    for held in central.glob("*/manifest.json"):
+        user_data = json.loads(held.read_text())
+        if user_data.get("kind") == "manifest":
+            manifests[user_data["clip_sha256"]] = held.parent.name
+    assert sorted(manifests) == expected
+    clips_and_manifests = {*manifests, *manifests.values()}
+    chunk_fin = min(i for i, (c, f) in enumerate(order) if f not in clips_and_manifests)
+    for clip, manifest in manifests.items():
+        manifest_init = order.index(("init", manifest))
+        assert manifest_init < order.index(("fin", clip)), f"{clip[:12]}: manifest after its fin"
+        assert chunk_fin < min(manifest_init, order.index(("init", clip))), "chain goes first"

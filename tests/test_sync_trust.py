@@ -196,7 +196,7 @@ def test_a_forger_without_a_receiver_acks_nothing_and_is_told_once_per_clip(
 
 @pytest.mark.parametrize("receipt", [None, "0" * 128, "é"])
 def test_a_forger_beside_the_real_receiver_costs_no_time_and_is_told_once_per_clip(
-    tmp_path: Path, broker: Broker, receipt: str | None
+    tmp_path: Path, broker: Broker, receipt: str | None, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Issue 21: each forged answer made the dock wait out fin_timeout_s (330 s) per clip."""
     cfg, originals = docked(tmp_path, broker)  # fin_timeout_s 330, as shipped
@@ -221,7 +221,13 @@ def test_a_forger_beside_the_real_receiver_costs_no_time_and_is_told_once_per_cl
         for a in alerts(views, "receipt_invalid")
         if a.fields.get("kind") != "custody"  # the chain's chunks are told of on their own
     )
-    assert sorted(told.values()) == [1] * len(originals), told
+    # Once per clip, never per answer; a clip whose genuine answer came before the forger's
+    # (the receiver can be that quick) has nothing to tell: the late answer is dropped unseen.
+    clips = {r["sha256"] for r in records}
+    judged = {
+        r.args[0] for r in caplog.records if r.name == "agent.transfer.signing" and r.args
+    } & clips  # the clips' own fins the dock saw forged answers to (manifests' fins also count)
+    assert set(told.values()) <= {1} and judged <= set(told) <= clips, (told, judged)
 
 
 def test_a_receiver_without_the_docks_key_stores_nothing_and_frees_nothing(

@@ -25,9 +25,10 @@ from agent.mqtt.connection import MqttConnection
 from agent.notes.model import Note
 from agent.notes.store import NotesStore
 from agent.sync import acked
+from agent.sync.delivery import Delivery
 from agent.sync.lanes import LANES, Lanes
 from agent.sync.outbox import Outbox
-from agent.sync.parcel import Parcels, manifest_name, manifest_user_data
+from agent.sync.parcel import Parcels
 from agent.sync.parts import SyncParts
 from agent.sync.queue import DEFAULT_BACKOFF, Backoff, idle_wait, next_due, priority, to_send
 from agent.sync.resync import ResyncQueue
@@ -88,6 +89,9 @@ class Sync:
         self.forgery_told: dict[str, None] = {}  # clips receipt_invalid was raised for
         self._state_lock = threading.Lock()  # forgery_told, receiver_full, paused_until
         self.parcels = Parcels(cfg.data_dir / "transfer" / "manifests")
+        self.delivery = Delivery(
+            self.sender, self.chain, self.parcels, cfg.dock.id, self.manifest_of, self._in_lane
+        )
         self.pending: dict[str, tuple[int, str]] = {}  # analysed, not acked: clip -> priority
         self._pending_lock = threading.Lock()
         self.retry_at: dict[str, float] = {}
@@ -260,7 +264,7 @@ class Sync:
             "CLIP_SHA256": clip_id,
         }
         try:
-            self._lane.record = record
+            self._in_lane(record)
             results = self._deliver(record)
         except TransferInterrupted as exc:
             logger.info("sync of %s interrupted: %s", record["file_name"], exc, extra=extra)
@@ -287,7 +291,7 @@ class Sync:
                 )
             return
         finally:
-            self._lane.record = None
+            self._in_lane(None)
         self.failures.pop(clip_id, None)
         self._sent(clip_id)
         with self._state_lock:
@@ -300,35 +304,11 @@ class Sync:
             acked.proven(self.s, self.flow, self.proves_acks, record)
 
     def _deliver(self, record: dict[str, Any]) -> list[SendResult]:
-        """The chain to the clip's entry (SPEC 8.1), the clip, its manifest (7.1): acked when all are."""
-        clip_id = record["clip_id"]
-        self.chain.before_clip(record, self._stop, self.lanes.touch)
-        parcel = self.parcels.prepare(clip_id, lambda: self.manifest_of(record))
-        results = []
-        if not parcel.clip_acked:
-            results.append(
-                self.sender.send(
-                    Path(record["local_path"]),
-                    clip_id,
-                    record["file_name"],
-                    record["size"],
-                    parcel.user_data,
-                    self._stop,
-                )
-            )
-            self.parcels.clip_acked(clip_id)
-        results.append(
-            self.sender.send(
-                parcel.manifest_path,
-                parcel.manifest_sha256,
-                manifest_name(record["file_name"]),
-                parcel.manifest_size,
-                manifest_user_data(self.s.cfg.dock.id, clip_id),
-                self._stop,
-            )
-        )
-        self.parcels.done(clip_id)
-        return results
+        """The chain to the clip's entry (SPEC 8.1), the clip and its manifest (7.1) at once."""
+        return self.delivery(record, self._stop, self.lanes.touch)
+
+    def _in_lane(self, record: dict[str, Any] | None) -> None:
+        self._lane.record = record
 
     def _forged(self, file_id: str) -> None:
         """A broker client answered a fin "success" without central's receipt: told once per clip."""

@@ -4,8 +4,9 @@ Ten clips as one docking leaves them: nine of 0.1 to 2 MB (sizes spread evenly) 
 40 MB, real files of random bytes, with a real custody log holding each clip's
 `clip_offloaded` entry. They go as the daemon sends them: in order on the sync worker's lanes
 (agent/sync/lanes.py, the same class), each lane delivering the custody chunk covering its
-clip's entry (the same ChainPacer, one chunk sender at a time), the clip and its manifest
-file, all through one FileSender (one window) to `dock-agent receive` beside Mosquitto.
+clip's entry (the same ChainPacer, one chunk sender at a time), then the clip and its manifest
+file at once (agent/sync/delivery.py, the same class), all through one FileSender (one window)
+to `dock-agent receive` beside Mosquitto.
 Timed from the first init to the last fin; every clip must be held by the receiver with its
 SHA-256 and central must hold the chain to the last clip's entry, else the row fails.
 The proxy counts the seconds its dock-to-broker bottleneck idled meanwhile.
@@ -26,8 +27,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.chain.pacer import ChainPacer
 from agent.chain.upload import ChainUpload
 from agent.evidence.custody import CustodyLog
+from agent.sync.delivery import Delivery
 from agent.sync.lanes import LANES, Lanes
-from agent.sync.parcel import Parcels, manifest_name, manifest_user_data
+from agent.sync.parcel import Parcels
 from tests.bench import Row
 from tests.bench.linkproxy import LinkProxy, raw_rate
 from tests.bench.stored import NotStored, sha256_file
@@ -118,20 +120,12 @@ def mix_send(workdir: Path, records: list[dict[str, Any]], lanes: int = LANES) -
             upload = ChainUpload(log, "dock-bench", dock_key, workdir / "chain", send_chunk)
             pacer = ChainPacer(upload, 3600.0)
 
-            def deliver(r: dict[str, Any]) -> None:  # the sync worker's _deliver
-                pacer.before_clip(r)
-                parcel = parcels.prepare(r["clip_id"], lambda: _manifest(r["clip_id"], r["size"]))
-                path = Path(r["local_path"])
-                sender.send(path, r["clip_id"], r["file_name"], r["size"], parcel.user_data)
-                parcels.clip_acked(r["clip_id"])
-                sender.send(
-                    parcel.manifest_path,
-                    parcel.manifest_sha256,
-                    manifest_name(r["file_name"]),
-                    parcel.manifest_size,
-                    manifest_user_data("dock-bench", r["clip_id"]),
-                )
-                parcels.done(r["clip_id"])
+            delivery = Delivery(
+                sender, pacer, parcels, "dock-bench", lambda r: _manifest(r["clip_id"], r["size"])
+            )
+
+            def deliver(r: dict[str, Any]) -> None:  # the sync worker's delivery, the same class
+                delivery(r)
                 delivered.append(r["clip_id"])
 
             wake = threading.Event()
