@@ -38,3 +38,13 @@ def test_the_last_batch_leaves_its_last_eight_files_alone() -> None:
     assert [len(g) for g in batches([clip(n, 1000) for n in range(9)])] == [1, 8]
     big_last = [clip(n, 1000) for n in range(40)] + [clip(40, SMALL)]
     assert [len(g) for g in batches(big_last)] == [32, 8, 1]
+
+
+def test_the_last_small_files_go_in_batches_of_32_before_the_last_eight() -> None:
+    """Each of the last batches is proved while the next is copied: no batch of 128 is left
+    to prove after the recorder's last byte."""
+    photos = [clip(n, 1000) for n in range(2000)]
+    groups = list(batches(photos))
+    assert [len(g) for g in groups][-7:] == [128, 72, 32, 32, 32, 32, 8]
+    assert [c.path for g in groups for c in g] == [c.path for c in photos]
+    assert [len(g) for g in batches(photos[:300], most=16)][-5:] == [16, 16, 16, 16, 8]

@@ -12,7 +12,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from tinydb import Query, TinyDB
+from tinydb import TinyDB
 from tinydb.table import Table
 
 from agent import durable
@@ -122,11 +122,15 @@ class ClipIndex:
             return [copy_record(doc) for doc in self._raw().values()]
 
     def find(self, **match: Any) -> list[Record]:
-        """Active records whose fields equal all of `match`."""
+        """Active records whose fields equal all of `match` (one loop over the table's dict)."""
+        pairs = tuple(match.items())
         with self._lock:
             self._follow_disk()
-            docs = self._table.search(Query().fragment(match))
-            return [copy_record(dict(doc)) for doc in docs]
+            return [
+                copy_record(doc)
+                for doc in self._raw().values()
+                if all(key in doc and doc[key] == value for key, value in pairs)
+            ]
 
     def iter_all(self) -> Iterator[Record]:
         """Every record, active and archived, each once in its latest version."""
