@@ -275,7 +275,10 @@ def test_injection_on_the_last_range_while_the_dock_sends_cannot_stop_the_clip(
     injector = threading.Thread(target=inject)
     injector.start()
     client = link = dock_connection(broker, "dock-a")
-    settings = SendSettings(segment_bytes=65536, ack_timeout_s=2.0, fin_timeout_s=5.0)
+    # Paced (256 KiB/s: about a second), so that the injection goes on while the dock sends.
+    settings = SendSettings(
+        segment_bytes=65536, ack_timeout_s=2.0, fin_timeout_s=5.0, rate_limit_bytes_per_s=1 << 18
+    )
     try:
         wait_for(lambda: sent[0] > 0, 10, "the injection under way")
         sender = FileSender(link, "dock-a", tmp_path / "state", settings, Signer("dock-a", KEY_A))

@@ -15,21 +15,28 @@ and its payload is that buffer itself, its header trimmed off (a bytearray); wha
 a view of the packet. Only a packet this decoder reads exactly as paho would is decoded here:
 anything else (QoS 2, MQTT 3.x, a packet this code finds malformed) goes to paho's own
 `_handle_publish`, which decodes it, refuses it or answers it as it always has.
+
+Packets are read through one buffer (agent/mqtt/paho_read). The socket has TCP_NODELAY: an
+answer or a PUBACK is a small write that Nagle would hold while an earlier one is unacknowledged.
+A packet queued on the network thread itself (a PUBACK, an answer sent from on_message) is not
+announced through paho's socket pair: that thread's loop writes it next anyway.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
-import ssl
+import threading
 from typing import Any
 
 import paho.mqtt
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import LogLevel, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.exception import MalformedPacket
+from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from agent.mqtt.paho_read import BufferedReads
 
 # What the overrides rely on inside paho (`_paho_fits`).
 _PAHO_PARTS = (
@@ -43,12 +50,13 @@ _PAHO_PARTS = (
     "_easy_log",
     "_call_socket_register_write",
     "_transport",
+    "_thread",
+    "_out_packet",
+    "_out_messages",
+    "_in_messages",
+    "_loop_rc_handle",
+    "_sock_recv",
 )
-# A packet up to this size is read into one buffer allocated when its length is known; a larger
-# one (a broker would have to allow it) grows as its bytes arrive, as paho does, so that a
-# length alone never makes the client allocate it.
-_PREALLOCATED_MAX = 16 << 20
-_MAX_READS = 100  # reads of one packet per call, as paho: a huge packet must not stall the loop
 
 
 def decode_publish(command: int, packet: bytearray) -> mqtt.MQTTMessage | None:
@@ -190,12 +198,18 @@ def _varint(view: memoryview, pos: int) -> tuple[int, int] | None:
     return None
 
 
-class Client(mqtt.Client):
-    """paho's Client, reading each packet into one buffer and decoding PUBLISH without copies."""
+class Client(BufferedReads):
+    """paho's Client, reading packets through one buffer and decoding PUBLISH without copies."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._fast = _paho_fits(self)
+
+    def _create_socket_connection(self) -> socket.socket:
+        sock = super()._create_socket_connection()
+        with contextlib.suppress(OSError):  # not TCP (a proxy's socket may be anything)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
 
     def _packet_queue(
         self,
@@ -207,119 +221,23 @@ class Client(mqtt.Client):
     ) -> MQTTErrorCode:
         # paho sends `packet[pos:]`: of a memoryview, that is not a copy.
         data: Any = memoryview(packet) if self._fast else packet
-        return super()._packet_queue(command, data, mid, qos, info)
-
-    def _packet_read(self) -> MQTTErrorCode:
-        if not self._fast or self._transport == "websockets":
-            return super()._packet_read()
-        rc = self._read_header()
-        if rc is not None:
-            return rc
-        rc = self._read_body()
-        if rc is not None:
-            return rc
-        self._in_packet["pos"] = 0
-        try:
-            rc = self._packet_handle()
-        except MalformedPacket as exc:
-            self._easy_log(LogLevel.MQTT_LOG_DEBUG, "Received malformed packet: %s", exc)
-            rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
-        self._in_packet = {  # paho's state of a packet not begun
-            "command": 0,
-            "have_remaining": 0,
-            "remaining_count": [],
-            "remaining_mult": 1,
-            "remaining_length": 0,
-            "packet": bytearray(b""),
-            "to_process": 0,
-            "pos": 0,
-        }
-        self._mark_received()
-        return rc
-
-    def _read_header(self) -> MQTTErrorCode | None:
-        """The command byte and the remaining length, as paho reads them (None: both in)."""
-        packet = self._in_packet
-        if packet["command"] == 0:
-            got = self._recv_some(1)
-            if isinstance(got, MQTTErrorCode):
-                return got
-            packet["command"] = got[0]
-        if packet["have_remaining"]:
-            return None
-        while True:
-            got = self._recv_some(1)
-            if isinstance(got, MQTTErrorCode):
-                return got
-            packet["remaining_count"].append(got[0])
-            if len(packet["remaining_count"]) > 4:
-                return MQTTErrorCode.MQTT_ERR_PROTOCOL
-            packet["remaining_length"] += (got[0] & 127) * packet["remaining_mult"]
-            packet["remaining_mult"] *= 128
-            if not got[0] & 128:
-                break
-        packet["have_remaining"] = 1
-        packet["to_process"] = packet["remaining_length"]
-        if packet["remaining_length"] <= _PREALLOCATED_MAX:
-            packet["packet"] = bytearray(packet["remaining_length"])
-        return None
-
-    def _read_body(self) -> MQTTErrorCode | None:
-        """Read the rest of the packet into its buffer (None: it is complete)."""
-        packet = self._in_packet
-        buffer = packet["packet"]
-        for _ in range(_MAX_READS):
-            if packet["to_process"] <= 0:
-                return None
-            got = self._read_more(buffer, packet["remaining_length"], packet["to_process"])
-            if isinstance(got, MQTTErrorCode):
-                return got
-            packet["to_process"] -= got
-            self._mark_received()
-        return None if packet["to_process"] <= 0 else MQTTErrorCode.MQTT_ERR_AGAIN
-
-    def _read_more(self, buffer: bytearray, length: int, missing: int) -> int | MQTTErrorCode:
-        """Read some of the `missing` bytes of a `length`-byte packet into `buffer`: how many."""
-        if len(buffer) == length:  # preallocated: filled in place
-            with memoryview(buffer) as view:
-                return self._recv_into(view[length - missing :])
-        got = self._recv_some(missing)
-        if isinstance(got, MQTTErrorCode):
-            return got
-        buffer += got
-        return len(got)
-
-    def _recv_some(self, size: int) -> bytes | MQTTErrorCode:
-        """Up to `size` bytes, or what paho's read loop answers when there are none."""
-        try:
-            data = self._sock_recv(size)
-        except BlockingIOError:
-            return MQTTErrorCode.MQTT_ERR_AGAIN
-        except OSError as err:  # TimeoutError included, as paho's read of the command
-            self._easy_log(LogLevel.MQTT_LOG_ERR, "failed to receive on socket: %s", err)
-            return MQTTErrorCode.MQTT_ERR_CONN_LOST
-        return data if data else MQTTErrorCode.MQTT_ERR_CONN_LOST
-
-    def _recv_into(self, view: memoryview) -> int | MQTTErrorCode:
-        """`_recv_some` into `view`: how many bytes came."""
-        sock = self._sock
-        if not isinstance(sock, socket.socket):
-            return MQTTErrorCode.MQTT_ERR_CONN_LOST
-        try:
-            count = sock.recv_into(view)
-        except (BlockingIOError, ssl.SSLWantReadError):
-            return MQTTErrorCode.MQTT_ERR_AGAIN
-        except ssl.SSLWantWriteError:
-            self._call_socket_register_write()
-            return MQTTErrorCode.MQTT_ERR_AGAIN
-        except OSError as err:
-            self._easy_log(LogLevel.MQTT_LOG_ERR, "failed to receive on socket: %s", err)
-            return MQTTErrorCode.MQTT_ERR_CONN_LOST
-        return count if count else MQTTErrorCode.MQTT_ERR_CONN_LOST
-
-    def _mark_received(self) -> None:
-        with self._msgtime_mutex:
-            self._last_bytes_received = mqtt.time_func()
+        if not self._fast or threading.current_thread() is not self._thread:
+            return super()._packet_queue(command, data, mid, qos, info)
+        # On the network thread: its loop writes it next (want_write); paho would also send a
+        # byte through its socket pair, to wake a loop that is not asleep.
+        self._out_packet.append(
+            {
+                "command": command,
+                "mid": mid,
+                "qos": qos,
+                "pos": 0,
+                "to_process": len(data),
+                "packet": data,
+                "info": info,
+            }
+        )
+        self._call_socket_register_write()
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _handle_publish(self) -> MQTTErrorCode:
         if not self._fast or self._protocol != MQTTProtocolVersion.MQTTv5:
