@@ -16,6 +16,10 @@ import re
 from typing import Any
 
 MAX_DEPTH = 16
+# Deeper text is never handed to json's parser: it would recurse to Python's limit, and any
+# finalizer the garbage collector runs down there fails for want of stack (seen as an
+# "Exception ignored in sys.unraisablehook" on a busy machine).
+PARSE_DEPTH = 256
 MAX_INT_DIGITS = 40
 # a string (to its end, even unterminated: linear time) or a bracket
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\\?\Z)|[\[\]{}]', re.S)
@@ -57,17 +61,18 @@ def loads(
             data = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise UnreadableJson(f"not UTF-8 (byte {exc.start})") from None
+    too_deep = UnreadableJson(f"nested deeper than {max_depth} levels")
     cut = 0
+    if _deeper_than(data, PARSE_DEPTH):  # never let the parser near the recursion limit
+        if not salvage:
+            raise too_deep
+        data, cut = _cut_deep(data, max_depth)
+        if _deeper_than(data, PARSE_DEPTH):  # brackets never closed: nothing was cut
+            raise too_deep
     try:
         value = _parse(data)
-    except RecursionError:
-        if not salvage:
-            raise UnreadableJson(f"nested deeper than {max_depth} levels") from None
-        data, cut = _cut_deep(data, max_depth)
-        try:
-            value = _parse(data)
-        except RecursionError:  # brackets never closed: nothing was cut
-            raise UnreadableJson(f"nested deeper than {max_depth} levels") from None
+    except RecursionError:  # a caller already deep in its own stack
+        raise too_deep from None
     repairs = _Repairs(max_depth, salvage)
     repairs.deep = cut
     value = repairs.clean(value, 0)
@@ -79,6 +84,22 @@ def _parse(text: str) -> Any:
         return _DECODER.decode(text)
     except ValueError as exc:
         raise UnreadableJson(f"not valid JSON: {str(exc)[:120]}") from None
+
+
+def _deeper_than(text: str, limit: int) -> bool:
+    """Whether brackets outside strings in `text` nest deeper than `limit` (linear time)."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in ("]", "}"):
+            depth -= 1
+    return False
 
 
 def _cut_deep(text: str, max_depth: int) -> tuple[str, int]:

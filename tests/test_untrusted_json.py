@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import inspect
 import json
+import sys
 from typing import Any
 
 import pytest
@@ -76,3 +80,43 @@ def test_salvage_still_refuses_what_is_not_json() -> None:
         loads(b'{"device_id": "ZFY0012345", "junk": ' + b"[" * 5000 + b"}", salvage=True)
     with pytest.raises(UnreadableJson):
         loads(b'{"a": "' + b'\\"' * 100_000, salvage=True)  # an unterminated string
+
+
+class _Cyclic:
+    """Garbage the collector finalises wherever it runs: its finaliser needs some stack."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+    def __del__(self) -> None:
+        _descend(60)
+
+
+def _descend(n: int) -> int:
+    return 0 if n == 0 else 1 + _descend(n - 1)
+
+
+def test_hostile_nesting_never_takes_the_stack_near_its_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A collection run deep inside the parser (on a busy dock, any thread's garbage) failed
+    for want of stack: 'Exception ignored in sys.unraisablehook' ended a test run."""
+    failed: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", failed.append)
+    threshold = gc.get_threshold()
+    room = sys.getrecursionlimit() - len(inspect.stack())
+    try:
+        for offset in range(10, 300, 10):  # a collection at each depth the parser may reach
+            gc.collect()
+            gc.disable()
+            garbage = [_Cyclic() for _ in range(5)]
+            del garbage
+            gc.set_threshold(max(1, room - offset))  # after that many of the parser's lists
+            gc.enable()
+            with contextlib.suppress(UnreadableJson):
+                loads(b"[" * 5000, salvage=True)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.enable()
+        gc.collect()
+    assert failed == []
