@@ -6,7 +6,6 @@ import hashlib
 import os
 import queue
 import struct
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -20,7 +19,7 @@ from paho.mqtt.properties import Properties
 
 from agent.mqtt import paho_client
 from agent.mqtt.connection import MqttConnection
-from tests.broker import Broker, mosquitto_binary, running_broker
+from tests.broker import Broker
 from tests.mqtt_helpers import FAST_BACKOFF, section
 
 V5 = MQTTProtocolVersion.MQTTv5
@@ -119,14 +118,6 @@ def test_a_property_running_past_the_properties_is_left_to_paho() -> None:
     body += b"p" * 64
     assert paho_client.decode_publish(0x32, bytearray(body)) is None
     assert paho_reads(0x32, body) is MalformedPacket
-
-
-@pytest.fixture
-def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
-    if mosquitto_binary() is None:
-        pytest.skip("mosquitto is not installed")
-    with running_broker(tmp_path / "broker") as b:
-        yield b
 
 
 @pytest.mark.parametrize("size", [0, 1, 300_000, 17 << 20])  # the last beyond preallocation

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,7 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 
 from agent.mqtt import paho_client, paho_read
 from agent.mqtt.connection import MqttConnection
-from tests.broker import Broker, mosquitto_binary, running_broker
+from tests.broker import Broker
 from tests.mqtt_helpers import FAST_BACKOFF, section
 
 
@@ -168,14 +167,6 @@ def test_a_packet_queued_on_the_network_thread_does_not_wake_it(reading: Reading
         client._sockpairR = client._sockpairW = None
         wake_r.close()
         wake_w.close()
-
-
-@pytest.fixture
-def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
-    if mosquitto_binary() is None:
-        pytest.skip("mosquitto is not installed")
-    with running_broker(tmp_path / "broker") as b:
-        yield b
 
 
 def test_the_connection_sends_small_packets_at_once(broker: Broker) -> None:
