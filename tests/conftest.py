@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from firmware_interface import simkit
-from tests.broker import Broker, mosquitto_binary, running_broker
 from tests.media_cache import ClipCache
 
 pytest.register_assert_rewrite(
@@ -19,15 +17,6 @@ pytest.register_assert_rewrite(
 )
 
 LOGS_EXCEPTION = "logs_exception"
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    """A Mosquitto of the test's own on a free loopback port (a module may define its own)."""
-    if mosquitto_binary() is None:
-        pytest.skip("mosquitto is not installed (scripts/setup.sh installs it)")
-    with running_broker(tmp_path / "broker") as b:
-        yield b
 
 
 @pytest.fixture(scope="session", autouse=True)

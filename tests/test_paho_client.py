@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import socket
 import struct
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -19,7 +21,7 @@ from paho.mqtt.properties import Properties
 
 from agent.mqtt import paho_client
 from agent.mqtt.connection import MqttConnection
-from tests.broker import Broker
+from tests.broker import Broker, mosquitto_binary, running_broker
 from tests.mqtt_helpers import FAST_BACKOFF, section
 
 V5 = MQTTProtocolVersion.MQTTv5
@@ -120,6 +122,14 @@ def test_a_property_running_past_the_properties_is_left_to_paho() -> None:
     assert paho_reads(0x32, body) is MalformedPacket
 
 
+@pytest.fixture
+def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto is not installed")
+    with running_broker(tmp_path / "broker") as b:
+        yield b
+
+
 @pytest.mark.parametrize("size", [0, 1, 300_000, 17 << 20])  # the last beyond preallocation
 def test_messages_of_any_size_arrive_intact_through_a_real_broker(
     broker: Broker, size: int
@@ -144,3 +154,15 @@ def test_messages_of_any_size_arrive_intact_through_a_real_broker(
     finally:
         tx.stop()
         rx.stop()
+
+
+def test_the_connection_sends_small_packets_at_once(broker: Broker) -> None:
+    conn = MqttConnection(section(broker), "nodelay", backoff=FAST_BACKOFF, session_expiry_s=0)
+    conn.start()
+    try:
+        assert conn.wait_connected(5)
+        sock = conn.client.socket()
+        assert isinstance(sock, socket.socket)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        conn.stop()

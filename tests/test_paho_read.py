@@ -12,9 +12,6 @@ from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
 from agent.mqtt import paho_client, paho_read
-from agent.mqtt.connection import MqttConnection
-from tests.broker import Broker
-from tests.mqtt_helpers import FAST_BACKOFF, section
 
 
 def packet(command: int, body: bytes) -> bytes:
@@ -167,15 +164,3 @@ def test_a_packet_queued_on_the_network_thread_does_not_wake_it(reading: Reading
         client._sockpairR = client._sockpairW = None
         wake_r.close()
         wake_w.close()
-
-
-def test_the_connection_sends_small_packets_at_once(broker: Broker) -> None:
-    conn = MqttConnection(section(broker), "nodelay", backoff=FAST_BACKOFF, session_expiry_s=0)
-    conn.start()
-    try:
-        assert conn.wait_connected(5)
-        sock = conn.client.socket()
-        assert isinstance(sock, socket.socket)
-        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-    finally:
-        conn.stop()
