@@ -107,7 +107,15 @@ def docking(tmp_path: Path, cfg: DockConfig, rec: simkit.SimRecorder) -> list[Pa
     wait_for(lambda: not any(o.exists() for o in originals), 90, "recorder freed")
     wait_for(lambda: central_has_head(tmp_path, cfg), 60, "central holding the dock's head")
     simkit.undock(tmp_path / "bay1")
+    log = cfg.data_dir / "custody.jsonl"  # the undocking ends the docking: its entry goes up
+    wait_for(lambda: last_event(log) == "undocked", 30, "the undocked entry")
+    wait_for(lambda: central_has_head(tmp_path, cfg), 30, "central holding the undocked entry")
     return originals
+
+
+def last_event(log: Path) -> str:
+    lines = log.read_bytes().splitlines()
+    return str(json.loads(lines[-1])["event"]) if lines else ""
 
 
 def problems(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -197,8 +205,9 @@ def test_a_wiped_dock_starts_a_new_chain_beside_the_old(tmp_path: Path, broker: 
     try:
         with running(cfg):
             docking(tmp_path, cfg, recorder())
-        old_chain, old_head = read_chain_id(log), read_head(log)[0]
-        old_bytes = log.read_bytes()
+            freed_head = read_head(log)[0]  # central held it (docking), before the undocking
+        old_chain = read_chain_id(log)
+        old_lines = log.read_bytes().splitlines(keepends=True)
         shutil.rmtree(cfg.data_dir)
         with running(cfg):
             docking(tmp_path, cfg, recorder("ZFY0099999", 60))
@@ -207,8 +216,11 @@ def test_a_wiped_dock_starts_a_new_chain_beside_the_old(tmp_path: Path, broker: 
     new_chain = read_chain_id(log)
     assert new_chain != old_chain
     assert hold(tmp_path).chains() == [old_chain, new_chain]
-    kept = b"".join(x + b"\n" for x in hold(tmp_path).lines(old_chain or "", 1, old_head))
-    assert kept == old_bytes, "the old chain kept whole"
+    # The undocking's entry goes up at the next chunk, which the stop may have come before.
+    held = hold(tmp_path).held(old_chain or "").last_seq
+    assert held >= freed_head
+    kept = b"".join(x + b"\n" for x in hold(tmp_path).lines(old_chain or "", 1, held))
+    assert kept == b"".join(old_lines[:held]), "the old chain kept whole"
     result = receive_verify(receiver_toml(tmp_path, broker))
     assert result.returncode == 0, result.stdout
     (ack,) = [x for x in result.stdout.splitlines() if x.startswith("ACKNOWLEDGE")]
@@ -327,3 +339,20 @@ def _mid_chunk(tmp_path: Path) -> bool:
     if not ddir.is_dir():
         return False
     return any(d.name != "_custody" and not (d / "manifest.json").exists() for d in ddir.iterdir())
+
+
+def test_the_undocking_entry_goes_up_when_the_recorder_leaves(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """SPEC 8.1: a chunk goes at the end of each docking; the undocking's entry waited for the
+    next period (`custody_sync_s`), and for the sync thread's idle minute besides."""
+    cfg = make_cfg(tmp_path, broker, custody_sync_s=3600)
+    enroll(cfg, tmp_path / "dock-keys")
+    rx = start_receiver(tmp_path, broker)
+    try:
+        with running(cfg):
+            docking(tmp_path, cfg, recorder())  # waits up to 30 s for central to hold it
+    finally:
+        rx.stop()
+    log = cfg.data_dir / "custody.jsonl"
+    assert last_event(log) == "undocked" and central_has_head(tmp_path, cfg)

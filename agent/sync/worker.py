@@ -112,6 +112,7 @@ class Sync:
         flow.subscribe(Analysed, self.analysed)
         flow.subscribe(Offloaded, self.chain.listen)  # a docking's end: its chain goes up
         flow.subscribe(Freed, self.chain.listen)  # ... and the recorder's deletions after it
+        services.bus.subscribe(self.chain.listen)  # ... and the undocking's entry (SPEC 8.1)
 
     def start(self) -> None:
         """Start sending in the background (a reconnect wakes the thread)."""
