@@ -170,8 +170,10 @@ class Ordered(Receiver):
 
 def test_a_clips_manifest_goes_while_the_clip_does(tmp_path: Path, broker: Broker) -> None:
     """agent/sync/delivery.py: a manifest sent after its clip's fin idled the link for its three
-    round trips at the end of every docking; it goes beside the clip, after the chain."""
-    cfg = dock_config(tmp_path, mqtt={"host": broker.host, "port": broker.port})
+    round trips at the end of every docking; it goes beside the clip, after the chain. Through
+    a link with a 200 ms round trip, so the order does not hang on how threads are scheduled."""
+    proxy = LinkProxy((broker.host, broker.port), 5_000_000, RTT)
+    cfg = dock_config(tmp_path, mqtt={"host": "127.0.0.1", "port": proxy.port})
     enroll(cfg, tmp_path / "dock-keys")
     originals = simkit.build(tmp_path / "bay1", docking(3))
     expected = sorted(sha(o) for o in originals)
@@ -182,6 +184,7 @@ def test_a_clips_manifest_goes_while_the_clip_does(tmp_path: Path, broker: Broke
             wait_for(lambda: not any(o.exists() for o in originals), 60, "every clip freed")
     finally:
         rx.stop()
+        proxy.close()
     order = Ordered.answered
     central = tmp_path / "central" / "dock-test"
     manifests = {}  # clip sha -> its manifest transfer's file id
