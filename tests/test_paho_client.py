@@ -125,7 +125,7 @@ def test_a_property_running_past_the_properties_is_left_to_paho() -> None:
 @pytest.fixture
 def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
     if mosquitto_binary() is None:
-        pytest.skip("mosquitto is not installed")
+        pytest.skip("no mosquitto binary on this machine (scripts/setup.sh installs it)")
     with running_broker(tmp_path / "broker") as b:
         yield b
 
